@@ -1,0 +1,55 @@
+"""The environment a run records in run.json, so that it can be reproduced."""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(device: torch.device) -> dict:
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    env = {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpu_threads": torch.get_num_threads(),
+        "packages": {p: _version(p) for p in ("torch", "transformers", "lm_eval", "nvidia-ml-py", "dllm-bench")},
+        "device": str(device),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+    }
+    if device.type == "cuda":
+        env.update(gpu_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                   gpu_count_visible=torch.cuda.device_count())
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            env["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception as e:
+            env["driver"] = f"unknown ({e})"
+    return env

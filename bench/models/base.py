@@ -1,0 +1,53 @@
+"""The model adapter interface every decoder talks to.
+
+The decode loop sees only this: a forward over token ids with an attention mask that returns
+logits (and last hidden states on request), the special ids, the logit shift and a tokenizer.
+Model-specific ids live in the adapters, nowhere else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor                 # [B, L, V], already shifted so position i predicts token i
+    hidden: torch.Tensor | None = None   # [B, L, d] last hidden states, when asked for
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids, skip_special: bool = True) -> str: ...
+
+
+@dataclass
+class ModelAdapter:
+    """A loaded model plus everything the loop and the runner need to know about it."""
+    name: str
+    module: torch.nn.Module
+    tokenizer: Tokenizer
+    mask_id: int
+    pad_id: int
+    eos_ids: tuple[int, ...]
+    logit_shift: bool = False           # Dream: position i is predicted from hidden state i-1
+    chat_template: str | None = None    # None: the model has no chat format
+    info: dict = field(default_factory=dict)  # config, weights origin; recorded in run.json
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_hidden: bool = False) -> ModelOutput:
+        """One model call. Positions are derived from the attention mask (left padding safe)."""
+        positions = None
+        if attention_mask is not None:
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        logits, hidden = self.module(input_ids, attention_mask=attention_mask, positions=positions)
+        if self.logit_shift:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return ModelOutput(logits=logits, hidden=hidden if output_hidden else None)

@@ -1,0 +1,147 @@
+"""The decode loop shared by every method.
+
+    x = [left-padded prompt | MASK * gen_length]
+    for each row, block by block:
+        forward the rows still decoding (1 NFE each), token stats in fp32,
+        commit = method.select(...) inside the row's current block, write x0 there,
+        a row moves to its next block when its block has no masks, and stops once a completed
+        block holds EOS (early_stop) or all blocks are done or the step cap is hit.
+
+Rows progress independently; finished rows drop out of the forward batch, so they cost no
+compute, and each row's NFE is counted separately. Greedy decoding is deterministic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from bench.models.base import ModelAdapter
+from .base import GenConfig, Method, StepContext
+from .select import token_stats
+
+
+@dataclass
+class DecodeResult:
+    tokens: torch.Tensor      # [B, gen_length] generated ids; positions after the first EOS hold EOS
+    nfe: torch.Tensor         # [B] model forward calls per row (CFG counts two per step)
+    steps: torch.Tensor       # [B] decode steps per row
+    gen_tokens: torch.Tensor  # [B] generated tokens before the first EOS
+    capped: torch.Tensor      # [B] the step cap ended the row (remaining masks took the last argmax)
+    trace: list[list[dict]] | None = None  # per row, per step (when asked for)
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    P = max(map(len, prompts))
+    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(prompts), P), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if p:
+            ids[i, P - len(p):] = torch.tensor(p)
+            attn[i, P - len(p):] = 1
+    return ids, attn
+
+
+def first_eos_index(tokens: torch.Tensor, eos_ids: tuple[int, ...]) -> torch.Tensor:
+    """[B] index of the first EOS in each row, or the row length when there is none."""
+    is_eos = torch.isin(tokens, torch.tensor(eos_ids, device=tokens.device))
+    N = tokens.shape[-1]
+    idx = torch.where(is_eos, torch.arange(N, device=tokens.device), N)
+    return idx.min(-1).values
+
+
+@dataclass
+class _Rows:
+    """Per-row decode progress (all [B])."""
+    block: torch.Tensor
+    step_in_block: torch.Tensor
+    step: torch.Tensor
+    nfe: torch.Tensor
+    done: torch.Tensor
+    capped: torch.Tensor
+    trace: list[list[dict]] | None = field(default=None)
+
+
+@torch.no_grad()
+def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: GenConfig,
+           generator: torch.Generator | None = None, trace: bool = False) -> DecodeResult:
+    dev = model.device
+    p_ids, p_attn = left_pad(prompts, model.pad_id)
+    B, P, G, BL = len(prompts), p_ids.shape[1], gen.gen_length, gen.block_length
+    x = torch.cat([p_ids, torch.full((B, G), model.mask_id, dtype=torch.long)], 1).to(dev)
+    attn = torch.cat([p_attn, torch.ones((B, G), dtype=torch.long)], 1).to(dev)
+    zeros = torch.zeros(B, dtype=torch.long, device=dev)
+    r = _Rows(block=zeros.clone(), step_in_block=zeros.clone(), step=zeros.clone(), nfe=zeros.clone(),
+              done=torch.zeros(B, dtype=torch.bool, device=dev), capped=torch.zeros(B, dtype=torch.bool, device=dev),
+              trace=[[] for _ in range(B)] if trace else None)
+    pos = torch.arange(G, device=dev)
+    eos = torch.tensor(model.eos_ids, device=dev)
+    method.start(B, dev, generator)
+    last_x0 = torch.full((B, G), model.eos_ids[0], dtype=torch.long, device=dev)
+
+    while not bool(r.done.all()):
+        rows = (~r.done).nonzero().squeeze(1)
+        xa, aa = x[rows], attn[rows]
+        out = model.forward(xa, aa, output_hidden=method.needs_hidden)
+        logits = out.logits[:, P:].float()
+        calls = 1
+        if method.cfg_scale > 0:  # unconditional copy: prompt tokens masked
+            ux = xa.clone()
+            ux[:, :P] = torch.where(aa[:, :P].bool(), model.mask_id, ux[:, :P])
+            un = model.forward(ux, aa).logits[:, P:].float()
+            logits = un + (method.cfg_scale + 1) * (logits - un)
+            calls = 2
+        r.nfe[rows] += calls
+
+        gen_a = xa[:, P:]
+        masked = gen_a == model.mask_id
+        in_block = (pos // BL) == r.block[rows].unsqueeze(1)
+        x0, conf = token_stats(logits, method.temperature, generator)
+        ctx = StepContext(rows=rows, x0=x0, conf=conf, logits=logits, candidates=masked & in_block,
+                          block=r.block[rows], step_in_block=r.step_in_block[rows], step=r.step[rows],
+                          hidden=out.hidden[:, P:] if out.hidden is not None else None)
+        commit = method.select(ctx) & ctx.candidates
+        gen_a = torch.where(commit, x0, gen_a)
+        last_x0[rows] = x0
+
+        if r.trace is not None:
+            _record(r.trace, rows, r.step[rows], masked, x0, conf, commit)
+        r.step[rows] += 1
+        r.step_in_block[rows] += 1
+
+        # block bookkeeping
+        block_open = ((gen_a == model.mask_id) & in_block).any(1)
+        finished_block = ~block_open
+        next_block = r.block[rows] + finished_block.long()
+        upto = (pos.unsqueeze(0) < (next_block * BL).unsqueeze(1))
+        has_eos = (torch.isin(gen_a, eos) & upto).any(1)
+        row_done = next_block >= gen.num_blocks
+        if gen.early_stop:
+            row_done |= finished_block & has_eos
+        capped = ~row_done & (r.step[rows] >= gen.step_cap)
+        if capped.any():  # fill what is left with the last proposal, at no extra NFE
+            gen_a = torch.where(capped.unsqueeze(1) & (gen_a == model.mask_id), x0, gen_a)
+        x[rows, P:] = gen_a
+        r.block[rows] = next_block
+        r.step_in_block[rows] = torch.where(finished_block, 0, r.step_in_block[rows])
+        r.capped[rows] |= capped
+        r.done[rows] |= row_done | capped
+
+    gen_x = x[:, P:]
+    first = first_eos_index(gen_x, model.eos_ids)
+    # Everything from the first EOS on (including masks of blocks never decoded) reads as EOS.
+    tokens = torch.where(pos.unsqueeze(0) >= first.unsqueeze(1), model.eos_ids[0], gen_x)
+    return DecodeResult(tokens=tokens.cpu(), nfe=r.nfe.cpu(), steps=r.step.cpu(), gen_tokens=first.cpu(),
+                        capped=r.capped.cpu(), trace=r.trace)
+
+
+def _record(trace, rows, steps, masked, x0, conf, commit) -> None:
+    """Per row and step: which positions were committed, and the argmax and top-1 probability at
+    every position that was masked before the commit (training data for learned controllers)."""
+    rows_l, steps_l = rows.tolist(), steps.tolist()
+    masked, x0, conf, commit = masked.cpu(), x0.cpu(), conf.cpu(), commit.cpu()
+    for i, (row, step) in enumerate(zip(rows_l, steps_l)):
+        m = masked[i].nonzero().squeeze(1)
+        trace[row].append({"step": step, "masked": m.tolist(), "argmax": x0[i, m].tolist(),
+                           "p1": [round(v, 6) for v in conf[i, m].tolist()],
+                           "commit": commit[i].nonzero().squeeze(1).tolist()})

@@ -1,0 +1,65 @@
+"""Per-step math of the decoding methods: pure functions over tensors, testable on CPU.
+
+Shapes: B rows, N generated positions. `candidates` marks the positions a method may commit at
+this step (masked and inside the row's current block). Every selector returns a bool [B, N] commit
+mask that is a subset of `candidates`.
+"""
+from __future__ import annotations
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def token_stats(logits: torch.Tensor, temperature: float = 0.0,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Proposed token and its probability at every position.
+
+    x0 = argmax(logits + T * Gumbel noise) (greedy at T = 0; the noise in float64 as LLaDA does),
+    conf = softmax(logits)[x0] in float32.
+    """
+    logits = logits.float()
+    if temperature > 0:
+        u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
+        x0 = (logits.double() + temperature * gumbel).argmax(-1)
+    else:
+        x0 = logits.argmax(-1)
+    probs = torch.softmax(logits, dim=-1)
+    conf = probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    return x0, conf
+
+
+def quota_schedule(block_length: int, steps: int) -> torch.Tensor:
+    """LLaDA's per-block quota: the first (M % S) steps commit M // S + 1 tokens, the rest M // S."""
+    base, rem = divmod(block_length, steps)
+    return torch.tensor([base + (t < rem) for t in range(steps)], dtype=torch.long)
+
+
+def topk_commit(scores: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Commit the k[b] highest-scoring candidates of each row (fewer if a row has fewer).
+
+    Ties break towards the lower position (stable sort), so the result is deterministic.
+    """
+    s = scores.float().masked_fill(~candidates, NEG_INF)
+    order = torch.sort(s, dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(s.shape[-1], device=s.device).expand_as(order))
+    return candidates & (rank < k.view(-1, 1))
+
+
+def threshold_commit(conf: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
+    """Fast-dLLM: every candidate with confidence >= tau, and always the most confident one."""
+    one = topk_commit(conf, candidates, torch.ones(conf.shape[0], dtype=torch.long, device=conf.device))
+    return one | (candidates & (conf >= tau))
+
+
+def factor_commit(conf: torch.Tensor, candidates: torch.Tensor, factor: float) -> torch.Tensor:
+    """Fast-dLLM factor rule: with candidates sorted c1 >= c2 >= ..., commit the largest prefix n
+    such that (m + 1) * (1 - c_m) <= factor for every m <= n (m counted from 1); at least one."""
+    s = conf.float().masked_fill(~candidates, NEG_INF)
+    sorted_c, order = torch.sort(s, dim=-1, descending=True, stable=True)
+    m = torch.arange(1, s.shape[-1] + 1, device=s.device, dtype=torch.float32)
+    ok = ((m + 1) * (1 - sorted_c) <= factor) & torch.isfinite(sorted_c)
+    prefix = ok.long().cumprod(-1).sum(-1).clamp(min=1)   # length of the all-ok prefix, >= 1
+    return topk_commit(conf, candidates, prefix)
