@@ -1,15 +1,47 @@
-"""Model registry: name -> loader returning a ModelAdapter."""
+"""Model registry: name -> loader returning a ModelAdapter.
+
+- `tiny`: the built-in model (weights in the repo).
+- `llada`, `dream`: real checkpoints, `--model-path` a hub id or a local HF directory (default:
+  the Instruct model's hub id); `--no-weights` builds the architecture of that config (or of the
+  8B/7B config when no path is given) with random weights.
+- `llada-8b`, `dream-7b`, `llada-small`, `dream-small`, `llada-tiny`, `dream-tiny`: named
+  architectures, random weights only (`--no-weights`), for speed and energy runs without a download.
+"""
 from __future__ import annotations
+
+import functools
 
 import torch
 
 from .base import ModelAdapter
+from .dream import CONFIGS as DREAM_CONFIGS
+from .llada import CONFIGS as LLADA_CONFIGS
+from .real import load_real
 from .tiny import load_tiny
 
-MODELS = {"tiny": load_tiny}
+
+def _tiny(device, dtype, path=None, no_weights=False, backend="native", seed=0):
+    if backend != "native":
+        raise ValueError("the built-in model has no remote code; --model-backend hf applies to llada and dream")
+    if no_weights:
+        torch.manual_seed(seed)
+    return load_tiny(path, device=device, dtype=dtype, random_weights=no_weights)
 
 
-def load_model(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> ModelAdapter:
+def _real(family, name, device, dtype, path=None, no_weights=False, backend="native", seed=0):
+    return load_real(family, path=path, name=name, no_weights=no_weights, device=device, dtype=dtype,
+                     backend=backend, seed=seed)
+
+
+MODELS = {"tiny": _tiny,
+          "llada": functools.partial(_real, "llada", "llada"),
+          "dream": functools.partial(_real, "dream", "dream")}
+MODELS.update({n: functools.partial(_real, "llada", n) for n in LLADA_CONFIGS})
+MODELS.update({n: functools.partial(_real, "dream", n) for n in DREAM_CONFIGS})
+
+
+def load_model(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, path: str | None = None,
+               no_weights: bool = False, backend: str = "native", seed: int = 0) -> ModelAdapter:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    return MODELS[name](device=device, dtype=dtype)
+    return MODELS[name](device=device, dtype=dtype, path=path, no_weights=no_weights, backend=backend, seed=seed)

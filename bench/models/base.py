@@ -40,14 +40,28 @@ class ModelAdapter:
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
+    @property
+    def supports_cache(self) -> bool:
+        """Whether the module takes a KV cache (prefix/dual cache modes, methods/cache.py)."""
+        return hasattr(self.module, "new_cache")
+
+    def new_cache(self, batch: int, length: int):
+        if not self.supports_cache:
+            raise ValueError(f"model {self.name} has no KV cache support; use cache=none")
+        return self.module.new_cache(batch, length)
+
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_hidden: bool = False) -> ModelOutput:
-        """One model call. Positions are derived from the attention mask (left padding safe)."""
-        positions = None
-        if attention_mask is not None:
+                output_hidden: bool = False, positions: torch.Tensor | None = None, kv=None) -> ModelOutput:
+        """One model call. Positions are derived from the attention mask (left padding safe) unless
+        given. `kv` (a layers.CacheCall) makes it a cache refresh or a window forward; for a window,
+        pass the window's tokens, their positions, and no attention mask (the key mask is in kv)."""
+        if positions is None and attention_mask is not None:
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        logits, hidden = self.module(input_ids, attention_mask=attention_mask, positions=positions)
+        if kv is None:
+            logits, hidden = self.module(input_ids, attention_mask=attention_mask, positions=positions)
+        else:
+            logits, hidden = self.module(input_ids, attention_mask=attention_mask, positions=positions, kv=kv)
         if self.logit_shift:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         return ModelOutput(logits=logits, hidden=hidden if output_hidden else None)

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .layers import CacheCall, KVCache, attend
 
 
 @dataclass
@@ -48,14 +49,14 @@ class Block(nn.Module):
         self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
 
-    def forward(self, x, cos, sin, attn_mask):
+    def forward(self, x, cos, sin, attn_mask, layer: int = 0, kv: CacheCall | None = None):
         B, L, D = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(B, L, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        a = attend(q, k, v, layer, kv, attn_mask)
         x = x + self.out(a.transpose(1, 2).reshape(B, L, D))
         g, u = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
-        return x + self.down(F.silu(g) * u)
+        return x + self.down(nn.functional.silu(g) * u)
 
 
 class TinyDLLM(nn.Module):
@@ -67,7 +68,12 @@ class TinyDLLM(nn.Module):
         self.norm = nn.RMSNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
-    def forward(self, input_ids, attention_mask=None, positions=None):
+    def new_cache(self, batch: int, length: int, dtype=None, device=None) -> KVCache:
+        p, c = self.embed.weight, self.cfg
+        return KVCache.empty(c.n_layers, batch, c.n_heads, length, c.d_model // c.n_heads,
+                             dtype or p.dtype, device or p.device)
+
+    def forward(self, input_ids, attention_mask=None, positions=None, kv: CacheCall | None = None):
         B, L = input_ids.shape
         if positions is None:
             positions = torch.arange(L, device=input_ids.device).expand(B, L)
@@ -76,7 +82,7 @@ class TinyDLLM(nn.Module):
         if attention_mask is not None:  # keys that are padding are never attended to
             mask = attention_mask.bool()[:, None, None, :]
         x = self.embed(input_ids)
-        for blk in self.blocks:
-            x = blk(x, cos, sin, mask)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, cos, sin, mask, i, kv)
         h = self.norm(x)
         return self.head(h), h

@@ -1,0 +1,149 @@
+"""Dream-7B (Base, Instruct) in plain PyTorch: Qwen2-style, bidirectional, logits shifted.
+
+Parameter names and config fields are those of the published checkpoints (`model.embed_tokens`,
+`model.layers.N.self_attn.{q,k,v,o}_proj` with q/k/v biases, `model.layers.N.mlp.{gate,up,down}_proj`,
+`model.layers.N.{input,post_attention}_layernorm`, `model.norm`, `lm_head`; config hidden_size,
+intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, rope_theta,
+rms_norm_eps, tie_word_embeddings, mask_token_id, pad_token_id). The logit shift (position i is
+predicted from hidden state i-1) is applied by the adapter (`logit_shift=True`), not here.
+RoPE is computed with tables cast to the activation dtype, as the reference code does.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from torch import nn
+
+from .layers import (CacheCall, KVCache, RMSNorm, apply_rope, attend, default_positions, key_padding_mask,
+                     rope_cos_sin)
+
+MASK_ID, PAD_ID, EOS_ID = 151666, 151643, 151643
+IM_END_ID = 151645
+DEFAULT_HUB_ID = "Dream-org/Dream-v0-Instruct-7B"
+
+
+@dataclass
+class DreamConfig:
+    vocab_size: int = 152064
+    hidden_size: int = 3584
+    intermediate_size: int = 18944
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 28
+    num_key_value_heads: int = 4
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 131072
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1000000.0
+    rope_scaling: dict | None = None
+    tie_word_embeddings: bool = False
+    mask_token_id: int = MASK_ID
+    pad_token_id: int = PAD_ID
+    eos_token_id: int = EOS_ID
+    bos_token_id: int = PAD_ID
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_hf(cls, d: dict) -> "DreamConfig":
+        names = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        if cfg.rope_scaling not in (None, {}) and cfg.rope_scaling.get("rope_type", cfg.rope_scaling.get("type")) != "default":
+            raise ValueError(f"Dream config has rope_scaling={cfg.rope_scaling}, which this implementation does "
+                             f"not support; use --model-backend hf")
+        if cfg.hidden_act != "silu":
+            raise ValueError(f"Dream config hidden_act={cfg.hidden_act!r} is not supported (silu only)")
+        return cfg
+
+    def to_hf(self) -> dict:
+        return {"model_type": "Dream", "architectures": ["DreamModel"], **asdict(self)}
+
+
+CONFIGS = {
+    "dream-7b": DreamConfig(),
+    "dream-small": DreamConfig(hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
+                               num_attention_heads=8, num_key_value_heads=2),
+    "dream-tiny": DreamConfig(vocab_size=152064, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2),
+}
+
+
+class DreamAttention(nn.Module):
+    def __init__(self, c: DreamConfig):
+        super().__init__()
+        hd = c.head_dim
+        self.hd = hd
+        self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * hd, bias=True)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=True)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=True)
+        self.o_proj = nn.Linear(c.num_attention_heads * hd, c.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, mask, layer, kv):
+        B, W, D = x.shape
+        q = self.q_proj(x).view(B, W, -1, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(B, W, -1, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(B, W, -1, self.hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        a = attend(q, k, v, layer, kv, mask)
+        return self.o_proj(a.transpose(1, 2).reshape(B, W, -1))
+
+
+class DreamMLP(nn.Module):
+    def __init__(self, c: DreamConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DreamLayer(nn.Module):
+    def __init__(self, c: DreamConfig):
+        super().__init__()
+        self.self_attn = DreamAttention(c)
+        self.mlp = DreamMLP(c)
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, layer, kv):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, layer, kv)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class _Base(nn.Module):
+    def __init__(self, c: DreamConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList(DreamLayer(c) for _ in range(c.num_hidden_layers))
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+
+
+class Dream(nn.Module):
+    """forward(input_ids, attention_mask, positions, kv) -> (unshifted logits [B, W, V], last hidden)."""
+
+    def __init__(self, cfg: DreamConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = _Base(cfg)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def new_cache(self, batch: int, length: int, dtype=None, device=None) -> KVCache:
+        p = self.model.embed_tokens.weight
+        c = self.cfg
+        return KVCache.empty(c.num_hidden_layers, batch, c.num_key_value_heads, length, c.head_dim,
+                             dtype or p.dtype, device or p.device)
+
+    def forward(self, input_ids, attention_mask=None, positions=None, kv: CacheCall | None = None):
+        c, m = self.cfg, self.model
+        x = m.embed_tokens(input_ids)
+        cos, sin = rope_cos_sin(default_positions(input_ids, positions), c.head_dim, c.rope_theta, x.dtype)
+        mask = key_padding_mask(attention_mask)
+        for i, layer in enumerate(m.layers):
+            x = layer(x, cos, sin, mask, i, kv)
+        h = m.norm(x)
+        w = m.embed_tokens.weight if c.tie_word_embeddings else self.lm_head.weight
+        return nn.functional.linear(h, w), h

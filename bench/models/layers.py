@@ -1,0 +1,108 @@
+"""Plain-PyTorch blocks shared by our dLLMs (LLaDA, Dream, tiny): RMSNorm, RoPE, SwiGLU and
+bidirectional attention through scaled_dot_product_attention, with an optional KV cache.
+
+KV cache (used by the prefix/dual cache modes of methods/cache.py): one buffer per layer,
+K and V of shape [B, H_kv, L, head_dim], RoPE already applied (RoPE is per position, so
+rotating once at write time equals rotating the whole cache at every read, as the reference
+code does). A forward uses the cache as a `CacheCall` says:
+  - pos is None: the whole sequence is fed (a refresh): its K/V are stored for every position;
+  - pos [b, W]: only the tokens at those sequence indices are fed (a window): their fresh K/V
+    overwrite the cached ones at those indices and the window's queries attend to all L keys.
+Prefix mode feeds the window [block start, L); dual mode feeds the block alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class KVCache:
+    k: list[torch.Tensor]   # per layer [B, H_kv, L, head_dim]
+    v: list[torch.Tensor]
+
+    @classmethod
+    def empty(cls, n_layers: int, batch: int, n_kv_heads: int, length: int, head_dim: int,
+              dtype: torch.dtype, device) -> "KVCache":
+        shape = (batch, n_kv_heads, length, head_dim)
+        return cls([torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)],
+                   [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)])
+
+
+@dataclass
+class CacheCall:
+    """How one forward reads and writes the cache."""
+    cache: KVCache
+    rows: torch.Tensor | None = None      # [b] cache rows of the fed batch rows; None: all rows in order
+    pos: torch.Tensor | None = None       # [b, W] sequence indices of the fed tokens; None: whole sequence
+    key_mask: torch.Tensor | None = None  # [b, L] bool keys that may be attended (window only); None: all
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Normalize in fp32, cast back, then scale (the LLaDA/Qwen2 order of operations)."""
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, 1, L, head_dim] tables for rotate-half RoPE, angles computed in fp32."""
+    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float) / head_dim)
+    ang = positions.float()[..., None] * inv
+    emb = torch.cat([ang, ang], dim=-1)[:, None]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE; computed in the tables' dtype (fp32 tables: full precision), cast back."""
+    xc = x.to(cos.dtype)
+    x1, x2 = xc.chunk(2, dim=-1)
+    return (xc * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, call: CacheCall | None,
+           mask: torch.Tensor | None) -> torch.Tensor:
+    """Bidirectional attention. q [b, H, W, hd]; k, v [b, H_kv, W, hd] with RoPE applied.
+    `mask`: bool key mask broadcastable to [b, 1, W, W] for a full forward (None: no padding)."""
+    if call is not None:
+        K, V = call.cache.k[layer], call.cache.v[layer]
+        if call.pos is None:                       # refresh: store everything
+            if call.rows is None:
+                K.copy_(k)
+                V.copy_(v)
+            else:
+                K[call.rows] = k
+                V[call.rows] = v
+        else:                                      # window: write fresh K/V, attend to all keys
+            b, h = k.shape[:2]
+            rows = call.rows if call.rows is not None else torch.arange(b, device=k.device)
+            idx = (rows[:, None, None], torch.arange(h, device=k.device)[None, :, None], call.pos[:, None, :])
+            K.index_put_(idx, k)
+            V.index_put_(idx, v)
+            k, v = (K, V) if call.rows is None else (K[call.rows], V[call.rows])
+            mask = call.key_mask[:, None, None, :] if call.key_mask is not None else None
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """[B, L] 0/1 attention mask -> [B, 1, 1, L] bool key mask (None stays None)."""
+    return None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+
+
+def default_positions(input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    if positions is not None:
+        return positions
+    B, L = input_ids.shape
+    return torch.arange(L, device=input_ids.device).expand(B, L)
