@@ -59,6 +59,9 @@ class Method:
     name: ClassVar[str]
     Config: ClassVar[type]
     needs_hidden: ClassVar[bool] = False
+    uses_logits: ClassVar[bool] = True   # False: select() reads only x0/conf (KV-cache window steps
+                                         # then skip building full-width logits; ctx.logits may be None)
+    cache: str = "none"                  # KV cache mode, set by the registry (methods/cache.py)
 
     def __init__(self, cfg, gen: GenConfig):
         self.cfg, self.gen = cfg, gen
@@ -84,4 +87,4 @@ class Method:
         raise NotImplementedError
 
     def settings(self) -> dict:
-        return dataclasses.asdict(self.cfg)
+        return {**dataclasses.asdict(self.cfg), "cache": self.cache}

@@ -24,6 +24,7 @@ class FixedConfig:
 
 class FixedMethod(Method):
     name = "fixed"
+    uses_logits = False
     Config = FixedConfig
 
     def validate(self) -> None:

@@ -9,6 +9,9 @@
 
 Rows progress independently; finished rows drop out of the forward batch, so they cost no
 compute, and each row's NFE is counted separately. Greedy decoding is deterministic.
+With a KV cache (method setting cache=prefix|dual) the forward is a refresh or a window forward
+(methods/cache.py). A step makes one host sync (which rows are still decoding; a cached step one
+more: refresh or window), so the GPU queue never drains in the middle of a step.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import torch
 
 from bench.models.base import ModelAdapter
 from .base import GenConfig, Method, StepContext
+from .cache import CacheStepper
 from .select import token_stats
 
 
@@ -79,27 +83,39 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     method.start(B, dev, generator)
     last_x0 = torch.full((B, G), model.eos_ids[0], dtype=torch.long, device=dev)
 
-    while not bool(r.done.all()):
-        rows = (~r.done).nonzero().squeeze(1)
+    stepper = None
+    if method.cache != "none":  # KV cache: refresh or window forwards (methods/cache.py)
+        stepper = CacheStepper(model, method.cache, B, x.shape[1], P, G, BL, padded=bool((p_attn == 0).any()))
+
+    while True:
+        rows = (~r.done).nonzero().squeeze(1)   # the loop's one host sync per step (it also ends the loop)
+        if rows.numel() == 0:
+            break
         xa, aa = x[rows], attn[rows]
-        out = model.forward(xa, aa, output_hidden=method.needs_hidden)
-        logits = out.logits[:, P:].float()
-        calls = 1
-        if method.cfg_scale > 0:  # unconditional copy: prompt tokens masked
-            ux = xa.clone()
-            ux[:, :P] = torch.where(aa[:, :P].bool(), model.mask_id, ux[:, :P])
-            un = model.forward(ux, aa).logits[:, P:].float()
-            logits = un + (method.cfg_scale + 1) * (logits - un)
-            calls = 2
-        r.nfe[rows] += calls
+        if stepper is not None:
+            x0, conf, logits, hidden = stepper.step(rows, xa, aa, r.block[rows], r.step_in_block[rows],
+                                                    method, generator)
+            r.nfe[rows] += 1
+        else:
+            out = model.forward(xa, aa, output_hidden=method.needs_hidden)
+            logits = out.logits[:, P:].float()
+            calls = 1
+            if method.cfg_scale > 0:  # unconditional copy: prompt tokens masked
+                ux = xa.clone()
+                ux[:, :P] = torch.where(aa[:, :P].bool(), model.mask_id, ux[:, :P])
+                un = model.forward(ux, aa).logits[:, P:].float()
+                logits = un + (method.cfg_scale + 1) * (logits - un)
+                calls = 2
+            r.nfe[rows] += calls
+            x0, conf = token_stats(logits, method.temperature, generator)
+            hidden = out.hidden[:, P:] if out.hidden is not None else None
 
         gen_a = xa[:, P:]
         masked = gen_a == model.mask_id
         in_block = (pos // BL) == r.block[rows].unsqueeze(1)
-        x0, conf = token_stats(logits, method.temperature, generator)
         ctx = StepContext(rows=rows, x0=x0, conf=conf, logits=logits, candidates=masked & in_block,
                           block=r.block[rows], step_in_block=r.step_in_block[rows], step=r.step[rows],
-                          hidden=out.hidden[:, P:] if out.hidden is not None else None)
+                          hidden=hidden)
         commit = method.select(ctx) & ctx.candidates
         gen_a = torch.where(commit, x0, gen_a)
         last_x0[rows] = x0
@@ -119,8 +135,8 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
         if gen.early_stop:
             row_done |= finished_block & has_eos
         capped = ~row_done & (r.step[rows] >= gen.step_cap)
-        if capped.any():  # fill what is left with the last proposal, at no extra NFE
-            gen_a = torch.where(capped.unsqueeze(1) & (gen_a == model.mask_id), x0, gen_a)
+        # fill what is left with the last proposal, at no extra NFE (no `if capped.any()`: a host sync)
+        gen_a = torch.where(capped.unsqueeze(1) & (gen_a == model.mask_id), x0, gen_a)
         x[rows, P:] = gen_a
         r.block[rows] = next_block
         r.step_in_block[rows] = torch.where(finished_block, 0, r.step_in_block[rows])

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass
 
 from .base import GenConfig, Method
+from .cache import CACHE_MODES
 from .fixed import FixedMethod
 from .threshold import ThresholdMethod
 
@@ -81,9 +82,20 @@ def build_method(spec: MethodSpec, gen: GenConfig) -> Method:
     cls = METHODS[spec.name]
     hints = typing.get_type_hints(cls.Config)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    kwargs = {}
+    kwargs, cache = {}, "none"
     for key, value in spec.settings:
+        if key == "cache":  # common to every method; see methods/cache.py for why it is not a Config field
+            if value not in CACHE_MODES:
+                raise ValueError(f"{spec.name}: cache={value!r}; choose one of {', '.join(CACHE_MODES)}")
+            cache = value
+            continue
         if key not in fields:
-            raise ValueError(f"{spec.name}: unknown setting {key!r}; valid settings: {', '.join(sorted(fields))}")
+            raise ValueError(f"{spec.name}: unknown setting {key!r}; valid settings: "
+                             f"{', '.join(sorted(fields | {'cache'}))}")
         kwargs[key] = _convert(key, value, hints[key], spec.name)
-    return cls(cls.Config(**kwargs), gen)
+    method = cls(cls.Config(**kwargs), gen)
+    method.cache = cache
+    if cache != "none" and method.cfg_scale > 0:
+        raise ValueError(f"{spec.name}: cache={cache} cannot be combined with cfg_scale > 0 "
+                         f"(the unconditional copy has no cache); use cache=none")
+    return method

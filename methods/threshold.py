@@ -20,6 +20,7 @@ class ThresholdConfig:
 
 class ThresholdMethod(Method):
     name = "threshold"
+    uses_logits = False
     Config = ThresholdConfig
 
     def validate(self) -> None:

@@ -1,0 +1,121 @@
+"""KV cache modes of the decode loop (METHODS.md section 2, Fast-dLLM).
+
+    none    every step forwards the whole sequence.
+    prefix  a row's first step in a block is a full forward that refreshes the row's cache; its
+            later steps feed [block start, end) and attend to the cached K/V before the block.
+    dual    same refresh; later steps feed only the block and attend to the cached K/V of
+            everything else (prompt, earlier blocks, and the still-masked suffix), refreshed at
+            the next block start.
+
+Every forward counts one NFE for each row it carries, refreshes included; a window forward is one
+NFE too. Models with a logit shift (Dream: position i is predicted from hidden state i-1) feed
+one position more on the left, so the block's first position gets its own prediction; that
+position's K/V are recomputed with the window (Fast-dLLM's Dream code instead commits the
+block's first token at the refresh step).
+
+`cache` is a setting every method accepts (`--methods threshold:cache=dual`). It is handled by the
+registry and stored on the method (`Method.cache`), not copied into each method's Config: a
+method only scores and selects; which forward the loop runs is the loop's business, and one
+place validates it. Window steps compute token statistics only for the window's positions; x0
+and conf elsewhere repeat the row's last full forward, and logits/hidden there are zeros (only
+built when the method reads them: Method.uses_logits / needs_hidden).
+"""
+from __future__ import annotations
+
+import torch
+
+from bench.models.base import ModelAdapter
+from bench.models.layers import CacheCall
+from .select import token_stats
+
+CACHE_MODES = ("none", "prefix", "dual")
+
+
+class CacheStepper:
+    """Runs the model forward of one loop step for the rows still decoding, with a KV cache."""
+
+    def __init__(self, model: ModelAdapter, mode: str, batch: int, length: int, prompt_len: int,
+                 gen_length: int, block_length: int, padded: bool):
+        if mode not in ("prefix", "dual"):
+            raise ValueError(f"cache={mode!r}; choose one of {', '.join(CACHE_MODES)}")
+        self.model, self.mode, self.B, self.L = model, mode, batch, length
+        self.P, self.G, self.BL, self.padded = prompt_len, gen_length, block_length, padded
+        self.shift = 1 if model.logit_shift else 0
+        if self.shift and prompt_len == 0:
+            raise ValueError("a logit-shifted model (Dream) needs a non-empty prompt to use a KV cache")
+        self.cache = model.new_cache(batch, length)
+        dev = model.device
+        self.x0 = torch.zeros((batch, gen_length), dtype=torch.long, device=dev)   # last full forward
+        self.conf = torch.zeros((batch, gen_length), device=dev)
+
+    def step(self, rows, xa, aa, block, step_in_block, method, generator):
+        """-> x0 [b, G], conf [b, G], logits [b, G, V] or None, hidden [b, G, d] or None."""
+        b = rows.numel()
+        refresh = step_in_block == 0
+        n = int(refresh.sum())          # which forward to run: the one host sync of a cached step
+        if n in (0, b):
+            fn = self._refresh if n == b else self._windows
+            return fn(rows, xa, aa, block, method, generator)
+        ri, wi = refresh.nonzero().squeeze(1), (~refresh).nonzero().squeeze(1)
+        parts = [(ri, self._refresh(rows[ri], xa[ri], aa[ri], block[ri], method, generator)),
+                 (wi, self._windows(rows[wi], xa[wi], aa[wi], block[wi], method, generator))]
+        return tuple(_merge(b, [(i, p[k]) for i, p in parts]) for k in range(4))
+
+    def _call(self, rows, pos=None, aa=None) -> CacheCall:
+        all_rows = rows.numel() == self.B   # rows come sorted from nonzero(): all rows, in order
+        return CacheCall(self.cache, rows=None if all_rows else rows, pos=pos,
+                         key_mask=aa.bool() if (pos is not None and self.padded) else None)
+
+    def _refresh(self, rows, xa, aa, block, method, generator):
+        out = self.model.forward(xa, aa, output_hidden=method.needs_hidden, kv=self._call(rows))
+        logits = out.logits[:, self.P:].float()
+        x0, conf = token_stats(logits, method.temperature, generator)
+        self.x0[rows], self.conf[rows] = x0, conf
+        hidden = out.hidden[:, self.P:] if out.hidden is not None else None
+        return x0, conf, logits, hidden
+
+    def _windows(self, rows, xa, aa, block, method, generator):
+        if self.mode == "dual":  # equal width for every row: one forward even if rows are in different blocks
+            return self._window(rows, xa, aa, block, self.BL + self.shift, method, generator)
+        groups = [(block == k).nonzero().squeeze(1) for k in torch.unique(block).tolist()]
+        if len(groups) == 1:
+            return self._window(rows, xa, aa, block, None, method, generator)
+        parts = [(g, self._window(rows[g], xa[g], aa[g], block[g], None, method, generator)) for g in groups]
+        return tuple(_merge(rows.numel(), [(i, p[k]) for i, p in parts]) for k in range(4))
+
+    def _window(self, rows, xa, aa, block, width, method, generator):
+        start = self.P + block * self.BL - self.shift                      # [b] sequence index
+        if width is None:                                                  # prefix: to the end
+            width = self.L - int(start[0])
+        pos = start.unsqueeze(1) + torch.arange(width, device=xa.device)   # [b, W]
+        positions = pos
+        if self.padded:
+            positions = (aa.long().cumsum(-1) - 1).clamp(min=0).gather(1, pos)
+        out = self.model.forward(xa.gather(1, pos), None, output_hidden=method.needs_hidden,
+                                 positions=positions, kv=self._call(rows, pos, aa))
+        s = self.shift
+        lw = out.logits[:, s:].float()
+        gpos = pos[:, s:] - self.P                                         # generated-region index
+        x0w, confw = token_stats(lw, method.temperature, generator)
+        x0 = self.x0[rows].scatter(1, gpos, x0w)
+        conf = self.conf[rows].scatter(1, gpos, confw)
+        logits = hidden = None
+        if method.uses_logits:
+            logits = lw.new_zeros((lw.shape[0], self.G, lw.shape[-1]))
+            logits.scatter_(1, gpos.unsqueeze(-1).expand_as(lw), lw)
+        if out.hidden is not None:
+            hw = out.hidden[:, s:]
+            hidden = hw.new_zeros((hw.shape[0], self.G, hw.shape[-1]))
+            hidden.scatter_(1, gpos.unsqueeze(-1).expand_as(hw), hw)
+        return x0, conf, logits, hidden
+
+
+def _merge(b: int, parts):
+    """Reassemble per-group tensors (each [n_i, ...] for batch indices i) into one [b, ...]."""
+    if any(t is None for _, t in parts):
+        return None
+    first = parts[0][1]
+    out = first.new_empty((b, *first.shape[1:]))
+    for idx, t in parts:
+        out[idx] = t
+    return out
