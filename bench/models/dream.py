@@ -64,8 +64,10 @@ CONFIGS = {
     "dream-7b": DreamConfig(),
     "dream-small": DreamConfig(hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
                                num_attention_heads=8, num_key_value_heads=2),
-    "dream-tiny": DreamConfig(vocab_size=152064, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2),
+    # CPU-test size; small vocabulary with its own special ids
+    "dream-tiny": DreamConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, mask_token_id=500,
+                              pad_token_id=501, eos_token_id=501, bos_token_id=501),
 }
 
 

@@ -32,7 +32,7 @@ class ByteTokenizer:
     (outputs of random weights decode to noise; accuracy is reported as not applicable)."""
     chat_template = None
 
-    def __init__(self, offset: int = 1000):
+    def __init__(self, offset: int = 16):
         self.offset = offset
 
     def encode(self, text: str) -> list[int]:

@@ -89,8 +89,10 @@ CONFIGS = {
     "llada-8b": LLaDAConfig(),
     "llada-small": LLaDAConfig(d_model=512, n_heads=8, n_kv_heads=8, n_layers=4, mlp_hidden_size=1536,
                                max_sequence_length=4096),
+    # CPU-test size; small vocabulary with its own special ids
     "llada-tiny": LLaDAConfig(d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=128,
-                              vocab_size=130000, embedding_size=130000),
+                              vocab_size=512, embedding_size=512, mask_token_id=500, eos_token_id=501,
+                              pad_token_id=501),
 }
 
 

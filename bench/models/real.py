@@ -26,9 +26,13 @@ NO_WEIGHTS_NOTE = "random weights (--no-weights): outputs are noise, accuracy is
 
 
 def family_ids(family: str, cfg) -> dict:
-    if family == "llada":
-        return dict(mask_id=cfg.mask_token_id, pad_id=cfg.pad_token_id, eos_ids=(llada.EOS_ID, llada.EOT_ID))
-    return dict(mask_id=cfg.mask_token_id, pad_id=cfg.pad_token_id, eos_ids=(dream.EOS_ID, dream.IM_END_ID))
+    """mask/pad/EOS ids from the config; the end-of-turn token (LLaDA <|eot_id|>, Dream <|im_end|>)
+    also ends a generation when the vocabulary has it."""
+    eot = llada.EOT_ID if family == "llada" else dream.IM_END_ID
+    eos = (cfg.eos_token_id,) + ((eot,) if eot < cfg.vocab_size and eot != cfg.eos_token_id else ())
+    if cfg.pad_token_id == cfg.mask_token_id:
+        raise ValueError(f"{family} config has pad_token_id == mask_token_id ({cfg.mask_token_id}); they must differ")
+    return dict(mask_id=cfg.mask_token_id, pad_id=cfg.pad_token_id, eos_ids=eos)
 
 
 def load_real(family: str, path: str | None = None, name: str | None = None, no_weights: bool = False,

@@ -1,0 +1,206 @@
+"""Speed of our native models against their hardware floors (GPU; random weights, no download).
+
+    python -m bench.bench_speed --config llada-8b --prompt 512 --gen 256 --block 32 --batch 1,8 \
+        --out results/speed_llada8b_h100.json
+
+Measured in one process, on one device:
+  - ceilings: bf16 matmul rate (8192^3 products on random data) and copy bandwidth (a large
+    device-to-device copy, bytes read + written), each the median of timed repetitions;
+  - full forward (prompt + gen tokens, batch b) vs floor max(FLOPs / matmul rate, weight bytes / copy bw);
+  - dual-cache window step (the block's tokens against the cached K/V) vs its floor
+    max(FLOPs / rate, (weight bytes + K/V bytes read) / bw);
+  - decode loop overhead: decode() step time minus the forward time of that step, for fixed
+    and threshold, cache none and dual (and the foundation's loop, if methods/_old_loop.py exists).
+FLOPs count what the forward computes: 2 * matmul params * tokens (the output head over every
+position included) + attention 4 * tokens * keys * d_model per layer. Timing: CUDA events, warm-up
+excluded, median.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import time
+
+import torch
+
+from bench.models import load_model
+from bench.models.layers import CacheCall
+from methods.base import GenConfig
+from methods.loop import decode
+from methods.registry import build_method, parse_methods
+
+
+def cuda_time(fn, warmup: int = 3, reps: int = 10) -> float:
+    """Median seconds of fn() on the GPU (events around each call)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1000)
+    return statistics.median(times)
+
+
+def ceilings(dev) -> dict:
+    n = 8192
+    a, b = (torch.randn(n, n, device=dev, dtype=torch.bfloat16) for _ in range(2))
+    t_mm = cuda_time(lambda: a @ b, warmup=5, reps=20)
+    nbytes = 2 << 30
+    src = torch.randn(nbytes // 4, device=dev)
+    dst = torch.empty_like(src)
+    t_cp = cuda_time(lambda: dst.copy_(src), warmup=5, reps=20)
+    del a, b, src, dst
+    torch.cuda.empty_cache()
+    return {"matmul_tflops": 2 * n ** 3 / t_mm / 1e12, "copy_tb_s": 2 * nbytes / t_cp / 1e12,
+            "matmul_shape": [n, n, n], "copy_bytes": nbytes}
+
+
+def matmul_params(net) -> int:
+    """Parameters that take part in matrix products (the input embedding is a gather)."""
+    return sum(p.numel() for n, p in net.named_parameters() if p.dim() == 2 and "wte" not in n and "embed" not in n)
+
+
+def floor(flops, nbytes, ceil) -> dict:
+    t_c = flops / (ceil["matmul_tflops"] * 1e12)
+    t_m = nbytes / (ceil["copy_tb_s"] * 1e12)
+    return {"flops": flops, "bytes": nbytes, "t_compute_s": t_c, "t_memory_s": t_m, "floor_s": max(t_c, t_m),
+            "bound": "compute" if t_c >= t_m else "memory"}
+
+
+def run(args) -> dict:
+    dev = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    ceil = ceilings(dev)
+    print(f"ceilings: matmul {ceil['matmul_tflops']:.0f} TFLOP/s, copy {ceil['copy_tb_s']:.2f} TB/s", flush=True)
+    t0 = time.perf_counter()
+    model = load_model(args.config, device="cuda", dtype=torch.bfloat16, no_weights=True)
+    torch.cuda.synchronize()
+    print(f"built {args.config} (random bf16) in {time.perf_counter() - t0:.1f} s", flush=True)
+    net, cfg = model.module, model.module.cfg
+    d_model = getattr(cfg, "d_model", None) or cfg.hidden_size
+    n_layers = getattr(cfg, "n_layers", None) or cfg.num_hidden_layers
+    kv_dim = model.module.new_cache(1, 1).k[0].shape[1] * model.module.new_cache(1, 1).k[0].shape[3]
+    Nm = matmul_params(net)
+    w_bytes = Nm * 2
+    P, G, BL = args.prompt, args.gen, args.block
+    L = P + G
+    out = {"config": args.config, "prompt": P, "gen": G, "block": BL, "ceilings": ceil,
+           "matmul_params": Nm, "env": {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev)},
+           "batches": {}}
+    old_loop = None
+    try:
+        old_loop = importlib.import_module("methods._old_loop")
+    except ImportError:
+        pass
+    for b in args.batch:
+        g = torch.Generator(device=dev).manual_seed(0)
+        prompt = torch.randint(2000, 100000, (b, P), device=dev, generator=g)
+        x = torch.cat([prompt, torch.full((b, G), model.mask_id, device=dev)], 1)
+        attn = torch.ones_like(x)
+        r = {}
+        # full forward, as the no-cache loop calls it (with the attention mask) and without a mask
+        attn_flops = 4 * b * L * L * d_model * n_layers
+        fl = floor(2 * Nm * b * L + attn_flops, w_bytes, ceil)
+        t_full = cuda_time(lambda: model.forward(x, attn))
+        t_full_nomask = cuda_time(lambda: model.forward(x, None))
+        r["full_forward"] = {"time_s": t_full, "time_s_no_mask": t_full_nomask, **fl,
+                             "ratio_to_floor": t_full / fl["floor_s"]}
+        print(f"b={b} full forward {t_full * 1e3:.2f} ms (no mask {t_full_nomask * 1e3:.2f}), floor "
+              f"{fl['floor_s'] * 1e3:.2f} ms ({fl['bound']}), ratio {t_full / fl['floor_s']:.2f}", flush=True)
+        # dual-cache window step
+        cache = model.new_cache(b, L)
+        model.forward(x, attn, kv=CacheCall(cache))
+        pos = (P + torch.arange(BL, device=dev)).expand(b, BL)
+        ids = x.gather(1, pos)
+        call = CacheCall(cache, pos=pos)
+        t_win = cuda_time(lambda: model.forward(ids, None, positions=pos, kv=call), warmup=5, reps=30)
+        kv_bytes = 2 * b * L * kv_dim * n_layers * 2
+        flw = floor(2 * Nm * b * BL + 4 * b * BL * L * d_model * n_layers, w_bytes + kv_bytes, ceil)
+        r["dual_step"] = {"time_s": t_win, **flw, "ratio_to_floor": t_win / flw["floor_s"]}
+        print(f"b={b} dual window step {t_win * 1e3:.2f} ms, floor {flw['floor_s'] * 1e3:.2f} ms ({flw['bound']}), "
+              f"ratio {t_win / flw['floor_s']:.2f}", flush=True)
+        t_refresh = cuda_time(lambda: model.forward(x, attn, kv=CacheCall(cache)), warmup=1, reps=5)
+        r["dual_refresh_s"] = t_refresh
+        del cache
+        # decode loop overhead
+        gen = GenConfig(gen_length=G, block_length=BL, early_stop=False)
+        prompts = prompt.tolist()
+        r["decode"] = {}
+        loops = [("new", decode)] + ([("old", old_loop.decode)] if old_loop else [])
+        for spec in args.methods:
+            for loop_name, fn in loops:
+                m = build_method(parse_methods(spec)[0], gen)
+                if loop_name == "old" and (m.cache != "none" or b not in args.old_loop_batches):
+                    continue
+                fn(model, m, prompts, GenConfig(gen_length=BL, block_length=BL, early_stop=False))  # warm-up
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                res = fn(model, m, prompts, gen)
+                torch.cuda.synchronize()
+                total = time.perf_counter() - t0
+                steps = int(res.steps.max())
+                blocks = G // BL
+                if m.cache == "dual":
+                    fwd = (blocks * t_refresh + (steps - blocks) * t_win) / steps
+                else:
+                    fwd = t_full
+                step = total / steps
+                row = {"total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": step,
+                       "forward_s_per_step": fwd, "overhead_s_per_step": step - fwd,
+                       "overhead_pct": 100 * (step - fwd) / step}
+                r["decode"][f"{spec}|{loop_name}"] = row
+                print(f"b={b} decode {spec} ({loop_name} loop): {steps} steps, {step * 1e3:.2f} ms/step, "
+                      f"forward {fwd * 1e3:.2f} ms, overhead {row['overhead_pct']:.2f}%", flush=True)
+        out["batches"][str(b)] = r
+        torch.cuda.empty_cache()
+    return out
+
+
+def table(res: dict) -> str:
+    c = res["ceilings"]
+    lines = [f"device {res['env']['gpu']}, torch {res['env']['torch']}; measured ceilings: bf16 matmul "
+             f"{c['matmul_tflops']:.0f} TFLOP/s, copy {c['copy_tb_s']:.2f} TB/s",
+             "| batch | what | measured (ms) | floor (ms) | bound | measured / floor |", "|---|---|---|---|---|---|"]
+    for b, r in res["batches"].items():
+        for k in ("full_forward", "dual_step"):
+            f = r[k]
+            lines.append(f"| {b} | {k} | {f['time_s'] * 1e3:.2f} | {f['floor_s'] * 1e3:.2f} | {f['bound']} | "
+                         f"{f['ratio_to_floor']:.2f} |")
+    lines += ["", "| batch | method / loop | steps | step (ms) | forward (ms) | loop overhead |", "|---|---|---|---|---|---|"]
+    for b, r in res["batches"].items():
+        for k, d in r["decode"].items():
+            lines.append(f"| {b} | {k} | {d['steps']} | {d['step_s'] * 1e3:.2f} | {d['forward_s_per_step'] * 1e3:.2f} | "
+                         f"{d['overhead_pct']:.2f}% |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="llada-8b")
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--gen", type=int, default=256)
+    ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--batch", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8])
+    ap.add_argument("--methods", type=lambda s: s.split(";"),
+                    default=["fixed", "threshold", "fixed:cache=dual", "threshold:cache=dual"],
+                    help="method specs separated by ';'")
+    ap.add_argument("--old-loop-batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8])
+    ap.add_argument("--out", default=None, help="write the full results as JSON here")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("error: bench_speed needs a CUDA GPU")
+    res = run(args)
+    print(table(res))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
