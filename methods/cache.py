@@ -47,6 +47,9 @@ class CacheStepper:
         dev = model.device
         self.x0 = torch.zeros((batch, gen_length), dtype=torch.long, device=dev)   # last full forward
         self.conf = torch.zeros((batch, gen_length), device=dev)
+        # Window forwards are small and launch-bound: on CUDA they replay a captured graph
+        # (one per window shape, built on first use).
+        self.graphs = {} if (dev.type == "cuda" and model.cuda_graphs) else None
 
     def step(self, rows, xa, aa, block, step_in_block, method, generator):
         """-> x0 [b, G], conf [b, G], logits [b, G, V] or None, hidden [b, G, d] or None."""
@@ -91,8 +94,15 @@ class CacheStepper:
         positions = pos
         if self.padded:
             positions = (aa.long().cumsum(-1) - 1).clamp(min=0).gather(1, pos)
-        out = self.model.forward(xa.gather(1, pos), None, output_hidden=method.needs_hidden,
-                                 positions=positions, kv=self._call(rows, pos, aa))
+        call = self._call(rows, pos, aa)
+        ids = xa.gather(1, pos)
+        if self.graphs is not None and call.rows is None:   # all rows: the cache is static -> replay a graph
+            key = (tuple(ids.shape), method.needs_hidden, call.key_mask is not None)
+            if key not in self.graphs:
+                self.graphs[key] = _GraphedWindow(self.model, self.cache, ids, positions, call, method.needs_hidden)
+            out = self.graphs[key](ids, positions, pos, call.key_mask)
+        else:
+            out = self.model.forward(ids, None, output_hidden=method.needs_hidden, positions=positions, kv=call)
         s = self.shift
         lw = out.logits[:, s:].float()
         gpos = pos[:, s:] - self.P                                         # generated-region index
@@ -119,3 +129,32 @@ def _merge(b: int, parts):
     for idx, t in parts:
         out[idx] = t
     return out
+
+
+class _GraphedWindow:
+    """A window forward captured as a CUDA graph: static inputs (ids, positions, cache indices,
+    key mask) are copied in, the graph replays, and the static output is returned (valid until
+    the next replay; the loop consumes it within the step)."""
+
+    def __init__(self, model, cache, ids, positions, call, need_hidden):
+        self.ids, self.positions, self.pos = ids.clone(), positions.clone(), call.pos.clone()
+        self.key_mask = call.key_mask.clone() if call.key_mask is not None else None
+        static = CacheCall(cache, rows=None, pos=self.pos, key_mask=self.key_mask)
+        run = lambda: model.forward(self.ids, None, output_hidden=need_hidden, positions=self.positions, kv=static)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):   # warm-up outside the graph (same K/V written as the real call)
+            run()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = run()
+
+    def __call__(self, ids, positions, pos, key_mask):
+        self.ids.copy_(ids)
+        self.positions.copy_(positions)
+        self.pos.copy_(pos)
+        if key_mask is not None:
+            self.key_mask.copy_(key_mask)
+        self.graph.replay()
+        return self.out

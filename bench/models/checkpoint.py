@@ -78,7 +78,7 @@ def save_checkpoint(module: torch.nn.Module, config: dict, d: Path, shard_size: 
     """Write an HF-format directory (config.json + safetensors, sharded when shard_size is given)."""
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(json.dumps(config, indent=2))
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}  # clone: fused views
     if shard_size is None:
         save_file(state, str(d / "model.safetensors"))
         return

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import torch.nn.functional as F
 from torch import nn
 
-from .layers import (CacheCall, KVCache, RMSNorm, apply_rope, attend, default_positions, key_padding_mask,
-                     rope_cos_sin)
+from .layers import (CacheCall, KVCache, RMSNorm, attend, default_positions, fuse_linears_, fused_qkv_rope,
+                     key_padding_mask, rope_cos_sin)
 
 MASK_ID, PAD_ID, EOS_ID = 151666, 151643, 151643
 IM_END_ID = 151645
@@ -75,7 +76,7 @@ class DreamAttention(nn.Module):
     def __init__(self, c: DreamConfig):
         super().__init__()
         hd = c.head_dim
-        self.hd = hd
+        self.hd, self.n_heads, self.n_kv = hd, c.num_attention_heads, c.num_key_value_heads
         self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * hd, bias=True)
         self.k_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=True)
         self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=True)
@@ -83,10 +84,9 @@ class DreamAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask, layer, kv):
         B, W, D = x.shape
-        q = self.q_proj(x).view(B, W, -1, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(B, W, -1, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(B, W, -1, self.hd).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if not hasattr(self, "w_qkv"):  # fused q/k/v weight; parameters stay views (names unchanged)
+            self.w_qkv, self.b_qkv = fuse_linears_(self.q_proj, self.k_proj, self.v_proj)
+        q, k, v = fused_qkv_rope(F.linear(x, self.w_qkv, self.b_qkv), self.n_heads, self.n_kv, cos, sin)
         a = attend(q, k, v, layer, kv, mask)
         return self.o_proj(a.transpose(1, 2).reshape(B, W, -1))
 
@@ -99,7 +99,10 @@ class DreamMLP(nn.Module):
         self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
 
     def forward(self, x):
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        if not hasattr(self, "w_gu"):
+            self.w_gu, _ = fuse_linears_(self.gate_proj, self.up_proj)
+        g, u = F.linear(x, self.w_gu).chunk(2, dim=-1)
+        return self.down_proj(F.silu(g) * u)
 
 
 class DreamLayer(nn.Module):

@@ -42,8 +42,10 @@ class CacheCall:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Normalize in fp32, cast back, then scale (the LLaDA/Qwen2 order of operations)."""
-    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    """One fused kernel (statistics in fp32). The reference code rounds the normalized value to
+    the activation dtype before scaling; here the scale is applied before that rounding (equal
+    in fp32, within one bf16 rounding in bf16)."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 class RMSNorm(nn.Module):
@@ -58,11 +60,22 @@ class RMSNorm(nn.Module):
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, 1, L, head_dim] tables for rotate-half RoPE, angles computed in fp32."""
+    """[B, L, 1, head_dim] tables for rotate-half RoPE (heads-last layout: they broadcast over
+    the heads of a [B, L, H, hd] projection), angles computed in fp32."""
     inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float) / head_dim)
     ang = positions.float()[..., None] * inv
-    emb = torch.cat([ang, ang], dim=-1)[:, None]
+    emb = torch.cat([ang, ang], dim=-1)[:, :, None]
     return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def fused_qkv_rope(qkv: torch.Tensor, n_heads: int, n_kv: int, cos, sin):
+    """Split a fused [B, W, (H + 2 H_kv) * hd] projection into q, k, v of shape [B, heads, W, hd]
+    (views, no copies for v), RoPE applied to q and k in one pass."""
+    B, W, _ = qkv.shape
+    t = qkv.view(B, W, n_heads + 2 * n_kv, -1)
+    qk = apply_rope(t[:, :, :n_heads + n_kv], cos, sin)
+    q, k, v = qk[:, :, :n_heads], qk[:, :, n_heads:], t[:, :, n_heads + n_kv:]
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -106,3 +119,20 @@ def default_positions(input_ids: torch.Tensor, positions: torch.Tensor | None) -
         return positions
     B, L = input_ids.shape
     return torch.arange(L, device=input_ids.device).expand(B, L)
+
+
+@torch.no_grad()
+def fuse_linears_(*linears: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Concatenate the weights (and biases) of linears that read the same input into one tensor
+    and make each original parameter a view into it: one matrix product instead of several, no
+    extra memory, state_dict() names unchanged."""
+    w = torch.cat([l.weight for l in linears])
+    b = torch.cat([l.bias for l in linears]) if linears[0].bias is not None else None
+    o = 0
+    for l in linears:
+        n = l.weight.shape[0]
+        l.weight = nn.Parameter(w[o:o + n], requires_grad=False)
+        if b is not None:
+            l.bias = nn.Parameter(b[o:o + n], requires_grad=False)
+        o += n
+    return w, b

@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .layers import (CacheCall, KVCache, RMSNorm, apply_rope, attend, default_positions, key_padding_mask,
-                     rope_cos_sin)
+from .layers import (CacheCall, KVCache, RMSNorm, attend, default_positions, fuse_linears_, fused_qkv_rope,
+                     key_padding_mask, rope_cos_sin)
 
 MASK_ID, EOS_ID, EOT_ID = 126336, 126081, 126348
 DEFAULT_HUB_ID = "GSAI-ML/LLaDA-8B-Instruct"
@@ -112,18 +113,22 @@ class LLaDABlock(nn.Module):
         self.up_proj = nn.Linear(c.d_model, c.ff_size, bias=c.include_bias)
         self.ff_out = nn.Linear(c.ff_size, c.d_model, bias=c.include_bias)
 
+    def fuse_(self) -> None:
+        """One weight for q/k/v and one for ff_proj/up_proj (fewer, larger matrix products); the
+        original parameters become views into them, so state_dict() keeps the checkpoint names."""
+        self.w_qkv, self.b_qkv = fuse_linears_(self.q_proj, self.k_proj, self.v_proj)
+        self.w_gu, self.b_gu = fuse_linears_(self.ff_proj, self.up_proj)
+
     def forward(self, x, cos, sin, mask, layer: int, kv: CacheCall | None):
         B, W, D = x.shape
-        hd = self.c.head_dim
+        if not hasattr(self, "w_qkv"):
+            self.fuse_()
         h = self.attn_norm(x)
-        q = self.q_proj(h).view(B, W, -1, hd).transpose(1, 2)
-        k = self.k_proj(h).view(B, W, -1, hd).transpose(1, 2)
-        v = self.v_proj(h).view(B, W, -1, hd).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = fused_qkv_rope(F.linear(h, self.w_qkv, self.b_qkv), self.c.n_heads, self.c.kv_heads, cos, sin)
         a = attend(q, k, v, layer, kv, mask)
         x = x + self.attn_out(a.transpose(1, 2).reshape(B, W, D))
-        h = self.ff_norm(x)
-        return x + self.ff_out(nn.functional.silu(self.ff_proj(h)) * self.up_proj(h))
+        g, u = F.linear(self.ff_norm(x), self.w_gu, self.b_gu).chunk(2, dim=-1)
+        return x + self.ff_out(F.silu(g) * u)
 
 
 class _Transformer(nn.Module):
