@@ -5,7 +5,11 @@
     python run_bench.py --methods fixed,threshold:tau=0.7 --limit 500 --seed 0
     python run_bench.py list                              # models, tasks, methods and their settings
 
-Subcommands: run (the default), list.
+    python run_bench.py --model llada --model-path GSAI-ML/LLaDA-8B-Instruct --methods threshold:cache=dual
+    python run_bench.py --model llada-8b --no-weights --task arith --methods fixed,threshold:cache=dual
+    python run_bench.py verify-model /models/LLaDA-8B-Instruct      # our logits vs the authors' code
+
+Subcommands: run (the default), list, verify-model.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import dataclasses
 import os
 import sys
 
-SUBCOMMANDS = ("run", "list")
+SUBCOMMANDS = ("run", "list", "verify-model")
 
 
 def _offline_default() -> None:
@@ -59,7 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id", default=None, help="directory name under --out-dir; default time + spec hash")
     r.add_argument("--resume", action="store_true", help="continue the run in --run-id, skipping finished samples")
     r.add_argument("--no-progress", dest="progress", action="store_false")
+    r.add_argument("--model-path", default=None,
+                   help="llada/dream: hub id or local Hugging Face directory (default: the Instruct model)")
+    r.add_argument("--no-weights", action="store_true",
+                   help="random weights (named configs llada-8b, dream-7b, llada-small, ...): speed and energy "
+                        "without a download; accuracy is reported as not applicable")
+    r.add_argument("--model-backend", default=d.model_backend, choices=("native", "hf"),
+                   help="native (ours, with KV cache) or hf (transformers AutoModel, trust_remote_code)")
     sub.add_parser("list", help="list models, tasks and methods with their settings")
+    v = sub.add_parser("verify-model", help="compare our native model's logits with the authors' remote code")
+    v.add_argument("checkpoint", help="hub id or local directory of a LLaDA or Dream checkpoint")
+    v.add_argument("--family", choices=("llada", "dream"), default=None, help="default: from config.json model_type")
+    v.add_argument("--device", default="auto")
+    v.add_argument("--dtype", default="float32", help="float32 (default; exact comparison) or bfloat16")
     return ap
 
 
@@ -70,6 +86,9 @@ def cmd_run(args) -> int:
     spec = RunSpec(**{k: v for k, v in vars(args).items() if k in fields})
     summary = run(spec, log=lambda m: print(m, file=sys.stderr))
     print(summary_table(summary["rows"]))
+    notes = {r["accuracy_note"] for r in summary["rows"] if r.get("accuracy_note")}
+    for n in sorted(notes):
+        print(f"accuracy: {n}")
     if summary["energy_note"]:
         print(f"energy: {summary['energy_note']}")
     print(f"results: {summary['path']}")
@@ -89,6 +108,29 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    import json as _json
+
+    from bench.models import load_model
+    from bench.models.checkpoint import read_config, resolve_dir
+    from bench.runner import resolve_device, resolve_dtype
+    from bench.verify import verify
+    d = resolve_dir(args.checkpoint)
+    family = args.family or {"llada": "llada", "dream": "dream"}.get(str(read_config(d).get("model_type", "")).lower())
+    if family is None:
+        raise ValueError(f"cannot tell the model family from {d / 'config.json'}; pass --family llada or dream")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    ours = load_model(family, device=str(device), dtype=dtype, path=str(d))
+    ref = load_model(family, device=str(device), dtype=dtype, path=str(d), backend="hf")
+    ok, rows, text = verify(ours, ref, dtype)
+    print("| prompt | max abs err | max rel err | argmax agreement |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.prompt[:48]!r} | {r.max_abs:.3e} | {r.max_rel:.3e} | {r.argmax_agree:.4f} |")
+    print(text)
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     _offline_default()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -96,7 +138,7 @@ def main(argv=None) -> int:
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "list": cmd_list}[args.command](args)
+        return {"run": cmd_run, "list": cmd_list, "verify-model": cmd_verify}[args.command](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -42,6 +42,9 @@ class RunSpec:
     dtype: str = "auto"
     warmup_batches: int = 1
     baseline: str | None = None      # method label for speedup; None: the first method
+    model_path: str | None = None    # llada/dream: hub id or local HF directory
+    no_weights: bool = False         # random weights (speed/energy runs); accuracy not applicable
+    model_backend: str = "native"    # native (ours, KV cache) or hf (the authors' remote code)
     # where and how to write (not part of the spec compared on resume)
     out_dir: str = "results/runs"
     run_id: str | None = None
@@ -97,7 +100,8 @@ def run(spec: RunSpec, log=print) -> dict:
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     docs = task.docs(spec.limit)
-    model = load_model(spec.model, device=str(device), dtype=dtype)
+    model = load_model(spec.model, device=str(device), dtype=dtype, path=spec.model_path,
+                       no_weights=spec.no_weights, backend=spec.model_backend, seed=spec.seed)
 
     run_id = spec.run_id or time.strftime("%Y%m%d-%H%M%S-") + hashlib.sha1(
         json.dumps(spec.key(), sort_keys=True).encode()).hexdigest()[:6]
@@ -150,7 +154,8 @@ def _request_lines(spec, model, task, label, docs, res, w, meter) -> list[dict]:
         lines.append({
             "task": task.name, "doc_id": d.doc_id, "model": model.name, "method": label,
             "prompt_hash": hashlib.sha256(d.prompt.encode()).hexdigest()[:16],
-            "output": text, "extracted": s["extracted"], "target": d.target, "correct": s["correct"],
+            "output": text, "extracted": s["extracted"], "target": d.target,
+            "correct": None if model.info.get("random_weights") else s["correct"],  # noise is not scored
             "nfe": int(res.nfe[i]), "steps": int(res.steps[i]), "gen_tokens": n, "capped": bool(res.capped[i]),
             "batch_id": batch_id, "batch_size": len(docs), "batch_latency_s": w.seconds,
             "batch_energy_j": w.energy_j, "batch_energy_net_j": net,
@@ -169,6 +174,10 @@ def summarize(out: RunDir, model: str, task: str, labels: list[str], baseline: s
             rows.append({"model": model, "task": task, "method": label, **metrics.summarize_method(mine)})
     metrics.add_speedup(rows, baseline)
     info = json.loads(out.run_json.read_text())
+    note = info["model"].get("accuracy_note")
+    for r in rows:
+        if note:
+            r["accuracy_note"] = note
     summary = {"run_id": info["run_id"], "baseline": baseline, "rows": rows,
                "energy_note": None if info["energy"]["available"] else info["energy"]["reason"],
                "path": str(out.path)}

@@ -210,3 +210,33 @@ def test_named_configs_need_no_weights_flag():
     big = LLaDAConfig()
     assert (big.d_model, big.n_layers, big.mlp_hidden_size, big.vocab_size) == (4096, 32, 12288, 126464)
     assert (DreamConfig().hidden_size, DreamConfig().num_key_value_heads) == (3584, 4)
+
+
+def test_cli_no_weights_reports_accuracy_not_applicable(tmp_path, capsys):
+    import run_bench
+    rc = run_bench.main(["--model", "dream-tiny", "--no-weights", "--limit", "3", "--batch-size", "3",
+                         "--methods", "fixed:steps=8,threshold:cache=dual", "--gen-length", "16", "--block-length", "8",
+                         "--out-dir", str(tmp_path), "--run-id", "r", "--no-progress", "--warmup-batches", "0"])
+    assert rc == 0
+    assert "accuracy: random weights" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    for row in summary["rows"]:
+        assert row["accuracy"] is None and "not applicable" in row["accuracy_note"]
+    reqs = [json.loads(l) for l in (tmp_path / "r" / "requests.jsonl").read_text().splitlines()]
+    assert all(r["correct"] is None for r in reqs)
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["methods"]["threshold:cache=dual"]["settings"]["cache"] == "dual"
+    assert run_bench.main(["--model", "dream-7b", "--out-dir", str(tmp_path)]) == 2
+    assert "--no-weights" in capsys.readouterr().err
+    assert run_bench.main(["--methods", "threshold:cache=huge", "--out-dir", str(tmp_path)]) == 2
+    assert "cache='huge'" in capsys.readouterr().err
+
+
+def test_verify_comparison_and_verdict(models):
+    from bench.verify import verify
+    m = models["llada-tiny"]
+    ok, rows, text = verify(m, m, torch.float32)
+    assert ok and text.startswith("MATCH") and all(r.max_abs == 0 and r.argmax_agree == 1 for r in rows)
+    other = load_model("llada-tiny", no_weights=True, seed=7)
+    ok, rows, text = verify(m, other, torch.float32)
+    assert not ok and text.startswith("MISMATCH")

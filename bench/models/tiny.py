@@ -33,4 +33,6 @@ def load_tiny(path: str | Path | None = None, device: str = "cpu", dtype: torch.
     net = net.to(device=device, dtype=dtype).eval()
     return ModelAdapter(name="tiny", module=net, tokenizer=tok, mask_id=tok.mask_id, pad_id=tok.pad_id,
                         eos_ids=(tok.eos_id,), info={"path": str(path), "config": cfg.to_dict(),
-                                                    "random_weights": random_weights})
+                                                    "random_weights": random_weights,
+                                                    **({"accuracy_note": "random weights (--no-weights): accuracy is not applicable"}
+                                                       if random_weights else {})})
