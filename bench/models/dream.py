@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import (CacheCall, KVCache, RMSNorm, attend, default_positions, fuse_linears_, fused_qkv_rope,
-                     key_padding_mask, rope_cos_sin)
+                     key_padding_mask, rope_cos_sin, swiglu)
 
 MASK_ID, PAD_ID, EOS_ID = 151666, 151643, 151643
 IM_END_ID = 151645
@@ -101,8 +101,7 @@ class DreamMLP(nn.Module):
     def forward(self, x):
         if not hasattr(self, "w_gu"):
             self.w_gu, _ = fuse_linears_(self.gate_proj, self.up_proj)
-        g, u = F.linear(x, self.w_gu).chunk(2, dim=-1)
-        return self.down_proj(F.silu(g) * u)
+        return self.down_proj(swiglu(F.linear(x, self.w_gu)))
 
 
 class DreamLayer(nn.Module):

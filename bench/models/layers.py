@@ -12,6 +12,7 @@ Prefix mode feeds the window [block start, L); dual mode feeds the block alone.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -41,11 +42,37 @@ class CacheCall:
     key_mask: torch.Tensor | None = None  # [b, L] bool keys that may be attended (window only); None: all
 
 
+def on_gpu_compiled(fn):
+    """Run `fn` (a small elementwise function) through torch.compile on CUDA tensors, so its
+    several passes become one kernel; eager elsewhere (CPU tests, no compiler needed).
+    DLLM_COMPILE=0 turns it off."""
+    compiled = None
+
+    def wrapper(x, *args):
+        nonlocal compiled
+        if not x.is_cuda or os.environ.get("DLLM_COMPILE", "1") == "0":
+            return fn(x, *args)
+        if compiled is None:
+            compiled = torch.compile(fn, dynamic=True, fullgraph=True)
+        return compiled(x, *args)
+
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@on_gpu_compiled
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """One fused kernel (statistics in fp32). The reference code rounds the normalized value to
-    the activation dtype before scaling; here the scale is applied before that rounding (equal
-    in fp32, within one bf16 rounding in bf16)."""
-    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    """Normalize in fp32, cast back, then scale (the LLaDA/Qwen2 order of operations)."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+@on_gpu_compiled
+def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
+    """silu(g) * u of a fused [.., 2F] gate/up projection."""
+    g, u = gate_up.chunk(2, dim=-1)
+    return F.silu(g) * u
 
 
 class RMSNorm(nn.Module):
@@ -78,6 +105,7 @@ def fused_qkv_rope(qkv: torch.Tensor, n_heads: int, n_kv: int, cos, sin):
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
+@on_gpu_compiled
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate-half RoPE; computed in the tables' dtype (fp32 tables: full precision), cast back."""
     xc = x.to(cos.dtype)

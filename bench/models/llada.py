@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import (CacheCall, KVCache, RMSNorm, attend, default_positions, fuse_linears_, fused_qkv_rope,
-                     key_padding_mask, rope_cos_sin)
+                     key_padding_mask, rope_cos_sin, swiglu)
 
 MASK_ID, EOS_ID, EOT_ID = 126336, 126081, 126348
 DEFAULT_HUB_ID = "GSAI-ML/LLaDA-8B-Instruct"
@@ -127,8 +127,7 @@ class LLaDABlock(nn.Module):
         q, k, v = fused_qkv_rope(F.linear(h, self.w_qkv, self.b_qkv), self.c.n_heads, self.c.kv_heads, cos, sin)
         a = attend(q, k, v, layer, kv, mask)
         x = x + self.attn_out(a.transpose(1, 2).reshape(B, W, D))
-        g, u = F.linear(self.ff_norm(x), self.w_gu, self.b_gu).chunk(2, dim=-1)
-        return x + self.ff_out(F.silu(g) * u)
+        return x + self.ff_out(swiglu(F.linear(self.ff_norm(x), self.w_gu, self.b_gu)))
 
 
 class _Transformer(nn.Module):
