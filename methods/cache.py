@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from bench.models.base import ModelAdapter
-from bench.models.layers import CacheCall
+from bench.models.layers import CacheCall, compiling_for_graph
 from .select import token_stats
 
 CACHE_MODES = ("none", "prefix", "dual")
@@ -141,14 +141,15 @@ class _GraphedWindow:
         self.key_mask = call.key_mask.clone() if call.key_mask is not None else None
         static = CacheCall(cache, rows=None, pos=self.pos, key_mask=self.key_mask)
         run = lambda: model.forward(self.ids, None, output_hidden=need_hidden, positions=self.positions, kv=static)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):   # warm-up outside the graph (same K/V written as the real call)
-            run()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = run()
+        with compiling_for_graph():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):   # warm-up outside the graph (same K/V written as the real call)
+                run()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = run()
 
     def __call__(self, ids, positions, pos, key_mask):
         self.ids.copy_(ids)

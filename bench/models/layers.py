@@ -42,15 +42,31 @@ class CacheCall:
     key_mask: torch.Tensor | None = None  # [b, L] bool keys that may be attended (window only); None: all
 
 
+COMPILE_MIN_TOKENS = 2048
+_graph_capture = [0]   # > 0 while a CUDA graph is warmed up and captured (methods/cache.py)
+
+
+class compiling_for_graph:
+    """Inside: compiled kernels also for small inputs (a captured graph pays no per-call cost)."""
+    def __enter__(self):
+        _graph_capture[0] += 1
+
+    def __exit__(self, *exc):
+        _graph_capture[0] -= 1
+
+
 def on_gpu_compiled(fn):
     """Run `fn` (a small elementwise function) through torch.compile on CUDA tensors, so its
     several passes become one kernel; eager elsewhere (CPU tests, no compiler needed).
-    DLLM_COMPILE=0 turns it off."""
+    A compiled call costs tens of microseconds of host time (guards), which outweighs the saved
+    memory passes on small inputs: below COMPILE_MIN_TOKENS tokens (batch x length) it runs eager,
+    except while a CUDA graph is captured. DLLM_COMPILE=0 turns it off."""
     compiled = None
 
     def wrapper(x, *args):
         nonlocal compiled
-        if not x.is_cuda or os.environ.get("DLLM_COMPILE", "1") == "0":
+        if (not x.is_cuda or os.environ.get("DLLM_COMPILE", "1") == "0"
+                or (x.shape[0] * x.shape[1] < COMPILE_MIN_TOKENS and not _graph_capture[0])):
             return fn(x, *args)
         if compiled is None:
             compiled = torch.compile(fn, dynamic=True, fullgraph=True)
