@@ -47,6 +47,9 @@ def test_llada_checkpoint_names_and_config_fields_round_trip(tmp_path):
     save_checkpoint(a, cfg.to_hf(), tmp_path, shard_size=20_000)   # sharded, with an index
     assert (tmp_path / "model.safetensors.index.json").exists()
     assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 1
+    from safetensors import safe_open
+    with safe_open(str(next(tmp_path.glob("model-*.safetensors"))), "pt") as f:
+        assert f.metadata()["format"] == "pt"   # transformers refuses shards without it
     hf = read_config(tmp_path)
     assert hf["d_model"] == 32 and hf["mlp_hidden_size"] == 48 and hf["rope_theta"] == 500000.0
     cfg2 = LLaDAConfig.from_hf(hf)

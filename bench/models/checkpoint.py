@@ -80,7 +80,7 @@ def save_checkpoint(module: torch.nn.Module, config: dict, d: Path, shard_size: 
     (d / "config.json").write_text(json.dumps(config, indent=2))
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}  # clone: fused views
     if shard_size is None:
-        save_file(state, str(d / "model.safetensors"))
+        save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
         return
     shards, cur, size = [], {}, 0
     for k, v in state.items():
@@ -93,7 +93,7 @@ def save_checkpoint(module: torch.nn.Module, config: dict, d: Path, shard_size: 
     weight_map = {}
     for i, s in enumerate(shards):
         name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(s, str(d / name))
+        save_file(s, str(d / name), metadata={"format": "pt"})
         weight_map.update({k: name for k in s})
     (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
 
