@@ -105,6 +105,7 @@ def cmd_list(args) -> int:
     for name, cls in sorted(METHODS.items()):
         settings = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Config))
         print(f"  {name}: {settings}")
+    print("  every method also takes cache=none|prefix|dual (KV cache, methods/cache.py)")
     return 0
 
 

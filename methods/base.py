@@ -47,7 +47,8 @@ class StepContext:
     rows: torch.Tensor            # [b] indices of these rows in the batch
     x0: torch.Tensor              # proposed tokens
     conf: torch.Tensor            # probability of x0 (fp32)
-    logits: torch.Tensor          # [b, N, V] fp32 logits of the generated region
+    logits: torch.Tensor | None   # [b, N, V] fp32 logits of the generated region (None on KV-cache
+                                  # window steps of methods with uses_logits = False)
     candidates: torch.Tensor      # masked and inside the row's current block
     block: torch.Tensor           # [b] current block index
     step_in_block: torch.Tensor   # [b] steps already taken in the current block
