@@ -90,6 +90,7 @@ def build_requests(task_names: list[str], data_dir, limit: int | None, chat: str
             return ["" for _ in requests]
 
     tasks = [build_task(n, data_dir) for n in task_names]
+    by_name = {t.config.task: t for t in tasks}
     _chat_args(chat)
     _evaluate(Recorder(), tasks, limit, chat, predict_only=True, allow_code=True)   # metrics bypassed
     out = []
@@ -99,7 +100,8 @@ def build_requests(task_names: list[str], data_dir, limit: int | None, chat: str
         until = gen_kwargs.get("until") or []
         out.append({"task": inst.task_name, "doc_id": inst.doc_id, "prompt": prompt, "messages": messages,
                     "until": [until] if isinstance(until, str) else list(until),
-                    "gold": LMEVAL_TASKS[inst.task_name].oracle(inst.doc)})
+                    "gold": LMEVAL_TASKS[inst.task_name].oracle(inst.doc),
+                    "target": str(by_name[inst.task_name].doc_to_target(inst.doc))})
     out.sort(key=lambda r: (task_names.index(r["task"]), r["doc_id"]))
     return out
 

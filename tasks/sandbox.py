@@ -3,8 +3,12 @@
 Running model-written code is refused unless the caller says so (`--allow-code-exec`). Each
 program runs in its own fresh Python process, one process group and session, with:
 
-- a wall-clock timeout (3 s default); at the end the whole process group, and every process left
-  in the child's session, is killed with SIGKILL;
+- a timeout of 3 s (default) of CPU time (RLIMIT_CPU: the soft limit sends SIGXCPU, the hard
+  limit one second later SIGKILL), and a wall-clock limit of 3x that for programs that sleep or
+  block. CPU time rather than wall time is the primary limit so that a verdict does not depend
+  on how loaded the machine is (a reference MBPP solution needing 1.6 s alone took over 3 s of
+  wall time with 2 parallel workers on a busy 2-core machine). At the end the whole process
+  group, and every process left in the child's session, is killed with SIGKILL;
 - resource limits set before exec: CPU seconds, address space (memory), file size (so printing
   gigabytes stops at the limit), number of processes, no core dumps;
 - a fresh temporary working directory (removed afterwards) and a clean environment: only PATH,
@@ -34,6 +38,7 @@ drops to nobody) or in a container for stronger isolation.
 """
 from __future__ import annotations
 
+import math
 import os
 import resource
 import secrets
@@ -60,7 +65,8 @@ class CodeExecutionNotAllowed(ValueError):
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    timeout_s: float = 3.0        # wall clock per program
+    timeout_s: float = 3.0        # CPU seconds per program (RLIMIT_CPU, rounded up to whole seconds)
+    wall_timeout_s: float | None = None   # wall clock; None = 3 x timeout_s
     memory_mb: int = 2048         # RLIMIT_AS
     file_size_mb: int = 16        # RLIMIT_FSIZE: any single file, stdout/stderr included
     max_procs: int = 32           # RLIMIT_NPROC (see module doc for how it is counted)
@@ -72,11 +78,15 @@ class SandboxConfig:
         if self.timeout_s <= 0:
             raise ValueError(f"sandbox timeout_s={self.timeout_s} must be positive")
 
+    @property
+    def wall_s(self) -> float:
+        return self.wall_timeout_s if self.wall_timeout_s is not None else 3 * self.timeout_s
+
 
 @dataclass(frozen=True)
 class ExecResult:
     passed: bool
-    status: str          # passed | failed (ran, no sentinel) | timeout | killed (by a signal)
+    status: str          # passed | failed (ran, no sentinel) | timeout (CPU or wall) | killed (by a signal)
     returncode: int | None
     seconds: float
     stderr_tail: str
@@ -143,11 +153,11 @@ def _preexec(cfg: SandboxConfig, run_as_nobody: bool, nproc: int):
     def fn():
         os.setsid()                                  # own session and process group
         mem = cfg.memory_mb * 2 ** 20
-        cpu = int(cfg.timeout_s) + 1
+        cpu = max(1, math.ceil(cfg.timeout_s))
         fsize = cfg.file_size_mb * 2 ** 20
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
@@ -252,7 +262,7 @@ def run_program(program: str, cfg: SandboxConfig = SandboxConfig()) -> ExecResul
                 pass
             status = None
             try:
-                proc.wait(timeout=cfg.timeout_s)
+                proc.wait(timeout=cfg.wall_s)
             except subprocess.TimeoutExpired:
                 status = "timeout"
             finally:
@@ -263,7 +273,10 @@ def run_program(program: str, cfg: SandboxConfig = SandboxConfig()) -> ExecResul
         stderr = _tail(work / ".stderr", 2000)
         ok = status is None and proc.returncode == 0 and stdout.rstrip("\n").endswith(sentinel)
         if status is None:
-            status = "passed" if ok else ("killed" if proc.returncode < 0 else "failed")
+            if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+                status = "timeout"     # the CPU limit (or its hard stop) ended it
+            else:
+                status = "passed" if ok else ("killed" if proc.returncode < 0 else "failed")
         return ExecResult(passed=ok, status=status, returncode=proc.returncode, seconds=seconds,
                           stderr_tail=stderr)
     finally:

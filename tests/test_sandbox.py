@@ -8,7 +8,7 @@ import pytest
 from tasks.sandbox import CodeExecutionNotAllowed, SandboxConfig, run_program, run_programs
 
 GOOD = "def add(a, b):\n    return a + b\nassert add(2, 3) == 5\n"
-FAST = SandboxConfig(timeout_s=2.0)
+FAST = SandboxConfig(timeout_s=1.0)
 
 
 def test_refuses_without_permission():
@@ -78,7 +78,7 @@ def test_hostile_programs_are_contained_and_fail(canary, monkeypatch):
     # (so only containment, not the tests, can make them fail).
     progs = [HOSTILE[n].replace("{canary}", str(canary)) + "\n" + (WRONG if n in FAKERS else GOOD) for n in names]
     t0 = time.perf_counter()
-    results = run_programs(progs + [GOOD], SandboxConfig(timeout_s=2.0), allow=True)
+    results = run_programs(progs + [GOOD], SandboxConfig(timeout_s=1.0), allow=True)
     elapsed = time.perf_counter() - t0
     failed = {n: r for n, r in zip(names, results) if r.passed}
     assert not failed, f"hostile programs counted as passing: {failed}"
@@ -93,7 +93,7 @@ def test_hostile_programs_are_contained_and_fail(canary, monkeypatch):
 def test_fork_bomb_contained_by_os_limits_without_the_audit_hook(canary):
     """The OS layer alone (RLIMIT_NPROC as nobody/user, process-group + session kill) contains a fork bomb."""
     prog = "import os, time\nfor _ in range(10000):\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.05)\n"
-    r = run_program(prog + GOOD, SandboxConfig(timeout_s=1.5, audit_hook=False))
+    r = run_program(prog + GOOD, SandboxConfig(timeout_s=1.0, wall_timeout_s=1.5, audit_hook=False))
     assert not r.passed
     time.sleep(0.2)
     leftovers = [d for d in os.listdir("/proc") if d.isdigit() and _cmdline(d).startswith("dllm-sandbox")]
