@@ -2,12 +2,17 @@
 
     python -m bench.lm_eval_model run --model dllm_bench \\
         --model_args model=tiny,method=threshold,tau=0.9 --tasks gsm8k        # lm-eval's own CLI
+    python -m bench.lm_eval_model --data-dir ../shared/data run --model dllm_bench \\
+        --model_args model=oracle --tasks mbpp --confirm_run_unsafe_code     # offline, local data
 
     import bench.lm_eval_model, lm_eval
     lm_eval.simple_evaluate(model="dllm_bench", model_args="model=oracle", tasks=[...])
 
 (lm-eval's CLI finds models only in its own registry, which this module adds to on import;
-`python -m bench.lm_eval_model` is lm-eval's CLI with `dllm_bench` registered.)
+`python -m bench.lm_eval_model` is lm-eval's CLI with `dllm_bench` registered, code execution
+routed to our sandbox (allowed by lm-eval's own `--confirm_run_unsafe_code`), and an optional
+`--data-dir` that points gsm8k/gsm8k_cot/mbpp/humaneval at local data and sets the HF offline
+variables.)
 
 model_args: `model` (a bench model or `oracle`), `method` (a registered method), its settings
 (`tau=0.9`, `steps=64`, ...), and the run options `gen_length`, `block_length` (default: each
@@ -44,6 +49,8 @@ class DllmBenchLM(LM):
         super().__init__()
         from .runner import PSEUDO_MODELS, resolve_device, resolve_dtype
         self.model_name, self.oracle = model, model in PSEUDO_MODELS
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"   # lm-eval's CLI passes cuda:0 unless told otherwise
         self.torch_device = resolve_device(device or "auto")
         self.method_spec = MethodSpec(method, tuple((k, str(v)) for k, v in settings.items()))
         self.label = self.method_spec.label
@@ -125,10 +132,30 @@ class DllmBenchLM(LM):
                 f.write(json.dumps(line) + "\n")
 
 
-def main() -> None:
-    """lm-eval's command line with `dllm_bench` registered."""
+def main(argv: list[str] | None = None) -> None:
+    """lm-eval's command line with `dllm_bench` registered (see the module doc)."""
+    import sys
+    import tempfile
+    import evaluate
     from lm_eval.__main__ import cli_evaluate
-    cli_evaluate()
+    from tasks import code_eval
+    from tasks.lmeval_tasks import set_offline, write_local_task_dir
+    argv = list(sys.argv[1:] if argv is None else argv)
+    data_dir = None
+    if "--data-dir" in argv:
+        i = argv.index("--data-dir")
+        data_dir = argv[i + 1]
+        del argv[i:i + 2]
+    code_eval.configure(allow="--confirm_run_unsafe_code" in argv)
+    real = evaluate.load
+    evaluate.load = lambda path, *a, **k: code_eval.CODE_EVAL if path == "code_eval" else real(path, *a, **k)
+    with tempfile.TemporaryDirectory(prefix="dllm-lmeval-tasks-") as tmp:
+        if data_dir:
+            set_offline()
+            write_local_task_dir(data_dir, tmp)
+            argv += ["--include_path", tmp]
+        sys.argv = [sys.argv[0], *argv]
+        cli_evaluate()
 
 
 if __name__ == "__main__":

@@ -59,7 +59,21 @@ def score_run(out: RunDir, allow_code_exec: bool = False, data_dir: str | None =
                 s = task_obj.score(Doc(r["doc_id"], p["prompt"], p["target"]), r["output"])
                 r["extracted"], r["correct"] = s["extracted"], s["correct"]
     out.rewrite_requests(reqs)
+    _record_scoring(out, info, by, allow_code_exec, data_dir)
     return summarize(out, lm_metrics)
+
+
+def _record_scoring(out: RunDir, info: dict, by: dict, allow_code_exec: bool, data_dir) -> None:
+    import time
+    from .env import _version
+    scoring = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data_dir": data_dir,
+               "lm_eval": _version("lm_eval"), "code_exec": None}
+    if any(is_lmeval(t) and load_task(t).executes_code for t, _ in by):
+        from tasks.code_eval import CODE_EVAL
+        from tasks.sandbox import sandbox_info
+        scoring["code_exec"] = sandbox_info(CODE_EVAL.config)
+    info["scoring"] = scoring
+    out.write_json(out.run_json, info)
 
 
 def summarize(out: RunDir, lm_metrics: dict | None = None) -> dict:

@@ -105,6 +105,29 @@ def build_task(name: str, data_dir: str | Path | None = None):
     return ConfigurableTask(config=task_config(name, data_dir))
 
 
+def write_local_task_dir(data_dir: str | Path, dest: str | Path) -> Path:
+    """Copies of lm-eval's YAMLs (and their helper modules) with the data source pointed at
+    `data_dir`, for lm-eval's own CLI: `--include_path dest` makes them replace the stock tasks."""
+    import yaml
+    dest = Path(dest)
+    for name, d in LMEVAL_TASKS.items():
+        src = lm_eval_tasks_dir() / d.yaml
+        sub = dest / name
+        sub.mkdir(parents=True, exist_ok=True)
+        for f in src.parent.glob("*.py"):
+            (sub / f.name).write_bytes(f.read_bytes())
+        files = {}
+        for split, rel in d.data_files.items():
+            f = Path(data_dir) / rel
+            if not f.exists():
+                raise FileNotFoundError(f"--data-dir {data_dir}: {name} needs {f}")
+            files[split] = str(f.resolve())
+        # appended keys override the YAML's own (the last of duplicate keys wins when loaded)
+        override = yaml.safe_dump({"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}})
+        (sub / src.name).write_text(src.read_text() + "\n" + override)
+    return dest
+
+
 def set_offline() -> None:
     for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
         os.environ[k] = "1"

@@ -294,6 +294,21 @@ def _tail(path: Path, n: int) -> str:
         return ""
 
 
+def sandbox_info(cfg: SandboxConfig = SandboxConfig()) -> dict:
+    """What a result needs to say about how code was run (recorded in run.json at scoring)."""
+    nobody = cfg.drop_to_nobody and os.geteuid() == 0
+    py = interpreter(nobody)
+    try:
+        version = subprocess.run([py, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
+                                 text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        version = None
+    return {"python": py, "python_version": version, "user": "nobody" if nobody else f"uid {os.geteuid()}",
+            "timeout_cpu_s": cfg.timeout_s, "timeout_wall_s": cfg.wall_s, "memory_mb": cfg.memory_mb,
+            "file_size_mb": cfg.file_size_mb, "max_procs": cfg.max_procs, "audit_hook": cfg.audit_hook,
+            "workers": cfg.workers or os.cpu_count(), "pass_rule": "random sentinel printed after the tests"}
+
+
 def run_programs(programs: list[str], cfg: SandboxConfig = SandboxConfig(), allow: bool = False) -> list[ExecResult]:
     """Run many programs in parallel (up to the core count); order of results = order of programs."""
     if not allow:

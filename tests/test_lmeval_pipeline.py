@@ -178,3 +178,15 @@ def test_chat_mode_is_recorded_and_needs_a_template(tmp_path, capsys):
     assert rb(tmp_path, "--model", "tiny", "--tasks", "gsm8k", "--limit", "1", "--chat", "multiturn",
               "--run-id", "c2") == 2
     assert "has no chat template; use --chat none" in capsys.readouterr().err
+
+
+def test_lm_eval_cli_with_dllm_bench_offline(tmp_path):
+    """`lm_eval run --model dllm_bench ...` as a user types it (lm-eval's CLI, dllm_bench registered)."""
+    cmd = [sys.executable, "-m", "bench.lm_eval_model", "--data-dir", str(data_dir()), "run", "--model", "dllm_bench",
+           "--model_args", "model=oracle,method=threshold,tau=0.9", "--tasks", "gsm8k", "mbpp", "--limit", "3",
+           "--confirm_run_unsafe_code", "--output_path", str(tmp_path)]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (res,) = tmp_path.rglob("results_*.json")
+    r = json.loads(res.read_text())["results"]
+    assert r["gsm8k"]["exact_match,strict-match"] == 1.0 and r["mbpp"]["pass_at_1,none"] == 1.0
