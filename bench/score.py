@@ -49,7 +49,9 @@ def score_run(out: RunDir, allow_code_exec: bool = False, data_dir: str | None =
                 doc = res["per_doc"].get(r["doc_id"])
                 if doc is None:    # beyond the limit lm-eval scored: should not happen
                     raise ValueError(f"lm-eval did not score {task} doc {r['doc_id']}")
-                r["scores"] = {k: v for k, v in doc.items() if k != "extracted"}
+                r["scores"] = {k: v for k, v in doc.items() if k not in ("extracted", "exec_status")}
+                if "exec_status" in doc:
+                    r["exec_status"] = doc["exec_status"]   # passed | failed | timeout | killed
                 r["extracted"] = doc["extracted"].get(primary_filter)
                 r["correct"] = bool(doc[d.primary] >= 1.0)
         else:

@@ -30,20 +30,25 @@ class SandboxCodeEval:
     allow: bool = False
     config: SandboxConfig = field(default_factory=SandboxConfig)
     self_test: bool = False          # while lm-eval's utils module runs its import-time probe
-    last_results: list = field(default_factory=list)   # ExecResults of the last compute() call
+    collect: list | None = None      # collecting mode: note programs, run nothing (see prefetch)
+    cache: dict = field(default_factory=dict)   # program text -> ExecResult
 
     def compute(self, references, predictions, k=(1,), num_workers=None, timeout=None):
         if self.self_test:   # lm-eval probes code_eval at import; nothing is executed then
             return {f"pass@{kk}": 0.0 for kk in k}, {}
-        if not self.allow:
-            raise CodeExecutionNotAllowed()
         programs, owners = [], []
         for i, (cands, test) in enumerate(zip(predictions, references)):
             for cand in cands:
-                programs.append(cand + "\n" + test)
+                programs.append(program_text(cand, test))
                 owners.append(i)
-        results = run_programs(programs, self.config, allow=True)
-        self.last_results = results
+        if self.collect is not None:
+            self.collect.extend(programs)
+            return {f"pass@{kk}": 0.0 for kk in k}, {}
+        if not self.allow:
+            raise CodeExecutionNotAllowed()
+        todo = [p for p in dict.fromkeys(programs) if p not in self.cache]
+        self.cache.update(zip(todo, run_programs(todo, self.config, allow=True)))
+        results = [self.cache[p] for p in programs]
         per_task: dict[int, list[bool]] = {}
         for i, r in zip(owners, results):
             per_task.setdefault(i, []).append(r.passed)
@@ -56,7 +61,31 @@ class SandboxCodeEval:
         return scores, details
 
 
+def program_text(candidate: str, test: str) -> str:
+    """What code_eval runs: the candidate, a newline, the test code."""
+    return candidate + "\n" + test
+
+
 CODE_EVAL = SandboxCodeEval()
+
+
+@contextlib.contextmanager
+def collecting():
+    """lm-eval calls the metric once per document, one program at a time. To run programs in
+    parallel, scoring makes a first pass in which compute() only notes the programs; they are
+    then run all at once (prefetch) and the real pass finds every result in the cache."""
+    CODE_EVAL.collect = []
+    try:
+        yield CODE_EVAL.collect
+    finally:
+        CODE_EVAL.collect = None
+
+
+def prefetch(programs: list[str]) -> None:
+    if not CODE_EVAL.allow:
+        raise CodeExecutionNotAllowed()
+    todo = [p for p in dict.fromkeys(programs) if p not in CODE_EVAL.cache]
+    CODE_EVAL.cache.update(zip(todo, run_programs(todo, CODE_EVAL.config, allow=True)))
 
 
 def configure(allow: bool, config: SandboxConfig | None = None) -> None:

@@ -136,6 +136,14 @@ def score_generations(task_name: str, outputs: dict, data_dir, limit: int | None
         from lm_eval.loggers import EvaluationTracker
         tracker = EvaluationTracker(output_path=str(out_dir))
     _quiet()
+    if d.executes_code:   # pass 1: note every program, then run them all in parallel
+        from .code_eval import CODE_EVAL, collecting, prefetch
+        with collecting() as programs:
+            _evaluate(Replay(), [build_task(task_name, data_dir)], limit, chat, predict_only=False,
+                      allow_code=allow_code)
+        missing.clear()
+        CODE_EVAL.cache.clear()
+        prefetch(programs)
     res = _evaluate(Replay(), [build_task(task_name, data_dir)], limit, chat, predict_only=False,
                     allow_code=allow_code, tracker=tracker)
     if missing:
@@ -158,6 +166,10 @@ def score_generations(task_name: str, outputs: dict, data_dir, limit: int | None
         for m in s["metrics"]:
             entry[f"{m},{key_filter}"] = _num(s[m])
         entry.setdefault("extracted", {})[key_filter] = _first(s["filtered_resps"])
+        if d.executes_code:
+            from .code_eval import CODE_EVAL, program_text
+            r = CODE_EVAL.cache.get(program_text(str(_first(s["filtered_resps"])), str(s["target"])))
+            entry["exec_status"] = r.status if r is not None else None
     return {"metrics": metrics, "per_doc": per_doc}
 
 

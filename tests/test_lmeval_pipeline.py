@@ -55,6 +55,8 @@ def test_oracle_scores_the_full_test_sets(oracle_run):
     assert r["mbpp"]["metrics"]["pass_at_1,none"] == r["mbpp"]["accuracy"]
     failing = [q for q in requests(oracle_run) if q["task"] == "mbpp" and not q["correct"]]
     assert [q["doc_id"] for q in failing] == [356]            # test split index of MBPP task 367
+    assert failing[0]["exec_status"] == "failed"
+    assert {q["exec_status"] for q in requests(oracle_run) if q["task"] != "gsm8k" and q["correct"]} == {"passed"}
     assert "def check_" not in failing[0]["output"] and "max_number" not in failing[0]["output"]
     assert (r["humaneval"]["n"], r["humaneval"]["accuracy"]) == (164, 1.0)
     # lm-eval's standard files sit next to ours
