@@ -102,7 +102,12 @@ def build_task(name: str, data_dir: str | Path | None = None):
     if data_dir is not None:
         set_offline()
     from lm_eval.api.task import ConfigurableTask
-    return ConfigurableTask(config=task_config(name, data_dir))
+    cfg = task_config(name, data_dir)
+    try:
+        return ConfigurableTask(config=cfg)
+    except ConnectionError as e:   # the hub is unreachable (or HF_HUB_OFFLINE=1 without a cache)
+        raise ValueError(f"{name}: could not load {cfg.get('dataset_path')} from the Hugging Face hub ({e}); "
+                         f"pass --data-dir DIR with local data (the ../shared/data layout) to run offline") from e
 
 
 def write_local_task_dir(data_dir: str | Path, dest: str | Path) -> Path:

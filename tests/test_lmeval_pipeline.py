@@ -192,3 +192,10 @@ def test_lm_eval_cli_with_dllm_bench_offline(tmp_path):
     (res,) = tmp_path.rglob("results_*.json")
     r = json.loads(res.read_text())["results"]
     assert r["gsm8k"]["exact_match,strict-match"] == 1.0 and r["mbpp"]["pass_at_1,none"] == 1.0
+
+
+def test_hub_data_unreachable_names_the_fix(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_bench.main(["--out-dir", str(tmp_path), "--model", "oracle", "--tasks", "gsm8k", "--limit", "2"]) == 2
+    assert "pass --data-dir DIR" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
