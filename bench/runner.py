@@ -174,12 +174,13 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, m
     oracle = spec.model in PSEUDO_MODELS
     model = None if oracle else load_model(spec.model, device=str(device), dtype=dtype)
     if model is not None:
-        info = json.loads(out.run_json.read_text())
-        if info["model"] == {"name": spec.model}:
-            info["model"] = {"name": model.name, **model.info}
-            out.write_json(out.run_json, info)
         meter.measure_idle(2.0)
         info = json.loads(out.run_json.read_text())
+        info["model"] = {"name": model.name, **model.info}
+        # the machine that decodes is the one whose timings count (the build may have run elsewhere)
+        if info.get("env", {}).get("host") != environment(device).get("host"):
+            info.setdefault("build_env", info.get("env"))
+        info["env"] = environment(device)
         info["energy"] = meter.info()
         out.write_json(out.run_json, info)
     done = {(r["task"], r["method"], r["doc_id"]) for r in out.load_requests()}
