@@ -309,10 +309,33 @@ def sandbox_info(cfg: SandboxConfig = SandboxConfig()) -> dict:
             "workers": cfg.workers or os.cpu_count(), "pass_rule": "random sentinel printed after the tests"}
 
 
+_CHECKED: set = set()
+
+
+def self_check(cfg: SandboxConfig) -> None:
+    """Run a correct and a wrong program once per configuration: a sandbox that cannot start
+    programs (an interpreter or temp dir `nobody` cannot reach, a uid the container does not map)
+    would otherwise score every program as failing, silently."""
+    if cfg in _CHECKED:
+        return
+    try:
+        good = run_program("def f(x):\n    return x + 1\nassert f(1) == 2\n", cfg)
+        bad = run_program("assert 1 + 1 == 3\n", cfg)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ValueError(f"the code sandbox cannot start programs ({e}); as root it runs them as user nobody "
+                         f"from {tempfile.gettempdir()}: check that nobody can reach that directory and the "
+                         f"interpreter ($DLLM_SANDBOX_PYTHON)") from e
+    if not good.passed or bad.passed:
+        raise ValueError(f"code sandbox self-check failed (a correct program: {good.status}, a wrong one: "
+                         f"{bad.status}); stderr: {good.stderr_tail[-500:] or bad.stderr_tail[-500:]}")
+    _CHECKED.add(cfg)
+
+
 def run_programs(programs: list[str], cfg: SandboxConfig = SandboxConfig(), allow: bool = False) -> list[ExecResult]:
     """Run many programs in parallel (up to the core count); order of results = order of programs."""
     if not allow:
         raise CodeExecutionNotAllowed()
+    self_check(cfg)
     workers = cfg.workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda p: run_program(p, cfg), programs))

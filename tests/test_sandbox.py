@@ -119,3 +119,9 @@ def test_runs_in_parallel():
     rs = run_programs(["import time\ntime.sleep(0.5)\n"] * 4, SandboxConfig(workers=4), allow=True)
     assert all(r.passed for r in rs)
     assert time.perf_counter() - t0 < 1.9   # 4 x 0.5 s serially would take 2 s
+
+
+def test_a_sandbox_that_cannot_run_programs_is_an_error_not_silent_zeros(monkeypatch):
+    monkeypatch.setenv("DLLM_SANDBOX_PYTHON", "/nonexistent/python3")
+    with pytest.raises(ValueError, match="cannot start programs"):
+        run_programs([GOOD], SandboxConfig(timeout_s=1.5), allow=True)
