@@ -41,8 +41,8 @@ def oracle_run(tmp_path_factory):
 def small_decoded(tmp_path_factory):
     """20 oracle generations per task, decoded but not scored."""
     out = tmp_path_factory.mktemp("small")
-    assert rb(out, "--model", "oracle", "--tasks", "gsm8k,mbpp,humaneval", "--limit", "20", "--methods", "fixed",
-              "--run-id", "m", "--stop-after", "decode") == 0
+    assert rb(out, "--model", "oracle", "--tasks", "gsm8k,mbpp,humaneval,gsm8k_cot", "--limit", "20",
+              "--methods", "fixed", "--run-id", "m", "--stop-after", "decode") == 0
     return out / "m"
 
 
@@ -73,7 +73,8 @@ def _rewrite_outputs(run_dir, fn):
     (run_dir / "requests.jsonl").write_text("".join(json.dumps(q) + "\n" for q in reqs))
 
 
-WRONG = {"gsm8k": " The answer is 1.\n#### -123456789", "humaneval": "    return None\n",
+WRONG = {"gsm8k": " The answer is 1.\n#### -123456789", "gsm8k_cot": " The answer is -123456789.",
+         "humaneval": "    return None\n",
          "mbpp": "def nothing():\n    return None\n"}
 
 
@@ -82,11 +83,12 @@ def test_constant_wrong_answer_scores_zero_and_rescoring_reads_files(small_decod
     shutil.copytree(small_decoded, run_dir)
     assert all(q["correct"] is None for q in requests(run_dir))     # decoded, not yet scored
     assert run_bench.main(["score", str(run_dir), "--allow-code-exec"]) == 0
-    assert {t: r["accuracy"] for t, r in rows(run_dir).items()} == {"gsm8k": 1.0, "mbpp": 1.0, "humaneval": 1.0}
+    assert {t: r["accuracy"] for t, r in rows(run_dir).items()} == {"gsm8k": 1.0, "mbpp": 1.0, "humaneval": 1.0,
+                                                                    "gsm8k_cot": 1.0}
     _rewrite_outputs(run_dir, lambda q: WRONG[q["task"]])
     assert run_bench.main(["score", str(run_dir), "--allow-code-exec"]) == 0
     r = rows(run_dir)
-    assert {t: r[t]["accuracy"] for t in r} == {"gsm8k": 0.0, "mbpp": 0.0, "humaneval": 0.0}
+    assert {t: r[t]["accuracy"] for t in r} == {"gsm8k": 0.0, "mbpp": 0.0, "humaneval": 0.0, "gsm8k_cot": 0.0}
     assert r["gsm8k"]["accuracy_flexible_extract"] == 0.0
     assert all(q["correct"] is False for q in requests(run_dir))
 
@@ -120,7 +122,7 @@ def test_lm_eval_model_path_gives_the_same_accuracy(small_decoded, tmp_path):
     ours = rows(run_dir)
     assert ours["gsm8k"]["accuracy"] == 0.5 and ours["mbpp"]["accuracy"] == 0.5
     for task in ("gsm8k", "mbpp"):   # per sample, our `correct` is lm-eval's own per-doc metric
-        (samples,) = (run_dir / "lm_eval").rglob(f"samples_{task}_*.jsonl")
+        (samples,) = (run_dir / "lm_eval").rglob(f"samples_{task}_2*.jsonl")   # _<date>
         metric = ours[task]["accuracy_metric"]
         lm = {s["doc_id"]: s[metric.split(",")[0]] for s in map(json.loads, samples.read_text().splitlines())
               if s["filter"] == metric.split(",")[1]}
