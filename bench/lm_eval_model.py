@@ -17,7 +17,8 @@ variables.)
 model_args: `model` (a bench model or `oracle`), `method` (a registered method), its settings
 (`tau=0.9`, `steps=64`, ...), and the run options `gen_length`, `block_length` (default: each
 task's protocol in tasks/lmeval_tasks.py), `early_stop`, `max_steps`, `device`, `dtype`, `seed`,
-`batch_size`, and `record=<path>`: a JSONL file that receives one line per request with NFE,
+`batch_size`, `warmup_batches` (1: one untimed batch per task first, as run_bench.py does), and
+`record=<path>`: a JSONL file that receives one line per request with NFE,
 steps, gen_tokens, latency and energy, keyed by task and doc id (the same fields as a run's
 requests.jsonl). `generate_until` runs the shared decode loop, cuts each output at the request's
 stop strings, and keeps those lines in `self.records` as well.
@@ -37,15 +38,14 @@ from tasks.lmeval_tasks import LMEVAL_TASKS
 from .generate import cut_at_stops, render_prompt
 from .measure import EnergyMeter, timed
 
-RUN_OPTIONS = ("gen_length", "block_length", "early_stop", "max_steps", "seed", "record")
-
 
 @register_model("dllm_bench")
 class DllmBenchLM(LM):
     def __init__(self, model: str = "tiny", method: str = "fixed", device: str | None = "auto",
                  dtype: str = "auto", batch_size: int | str | None = 1, max_batch_size=None,
                  gen_length: int | None = None, block_length: int | None = None, early_stop: bool = True,
-                 max_steps: int | None = None, seed: int = 0, record: str | None = None, **settings):
+                 max_steps: int | None = None, seed: int = 0, record: str | None = None,
+                 warmup_batches: int = 1, **settings):
         super().__init__()
         from .runner import PSEUDO_MODELS, resolve_device, resolve_dtype
         self.model_name, self.oracle = model, model in PSEUDO_MODELS
@@ -58,6 +58,7 @@ class DllmBenchLM(LM):
         self.early_stop, self.max_steps, self.seed = early_stop, max_steps, seed
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 1
         self.record_path = record
+        self.warmup_batches = int(warmup_batches)
         self.records: list[dict] = []
         self._gen(None)          # validate method and settings now, not after the prompts are built
         self.model = None
@@ -89,6 +90,8 @@ class DllmBenchLM(LM):
         return getattr(self.model, "chat_template", None) or ""
 
     def apply_chat_template(self, chat_history, add_generation_prompt=True):
+        if self.model is None:     # the oracle ignores prompts
+            return json.dumps(chat_history)
         return render_prompt(self.model, "", chat_history)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
@@ -104,10 +107,14 @@ class DllmBenchLM(LM):
                     self._record(task, inst.doc_id, out[i], None, None, 0.0, None, 1)
                 continue
             gen, method = self._gen(task)
+            encoded = {i: self.model.tokenizer.encode(requests[i].args[0]) for i in idx}
+            for _ in range(self.warmup_batches):   # untimed, as in run_bench.py
+                self.generator.manual_seed(self.seed)
+                decode(self.model, method, [encoded[i] for i in idx[:self.batch_size]], gen, generator=self.generator)
             self.generator.manual_seed(self.seed)
             for b in range(0, len(idx), self.batch_size):
                 batch = idx[b:b + self.batch_size]
-                ids = [self.model.tokenizer.encode(requests[i].args[0]) for i in batch]
+                ids = [encoded[i] for i in batch]
                 with timed(self.torch_device, self.meter) as w:
                     res = decode(self.model, method, ids, gen, generator=self.generator)
                 for j, i in enumerate(batch):

@@ -10,7 +10,10 @@ examples, stop strings, filters and metrics are lm-eval's, byte for byte. Only t
 - the code executor (tasks/code_eval.py): lm-eval's metric code calls our sandbox where it would
   call Hugging Face's `code_eval`.
 
-This module imports lm-eval; the decode stage never imports it.
+MBPP task 367 (test index 356) needs its `test_setup_code`, which lm-eval's mbpp never runs: its
+reference solution fails there, so the oracle scores 499/500, the ceiling on lm-eval too.
+
+lm-eval is imported lazily (only to build or score); the decode stage never imports it.
 """
 from __future__ import annotations
 
