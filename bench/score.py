@@ -11,7 +11,6 @@ re-score a run anywhere (lm-eval and, for code tasks, --allow-code-exec needed t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tasks import is_lmeval, load_task
 from tasks.base import Doc
