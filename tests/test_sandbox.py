@@ -77,9 +77,7 @@ def test_hostile_programs_are_contained_and_fail(canary, monkeypatch):
     # Programs that try to fake a pass are followed by a failing assert; the others by passing ones
     # (so only containment, not the tests, can make them fail).
     progs = [HOSTILE[n].replace("{canary}", str(canary)) + "\n" + (WRONG if n in FAKERS else GOOD) for n in names]
-    t0 = time.perf_counter()
     results = run_programs(progs + [GOOD], SandboxConfig(timeout_s=1.0), allow=True)
-    elapsed = time.perf_counter() - t0
     failed = {n: r for n, r in zip(names, results) if r.passed}
     assert not failed, f"hostile programs counted as passing: {failed}"
     assert results[-1].passed, "the harness keeps going after hostile programs"
@@ -87,7 +85,6 @@ def test_hostile_programs_are_contained_and_fail(canary, monkeypatch):
     by = dict(zip(names, results))
     assert by["infinite_loop"].status == "timeout" and by["sleep"].status == "timeout"
     assert by["sys_exit_before_asserts"].returncode == 0 and by["os_exit_before_asserts"].returncode == 0
-    assert elapsed < 60
 
 
 def test_fork_bomb_contained_by_os_limits_without_the_audit_hook(canary):
@@ -114,11 +111,25 @@ def test_files_in_the_temp_dir_are_fine_and_removed():
     assert r.passed, r.stderr_tail
 
 
-def test_runs_in_parallel():
-    t0 = time.perf_counter()
-    rs = run_programs(["import time\ntime.sleep(0.5)\n"] * 4, SandboxConfig(workers=4), allow=True)
-    assert all(r.passed for r in rs)
-    assert time.perf_counter() - t0 < 1.9   # 4 x 0.5 s serially would take 2 s
+def test_runs_programs_in_parallel_up_to_the_worker_count(monkeypatch):
+    import threading
+    import tasks.sandbox as sb
+    lock, state = threading.Lock(), {"now": 0, "max": 0}
+
+    def fake_run(prog, cfg):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.2)
+        with lock:
+            state["now"] -= 1
+        return prog
+
+    monkeypatch.setattr(sb, "run_program", fake_run)
+    monkeypatch.setattr(sb, "self_check", lambda cfg: None)
+    assert sb.run_programs([str(i) for i in range(9)], SandboxConfig(workers=3), allow=True) == [str(i) for i in range(9)]
+    assert state["max"] == 3
+    assert SandboxConfig().workers == 0     # 0 = os.cpu_count()
 
 
 def test_a_sandbox_that_cannot_run_programs_is_an_error_not_silent_zeros(monkeypatch):
