@@ -21,7 +21,7 @@ from methods.registry import build_method, parse_methods
 from tasks import load_task
 from . import metrics
 from .env import environment
-from .measure import EnergyMeter, timed
+from .measure import EnergyMeter, ForwardTimer, devices_in_use, timed
 from .models import load_model
 from .results import RunDir
 
@@ -41,6 +41,7 @@ class RunSpec:
     device: str = "auto"
     dtype: str = "auto"
     warmup_batches: int = 1
+    time_forwards: bool = False      # sync + time every model forward (latency split; perturbs timing)
     baseline: str | None = None      # method label for speedup; None: the first method
     # where and how to write (not part of the spec compared on resume)
     out_dir: str = "results/runs"
@@ -102,39 +103,86 @@ def run(spec: RunSpec, log=print) -> dict:
     run_id = spec.run_id or time.strftime("%Y%m%d-%H%M%S-") + hashlib.sha1(
         json.dumps(spec.key(), sort_keys=True).encode()).hexdigest()[:6]
     out = RunDir(Path(spec.out_dir) / run_id)
-    meter = EnergyMeter(device)
-    meter.measure_idle(2.0)
-    out.start({"run_id": run_id, "spec": spec.key(),
-               "protocol": {**dataclasses.asdict(task.protocol), **dataclasses.asdict(gen)},
-               "methods": {label: {"name": m.name, "settings": m.settings()} for label, m in methods},
-               "model": {"name": model.name, **model.info}, "baseline": baseline,
-               "env": environment(device), "energy": meter.info(),
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, resume=spec.resume)
+    out.check(run_json_identity(spec, task, gen, methods, model, device), resume=spec.resume)  # before idle wait
+    devices = devices_in_use(model.module, device)
+    meter = EnergyMeter.for_devices(devices)
+    meter.measure_idle(IDLE_SECONDS)
+    session = uuid.uuid4().hex[:12]
+    env = environment(device)
+    out.start({**run_json_identity(spec, task, gen, methods, model, device),
+               "run_id": run_id, "baseline": baseline, "env": env, "energy": meter.info(),
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+              session={"session": session, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "host": env["host"], "argv": env.get("argv"), "energy": meter.info()}, resume=spec.resume)
     done = {(r["method"], r["doc_id"]) for r in out.load_requests()}
     log(f"run {run_id}: {len(docs)} {task.name} problems x {len(methods)} methods, model {model.name} on {device}"
         + (f" (resuming: {len(done)} samples already done)" if done else ""))
 
     gen_torch = torch.Generator(device=device)
-    for label, method in methods:
-        todo = [d for d in docs if (label, d.doc_id) not in done]
-        if not todo:
-            continue
-        encoded = [model.tokenizer.encode(d.prompt) for d in todo]
-        for _ in range(spec.warmup_batches):  # untimed: first-call allocations, kernels, caches
-            gen_torch.manual_seed(spec.seed)
-            decode(model, method, encoded[:spec.batch_size], gen, generator=gen_torch)
-        gen_torch.manual_seed(spec.seed)
-        bar = _progress(len(todo), label, spec.progress)
-        for batch_docs, batch_ids in zip(_batched(todo, spec.batch_size), _batched(encoded, spec.batch_size)):
-            with timed(device, meter) as w:
-                res = decode(model, method, batch_ids, gen, generator=gen_torch)
-            lines = _request_lines(spec, model, task, label, batch_docs, res, w, meter)
-            out.append_requests(lines)
-            bar.update(len(batch_docs))
-        bar.close()
+    fwd = ForwardTimer(model, devices) if spec.time_forwards else None
+    try:
+        for label, method in methods:
+            # Fixed batch boundaries and a per-batch seed: a resumed run redoes exactly the batches
+            # an interrupted one lost, with the same inputs and random numbers.
+            batches = [(i, b) for i, b in enumerate(_batched(docs, spec.batch_size))
+                       if any((label, d.doc_id) not in done for d in b)]
+            if not batches:
+                continue
+            for k in range(spec.warmup_batches):  # excluded from results, recorded in warmup.jsonl
+                ids = [model.tokenizer.encode(d.prompt) for d in batches[0][1]]
+                gen_torch.manual_seed(_batch_seed(spec.seed, batches[0][0]))
+                with timed(devices, meter) as w:
+                    decode(model, method, ids, gen, generator=gen_torch)
+                out.append_warmup({"method": label, "warmup_index": k, "session": session, "batch_size": len(ids),
+                                   "latency_s": w.seconds, "energy_j": w.energy_j,
+                                   "peak_mem_bytes": w.peak_mem_bytes})
+            bar = _progress(sum(len(b) for _, b in batches), label, spec.progress)
+            for index, batch_docs in batches:
+                t_wall = time.perf_counter()   # Fast-dLLM's throughput window starts before tokenization
+                batch_ids = [model.tokenizer.encode(d.prompt) for d in batch_docs]
+                gen_torch.manual_seed(_batch_seed(spec.seed, index))
+                if fwd is not None:
+                    fwd.take()
+                with (fwd if fwd is not None else _nothing()), timed(devices, meter) as w:
+                    res = decode(model, method, batch_ids, gen, generator=gen_torch)
+                if fwd is not None:
+                    w.forward_s, w.forward_calls = fwd.take()
+                lines = _request_lines(spec, model, task, label, batch_docs, res, w, meter)
+                for line in lines:
+                    line.update(batch_index=index, session=session, batch_wall_s=time.perf_counter() - t_wall)
+                out.append_requests(lines)
+                bar.update(len(batch_docs))
+            bar.close()
+    finally:
+        meter.close()
 
     summary = summarize(out, model.name, task.name, [label for label, _ in methods], baseline)
     return summary
+
+
+IDLE_SECONDS = 3.0   # idle power is measured this long before a GPU run
+
+
+def run_json_identity(spec, task, gen, methods, model, device) -> dict:
+    """What must be equal for two sessions to write into one run directory."""
+    return {"spec": spec.key(),
+            "protocol": {**dataclasses.asdict(task.protocol), **dataclasses.asdict(gen)},
+            "methods": {label: {"name": m.name, "settings": m.settings()} for label, m in methods},
+            "model": {"name": model.name, **model.info},
+            "machine": {"device_type": device.type,
+                        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
+
+
+def _batch_seed(seed: int, index: int) -> int:
+    return seed * 1_000_003 + index
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _request_lines(spec, model, task, label, docs, res, w, meter) -> list[dict]:
@@ -142,6 +190,12 @@ def _request_lines(spec, model, task, label, docs, res, w, meter) -> list[dict]:
     net = None
     if w.energy_j is not None and meter.idle_w is not None:
         net = w.energy_j - meter.idle_w * w.seconds
+    temp = None
+    if meter.backend is not None and meter.handles:
+        try:
+            temp = max(meter.backend.temperature_c(h) for h in meter.handles)
+        except Exception:
+            temp = None
     lines = []
     for i, d in enumerate(docs):
         n = int(res.gen_tokens[i])
@@ -153,8 +207,15 @@ def _request_lines(spec, model, task, label, docs, res, w, meter) -> list[dict]:
             "output": text, "extracted": s["extracted"], "target": d.target, "correct": s["correct"],
             "nfe": int(res.nfe[i]), "steps": int(res.steps[i]), "gen_tokens": n, "capped": bool(res.capped[i]),
             "batch_id": batch_id, "batch_size": len(docs), "batch_latency_s": w.seconds,
-            "batch_energy_j": w.energy_j, "batch_energy_net_j": net,
-            "energy_j": w.energy_j / len(docs) if w.energy_j is not None else None,
+            "batch_t_start": w.t_start, "batch_t_end": w.t_end,
+            "batch_energy_j": w.energy_j, "batch_energy_net_j": net, "batch_energy_j_per_gpu": w.energy_j_per_gpu,
+            "batch_counter_start_j": w.counter_start_j, "batch_counter_end_j": w.counter_end_j,
+            "batch_energy_short": w.short, "energy_min_window_s": meter.min_window_s, "idle_w": meter.idle_w,
+            # a short window's own reading is not trusted: null here, attributed in the summary
+            "energy_j": w.energy_j / len(docs) if w.energy_j is not None and not w.short else None,
+            "batch_peak_mem_bytes": w.peak_mem_bytes, "gpu_temp_c": temp,
+            "batch_forward_s": w.forward_s, "batch_forward_calls": w.forward_calls,
+            "fastdllm_tokens": sum(1 for t in model.tokenizer.encode(text) if t not in model.eos_ids),
         })
     return lines
 
@@ -171,7 +232,7 @@ def summarize(out: RunDir, model: str, task: str, labels: list[str], baseline: s
     info = json.loads(out.run_json.read_text())
     summary = {"run_id": info["run_id"], "baseline": baseline, "rows": rows,
                "energy_note": None if info["energy"]["available"] else info["energy"]["reason"],
-               "path": str(out.path)}
+               "machine": info.get("machine"), "path": str(out.path)}
     out.write_json(out.summary_json, summary)
     return summary
 
