@@ -22,6 +22,7 @@
 """
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -160,6 +161,8 @@ class EnergyMeter:
             self.backend, self.reason = None, f"NVML unavailable: {e}"
             return
         try:
+            if os.environ.get("DLLM_BENCH_ENERGY") == "power":   # diagnostic: cross-check the fallback
+                raise RuntimeError("DLLM_BENCH_ENERGY=power forces power sampling")
             for h in self.handles:
                 self.backend.energy_mj(h)
             self.mode = "counter"
