@@ -35,9 +35,14 @@ PACKAGES = ("dllm-bench", "torch", "transformers", "accelerate", "tokenizers", "
 
 def environment(device: torch.device) -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
+    commit, top = _git("rev-parse", "HEAD"), _git("rev-parse", "--show-toplevel")
+    if top is not None and Path(top).resolve() != ROOT:
+        # a copy inside another repository (e.g. an ignored folder): that repo's commit is not ours
+        commit, status = None, None
     env = {
-        "git_commit": _git("rev-parse", "HEAD"),
+        "git_commit": commit,
         "git_dirty": None if status is None else bool(status),
+        "git_toplevel": top,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),

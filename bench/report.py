@@ -150,7 +150,9 @@ def to_csv(rows: list[dict]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(keys)
     for r in rows:
-        w.writerow(["" if r.get(k) is None else (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in keys])
+        # 12 significant digits: stable across Python versions (3.12's sum() rounds differently)
+        w.writerow(["" if r.get(k) is None else (format(r[k], ".12g") if isinstance(r[k], float) else r[k])
+                    for k in keys])
     return buf.getvalue()
 
 
@@ -186,8 +188,11 @@ def pareto_png(rows: list[dict], path: str | Path) -> str | None:
             front = pareto_front(xy)
             ax.step([xy[i][0] for i in front], [xy[i][1] for i in front], where="post",
                     color=sc.get_facecolor()[0], alpha=0.5)
-            for r, (x, y) in zip(pts, xy):
-                ax.annotate(r["method"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            labelled = set()
+            for r, (x, y) in zip(pts, xy):   # repeats of a method: label its first point only
+                if r["method"] not in labelled:
+                    labelled.add(r["method"])
+                    ax.annotate(r["method"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
