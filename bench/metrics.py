@@ -101,7 +101,6 @@ def method_energy(batches: list[dict]) -> dict:
     if not batches or any(b.get("batch_energy_j") is None for b in batches):
         return none
     short = [b for b in batches if b.get("batch_energy_short")]
-    seconds = sum(b["batch_latency_s"] for b in batches)
     if not short:
         gross, how, note = sum(b["batch_energy_j"] for b in batches), "windows", None
     else:
