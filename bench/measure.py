@@ -281,6 +281,7 @@ class Window:
     counter_end_j: float | None = None
     short: bool | None = None         # shorter than the meter's resolution (see EnergyMeter)
     peak_mem_bytes: int | None = None  # peak allocated GPU memory during the window (GPUs in use)
+    cpu_s: float = 0.0                # CPU time of this process (all threads) during the window
     forward_s: float | None = None    # set by ForwardTimer, when used
     forward_calls: int | None = None
 
@@ -296,12 +297,14 @@ def timed(devices, meter: EnergyMeter | None = None, memory: bool = True):
         for d in cuda:
             torch.cuda.reset_peak_memory_stats(d)
     e0 = meter.read_j() if meter is not None and meter.available else None
+    c0 = time.process_time()
     w.t_start = time.perf_counter()
     try:
         yield w
     finally:
         sync(cuda)
         w.t_end = time.perf_counter()
+        w.cpu_s = time.process_time() - c0
         w.seconds = w.t_end - w.t_start
         if e0 is not None:
             e1 = meter.read_j()

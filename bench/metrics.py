@@ -6,6 +6,10 @@
 - latency: wall time of the decode call that produced the sample (token ids in, token ids out),
   GPU synchronized at both ends, warm-up excluded; mean, p50, p90 over samples. With batch size
   b > 1 every sample of a batch carries its batch's latency.
+- latency_s_min: the fastest decode call (best of the batches; robust to load from other
+  processes, which the regression gate relies on).
+- cpu_time_s: CPU time of the benchmark process (all threads) over the decode calls; on a CPU-only
+  run it is the decode's cost without the time other processes took from it.
 - time_per_sample_s: total decode time / n (the batch-amortized cost of one sample).
 - tokens_per_s: sum(gen_tokens) / total decode time (ratio of totals; each decode call counted once).
 - energy: NVML energy over the decode calls: per sample = total / n, per token = total / sum(gen_tokens);
@@ -76,8 +80,11 @@ def summarize_method(reqs: list[dict]) -> dict:
         "latency_s_mean": statistics.fmean(lat),
         "latency_s_p50": percentile(lat, 50),
         "latency_s_p90": percentile(lat, 90),
+        "latency_s_min": min(b["batch_latency_s"] for b in batches.values()),
         "time_per_sample_s": total_s / n,
         "decode_time_s": total_s,
+        "cpu_time_s": (sum(b["batch_cpu_s"] for b in batches.values())
+                       if all(b.get("batch_cpu_s") is not None for b in batches.values()) else None),
         "tokens_per_s": toks / total_s if total_s > 0 else None,
         "energy_j_per_sample": energy / n if energy is not None else None,
         "energy_j_per_token": energy / toks if energy is not None and toks else None,

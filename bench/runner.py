@@ -111,6 +111,8 @@ def run(spec: RunSpec, log=print) -> dict:
     env = environment(device)
     out.start({**run_json_identity(spec, task, gen, methods, model, device),
                "run_id": run_id, "baseline": baseline, "env": env, "energy": meter.info(),
+               "seeding": "torch.Generator on the run device, reseeded per batch with seed * 1000003 + batch index "
+                          "(batches of batch_size over the task's docs in order)",
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
               session={"session": session, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                        "host": env["host"], "argv": env.get("argv"), "energy": meter.info()}, resume=spec.resume)
@@ -207,7 +209,7 @@ def _request_lines(spec, model, task, label, docs, res, w, meter) -> list[dict]:
             "output": text, "extracted": s["extracted"], "target": d.target, "correct": s["correct"],
             "nfe": int(res.nfe[i]), "steps": int(res.steps[i]), "gen_tokens": n, "capped": bool(res.capped[i]),
             "batch_id": batch_id, "batch_size": len(docs), "batch_latency_s": w.seconds,
-            "batch_t_start": w.t_start, "batch_t_end": w.t_end,
+            "batch_t_start": w.t_start, "batch_t_end": w.t_end, "batch_cpu_s": w.cpu_s,
             "batch_energy_j": w.energy_j, "batch_energy_net_j": net, "batch_energy_j_per_gpu": w.energy_j_per_gpu,
             "batch_counter_start_j": w.counter_start_j, "batch_counter_end_j": w.counter_end_j,
             "batch_energy_short": w.short, "energy_min_window_s": meter.min_window_s, "idle_w": meter.idle_w,

@@ -29,7 +29,7 @@ def baseline(tmp_path):
 
 def test_update_writes_the_baseline(baseline):
     b = json.loads(baseline.read_text())
-    assert b["reference_method"] == "fixed"
+    assert b["reference_method"] == "fixed" and b["latency_basis"] == "cpu_time"
     assert b["rows"]["threshold"] == {"n": 40, "correct": 34, "accuracy": 0.85, "nfe_mean": 12.0,
                                       "latency_ratio": 0.25}
     assert b["tolerances"] == {"accuracy_alpha": 0.01, "nfe_rel": 0.05, "latency_ratio_rel": 0.5}
@@ -51,7 +51,7 @@ def test_faster_machine_same_ratios_passes(tmp_path, baseline):
 @pytest.mark.parametrize("change, metric", [
     ({"threshold": samples(40, 22, 12)}, "accuracy"),        # 34/40 -> 22/40: far beyond chance
     ({"threshold": samples(40, 34, 14)}, "NFE"),             # +17% NFE
-    ({"threshold@s": 1.2}, "latency / fixed"),              # ratio 0.25 -> 0.6
+    ({"threshold@s": 1.2}, "cpu time / fixed"),             # ratio 0.25 -> 0.6
 ])
 def test_worse_run_fails_with_exit_1_and_names_the_metric(tmp_path, baseline, capsys, change, metric):
     run = base_run(tmp_path, "worse", **change)
@@ -60,6 +60,28 @@ def test_worse_run_fails_with_exit_1_and_names_the_metric(tmp_path, baseline, ca
     fail_lines = [l for l in out.splitlines() if l.startswith("|") and l.split("|")[-2].strip() == "FAIL"]
     assert len(fail_lines) == 1 and f"| {metric}" in fail_lines[0] and "threshold" in fail_lines[0]
     assert "check: FAIL" in out
+
+
+def test_load_from_other_processes_does_not_fail_a_cpu_run(tmp_path, baseline):
+    # a busy neighbour tripled threshold's wall time; its own CPU time did not change
+    run = base_run(tmp_path, "loaded", **{"threshold@s": 1.5, "threshold@cpu": 0.5})
+    assert run_bench.main(["check", "--baseline", str(baseline), str(run)]) == 0
+    # ... but a method that really costs more CPU fails
+    run = base_run(tmp_path, "costly", **{"threshold@s": 1.5, "threshold@cpu": 1.5})
+    assert run_bench.main(["check", "--baseline", str(baseline), str(run)]) == 1
+
+
+def test_gpu_runs_compare_wall_time_and_never_mix_with_a_cpu_baseline(tmp_path, baseline, capsys):
+    methods = {"fixed": samples(40, 36, 48), "fixed@s": 2.0, "threshold": samples(40, 34, 12), "threshold@s": 0.5}
+    gpu = write_run(tmp_path / "gpu", methods, spec={"limit": 40}, gpu="NVIDIA H100 80GB HBM3")
+    assert run_bench.main(["check", "--baseline", str(baseline), str(gpu)]) == 2
+    assert "make the baseline on the same kind of device" in capsys.readouterr().err
+    gbase = tmp_path / "g.json"
+    assert run_bench.main(["check", "--update", "--baseline", str(gbase), str(gpu)]) == 0
+    assert json.loads(gbase.read_text())["latency_basis"] == "wall"
+    slow = write_run(tmp_path / "gpu-slow", dict(methods, **{"threshold@s": 1.2, "threshold@cpu": 0.5}),
+                     spec={"limit": 40}, gpu="NVIDIA H100 80GB HBM3")
+    assert run_bench.main(["check", "--baseline", str(gbase), str(slow)]) == 1
 
 
 def test_small_accuracy_wobble_passes(tmp_path, baseline):
