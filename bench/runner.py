@@ -5,6 +5,7 @@ scoring and file writes happen outside it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -145,7 +146,7 @@ def run(spec: RunSpec, log=print) -> dict:
                 gen_torch.manual_seed(_batch_seed(spec.seed, index))
                 if fwd is not None:
                     fwd.take()
-                with (fwd if fwd is not None else _nothing()), timed(devices, meter) as w:
+                with (fwd if fwd is not None else contextlib.nullcontext()), timed(devices, meter) as w:
                     res = decode(model, method, batch_ids, gen, generator=gen_torch)
                 if fwd is not None:
                     w.forward_s, w.forward_calls = fwd.take()
@@ -177,14 +178,6 @@ def run_json_identity(spec, task, gen, methods, model, device) -> dict:
 
 def _batch_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _request_lines(spec, model, task, label, docs, res, w, meter) -> list[dict]:
