@@ -6,8 +6,10 @@
     python run_bench.py list                              # models, tasks, methods and their settings
     python run_bench.py --tasks gsm8k,mbpp --data-dir ../shared/data --allow-code-exec --model oracle
     python run_bench.py score results/runs/RUN --allow-code-exec   # re-score stored generations
+    python run_bench.py report results/runs/A results/runs/B --baseline fixed --out report/
+    python run_bench.py check --baseline results/baselines/tiny-arith.json results/runs/ci
 
-Subcommands: run (the default), decode RUN, score RUN, list.
+Subcommands: run (the default), decode RUN, score RUN, list, report RUN..., check RUN.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import dataclasses
 import os
 import sys
 
-SUBCOMMANDS = ("run", "decode", "score", "list")
+SUBCOMMANDS = ("run", "decode", "score", "list", "report", "check")
 
 
 def _offline_default(argv: list[str]) -> None:
@@ -67,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-steps", type=int, default=None, help="per-sample step cap; default gen_length")
     r.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N; default %(default)s")
     r.add_argument("--dtype", default=d.dtype, help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
-    r.add_argument("--warmup-batches", type=int, default=d.warmup_batches)
+    r.add_argument("--warmup-batches", type=int, default=d.warmup_batches,
+                   help="untimed batches per method before timing (recorded in warmup.jsonl); default %(default)s")
+    r.add_argument("--time-forwards", type=_bool, default=d.time_forwards,
+                   help="synchronize and time every model forward to split latency into forward / other "
+                        "(perturbs timing: use for a separate instrumented run); default %(default)s")
     r.add_argument("--baseline", default=None, help="method label that speedups are relative to; default the first")
     r.add_argument("--out-dir", default=d.out_dir)
     r.add_argument("--run-id", default=None, help="directory name under --out-dir; default time + spec hash")
@@ -94,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="let MBPP/HumanEval scoring run generated code in the sandbox")
     sc.add_argument("--data-dir", default=None, help="local data (default: the run's recorded source)")
     sub.add_parser("list", help="list models, tasks and methods with their settings")
+    rp = sub.add_parser("report", help="leaderboard tables (markdown, LaTeX, CSV) and Pareto plot from result files")
+    rp.add_argument("runs", nargs="+", metavar="RUN", help="run directories (results/runs/<run_id>)")
+    rp.add_argument("--baseline", default=None, help="method label for speedups (within each run); default each run's own")
+    rp.add_argument("--format", default="md", choices=("md", "latex", "csv"), help="what to print; default %(default)s")
+    rp.add_argument("--out", default=None, help="also write report.md, report.tex, report.csv and pareto.png here")
+    cp = sub.add_parser("check", help="regression gate: exit 1 with a diff table when a run is worse than a baseline")
+    cp.add_argument("run", metavar="RUN", help="run directory to check")
+    cp.add_argument("--baseline", required=True, help="baseline file, e.g. results/baselines/tiny-arith.json")
+    cp.add_argument("--update", action="store_true", help="rewrite the baseline from RUN instead of checking")
     return ap
 
 
@@ -158,6 +173,29 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from bench.report import report
+    text, notes = report(args.runs, baseline=args.baseline, out_dir=args.out, fmt=args.format)
+    print(text)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if args.out:
+        print(f"written: {args.out}/report.md, report.tex, report.csv" +
+              ("" if any("Pareto" in n for n in notes) else ", pareto.png"), file=sys.stderr)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from bench.check import check, update
+    if args.update:
+        print(update(args.baseline, args.run))
+        return 0
+    ok, table = check(args.baseline, args.run)
+    print(table)
+    print("check: PASS" if ok else f"check: FAIL (run {args.run} regressed against {args.baseline})")
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
@@ -165,7 +203,8 @@ def main(argv=None) -> int:
     _offline_default(argv)
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "decode": cmd_decode, "score": cmd_score, "list": cmd_list}[args.command](args)
+        return {"run": cmd_run, "decode": cmd_decode, "score": cmd_score, "list": cmd_list,
+                "report": cmd_report, "check": cmd_check}[args.command](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
