@@ -151,7 +151,7 @@ def _request_lines(spec, model, task, label, docs, res, w, meter) -> list[dict]:
             "task": task.name, "doc_id": d.doc_id, "model": model.name, "method": label,
             "prompt_hash": hashlib.sha256(d.prompt.encode()).hexdigest()[:16],
             "output": text, "extracted": s["extracted"], "target": d.target, "correct": s["correct"],
-            "nfe": int(res.nfe[i]), "steps": int(res.steps[i]), "gen_tokens": n, "capped": bool(res.capped[i]),
+            "nfe": int(res.nfe[i]), "nfe_truncated": int(res.nfe_truncated[i]), "steps": int(res.steps[i]), "gen_tokens": n, "capped": bool(res.capped[i]),
             "batch_id": batch_id, "batch_size": len(docs), "batch_latency_s": w.seconds,
             "batch_energy_j": w.energy_j, "batch_energy_net_j": net,
             "energy_j": w.energy_j / len(docs) if w.energy_j is not None else None,
