@@ -17,6 +17,7 @@ from .base import GenConfig, Method
 from .eb import EBMethod
 from .fixed import FixedMethod
 from .localleap import LocalLeapMethod
+from .prr.method import PRRMethod
 from .slowfast import SlowFastMethod
 from .threshold import ThresholdMethod
 
@@ -26,6 +27,7 @@ METHODS: dict[str, type[Method]] = {
     SlowFastMethod.name: SlowFastMethod,
     LocalLeapMethod.name: LocalLeapMethod,
     EBMethod.name: EBMethod,
+    PRRMethod.name: PRRMethod,
 }
 
 
