@@ -235,6 +235,9 @@ def run(a) -> int:
                 f"{a.stop_tol}): stopping, keeping round {r - 1}'s controller")
             break
         ctrl, best = cand, info["heldout"]
+        record["kept_round"] = r
+        record["train_time_s"] = round(time.time() - t_start, 1)
+        save_controller(ctrl, a.out, record)        # after every accepted round: an interrupted run keeps it
     record["kept_round"] = max(i["round"] for i in record["rounds"] if i["kept"])
     record["train_time_s"] = round(time.time() - t_start, 1)
     w, j = save_controller(ctrl, a.out, record)
