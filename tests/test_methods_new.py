@@ -5,7 +5,7 @@ import torch
 from methods.base import GenConfig, StepContext
 from methods.loop import decode
 from methods.registry import build_method, parse_methods
-from tasks.arith import test_problems
+from tasks.arith import test_problems as arith_problems
 from methods.select import entropy, entropy_budget_commit, local_leap_commit
 
 T, F = True, False
@@ -121,7 +121,7 @@ def test_batch_equals_single_runs_greedy(random_model, prompts, spec):
 
 def test_slowfast_counts_truncated_forwards_on_the_builtin_model(builtin_model):
     gen = GenConfig(gen_length=48, block_length=16)
-    ids = encode(builtin_model, [q.prompt for q in test_problems(8)])
+    ids = encode(builtin_model, [q.prompt for q in arith_problems(8)])
     res = decode(builtin_model, method("slowfast", gen), ids, gen)
     off = decode(builtin_model, method("slowfast:reuse=false", gen), ids, gen)
     assert (res.nfe_truncated > 0).any() and (res.nfe_truncated <= res.nfe).all()
