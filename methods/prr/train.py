@@ -77,8 +77,10 @@ def label_records(model, traj: Trajectories, gen, from_branches: bool, batch_siz
 
 def train_controller(hidden, feats, y, rows, *, cfg: ControllerConfig, init: Controller | None = None,
                      epochs: int = 4, lr: float = 1e-3, batch_size: int = 2048, seed: int = 0,
-                     device="cpu", val_frac: float = 0.05, log=print) -> tuple[Controller, dict]:
-    """Class-weighted BCE on (hidden, feats) -> y; a rollout-grouped split of val_frac for validation."""
+                     device="cpu", val_frac: float = 0.05, class_weight: str = "balanced",
+                     log=print) -> tuple[Controller, dict]:
+    """Class-weighted BCE on (hidden, feats) -> y (positives weighted neg/pos; `class_weight="none"`:
+    plain BCE); a rollout-grouped split of val_frac for validation."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     ctrl = Controller(cfg) if init is None else init
@@ -90,7 +92,9 @@ def train_controller(hidden, feats, y, rows, *, cfg: ControllerConfig, init: Con
     y = y.float()
     pos = float(y[tr].sum())
     neg = len(tr) - pos
-    pos_weight = torch.tensor(neg / pos if pos > 0 else 1.0, device=device)
+    if class_weight not in ("balanced", "none"):
+        raise ValueError(f"--class-weight {class_weight!r}; choose balanced or none")
+    pos_weight = torch.tensor(neg / pos if pos > 0 and class_weight == "balanced" else 1.0, device=device)
     H, Fe, Y = hidden.to(device), feats.to(device), y.to(device)
     opt = torch.optim.AdamW(ctrl.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * math.ceil(len(tr) / batch_size)
@@ -148,6 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-lr", type=float, default=5e-4)
     ap.add_argument("--train-batch", type=int, default=2048)
     ap.add_argument("--decode-batch", type=int, default=256)
+    ap.add_argument("--class-weight", default="balanced", help="balanced (positives weighted neg/pos) or none")
     ap.add_argument("--replay", type=float, default=0.5, help="replayed old records per new record")
     ap.add_argument("--all-rollouts", action="store_true", help="round 0: keep rollouts with wrong answers too")
     ap.add_argument("--stop-tol", type=float, default=0.01, help="stop when held-out accuracy drops by more")
@@ -221,7 +226,7 @@ def run(a) -> int:
             init.load_state_dict(ctrl.state_dict())
         cand, tlog = train_controller(*data, cfg=ccfg, init=init, epochs=a.epochs,
                                       lr=a.lr if ctrl is None else a.finetune_lr, batch_size=a.train_batch,
-                                      seed=a.seed + r, device=device, log=log)
+                                      seed=a.seed + r, device=device, class_weight=a.class_weight, log=log)
         info["train"] = tlog
         info["heldout"] = evaluate(model, make_policy(cand, gen, a.tau, a.shaping, a.alpha), heldout, gen,
                                    a.decode_batch)
