@@ -194,6 +194,14 @@ def test_one_training_round_on_a_tiny_trajectory_set(random_model, prompts, tmp_
                                  lr=3e-3, log=lambda m: None)
     assert len(log["epochs"]) == 3 and log["records_train"] + log["records_val"] == len(traj)
     assert log["epochs"][-1]["train_loss"] < log["epochs"][0]["train_loss"]
+    pos, n = float(lab.sum()), len(lab)
+    assert abs(log["pos_weight"] - (log["records_train"] - log["positive_rate"] * log["records_train"])
+               / (log["positive_rate"] * log["records_train"])) < 1e-3      # balanced: neg / pos
+    _, plain = train_controller(traj.hidden, traj.feats, lab, traj.row, cfg=cfg, epochs=1, batch_size=64,
+                                class_weight="none", log=lambda m: None)
+    assert plain["pos_weight"] == 1.0
+    with pytest.raises(ValueError, match="class-weight"):
+        train_controller(traj.hidden, traj.feats, lab, traj.row, cfg=cfg, epochs=1, class_weight="x")
     w, j = save_controller(ctrl, tmp_path / "ctl", {"rounds": [log]})
     back = load_controller(str(w))
     x = (traj.hidden[:5], traj.feats[:5])
