@@ -109,10 +109,13 @@ def test_new_methods_fill_every_position_once(random_model, prompts, spec):
     assert (res.nfe == res.steps).all()
 
 
-@pytest.mark.parametrize("spec", ["slowfast", "slowfast:tau_high=0.3", "eb:gamma=0.5", "localleap"])
+@pytest.mark.parametrize("spec", ["slowfast", "slowfast:tau_high=0.3", "slowfast:tau_min=0.0,tau_high=0.5",
+                                  "slowfast:tau_min=0.05,max_slow=3", "eb:gamma=0.5", "localleap"])
 def test_batch_equals_single_runs_greedy(random_model, prompts, spec):
     ids = encode(random_model, prompts)
     batch = decode(random_model, method(spec), ids, GEN)
+    if spec.startswith("slowfast:tau_min=0.0"):
+        assert (batch.nfe_truncated > 0).all()      # the truncated path is exercised
     for i, p in enumerate(ids):
         single = decode(random_model, method(spec), [p], GEN)
         assert torch.equal(single.tokens[0], batch.tokens[i])
@@ -128,6 +131,12 @@ def test_slowfast_counts_truncated_forwards_on_the_builtin_model(builtin_model):
     assert (off.nfe_truncated == 0).all()
     # every forward counts, truncated or not
     assert (res.nfe == res.steps).all()
+    # rows in different phases share the batch: each row as alone (batch == single, greedy)
+    assert len(set(res.nfe_truncated.tolist())) > 1
+    for i in range(0, 8, 3):
+        single = decode(builtin_model, method("slowfast", gen), [ids[i]], gen)
+        assert torch.equal(single.tokens[0], res.tokens[i])
+        assert single.nfe[0] == res.nfe[i] and single.nfe_truncated[0] == res.nfe_truncated[i]
 
 
 def test_truncated_rows_in_a_batch_see_only_their_span(random_model, prompts):
