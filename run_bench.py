@@ -4,8 +4,10 @@
     python run_bench.py                                   # the embedded default: tiny model, arith task
     python run_bench.py --methods fixed,threshold:tau=0.7 --limit 500 --seed 0
     python run_bench.py list                              # models, tasks, methods and their settings
+    python run_bench.py --tasks gsm8k,mbpp --data-dir ../shared/data --allow-code-exec --model oracle
+    python run_bench.py score results/runs/RUN --allow-code-exec   # re-score stored generations
 
-Subcommands: run (the default), list.
+Subcommands: run (the default), decode RUN, score RUN, list.
 """
 from __future__ import annotations
 
@@ -14,11 +16,23 @@ import dataclasses
 import os
 import sys
 
-SUBCOMMANDS = ("run", "list")
+SUBCOMMANDS = ("run", "decode", "score", "list")
 
 
-def _offline_default() -> None:
+def _offline_default(argv: list[str]) -> None:
     # The built-in model and task never touch the network; make sure nothing we import tries.
+    # lm-eval tasks without --data-dir load their data from the Hugging Face hub: leave the hub on.
+    from tasks import is_lmeval
+    tasks = ""
+    for i, a in enumerate(argv):
+        if a in ("--task", "--tasks") and i + 1 < len(argv):
+            tasks = argv[i + 1]
+        elif a.startswith(("--task=", "--tasks=")):
+            tasks = a.split("=", 1)[1]
+    hub = any(is_lmeval(t.strip()) for t in tasks.split(",")) and not any(
+        a == "--data-dir" or a.startswith("--data-dir=") for a in argv)
+    if hub or (argv and argv[0] == "score"):
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -59,20 +73,74 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id", default=None, help="directory name under --out-dir; default time + spec hash")
     r.add_argument("--resume", action="store_true", help="continue the run in --run-id, skipping finished samples")
     r.add_argument("--no-progress", dest="progress", action="store_false")
+    r.add_argument("--data-dir", default=None,
+                   help="local data for lm-eval tasks (the ../shared/data layout); sets the HF offline "
+                        "variables; default: the Hugging Face hub")
+    r.add_argument("--chat", default=d.chat, choices=["none", "single-turn", "multiturn"],
+                   help="chat template use: none, single-turn (whole few-shot prompt as one user message), "
+                        "multiturn (each shot a turn); default %(default)s")
+    r.add_argument("--allow-code-exec", action="store_true",
+                   help="let MBPP/HumanEval scoring run generated code in the sandbox (tasks/sandbox.py)")
+    r.add_argument("--stop-after", default=d.stop_after, choices=["build", "decode", "score"],
+                   help="stop after this stage (build: prompts.jsonl; decode: requests.jsonl); default %(default)s")
+    dec = sub.add_parser("decode", help="decode a run directory's built requests (no lm-eval needed)")
+    dec.add_argument("run_dir")
+    dec.add_argument("--no-progress", dest="progress", action="store_false")
+    dec.add_argument("--stop-after", default="decode", choices=["decode", "score"])
+    dec.add_argument("--allow-code-exec", action="store_true")
+    sc = sub.add_parser("score", help="(re-)score the generations of a run directory from its files")
+    sc.add_argument("run_dir")
+    sc.add_argument("--allow-code-exec", action="store_true",
+                    help="let MBPP/HumanEval scoring run generated code in the sandbox")
+    sc.add_argument("--data-dir", default=None, help="local data (default: the run's recorded source)")
     sub.add_parser("list", help="list models, tasks and methods with their settings")
     return ap
 
 
 def cmd_run(args) -> int:
     from bench.runner import RunSpec, run
-    from bench.table import summary_table
     fields = {f.name for f in dataclasses.fields(RunSpec)}
     spec = RunSpec(**{k: v for k, v in vars(args).items() if k in fields})
-    summary = run(spec, log=lambda m: print(m, file=sys.stderr))
+    if spec.data_dir:
+        from tasks.lmeval_tasks import set_offline
+        set_offline()
+    _print_summary(run(spec, log=lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
+def _print_summary(summary) -> None:
+    from bench.table import summary_table
     print(summary_table(summary["rows"]))
-    if summary["energy_note"]:
+    if summary.get("energy_note"):
         print(f"energy: {summary['energy_note']}")
     print(f"results: {summary['path']}")
+
+
+def cmd_decode(args) -> int:
+    import json
+    from pathlib import Path
+    from bench.runner import RunSpec, run
+    run_json = Path(args.run_dir) / "run.json"
+    if not run_json.exists():
+        raise FileNotFoundError(f"{run_json} not found; give a run directory made by `run_bench.py run`")
+    spec = RunSpec(**json.loads(run_json.read_text())["spec"])
+    spec.out_dir, spec.run_id, spec.resume = str(Path(args.run_dir).parent), Path(args.run_dir).name, True
+    spec.progress, spec.stop_after, spec.allow_code_exec = args.progress, args.stop_after, args.allow_code_exec
+    _print_summary(run(spec, log=lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from pathlib import Path
+    from bench.results import RunDir
+    from bench.score import score_run
+    if args.data_dir:
+        from tasks.lmeval_tasks import set_offline
+        set_offline()
+    d = RunDir(Path(args.run_dir))
+    if not d.run_json.exists():
+        raise FileNotFoundError(f"{d.run_json} not found; give a run directory made by `run_bench.py run`")
+    _print_summary(score_run(d, allow_code_exec=args.allow_code_exec, data_dir=args.data_dir))
     return 0
 
 
@@ -80,7 +148,8 @@ def cmd_list(args) -> int:
     from bench.models import MODELS
     from methods.registry import METHODS
     from tasks import TASKS
-    print("models: " + ", ".join(sorted(MODELS)))
+    from bench.runner import PSEUDO_MODELS
+    print("models: " + ", ".join(sorted(MODELS) + list(PSEUDO_MODELS)))
     print("tasks:  " + ", ".join(sorted(TASKS)))
     print("methods:")
     for name, cls in sorted(METHODS.items()):
@@ -90,13 +159,13 @@ def cmd_list(args) -> int:
 
 
 def main(argv=None) -> int:
-    _offline_default()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         argv.insert(0, "run")
+    _offline_default(argv)
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "list": cmd_list}[args.command](args)
+        return {"run": cmd_run, "decode": cmd_decode, "score": cmd_score, "list": cmd_list}[args.command](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

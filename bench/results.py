@@ -1,5 +1,7 @@
-"""Result files of one run: run.json (spec, protocol, environment), requests.jsonl (one line per
-sample, appended and flushed as produced) and summary.json (one row per model/task/method)."""
+"""Result files of one run: run.json (spec, protocol, environment), prompts.jsonl (the built
+requests: stage 1), requests.jsonl (one line per sample, appended and flushed as decoded: stage 2;
+the score stage fills in extracted/correct/scores), summary.json (one row per model/task/method)
+and lm_eval/ (lm-eval's own results and samples files, for lm-eval tasks)."""
 from __future__ import annotations
 
 import json
@@ -21,6 +23,10 @@ class RunDir:
     @property
     def requests_jsonl(self) -> Path:
         return self.path / "requests.jsonl"
+
+    @property
+    def prompts_jsonl(self) -> Path:
+        return self.path / "prompts.jsonl"
 
     @property
     def summary_json(self) -> Path:
@@ -62,6 +68,29 @@ class RunDir:
         if data and not data.endswith(b"\n"):
             with open(self.requests_jsonl, "r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
+
+    def write_prompts(self, lines: list[dict]) -> None:
+        tmp = self.prompts_jsonl.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            for line in lines:
+                f.write(json.dumps(line) + "\n")
+        os.replace(tmp, self.prompts_jsonl)
+
+    def load_prompts(self) -> list[dict]:
+        if not self.prompts_jsonl.exists():
+            raise FileNotFoundError(f"{self.prompts_jsonl} is missing; build the requests first "
+                                    f"(run_bench.py run ... --stop-after build)")
+        return [json.loads(l) for l in self.prompts_jsonl.read_text().splitlines() if l.strip()]
+
+    def rewrite_requests(self, lines: list[dict]) -> None:
+        """Replace requests.jsonl atomically (the score stage adds its fields to every line)."""
+        tmp = self.requests_jsonl.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            for line in lines:
+                f.write(json.dumps(line) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.requests_jsonl)
 
     def load_requests(self) -> list[dict]:
         if not self.requests_jsonl.exists():

@@ -16,5 +16,8 @@ def _fmt(v, spec):
 
 
 def summary_table(rows: list[dict], fmt: str = "github") -> str:
-    return tabulate([[_fmt(r.get(k), s) for k, _, s in COLUMNS] for r in rows],
-                    headers=[h for _, h, _ in COLUMNS], tablefmt=fmt, disable_numparse=True)
+    cols = COLUMNS
+    if len({r.get("task") for r in rows}) > 1:   # several tasks in one run: say which row is which
+        cols = [("task", "task", None)] + cols
+    return tabulate([[_fmt(r.get(k), s) for k, _, s in cols] for r in rows],
+                    headers=[h for _, h, _ in cols], tablefmt=fmt, disable_numparse=True)
