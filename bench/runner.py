@@ -283,7 +283,9 @@ def _request_lines(model, task, label, batch, res, w, meter) -> list[dict]:
         lines.append({
             "task": task, "doc_id": p["doc_id"], "model": model.name, "method": label,
             "prompt_hash": p["prompt_hash"], "output": text, "extracted": None, "target": p.get("target"),
-            "correct": None, "nfe": int(res.nfe[i]), "steps": int(res.steps[i]), "gen_tokens": n,
+            "correct": None, "nfe": int(res.nfe[i]),
+            "nfe_truncated": int(res.nfe_truncated[i]) if res.nfe_truncated is not None else 0,
+            "steps": int(res.steps[i]), "gen_tokens": n,
             "capped": bool(res.capped[i]), "stop_hit": stop_hit,
             "batch_id": batch_id, "batch_size": len(batch), "batch_latency_s": w.seconds,
             "batch_t_start": w.t_start, "batch_t_end": w.t_end, "batch_cpu_s": w.cpu_s,

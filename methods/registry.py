@@ -14,12 +14,20 @@ import typing
 from dataclasses import dataclass
 
 from .base import GenConfig, Method
+from .eb import EBMethod
 from .fixed import FixedMethod
+from .localleap import LocalLeapMethod
+from .prr.method import PRRMethod
+from .slowfast import SlowFastMethod
 from .threshold import ThresholdMethod
 
 METHODS: dict[str, type[Method]] = {
     FixedMethod.name: FixedMethod,
     ThresholdMethod.name: ThresholdMethod,
+    SlowFastMethod.name: SlowFastMethod,
+    LocalLeapMethod.name: LocalLeapMethod,
+    EBMethod.name: EBMethod,
+    PRRMethod.name: PRRMethod,
 }
 
 

@@ -38,7 +38,7 @@ def test_run_writes_result_files_with_the_contract_fields(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "nope"], "unknown method 'nope'; available: fixed, threshold"),
+    (["--methods", "nope"], "unknown method 'nope'; available: eb, fixed, localleap, prr, slowfast, threshold"),
     (["--methods", "threshold:tau=1.5"], "tau=1.5 must be in (0, 1]"),
     (["--methods", "threshold:tua=0.5"], "unknown setting 'tua'"),
     (["--methods", "fixed:steps=7"], "steps=7 must be a positive multiple"),
