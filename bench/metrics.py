@@ -75,6 +75,8 @@ def summarize_method(reqs: list[dict]) -> dict:
         "accuracy": acc,
         "accuracy_stderr": math.sqrt(acc * (1 - acc) / len(correct)) if correct else None,
         "nfe_mean": nfe / n,
+        # forwards fed only part of the sequence (SlowFast's fast phase); each still counts 1 NFE
+        "nfe_truncated_mean": sum(r.get("nfe_truncated", 0) for r in reqs) / n,
         "gen_tokens_mean": toks / n,
         "tpf": toks / nfe if nfe else None,
         "latency_s_mean": statistics.fmean(lat),

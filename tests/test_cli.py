@@ -83,3 +83,14 @@ def test_list_names_methods_and_settings(capsys):
     assert run_bench.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "threshold: tau=0.9, factor=None" in out and "tiny" in out and "arith" in out
+
+
+def test_truncated_forwards_are_counted_in_the_summary(tmp_path):
+    assert run(tmp_path, "--limit", "8", "--batch-size", "8", "--methods", "slowfast,threshold", "--run-id", "t",
+               "--warmup-batches", "0") == 0
+    reqs = [json.loads(l) for l in (tmp_path / "t" / "requests.jsonl").read_text().splitlines()]
+    rows = {r["method"]: r for r in json.loads((tmp_path / "t" / "summary.json").read_text())["rows"]}
+    sf = [r for r in reqs if r["method"] == "slowfast"]
+    assert rows["slowfast"]["nfe_truncated_mean"] == sum(r["nfe_truncated"] for r in sf) / 8 > 0
+    assert all(r["nfe_truncated"] <= r["nfe"] for r in sf)
+    assert rows["threshold"]["nfe_truncated_mean"] == 0
