@@ -4,20 +4,12 @@ import torch
 
 from methods.base import GenConfig, StepContext
 from methods.loop import decode
-from methods.registry import build_method, parse_methods
 from tasks.arith import test_problems as arith_problems
 from methods.select import entropy, entropy_budget_commit, local_leap_commit
 
+from decoding import GEN, encode, method
+
 T, F = True, False
-GEN = GenConfig(gen_length=24, block_length=8, early_stop=False)
-
-
-def method(spec, gen=GEN):
-    return build_method(parse_methods(spec)[0], gen)
-
-
-def encode(model, prompts):
-    return [model.tokenizer.encode(p) for p in prompts]
 
 
 def test_eb_commits_lowest_entropy_prefix_within_budget():

@@ -10,18 +10,10 @@ from methods.prr.labels import convergence_labels, convergence_steps
 from methods.prr.shaping import shape
 from methods.prr.train import make_policy, train_controller
 from methods.prr.trajectory import branch_labels, rollout
-from methods.registry import build_method, parse_methods
+
+from decoding import GEN, encode, method
 
 T, F = True, False
-GEN = GenConfig(gen_length=24, block_length=8, early_stop=False)
-
-
-def method(spec, gen=GEN):
-    return build_method(parse_methods(spec)[0], gen)
-
-
-def encode(model, prompts):
-    return [model.tokenizer.encode(p) for p in prompts]
 
 
 def test_shaping_strategies():
