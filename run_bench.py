@@ -6,12 +6,15 @@
     python run_bench.py list                              # models, tasks, methods and their settings
     python run_bench.py --tasks gsm8k,mbpp --data-dir ../shared/data --allow-code-exec --model oracle
     python run_bench.py score results/runs/RUN --allow-code-exec   # re-score stored generations
+    python run_bench.py report results/runs/A results/runs/B --baseline fixed --out report/
+    python run_bench.py check --baseline results/baselines/tiny-arith.json results/runs/ci
 
     python run_bench.py --model llada --model-path GSAI-ML/LLaDA-8B-Instruct --methods threshold:cache=dual
     python run_bench.py --model llada-8b --no-weights --methods fixed,threshold:cache=dual   # speed, no download
     python run_bench.py verify-model /models/LLaDA-8B-Instruct      # our logits vs the authors' code
 
-Subcommands: run (the default), decode RUN, score RUN, list, verify-model CHECKPOINT.
+Subcommands: run (the default), decode RUN, score RUN, list, report RUN..., check RUN,
+verify-model CHECKPOINT.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import dataclasses
 import os
 import sys
 
-SUBCOMMANDS = ("run", "decode", "score", "list", "verify-model")
+SUBCOMMANDS = ("run", "decode", "score", "list", "report", "check", "verify-model")
 
 
 def _offline_default(argv: list[str]) -> None:
@@ -71,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-steps", type=int, default=None, help="per-sample step cap; default gen_length")
     r.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N; default %(default)s")
     r.add_argument("--dtype", default=d.dtype, help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
-    r.add_argument("--warmup-batches", type=int, default=d.warmup_batches)
+    r.add_argument("--warmup-batches", type=int, default=d.warmup_batches,
+                   help="untimed batches per method before timing (recorded in warmup.jsonl); default %(default)s")
+    r.add_argument("--time-forwards", type=_bool, default=d.time_forwards,
+                   help="synchronize and time every model forward to split latency into forward / other "
+                        "(perturbs timing: use for a separate instrumented run); default %(default)s")
     r.add_argument("--baseline", default=None, help="method label that speedups are relative to; default the first")
     r.add_argument("--out-dir", default=d.out_dir)
     r.add_argument("--run-id", default=None, help="directory name under --out-dir; default time + spec hash")
@@ -110,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--family", choices=("llada", "dream"), default=None, help="default: from config.json model_type")
     v.add_argument("--device", default="auto")
     v.add_argument("--dtype", default="float32", help="float32 (default; exact comparison) or bfloat16")
+    rp = sub.add_parser("report", help="leaderboard tables (markdown, LaTeX, CSV) and Pareto plot from result files")
+    rp.add_argument("runs", nargs="+", metavar="RUN", help="run directories (results/runs/<run_id>)")
+    rp.add_argument("--baseline", default=None, help="method label for speedups (within each run); default each run's own")
+    rp.add_argument("--format", default="md", choices=("md", "latex", "csv"), help="what to print; default %(default)s")
+    rp.add_argument("--out", default=None, help="also write report.md, report.tex, report.csv and pareto.png here")
+    cp = sub.add_parser("check", help="regression gate: exit 1 with a diff table when a run is worse than a baseline")
+    cp.add_argument("run", metavar="RUN", help="run directory to check")
+    cp.add_argument("--baseline", required=True, help="baseline file, e.g. results/baselines/tiny-arith.json")
+    cp.add_argument("--update", action="store_true", help="rewrite the baseline from RUN instead of checking")
     return ap
 
 
@@ -198,6 +214,29 @@ def cmd_verify(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_report(args) -> int:
+    from bench.report import report
+    text, notes = report(args.runs, baseline=args.baseline, out_dir=args.out, fmt=args.format)
+    print(text)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if args.out:
+        print(f"written: {args.out}/report.md, report.tex, report.csv" +
+              ("" if any("Pareto" in n for n in notes) else ", pareto.png"), file=sys.stderr)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from bench.check import check, update
+    if args.update:
+        print(update(args.baseline, args.run))
+        return 0
+    ok, table = check(args.baseline, args.run)
+    print(table)
+    print("check: PASS" if ok else f"check: FAIL (run {args.run} regressed against {args.baseline})")
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
@@ -206,7 +245,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "decode": cmd_decode, "score": cmd_score, "list": cmd_list,
-                "verify-model": cmd_verify}[args.command](args)
+                "report": cmd_report, "check": cmd_check, "verify-model": cmd_verify}[args.command](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import socket
 import subprocess
@@ -28,24 +29,41 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+PACKAGES = ("dllm-bench", "torch", "transformers", "accelerate", "tokenizers", "safetensors", "lm_eval",
+            "datasets", "numpy", "pandas", "tabulate", "nvidia-ml-py", "matplotlib")
+
+
 def environment(device: torch.device) -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
+    commit, top = _git("rev-parse", "HEAD"), _git("rev-parse", "--show-toplevel")
+    if top is not None and Path(top).resolve() != ROOT:
+        # a copy inside another repository (e.g. an ignored folder): that repo's commit is not ours
+        commit, status = None, None
     env = {
-        "git_commit": _git("rev-parse", "HEAD"),
+        "git_commit": commit,
         "git_dirty": None if status is None else bool(status),
+        "git_toplevel": top,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "cpu_threads": torch.get_num_threads(),
-        "packages": {p: _version(p) for p in ("torch", "transformers", "lm_eval", "nvidia-ml-py", "dllm-bench")},
+        "packages": {p: _version(p) for p in PACKAGES},
+        "argv": list(sys.argv),
         "device": str(device),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "cudnn_tf32": torch.backends.cudnn.allow_tf32,
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     if device.type == "cuda":
         env.update(gpu_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                   gpu_count_visible=torch.cuda.device_count())
+                   gpu_count_visible=torch.cuda.device_count(),
+                   gpu_memory_gb=torch.cuda.get_device_properties(device).total_memory / 2**30,
+                   gpu_capability=".".join(map(str, torch.cuda.get_device_capability(device))))
         try:
             import pynvml
             pynvml.nvmlInit()

@@ -36,7 +36,7 @@ from methods.loop import decode
 from methods.registry import MethodSpec, build_method
 from tasks.lmeval_tasks import LMEVAL_TASKS
 from .generate import cut_at_stops, render_prompt
-from .measure import EnergyMeter, timed
+from .measure import EnergyMeter, devices_in_use, timed
 
 
 @register_model("dllm_bench")
@@ -65,7 +65,9 @@ class DllmBenchLM(LM):
         if not self.oracle:
             from .models import load_model
             self.model = load_model(model, device=str(self.torch_device), dtype=resolve_dtype(dtype, self.torch_device))
-        self.meter = EnergyMeter(self.torch_device)
+        self.devices = devices_in_use(self.model.module, self.torch_device) if self.model else [self.torch_device]
+        self.meter = EnergyMeter.for_devices(self.devices)
+        self.meter.measure_idle()
         self.generator = torch.Generator(device=self.torch_device)
 
     def _gen(self, task: str | None):
@@ -115,7 +117,7 @@ class DllmBenchLM(LM):
             for b in range(0, len(idx), self.batch_size):
                 batch = idx[b:b + self.batch_size]
                 ids = [encoded[i] for i in batch]
-                with timed(self.torch_device, self.meter) as w:
+                with timed(self.devices, self.meter) as w:
                     res = decode(self.model, method, ids, gen, generator=self.generator)
                 for j, i in enumerate(batch):
                     n = int(res.gen_tokens[j])

@@ -32,21 +32,39 @@ class RunDir:
     def summary_json(self) -> Path:
         return self.path / "summary.json"
 
-    def start(self, run_info: dict, resume: bool) -> None:
-        """Create the directory, or check that an existing one holds the same spec."""
+    @property
+    def warmup_jsonl(self) -> Path:
+        return self.path / "warmup.jsonl"
+
+    IDENTITY = ("spec", "protocol", "methods", "model", "machine")
+
+    def check(self, identity: dict, resume: bool) -> None:
+        """Refuse to write into a directory holding another run (different spec, protocol, method
+        settings, model or kind of machine), or into any existing run without --resume."""
+        if not self.run_json.exists():
+            return
+        old = json.loads(self.run_json.read_text())
+        identity = json.loads(json.dumps(identity))   # tuples -> lists, as stored
+        for part in self.IDENTITY:
+            a, b = old.get(part) or {}, identity.get(part) or {}
+            if a != b:
+                keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                raise ValueError(f"{self.path} holds a run with a different {part} (differs in: {', '.join(keys)}); "
+                                 f"choose another --run-id instead of mixing results")
+        if not resume:
+            raise ValueError(f"{self.path} already exists; pass --resume to continue it or choose another --run-id")
+
+    def start(self, run_info: dict, resume: bool, session: dict | None = None) -> None:
+        """Create the directory and run.json, or (resume) check it and record the new session."""
+        self.check(run_info, resume)
         if self.run_json.exists():
             old = json.loads(self.run_json.read_text())
-            if old.get("spec") != run_info["spec"]:
-                diff = sorted(k for k in set(old.get("spec", {})) | set(run_info["spec"])
-                              if old.get("spec", {}).get(k) != run_info["spec"].get(k))
-                raise ValueError(f"{self.path} holds a run with a different spec (differs in: {', '.join(diff)}); "
-                                 f"choose another --run-id instead of mixing results")
-            if not resume:
-                raise ValueError(f"{self.path} already exists; pass --resume to continue it or choose another --run-id")
-            self._drop_partial_line()
+            old.setdefault("sessions", []).append(session or {})
+            self.write_json(self.run_json, old)
+            self.drop_incomplete()
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        self.write_json(self.run_json, run_info)
+        self.write_json(self.run_json, {**run_info, "sessions": [session or {}]})
 
     def write_json(self, path: Path, obj) -> None:
         tmp = path.with_suffix(".tmp")
@@ -60,14 +78,28 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def _drop_partial_line(self) -> None:
-        """A crash mid-write can leave a last line without its newline: cut it off."""
+    def append_warmup(self, line: dict) -> None:
+        with open(self.warmup_jsonl, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def drop_incomplete(self) -> None:
+        """After a crash (kill -9 mid-write): keep only whole batches, so a resumed run redoes the
+        batch in flight with its original inputs and seed. A cut last line is cut off; a batch
+        with fewer lines than its batch_size is removed (the file is rewritten atomically)."""
         if not self.requests_jsonl.exists():
             return
         data = self.requests_jsonl.read_bytes()
         if data and not data.endswith(b"\n"):
-            with open(self.requests_jsonl, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
+            data = data[:data.rfind(b"\n") + 1]
+        lines = [json.loads(l) for l in data.decode().splitlines() if l.strip()]
+        count: dict[str, int] = {}
+        for r in lines:
+            count[r.get("batch_id")] = count.get(r.get("batch_id"), 0) + 1
+        keep = [r for r in lines if count[r.get("batch_id")] >= r.get("batch_size", 1)]
+        if len(keep) != len(lines) or data != self.requests_jsonl.read_bytes():
+            tmp = self.requests_jsonl.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            os.replace(tmp, self.requests_jsonl)
 
     def write_prompts(self, lines: list[dict]) -> None:
         tmp = self.prompts_jsonl.with_suffix(".tmp")

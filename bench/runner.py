@@ -12,6 +12,7 @@ scoring and file writes happen outside it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,7 +31,7 @@ from tasks.sandbox import CodeExecutionNotAllowed
 from .build import build_prompts
 from .env import environment
 from .generate import cut_at_stops, render_prompt
-from .measure import EnergyMeter, timed
+from .measure import EnergyMeter, ForwardTimer, devices_in_use, timed
 from .models import load_model
 from .results import RunDir
 from .score import score_run, summarize
@@ -51,6 +52,7 @@ class RunSpec:
     device: str = "auto"
     dtype: str = "auto"
     warmup_batches: int = 1
+    time_forwards: bool = False      # sync + time every model forward (latency split; perturbs timing)
     baseline: str | None = None      # method label for speedup; None: the first method
     model_path: str | None = None    # llada/dream: hub id or local HF directory
     no_weights: bool = False         # random weights (speed/energy runs); accuracy not applicable
@@ -134,33 +136,36 @@ def run(spec: RunSpec, log=print) -> dict:
     run_id = spec.run_id or time.strftime("%Y%m%d-%H%M%S-") + hashlib.sha1(
         json.dumps(spec.key(), sort_keys=True).encode()).hexdigest()[:6]
     out = RunDir(Path(spec.out_dir) / run_id)
-    if out.run_json.exists() and not spec.resume:
-        raise ValueError(f"{out.path} already exists; pass --resume to continue it or choose another --run-id")
+    first = methods[task_names[0]]
+    protocols = {t: {**dataclasses.asdict(load_task(t).protocol), **dataclasses.asdict(gens[t]), "chat": spec.chat}
+                 for t in task_names}
+    identity = {"spec": spec.key(),
+                "protocol": protocols[task_names[0]],   # the first task's; `protocols` has every task's
+                "methods": {label: {"name": m.name, "settings": m.settings()} for label, m in first},
+                "model": {"name": spec.model},
+                "machine": {"device_type": device.type,
+                            "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
+    out.check(identity, resume=spec.resume)   # before any work: never mix two runs in one directory
 
     # stage 1: build (skipped when a resumed run already has its requests)
     if out.prompts_jsonl.exists() and spec.resume:
         prompts = out.load_prompts()
     else:
         prompts = build_prompts(task_names, spec.limit, spec.data_dir, spec.chat)
-    first = methods[task_names[0]]
-    meter = EnergyMeter(device)
-    protocols = {t: {**dataclasses.asdict(load_task(t).protocol), **dataclasses.asdict(gens[t]), "chat": spec.chat}
-                 for t in task_names}
-    out.start({"run_id": run_id, "spec": spec.key(), "tasks": task_names,
-               "protocol": protocols[task_names[0]],   # the first task's; `protocols` has every task's
-               "protocols": protocols,
-               "methods": {label: {"name": m.name, "settings": m.settings()} for label, m in first},
-               "model": {"name": spec.model}, "baseline": baseline,
+    session = {"session": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out.start({**identity, "run_id": run_id, "tasks": task_names, "protocols": protocols, "baseline": baseline,
                "data": {"data_dir": spec.data_dir, "source": "local" if spec.data_dir else "hub"},
-               "env": environment(device), "energy": meter.info(),
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, resume=spec.resume)
+               "env": environment(device), "energy": {"available": False, "reason": "not decoded yet"},
+               "seeding": "torch.Generator on the run device, reseeded per batch with seed * 1000003 + batch index "
+                          "(batches of batch_size over each task's docs in order)",
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, resume=spec.resume, session=session)
     if not out.prompts_jsonl.exists():
         out.write_prompts(prompts)
     if spec.stop_after == "build":
         log(f"run {run_id}: built {len(prompts)} requests in {out.prompts_jsonl}")
         return {"run_id": run_id, "rows": [], "energy_note": None, "path": str(out.path)}
 
-    decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, meter, log)
+    decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session["session"], log)
     if spec.stop_after == "decode":
         return summarize(out)
     return score_run(out, allow_code_exec=spec.allow_code_exec, data_dir=spec.data_dir, log=log)
@@ -172,47 +177,88 @@ def _gen_config(spec: RunSpec, task: str) -> GenConfig:
                      early_stop=spec.early_stop, max_steps=spec.max_steps)
 
 
-def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, meter, log) -> None:
+IDLE_SECONDS = 3.0   # idle power is measured this long before a GPU run
+
+
+def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session, log) -> None:
     """Stage 2: prompts.jsonl -> requests.jsonl (generations, NFE, latency, energy). No lm-eval."""
     oracle = spec.model in PSEUDO_MODELS
     model = None if oracle else load_model(spec.model, device=str(device), dtype=dtype, path=spec.model_path,
                                            no_weights=spec.no_weights, backend=spec.model_backend, seed=spec.seed)
+    devices = devices_in_use(model.module, device) if model is not None else [device]
+    meter = EnergyMeter.for_devices(devices) if model is not None else EnergyMeter(None)
+    info = json.loads(out.run_json.read_text())
     if model is not None:
-        meter.measure_idle(2.0)
-        info = json.loads(out.run_json.read_text())
-        info["model"] = {"name": model.name, **model.info}
+        meter.measure_idle(IDLE_SECONDS)
+        info["model_info"] = model.info
         # the machine that decodes is the one whose timings count (the build may have run elsewhere)
-        if info.get("env", {}).get("host") != environment(device).get("host"):
+        env = environment(device)
+        if info.get("env", {}).get("host") != env.get("host"):
             info.setdefault("build_env", info.get("env"))
-        info["env"] = environment(device)
+        info["env"] = env
         info["energy"] = meter.info()
-        out.write_json(out.run_json, info)
+    else:
+        info["energy"] = {"available": False, "reason": f"pseudo-model {spec.model!r}: nothing is decoded"}
+    info["sessions"][-1]["energy"] = info["energy"]
+    out.write_json(out.run_json, info)
     done = {(r["task"], r["method"], r["doc_id"]) for r in out.load_requests()}
     log(f"run {out.path.name}: {len(prompts)} requests ({', '.join(task_names)}) x {len(methods[task_names[0]])} "
         f"methods, model {spec.model} on {device}" + (f" (resuming: {len(done)} samples already done)" if done else ""))
     gen_torch = torch.Generator(device=device)
-    for task in task_names:
-        mine = [p for p in prompts if p["task"] == task]
-        for label, method in methods[task]:
-            todo = [p for p in mine if (task, label, p["doc_id"]) not in done]
-            if not todo:
-                continue
-            if oracle:
-                out.append_requests([_oracle_line(spec, label, p) for p in todo])
-                continue
-            gen = gens[task]
-            encoded = [model.tokenizer.encode(render_prompt(model, p["prompt"], p["messages"])) for p in todo]
-            for _ in range(spec.warmup_batches):  # untimed: first-call allocations, kernels, caches
-                gen_torch.manual_seed(spec.seed)
-                decode(model, method, encoded[:spec.batch_size], gen, generator=gen_torch)
-            gen_torch.manual_seed(spec.seed)
-            bar = _progress(len(todo), f"{task} {label}", spec.progress)
-            for batch, batch_ids in zip(_batched(todo, spec.batch_size), _batched(encoded, spec.batch_size)):
-                with timed(device, meter) as w:
-                    res = decode(model, method, batch_ids, gen, generator=gen_torch)
-                out.append_requests(_request_lines(model, task, label, batch, res, w, meter))
-                bar.update(len(batch))
-            bar.close()
+    fwd = ForwardTimer(model, devices) if spec.time_forwards and model is not None else None
+    try:
+        for task in task_names:
+            mine = [p for p in prompts if p["task"] == task]
+            for label, method in methods[task]:
+                # Fixed batch boundaries and a per-batch seed: a resumed run redoes exactly the
+                # batches an interrupted one lost, with the same inputs and random numbers.
+                batches = [(i, b) for i, b in enumerate(_batched(mine, spec.batch_size))
+                           if any((task, label, p["doc_id"]) not in done for p in b)]
+                if not batches:
+                    continue
+                if oracle:
+                    out.append_requests([_oracle_line(spec, label, p) for _, b in batches for p in b])
+                    continue
+                _decode_method(spec, out, model, task, label, method, gens[task], batches, devices, meter, fwd,
+                               gen_torch, session)
+    finally:
+        meter.close()
+
+
+def _encode(model, batch: list[dict]) -> list[list[int]]:
+    return [model.tokenizer.encode(render_prompt(model, p["prompt"], p["messages"])) for p in batch]
+
+
+def _decode_method(spec, out, model, task, label, method, gen, batches, devices, meter, fwd, gen_torch, session):
+    for k in range(spec.warmup_batches):  # excluded from results, recorded in warmup.jsonl
+        ids = _encode(model, batches[0][1])
+        gen_torch.manual_seed(_batch_seed(spec.seed, batches[0][0]))
+        with timed(devices, meter) as w:
+            decode(model, method, ids, gen, generator=gen_torch)
+        out.append_warmup({"task": task, "method": label, "warmup_index": k, "session": session,
+                           "batch_size": len(ids), "latency_s": w.seconds, "energy_j": w.energy_j,
+                           "peak_mem_bytes": w.peak_mem_bytes})
+    bar = _progress(sum(len(b) for _, b in batches), f"{task} {label}", spec.progress)
+    for index, batch in batches:
+        t_wall = time.perf_counter()   # Fast-dLLM's throughput window starts before tokenization
+        batch_ids = _encode(model, batch)
+        gen_torch.manual_seed(_batch_seed(spec.seed, index))
+        if fwd is not None:
+            fwd.take()
+        with (fwd if fwd is not None else contextlib.nullcontext()), timed(devices, meter) as w:
+            res = decode(model, method, batch_ids, gen, generator=gen_torch)
+        if fwd is not None:
+            w.forward_s, w.forward_calls = fwd.take()
+        lines = _request_lines(model, task, label, batch, res, w, meter)
+        for line in lines:
+            line.update(batch_index=index, session=session, batch_wall_s=time.perf_counter() - t_wall)
+        out.append_requests(lines)
+        bar.update(len(batch))
+    bar.close()
+
+
+def _batch_seed(seed: int, index: int) -> int:
+    return seed * 1_000_003 + index
 
 
 def _oracle_line(spec, label, p) -> dict:
@@ -228,6 +274,12 @@ def _request_lines(model, task, label, batch, res, w, meter) -> list[dict]:
     net = None
     if w.energy_j is not None and meter.idle_w is not None:
         net = w.energy_j - meter.idle_w * w.seconds
+    temp = None
+    if meter.backend is not None and meter.handles:
+        try:
+            temp = max(meter.backend.temperature_c(h) for h in meter.handles)
+        except Exception:
+            temp = None
     lines = []
     for i, p in enumerate(batch):
         n = int(res.gen_tokens[i])
@@ -235,11 +287,20 @@ def _request_lines(model, task, label, batch, res, w, meter) -> list[dict]:
         lines.append({
             "task": task, "doc_id": p["doc_id"], "model": model.name, "method": label,
             "prompt_hash": p["prompt_hash"], "output": text, "extracted": None, "target": p.get("target"),
-            "correct": None, "nfe": int(res.nfe[i]), "steps": int(res.steps[i]), "gen_tokens": n,
+            "correct": None, "nfe": int(res.nfe[i]),
+            "nfe_truncated": int(res.nfe_truncated[i]) if res.nfe_truncated is not None else 0,
+            "steps": int(res.steps[i]), "gen_tokens": n,
             "capped": bool(res.capped[i]), "stop_hit": stop_hit,
             "batch_id": batch_id, "batch_size": len(batch), "batch_latency_s": w.seconds,
-            "batch_energy_j": w.energy_j, "batch_energy_net_j": net,
-            "energy_j": w.energy_j / len(batch) if w.energy_j is not None else None,
+            "batch_t_start": w.t_start, "batch_t_end": w.t_end, "batch_cpu_s": w.cpu_s,
+            "batch_energy_j": w.energy_j, "batch_energy_net_j": net, "batch_energy_j_per_gpu": w.energy_j_per_gpu,
+            "batch_counter_start_j": w.counter_start_j, "batch_counter_end_j": w.counter_end_j,
+            "batch_energy_short": w.short, "energy_min_window_s": meter.min_window_s, "idle_w": meter.idle_w,
+            # a short window's own reading is not trusted: null here, attributed in the summary
+            "energy_j": w.energy_j / len(batch) if w.energy_j is not None and not w.short else None,
+            "batch_peak_mem_bytes": w.peak_mem_bytes, "gpu_temp_c": temp,
+            "batch_forward_s": w.forward_s, "batch_forward_calls": w.forward_calls,
+            "fastdllm_tokens": sum(1 for t in model.tokenizer.encode(text) if t not in model.eos_ids),
         })
     return lines
 

@@ -111,7 +111,7 @@ def summarize(out: RunDir, lm_metrics: dict | None = None) -> dict:
         rows += task_rows
     summary = {"run_id": info["run_id"], "baseline": baseline, "rows": rows,
                "energy_note": None if info["energy"]["available"] else info["energy"]["reason"],
-               "path": str(out.path)}
+               "machine": info.get("machine"), "path": str(out.path)}
     out.write_json(out.summary_json, summary)
     return summary
 

@@ -54,6 +54,8 @@ class StepContext:
     step_in_block: torch.Tensor   # [b] steps already taken in the current block
     step: torch.Tensor            # [b] steps already taken in total
     hidden: torch.Tensor | None = None  # [b, N, d] last hidden states, if the method asked
+    prompt_len: torch.Tensor | None = None  # [b] real (unpadded) prompt lengths
+    fed: torch.Tensor | None = None  # [b] generated positions computed fresh this step (see Method.extent)
 
 
 class Method:
@@ -83,6 +85,14 @@ class Method:
     def start(self, batch_size: int, device: torch.device, generator: torch.Generator | None) -> None:
         """Called before each batch: reset per-row state kept by the method. `generator` is the
         run's seeded RNG for methods that draw random numbers."""
+
+    def extent(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """Truncated forwards (SlowFast): how many generated positions to feed at the next forward,
+        [b] counts in 1..gen_length for these rows, or None to feed everything. Positions beyond a
+        row's count are not computed: x0 and conf there repeat the row's last full forward, and
+        logits/hidden there are zeros. A truncated forward still counts one NFE (also counted
+        apart, as `nfe_truncated`)."""
+        return None
 
     def select(self, ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError

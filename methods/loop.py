@@ -32,6 +32,7 @@ class DecodeResult:
     steps: torch.Tensor       # [B] decode steps per row
     gen_tokens: torch.Tensor  # [B] generated tokens before the first EOS
     capped: torch.Tensor      # [B] the step cap ended the row (remaining masks took the last argmax)
+    nfe_truncated: torch.Tensor | None = None  # [B] of nfe, forwards fed a truncated sequence (Method.extent)
     trace: list[list[dict]] | None = None  # per row, per step (when asked for)
 
 
@@ -63,6 +64,7 @@ class _Rows:
     nfe: torch.Tensor
     done: torch.Tensor
     capped: torch.Tensor
+    nfe_truncated: torch.Tensor
     trace: list[list[dict]] | None = field(default=None)
 
 
@@ -77,11 +79,14 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     zeros = torch.zeros(B, dtype=torch.long, device=dev)
     r = _Rows(block=zeros.clone(), step_in_block=zeros.clone(), step=zeros.clone(), nfe=zeros.clone(),
               done=torch.zeros(B, dtype=torch.bool, device=dev), capped=torch.zeros(B, dtype=torch.bool, device=dev),
+              nfe_truncated=zeros.clone(),
               trace=[[] for _ in range(B)] if trace else None)
     pos = torch.arange(G, device=dev)
     eos = torch.tensor(model.eos_ids, device=dev)
     method.start(B, dev, generator)
     last_x0 = torch.full((B, G), model.eos_ids[0], dtype=torch.long, device=dev)
+    prompt_len = p_attn.sum(1).to(dev)
+    reuse = _Reuse(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev))
 
     stepper = None
     if method.cache != "none":  # KV cache: refresh or window forwards (methods/cache.py)
@@ -92,30 +97,36 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
         if rows.numel() == 0:
             break
         xa, aa = x[rows], attn[rows]
-        if stepper is not None:
+        fed = None
+        if stepper is not None:   # KV cache (methods/cache.py); truncated forwards are not combined with it
             x0, conf, logits, hidden = stepper.step(rows, xa, aa, r.block[rows], r.step_in_block[rows],
                                                     method, generator)
             r.nfe[rows] += 1
         else:
-            out = model.forward(xa, aa, output_hidden=method.needs_hidden)
+            fed = method.extent(rows)
+            xf, af = _truncate(xa, aa, P, fed)
+            out = model.forward(xf, af, output_hidden=method.needs_hidden)
             logits = out.logits[:, P:].float()
             calls = 1
             if method.cfg_scale > 0:  # unconditional copy: prompt tokens masked
-                ux = xa.clone()
-                ux[:, :P] = torch.where(aa[:, :P].bool(), model.mask_id, ux[:, :P])
-                un = model.forward(ux, aa).logits[:, P:].float()
+                ux = xf.clone()
+                ux[:, :P] = torch.where(af[:, :P].bool(), model.mask_id, ux[:, :P])
+                un = model.forward(ux, af).logits[:, P:].float()
                 logits = un + (method.cfg_scale + 1) * (logits - un)
                 calls = 2
             r.nfe[rows] += calls
-            x0, conf = token_stats(logits, method.temperature, generator)
             hidden = out.hidden[:, P:] if out.hidden is not None else None
+            x0, conf = token_stats(logits, method.temperature, generator)
+            if fed is not None:
+                x0, conf, logits, hidden = _reuse_beyond(reuse, rows, fed, x0, conf, logits, hidden, G)
+                r.nfe_truncated[rows] += calls * (fed < G).long()
 
         gen_a = xa[:, P:]
         masked = gen_a == model.mask_id
         in_block = (pos // BL) == r.block[rows].unsqueeze(1)
         ctx = StepContext(rows=rows, x0=x0, conf=conf, logits=logits, candidates=masked & in_block,
                           block=r.block[rows], step_in_block=r.step_in_block[rows], step=r.step[rows],
-                          hidden=hidden)
+                          hidden=hidden, prompt_len=prompt_len[rows], fed=fed)
         commit = method.select(ctx) & ctx.candidates
         gen_a = torch.where(commit, x0, gen_a)
         last_x0[rows] = x0
@@ -148,7 +159,43 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     # Everything from the first EOS on (including masks of blocks never decoded) reads as EOS.
     tokens = torch.where(pos.unsqueeze(0) >= first.unsqueeze(1), model.eos_ids[0], gen_x)
     return DecodeResult(tokens=tokens.cpu(), nfe=r.nfe.cpu(), steps=r.step.cpu(), gen_tokens=first.cpu(),
-                        capped=r.capped.cpu(), trace=r.trace)
+                        capped=r.capped.cpu(), trace=r.trace, nfe_truncated=r.nfe_truncated.cpu())
+
+
+# --- truncated forwards (Method.extent; SlowFast's out-of-span reuse) ----------------------------
+@dataclass
+class _Reuse:
+    """Per row: x0 and conf of the row's last full forward, for positions a truncated forward skips."""
+    x0: torch.Tensor     # [B, G]
+    conf: torch.Tensor   # [B, G]
+
+
+def _truncate(xa, aa, P, fed):
+    """Feed prompt + the first fed[i] generated positions of each row. The batch is cut at the
+    longest row; a shorter row's extra positions are hidden from attention by its mask, so each row
+    sees exactly what it would see alone."""
+    if fed is None:
+        return xa, aa
+    L = P + int(fed.max())
+    keep = torch.arange(L - P, device=xa.device).unsqueeze(0) < fed.unsqueeze(1)
+    af = aa[:, :L].clone()
+    af[:, P:] *= keep.long()
+    return xa[:, :L], af
+
+
+def _reuse_beyond(reuse, rows, fed, x0, conf, logits, hidden, G):
+    """Pad a (possibly) truncated step to all G positions: beyond fed, x0/conf come from the row's
+    last full forward and logits/hidden are zeros. Rows fed in full refresh the reuse store."""
+    n = x0.shape[1]
+    fresh = torch.arange(G, device=x0.device).unsqueeze(0) < fed.unsqueeze(1)
+    pad = lambda t: torch.cat([t, t.new_zeros((t.shape[0], G - n, *t.shape[2:]))], 1) if n < G else t
+    x0 = torch.where(fresh, pad(x0), reuse.x0[rows])
+    conf = torch.where(fresh, pad(conf), reuse.conf[rows])
+    logits = pad(logits) * fresh.unsqueeze(-1)
+    hidden = None if hidden is None else pad(hidden) * fresh.unsqueeze(-1)
+    full = fed >= G
+    reuse.x0[rows[full]], reuse.conf[rows[full]] = x0[full], conf[full]
+    return x0, conf, logits, hidden
 
 
 def _record(trace, rows, steps, masked, x0, conf, commit) -> None:

@@ -15,12 +15,20 @@ from dataclasses import dataclass
 
 from .base import GenConfig, Method
 from .cache import CACHE_MODES
+from .eb import EBMethod
 from .fixed import FixedMethod
+from .localleap import LocalLeapMethod
+from .prr.method import PRRMethod
+from .slowfast import SlowFastMethod
 from .threshold import ThresholdMethod
 
 METHODS: dict[str, type[Method]] = {
     FixedMethod.name: FixedMethod,
     ThresholdMethod.name: ThresholdMethod,
+    SlowFastMethod.name: SlowFastMethod,
+    LocalLeapMethod.name: LocalLeapMethod,
+    EBMethod.name: EBMethod,
+    PRRMethod.name: PRRMethod,
 }
 
 
@@ -98,4 +106,7 @@ def build_method(spec: MethodSpec, gen: GenConfig) -> Method:
     if cache != "none" and method.cfg_scale > 0:
         raise ValueError(f"{spec.name}: cache={cache} cannot be combined with cfg_scale > 0 "
                          f"(the unconditional copy has no cache); use cache=none")
+    if cache != "none" and type(method).extent is not Method.extent:
+        raise ValueError(f"{spec.name}: cache={cache} cannot be combined with this method's truncated "
+                         f"forwards (Method.extent); use cache=none")
     return method

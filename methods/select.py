@@ -63,3 +63,37 @@ def factor_commit(conf: torch.Tensor, candidates: torch.Tensor, factor: float) -
     ok = ((m + 1) * (1 - sorted_c) <= factor) & torch.isfinite(sorted_c)
     prefix = ok.long().cumprod(-1).sum(-1).clamp(min=1)   # length of the all-ok prefix, >= 1
     return topk_commit(conf, candidates, prefix)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of softmax(logits) over the last dim, in fp32."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def entropy_budget_commit(ent: torch.Tensor, candidates: torch.Tensor, gamma: float) -> torch.Tensor:
+    """EB-Sampler: with candidates sorted by entropy H1 <= H2 <= ..., commit the largest prefix S
+    with sum(H in S) - max(H in S) <= gamma; at least one (the lowest-entropy candidate)."""
+    h = ent.float().masked_fill(~candidates, float("inf"))
+    sorted_h, _ = torch.sort(h, dim=-1, stable=True)
+    finite = torch.isfinite(sorted_h)
+    csum = torch.where(finite, sorted_h, 0.0).cumsum(-1)
+    # sorted ascending, so the max of a prefix is its last element
+    ok = (csum - sorted_h <= gamma) & finite
+    n = ok.long().cumprod(-1).sum(-1).clamp(min=1)
+    return topk_commit(-h.masked_fill(~candidates, 0.0), candidates, n)
+
+
+def local_leap_commit(conf: torch.Tensor, candidates: torch.Tensor, tau_anchor: float,
+                      tau_relaxed: float, radius: int) -> torch.Tensor:
+    """LocalLeap: candidates with confidence >= tau_anchor are anchors (and commit); candidates
+    within `radius` positions of an anchor commit at the relaxed threshold tau_relaxed; the most
+    confident candidate always commits."""
+    anchor = candidates & (conf >= tau_anchor)
+    near = anchor.clone()
+    for d in range(1, radius + 1):          # dilate the anchor mask by `radius` positions
+        near[:, d:] |= anchor[:, :-d]
+        near[:, :-d] |= anchor[:, d:]
+    relaxed = candidates & near & (conf >= tau_relaxed)
+    one = topk_commit(conf, candidates, torch.ones(conf.shape[0], dtype=torch.long, device=conf.device))
+    return one | anchor | relaxed

@@ -38,7 +38,7 @@ def test_run_writes_result_files_with_the_contract_fields(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "nope"], "unknown method 'nope'; available: fixed, threshold"),
+    (["--methods", "nope"], "unknown method 'nope'; available: eb, fixed, localleap, prr, slowfast, threshold"),
     (["--methods", "threshold:tau=1.5"], "tau=1.5 must be in (0, 1]"),
     (["--methods", "threshold:tua=0.5"], "unknown setting 'tua'"),
     (["--methods", "fixed:steps=7"], "steps=7 must be a positive multiple"),
@@ -75,7 +75,7 @@ def test_existing_run_is_never_overwritten_and_resume_skips_done(tmp_path, capsy
     assert run(tmp_path, *args, "--resume") == 0
     redone = (tmp_path / "r" / "requests.jsonl").read_text().splitlines()
     assert len(redone) == 4
-    key = lambda l: {k: v for k, v in json.loads(l).items() if not k.startswith("batch")}
+    key = lambda l: {k: v for k, v in json.loads(l).items() if not k.startswith("batch") and k != "session"}
     assert [key(l) for l in redone] == [key(l) for l in reqs.splitlines()]
 
 
@@ -83,3 +83,14 @@ def test_list_names_methods_and_settings(capsys):
     assert run_bench.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "threshold: tau=0.9, factor=None" in out and "tiny" in out and "arith" in out
+
+
+def test_truncated_forwards_are_counted_in_the_summary(tmp_path):
+    assert run(tmp_path, "--limit", "8", "--batch-size", "8", "--methods", "slowfast,threshold", "--run-id", "t",
+               "--warmup-batches", "0") == 0
+    reqs = [json.loads(l) for l in (tmp_path / "t" / "requests.jsonl").read_text().splitlines()]
+    rows = {r["method"]: r for r in json.loads((tmp_path / "t" / "summary.json").read_text())["rows"]}
+    sf = [r for r in reqs if r["method"] == "slowfast"]
+    assert rows["slowfast"]["nfe_truncated_mean"] == sum(r["nfe_truncated"] for r in sf) / 8 > 0
+    assert all(r["nfe_truncated"] <= r["nfe"] for r in sf)
+    assert rows["threshold"]["nfe_truncated_mean"] == 0

@@ -4,18 +4,8 @@ import torch
 
 from methods.base import GenConfig
 from methods.loop import decode
-from methods.registry import build_method, parse_methods
 
-
-def method(spec, gen):
-    return build_method(parse_methods(spec)[0], gen)
-
-
-def encode(model, prompts):
-    return [model.tokenizer.encode(p) for p in prompts]
-
-
-GEN = GenConfig(gen_length=24, block_length=8, early_stop=False)
+from decoding import GEN, encode, method
 
 
 @pytest.mark.parametrize("spec", ["fixed", "fixed:steps=6", "threshold:tau=0.3", "threshold:factor=1.0"])

@@ -202,6 +202,10 @@ def test_cache_setting_is_validated_and_recorded():
         build_method(parse_methods("threshold:cache=big")[0], GEN)
     with pytest.raises(ValueError, match="cfg_scale"):
         build_method(parse_methods("fixed:cfg_scale=1.0,cache=dual")[0], GEN)
+    with pytest.raises(ValueError, match="truncated"):
+        build_method(parse_methods("slowfast:cache=dual")[0], GEN)
+    for spec in ("eb:cache=dual", "localleap:cache=prefix"):   # other methods take the setting as they are
+        assert build_method(parse_methods(spec)[0], GEN).cache in ("dual", "prefix")
 
 
 def test_named_configs_need_no_weights_flag():
