@@ -77,6 +77,23 @@ def _spec_for_baseline(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k not in NOT_COMPARED}
 
 
+def _spec_diff(a: dict, b: dict) -> list[str]:
+    """Spec fields that differ. A field only one side has (the harness gained a setting after the
+    baseline was made) differs only if its value is not the setting's default."""
+    import dataclasses
+    from .runner import RunSpec
+    defaults = {f.name: f.default for f in dataclasses.fields(RunSpec)}
+    missing = object()
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, missing), b.get(k, missing)
+        va = defaults.get(k) if va is missing else va
+        vb = defaults.get(k) if vb is missing else vb
+        if va != vb:
+            out.append(k)
+    return out
+
+
 def make_baseline(run_path: str, old: dict | None = None) -> dict:
     run = load_run(run_path)
     rows = {r["method"]: r for r in run.rows}
@@ -111,7 +128,7 @@ def check(baseline_path: str, run_path: str) -> tuple[bool, str]:
     base = json.loads(bpath.read_text())
     run = load_run(run_path)
     spec = _spec_for_baseline(run.info["spec"])
-    diff = sorted(k for k in set(spec) | set(base["spec"]) if spec.get(k) != base["spec"].get(k))
+    diff = _spec_diff(spec, base["spec"])
     if diff:
         raise ValueError(f"run {run_path} was made with another spec than baseline {bpath} (differs in: "
                          + ", ".join(f"{k}={spec.get(k)!r} vs {base['spec'].get(k)!r}" for k in diff)

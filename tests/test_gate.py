@@ -119,3 +119,14 @@ def test_binomial_bound():
     assert binom_cdf(5, 10, 0.5) == pytest.approx(638 / 1024)
     k = min_correct(100, 0.8, 0.01)
     assert binom_cdf(k, 100, 0.8) >= 0.01 > binom_cdf(k - 1, 100, 0.8) and 65 < k < 75
+
+
+def test_a_setting_added_after_the_baseline_counts_only_when_not_default(tmp_path, baseline, capsys):
+    # run.json specs written by a newer harness carry settings the baseline never saw
+    same = write_run(tmp_path / "newer", {"fixed": samples(40, 36, 48), "fixed@s": 2.0, "threshold": samples(40, 34, 12),
+                                          "threshold@s": 0.5}, spec={"limit": 40, "chat": "none"})
+    assert run_bench.main(["check", "--baseline", str(baseline), str(same)]) == 0
+    other = write_run(tmp_path / "chat", {"fixed": samples(40, 36, 48), "fixed@s": 2.0, "threshold": samples(40, 34, 12),
+                                          "threshold@s": 0.5}, spec={"limit": 40, "chat": "single-turn"})
+    assert run_bench.main(["check", "--baseline", str(baseline), str(other)]) == 2
+    assert "chat='single-turn'" in capsys.readouterr().err
