@@ -84,7 +84,6 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     pos = torch.arange(G, device=dev)
     eos = torch.tensor(model.eos_ids, device=dev)
     method.start(B, dev, generator)
-    last_x0 = torch.full((B, G), model.eos_ids[0], dtype=torch.long, device=dev)
     prompt_len = p_attn.sum(1).to(dev)
     reuse = _Reuse(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev))
 
@@ -129,7 +128,6 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
                           hidden=hidden, prompt_len=prompt_len[rows], fed=fed)
         commit = method.select(ctx) & ctx.candidates
         gen_a = torch.where(commit, x0, gen_a)
-        last_x0[rows] = x0
 
         if r.trace is not None:
             _record(r.trace, rows, r.step[rows], masked, x0, conf, commit)
