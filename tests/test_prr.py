@@ -201,3 +201,28 @@ def test_one_training_round_on_a_tiny_trajectory_set(random_model, prompts, tmp_
     # the new controller drives a decode (round 1's policy)
     res = decode(random_model, make_policy(back, GEN, 0.5, "temperature", 1.0), ids, GEN)
     assert not (res.tokens == random_model.mask_id).any()
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_prr_with_a_kv_cache_keeps_its_ablations(builtin_model, cache):
+    # The reference PRR runs on Fast-dLLM's dual cache: its ablations must hold there too.
+    from tasks.arith import test_problems
+    gen = GenConfig(gen_length=48, block_length=16)
+    ids = encode(builtin_model, [p.prompt for p in test_problems(6)])
+    pairs = [(f"prr:controller=off,cache={cache}", f"fixed:cache={cache}"),
+             (f"prr:controller=zero,tau=0.8,cache={cache}", f"threshold:tau=0.8,cache={cache}")]
+    for ours, ref in pairs:
+        a = decode(builtin_model, method(ours, gen), ids, gen)
+        b = decode(builtin_model, method(ref, gen), ids, gen)
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.nfe, b.nfe), ours
+    m = method(f"prr:cache={cache}", gen)
+    select = m.select
+
+    def checked(ctx):   # the controller must see real hidden states at every candidate
+        assert ctx.hidden[ctx.candidates].abs().sum(-1).gt(0).all()
+        return select(ctx)
+
+    m.select = checked
+    full = decode(builtin_model, m, ids, gen)
+    assert not (full.tokens == builtin_model.mask_id).any()
+    assert full.nfe.sum() < decode(builtin_model, method(f"fixed:cache={cache}", gen), ids, gen).nfe.sum()
