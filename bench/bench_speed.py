@@ -10,7 +10,8 @@ Measured in one process, on one device:
   - dual-cache window step (the block's tokens against the cached K/V) vs its floor
     max(FLOPs / rate, (weight bytes + K/V bytes read) / bw);
   - decode loop overhead: decode() step time minus the forward time of that step, for fixed
-    and threshold, cache none and dual (and the foundation's loop, if methods/_old_loop.py exists).
+    and threshold, cache none and dual (the full forward as the loop runs it: a CUDA graph when
+    it is launch-bound, methods/graphs.py; eager and unmasked otherwise).
 FLOPs count what the forward computes: 2 * matmul params * tokens (the output head over every
 position included) + attention 4 * tokens * keys * d_model per layer. Timing: CUDA events, warm-up
 excluded, median.
@@ -18,7 +19,6 @@ excluded, median.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import time
@@ -29,6 +29,7 @@ from bench.models import load_model
 from bench.models.layers import CacheCall
 from methods.base import GenConfig
 from methods.cache import _GraphedWindow
+from methods.graphs import GraphedCall, full_forward_graph, launch_bound
 from methods.loop import decode
 from methods.registry import build_method, parse_methods
 
@@ -109,31 +110,33 @@ def run(args) -> dict:
     out = {"config": args.config, "prompt": P, "gen": G, "block": BL, "ceilings": ceil,
            "matmul_params": Nm, "env": {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev)},
            "batches": {}}
-    old_loop = None
-    try:
-        old_loop = importlib.import_module("methods._old_loop")
-    except ImportError:
-        pass
     for b in args.batch:
         g = torch.Generator(device=dev).manual_seed(0)
         prompt = torch.randint(2000, 100000, (b, P), device=dev, generator=g)
         x = torch.cat([prompt, torch.full((b, G), model.mask_id, device=dev)], 1)
         attn = torch.ones_like(x)
         r = {}
-        # full forward, as the no-cache loop calls it (with the attention mask) and without a mask
+        # full forward: eager with and without the attention mask, and as the no-cache loop runs
+        # it (unpadded prompts: no mask; a launch-bound forward replays a CUDA graph)
         attn_flops = 4 * b * L * L * d_model * n_layers
         fl = floor(2 * Nm * b * L + attn_flops, w_bytes, ceil)
-        t_full = cuda_time(lambda: model.forward(x, attn))
-        t_full_nomask = cuda_time(lambda: model.forward(x, None))
-        t_full_wall = wall_time(lambda: model.forward(x, attn))
-        r["full_forward"] = {"time_s": t_full, "time_s_no_mask": t_full_nomask, "wall_s_cold_queue": t_full_wall, **fl,
-                             "ratio_to_floor": t_full / fl["floor_s"]}
-        print(f"b={b} full forward {t_full * 1e3:.2f} ms (no mask {t_full_nomask * 1e3:.2f}, "
-              f"synchronized wall {t_full_wall * 1e3:.2f}), floor "
-              f"{fl['floor_s'] * 1e3:.2f} ms ({fl['bound']}), ratio {t_full / fl['floor_s']:.2f}", flush=True)
+        t_eager = cuda_time(lambda: model.forward(x, attn))
+        t_eager_nomask = cuda_time(lambda: model.forward(x, None))
+        graph = full_forward_graph(model, x, None, False)
+        t_graph = cuda_time(lambda: graph(x, None)) if graph is not None else None
+        t_full = t_graph if graph is not None else t_eager_nomask
+        t_full_wall = wall_time(lambda: graph(x, None)) if graph is not None else wall_time(lambda: model.forward(x, None))
+        r["full_forward"] = {"time_s": t_full, "cuda_graph": graph is not None, "time_s_eager_mask": t_eager,
+                             "time_s_eager_no_mask": t_eager_nomask, "time_s_graph": t_graph,
+                             "wall_s_cold_queue": t_full_wall, **fl, "ratio_to_floor": t_full / fl["floor_s"]}
+        print(f"b={b} full forward {t_full * 1e3:.2f} ms ({'CUDA graph' if graph is not None else 'eager, no mask'}; "
+              f"eager with mask {t_eager * 1e3:.2f}, without {t_eager_nomask * 1e3:.2f}; synchronized wall "
+              f"{t_full_wall * 1e3:.2f}), floor {fl['floor_s'] * 1e3:.2f} ms ({fl['bound']}), "
+              f"ratio {t_full / fl['floor_s']:.2f}", flush=True)
+        del graph
         # dual-cache window step
         cache = model.new_cache(b, L)
-        model.forward(x, attn, kv=CacheCall(cache))
+        model.forward(x, None, kv=CacheCall(cache))
         pos = (P + torch.arange(BL, device=dev)).expand(b, BL)
         ids = x.gather(1, pos)
         call = CacheCall(cache, pos=pos)
@@ -145,42 +148,40 @@ def run(args) -> dict:
         r["dual_step"] = {"time_s": t_win, "time_s_eager": t_win_eager, **flw, "ratio_to_floor": t_win / flw["floor_s"]}
         print(f"b={b} dual window step {t_win * 1e3:.2f} ms (CUDA graph; eager {t_win_eager * 1e3:.2f}), floor {flw['floor_s'] * 1e3:.2f} ms ({flw['bound']}), "
               f"ratio {t_win / flw['floor_s']:.2f}", flush=True)
-        t_refresh = cuda_time(lambda: model.forward(x, attn, kv=CacheCall(cache)), warmup=1, reps=5)
+        refresh = (GraphedCall(lambda ids: model.forward(ids, None, kv=CacheCall(cache)), x)
+                   if launch_bound(model, x.numel()) else None)
+        t_refresh = cuda_time(refresh and (lambda: refresh(x)) or (lambda: model.forward(x, None, kv=CacheCall(cache))),
+                              warmup=1, reps=5)
+        del refresh
         r["dual_refresh_s"] = t_refresh
         del cache
-        # decode loop overhead
+        # decode loop overhead: step time minus the forward time of that step
         gen = GenConfig(gen_length=G, block_length=BL, early_stop=False)
+        warm = GenConfig(gen_length=G, block_length=BL, early_stop=False, max_steps=G // BL)  # same shapes
         prompts = prompt.tolist()
         r["decode"] = {}
-        loops = [("new", decode)] + ([("old", old_loop.decode)] if old_loop else [])
         for spec in args.methods:
-            for loop_name, fn in loops:
-                m = build_method(parse_methods(spec)[0], gen)
-                if loop_name == "old" and (m.cache != "none" or b not in args.old_loop_batches):
-                    continue
-                fn(model, m, prompts, GenConfig(gen_length=BL, block_length=BL, early_stop=False))  # warm-up
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                res = fn(model, m, prompts, gen)
-                torch.cuda.synchronize()
-                total = time.perf_counter() - t0
-                steps = int(res.steps.max())
-                blocks = G // BL
-                if m.cache == "dual":
-                    fwd = (blocks * t_refresh + (steps - blocks) * t_win) / steps
-                else:
-                    fwd = t_full
-                step = total / steps
-                fwd_wall = fwd if m.cache == "dual" else t_full_wall
-                row = {"total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": step,
-                       "forward_s_per_step": fwd, "overhead_s_per_step": step - fwd,
-                       "overhead_pct": 100 * (step - fwd) / step,
-                       "forward_wall_s_per_step": fwd_wall,
-                       "overhead_vs_wall_pct": 100 * (step - fwd_wall) / step}
-                r["decode"][f"{spec}|{loop_name}"] = row
-                print(f"b={b} decode {spec} ({loop_name} loop): {steps} steps, {step * 1e3:.2f} ms/step, "
-                      f"forward {fwd * 1e3:.2f} ms, overhead {row['overhead_pct']:.2f}% "
-                      f"(vs synchronized forward {row['overhead_vs_wall_pct']:.2f}%)", flush=True)
+            m = build_method(parse_methods(spec)[0], gen)
+            decode(model, build_method(parse_methods(spec)[0], warm), prompts, warm)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            res = decode(model, m, prompts, gen)
+            torch.cuda.synchronize()
+            total = time.perf_counter() - t0
+            steps = int(res.steps.max())
+            blocks = G // BL
+            fwd = (blocks * t_refresh + (steps - blocks) * t_win) / steps if m.cache == "dual" else t_full
+            step = total / steps
+            fwd_wall = fwd if m.cache == "dual" else t_full_wall
+            row = {"total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": step,
+                   "forward_s_per_step": fwd, "overhead_s_per_step": step - fwd,
+                   "overhead_pct": 100 * (step - fwd) / step,
+                   "forward_wall_s_per_step": fwd_wall,
+                   "overhead_vs_wall_pct": 100 * (step - fwd_wall) / step}
+            r["decode"][spec] = row
+            print(f"b={b} decode {spec}: {steps} steps, {step * 1e3:.2f} ms/step, "
+                  f"forward {fwd * 1e3:.2f} ms, overhead {row['overhead_pct']:.2f}% "
+                  f"(vs synchronized forward {row['overhead_vs_wall_pct']:.2f}%)", flush=True)
         out["batches"][str(b)] = r
         torch.cuda.empty_cache()
     return out
@@ -196,7 +197,7 @@ def table(res: dict) -> str:
             f = r[k]
             lines.append(f"| {b} | {k} | {f['time_s'] * 1e3:.2f} | {f['floor_s'] * 1e3:.2f} | {f['bound']} | "
                          f"{f['ratio_to_floor']:.2f} |")
-    lines += ["", "| batch | method / loop | steps | step (ms) | forward (ms) | loop overhead | overhead vs synchronized forward |",
+    lines += ["", "| batch | method | steps | step (ms) | forward (ms) | loop overhead | overhead vs synchronized forward |",
               "|---|---|---|---|---|---|---|"]
     for b, r in res["batches"].items():
         for k, d in r["decode"].items():
@@ -215,7 +216,6 @@ def main(argv=None):
     ap.add_argument("--methods", type=lambda s: s.split(";"),
                     default=["fixed", "threshold", "fixed:cache=dual", "threshold:cache=dual"],
                     help="method specs separated by ';'")
-    ap.add_argument("--old-loop-batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8])
     ap.add_argument("--out", default=None, help="write the full results as JSON here")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():

@@ -318,30 +318,37 @@ def timed(devices, meter: EnergyMeter | None = None, memory: bool = True):
 
 
 class ForwardTimer:
-    """Wraps `model.forward` (on the adapter instance) to time each call, synchronized at both
-    ends. Use as a context manager around decode calls; read and reset with `take()`."""
+    """Wraps `model.forward` (on the adapter instance) and CUDA-graph replays of forwards
+    (methods/graphs.py) to time each call, synchronized at both ends. Forwards run while a graph
+    is being built (its warm-up and capture) are neither timed nor counted. Use as a context
+    manager around decode calls; read and reset with `take()`."""
 
     def __init__(self, model, devices):
         self.model, self.devices = model, [d for d in devices if d.type == "cuda"]
         self.seconds, self.calls = 0.0, 0
 
+    def _timed(self, fn, *args, **kwargs):
+        sync(self.devices)
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sync(self.devices)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
     def __enter__(self):
+        from bench.models.layers import building_graph
+        from methods.graphs import GraphedCall
         inner = type(self.model).forward.__get__(self.model)
-
-        def forward(*args, **kwargs):
-            sync(self.devices)
-            t0 = time.perf_counter()
-            out = inner(*args, **kwargs)
-            sync(self.devices)
-            self.seconds += time.perf_counter() - t0
-            self.calls += 1
-            return out
-
-        self.model.forward = forward
+        self.model.forward = lambda *a, **k: inner(*a, **k) if building_graph() else self._timed(inner, *a, **k)
+        self._replay = GraphedCall.__call__
+        GraphedCall.__call__ = lambda g, *a: self._timed(self._replay, g, *a)
         return self
 
     def __exit__(self, *exc):
+        from methods.graphs import GraphedCall
         del self.model.forward   # back to the class's method
+        GraphedCall.__call__ = self._replay
 
     def take(self) -> tuple[float, int]:
         out = (self.seconds, self.calls)

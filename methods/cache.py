@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 
 from bench.models.base import ModelAdapter
-from bench.models.layers import CacheCall, compiling_for_graph
+from bench.models.layers import CacheCall
+from .graphs import GraphedCall, launch_bound
 from .select import token_stats
 
 CACHE_MODES = ("none", "prefix", "dual")
@@ -48,7 +49,8 @@ class CacheStepper:
         self.x0 = torch.zeros((batch, gen_length), dtype=torch.long, device=dev)   # last full forward
         self.conf = torch.zeros((batch, gen_length), device=dev)
         # Window forwards are small and launch-bound: on CUDA they replay a captured graph
-        # (one per window shape, built on first use).
+        # (one per window shape, built on first use); so do refreshes of all rows when they are
+        # launch-bound too (methods/graphs.py).
         self.graphs = {} if (dev.type == "cuda" and model.cuda_graphs) else None
 
     def step(self, rows, xa, aa, block, step_in_block, method, generator):
@@ -70,9 +72,17 @@ class CacheStepper:
                          key_mask=aa.bool() if (pos is not None and self.padded) else None)
 
     def _refresh(self, rows, xa, aa, block, method, generator):
-        out = self.model.forward(xa, aa, output_hidden=method.needs_hidden, kv=self._call(rows))
-        logits = out.logits[:, self.P:].float()
+        call, mask = self._call(rows), aa if self.padded else None
+        if self.graphs is not None and call.rows is None and launch_bound(self.model, xa.numel()):
+            key = ("refresh", tuple(xa.shape), method.needs_hidden, mask is not None)
+            if key not in self.graphs:
+                self.graphs[key] = _GraphedRefresh(self.model, self.cache, xa, mask, method.needs_hidden)
+            out = self.graphs[key](xa, mask)
+        else:
+            out = self.model.forward(xa, mask, output_hidden=method.needs_hidden, kv=call)
+        logits = out.logits[:, self.P:]
         x0, conf = token_stats(logits, method.temperature, generator)
+        logits = logits.float() if method.uses_logits else None
         self.x0[rows], self.conf[rows] = x0, conf
         hidden = out.hidden[:, self.P:] if out.hidden is not None else None
         return x0, conf, logits, hidden
@@ -104,15 +114,15 @@ class CacheStepper:
         else:
             out = self.model.forward(ids, None, output_hidden=method.needs_hidden, positions=positions, kv=call)
         s = self.shift
-        lw = out.logits[:, s:].float()
+        lw = out.logits[:, s:]
         gpos = pos[:, s:] - self.P                                         # generated-region index
         x0w, confw = token_stats(lw, method.temperature, generator)
         x0 = self.x0[rows].scatter(1, gpos, x0w)
         conf = self.conf[rows].scatter(1, gpos, confw)
         logits = hidden = None
         if method.uses_logits:
-            logits = lw.new_zeros((lw.shape[0], self.G, lw.shape[-1]))
-            logits.scatter_(1, gpos.unsqueeze(-1).expand_as(lw), lw)
+            logits = lw.new_zeros((lw.shape[0], self.G, lw.shape[-1]), dtype=torch.float32)
+            logits.scatter_(1, gpos.unsqueeze(-1).expand_as(lw), lw.float())
         if out.hidden is not None:
             hw = out.hidden[:, s:]
             hidden = hw.new_zeros((hw.shape[0], self.G, hw.shape[-1]))
@@ -131,31 +141,17 @@ def _merge(b: int, parts):
     return out
 
 
-class _GraphedWindow:
-    """A window forward captured as a CUDA graph: static inputs (ids, positions, cache indices,
-    key mask) are copied in, the graph replays, and the static output is returned (valid until
-    the next replay; the loop consumes it within the step)."""
+def _GraphedWindow(model, cache, ids, positions, call, need_hidden) -> GraphedCall:
+    """A window forward captured as a CUDA graph: call it with (ids, positions, pos, key_mask);
+    the cache tensors themselves are static (written in place by the graph)."""
+    def window(ids, positions, pos, key_mask):
+        kv = CacheCall(cache, rows=None, pos=pos, key_mask=key_mask)
+        return model.forward(ids, None, output_hidden=need_hidden, positions=positions, kv=kv)
+    return GraphedCall(window, ids, positions, call.pos, call.key_mask)
 
-    def __init__(self, model, cache, ids, positions, call, need_hidden):
-        self.ids, self.positions, self.pos = ids.clone(), positions.clone(), call.pos.clone()
-        self.key_mask = call.key_mask.clone() if call.key_mask is not None else None
-        static = CacheCall(cache, rows=None, pos=self.pos, key_mask=self.key_mask)
-        run = lambda: model.forward(self.ids, None, output_hidden=need_hidden, positions=self.positions, kv=static)
-        with compiling_for_graph():
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):   # warm-up outside the graph (same K/V written as the real call)
-                run()
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.out = run()
 
-    def __call__(self, ids, positions, pos, key_mask):
-        self.ids.copy_(ids)
-        self.positions.copy_(positions)
-        self.pos.copy_(pos)
-        if key_mask is not None:
-            self.key_mask.copy_(key_mask)
-        self.graph.replay()
-        return self.out
+def _GraphedRefresh(model, cache, ids, mask, need_hidden) -> GraphedCall:
+    """A refresh of every row (full forward storing all K/V) captured as a CUDA graph."""
+    def refresh(ids, mask):
+        return model.forward(ids, mask, output_hidden=need_hidden, kv=CacheCall(cache))
+    return GraphedCall(refresh, ids, mask)

@@ -8,7 +8,10 @@
         block holds EOS (early_stop) or all blocks are done or the step cap is hit.
 
 Rows progress independently; finished rows drop out of the forward batch, so they cost no
-compute, and each row's NFE is counted separately. Greedy decoding is deterministic.
+compute, and each row's NFE is counted separately (exception: a launch-bound full forward on GPU
+replays a CUDA graph of the whole batch, methods/graphs.py, where the extra rows cost next to
+nothing). Greedy decoding is deterministic. Token statistics read the logits in the model's dtype;
+fp32 logits are built only for methods that read them (Method.uses_logits).
 With a KV cache (method setting cache=prefix|dual) the forward is a refresh or a window forward
 (methods/cache.py). A step makes one host sync (which rows are still decoding; a cached step one
 more: refresh or window), so the GPU queue never drains in the middle of a step.
@@ -22,6 +25,7 @@ import torch
 from bench.models.base import ModelAdapter
 from .base import GenConfig, Method, StepContext
 from .cache import CacheStepper
+from .graphs import full_forward_graph
 from .select import token_stats
 
 
@@ -87,9 +91,11 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     prompt_len = p_attn.sum(1).to(dev)
     reuse = _Reuse(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev))
 
+    padded = bool((p_attn == 0).any())
+    attn_fwd = attn if padded else None   # no padding: no mask (SDPA's flash kernel; same positions)
     stepper = None
     if method.cache != "none":  # KV cache: refresh or window forwards (methods/cache.py)
-        stepper = CacheStepper(model, method.cache, B, x.shape[1], P, G, BL, padded=bool((p_attn == 0).any()))
+        stepper = CacheStepper(model, method.cache, B, x.shape[1], P, G, BL, padded=padded)
 
     while True:
         rows = (~r.done).nonzero().squeeze(1)   # the loop's one host sync per step (it also ends the loop)
@@ -103,19 +109,28 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
             r.nfe[rows] += 1
         else:
             fed = method.extent(rows)
-            xf, af = _truncate(xa, aa, P, fed)
-            out = model.forward(xf, af, output_hidden=method.needs_hidden)
-            logits = out.logits[:, P:].float()
-            calls = 1
-            if method.cfg_scale > 0:  # unconditional copy: prompt tokens masked
-                ux = xf.clone()
-                ux[:, :P] = torch.where(af[:, :P].bool(), model.mask_id, ux[:, :P])
-                un = model.forward(ux, af).logits[:, P:].float()
-                logits = un + (method.cfg_scale + 1) * (logits - un)
-                calls = 2
+            calls = 2 if method.cfg_scale > 0 else 1
+            graph = None
+            if fed is None and calls == 1:   # launch-bound full forwards replay a CUDA graph (methods/graphs.py)
+                graph = full_forward_graph(model, x, attn_fwd, method.needs_hidden)
+            if graph is not None:            # the graph carries every row; keep the ones decoding
+                out = graph(x, attn_fwd)
+                keep = slice(None) if rows.numel() == B else rows
+                logits = out.logits[keep, P:]
+                hidden = out.hidden[keep, P:] if out.hidden is not None else None
+            else:
+                xf, af = _truncate(xa, aa, P, fed)
+                out = model.forward(xf, af if (fed is not None or padded) else None, output_hidden=method.needs_hidden)
+                logits = out.logits[:, P:]
+                hidden = out.hidden[:, P:] if out.hidden is not None else None
+                if calls == 2:   # CFG: unconditional copy with the prompt tokens masked
+                    ux = xf.clone()
+                    ux[:, :P] = torch.where(af[:, :P].bool(), model.mask_id, ux[:, :P])
+                    un = model.forward(ux, af).logits[:, P:].float()
+                    logits = un + (method.cfg_scale + 1) * (logits.float() - un)
             r.nfe[rows] += calls
-            hidden = out.hidden[:, P:] if out.hidden is not None else None
             x0, conf = token_stats(logits, method.temperature, generator)
+            logits = logits.float() if method.uses_logits else None   # the model's dtype until a method reads it
             if fed is not None:
                 x0, conf, logits, hidden = _reuse_beyond(reuse, rows, fed, x0, conf, logits, hidden, G)
                 r.nfe_truncated[rows] += calls * (fed < G).long()
@@ -189,7 +204,7 @@ def _reuse_beyond(reuse, rows, fed, x0, conf, logits, hidden, G):
     pad = lambda t: torch.cat([t, t.new_zeros((t.shape[0], G - n, *t.shape[2:]))], 1) if n < G else t
     x0 = torch.where(fresh, pad(x0), reuse.x0[rows])
     conf = torch.where(fresh, pad(conf), reuse.conf[rows])
-    logits = pad(logits) * fresh.unsqueeze(-1)
+    logits = None if logits is None else pad(logits) * fresh.unsqueeze(-1)
     hidden = None if hidden is None else pad(hidden) * fresh.unsqueeze(-1)
     full = fed >= G
     reuse.x0[rows[full]], reuse.conf[rows[full]] = x0[full], conf[full]

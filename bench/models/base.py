@@ -35,7 +35,8 @@ class ModelAdapter:
     logit_shift: bool = False           # Dream: position i is predicted from hidden state i-1
     chat_template: str | None = None    # None: the model has no chat format
     info: dict = field(default_factory=dict)  # config, weights origin; recorded in run.json
-    cuda_graphs: bool = True            # KV-cache window forwards replay CUDA graphs on GPU
+    cuda_graphs: bool = True            # on GPU, launch-bound forwards (KV-cache windows, small full
+                                        # forwards) replay CUDA graphs (methods/graphs.py)
 
     @property
     def device(self) -> torch.device:
