@@ -236,7 +236,9 @@ def _decode_method(spec, out, model, task, label, method, gen, batches, devices,
         with timed(devices, meter) as w:
             decode(model, method, ids, gen, generator=gen_torch)
         out.append_warmup({"task": task, "method": label, "warmup_index": k, "session": session,
-                           "batch_size": len(ids), "latency_s": w.seconds, "energy_j": w.energy_j,
+                           "batch_size": len(ids), "latency_s": w.seconds,
+                           # a window under the counter's resolution has no trustworthy energy of its own
+                           "energy_j": None if w.short else w.energy_j, "energy_short": w.short,
                            "peak_mem_bytes": w.peak_mem_bytes})
     bar = _progress(sum(len(b) for _, b in batches), f"{task} {label}", spec.progress)
     for index, batch in batches:

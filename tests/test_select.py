@@ -68,3 +68,14 @@ def test_token_stats_greedy_and_sampled():
         assert torch.isclose(c, torch.softmax(logits[:, :1], -1)[0, 0, x.item()])
     # Gumbel-max at T=1 samples softmax(logits): p = [0.09, 0.67, 0.24]
     assert counts[1] > counts[2] > counts[0] > 0
+
+
+def test_token_stats_on_bf16_logits_matches_fp32_softmax():
+    # The loop hands the model's bf16 logits straight to token_stats (no fp32 copy, no full softmax)
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 7, 5000, generator=g) * 4).to(torch.bfloat16)
+    x0, conf = token_stats(logits)
+    ref = torch.softmax(logits.float(), -1)
+    assert torch.equal(x0, logits.float().argmax(-1))
+    assert conf.dtype == torch.float32
+    assert torch.allclose(conf, ref.gather(-1, x0.unsqueeze(-1)).squeeze(-1), rtol=1e-5, atol=0)
