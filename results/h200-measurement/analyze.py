@@ -42,7 +42,7 @@ def repeats(a, b, title):
               f"{t[0]:8.5f} {t[1]:7.5f} {spread(*t):7.1%} {w[0]:6.1f} {w[1]:6.1f} {spread(*w):7.1%}")
 
 
-repeats("eager-A", "eager-B", "before (eager forwards, commit abb1459), batch 32")
+repeats("eager-A", "eager-B", "before (eager forwards: commit abb1459 with the fused token_stats of 4536e5d), batch 32")
 repeats("b32-rep1", "b32-rep2", "after (CUDA-graph forwards), batch 32")
 
 print("\n## batch 256 (4 decode windows per method): energy per sample, or null with the reason")
