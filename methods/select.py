@@ -37,7 +37,7 @@ def chosen_prob(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     return _chosen_prob_rows(logits.reshape(-1, logits.shape[-1]), x0.reshape(-1)).view(x0.shape)
 
 
-@on_gpu_compiled(min_numel=1 << 22)   # >= 4M logits (LLaDA: 32 positions): one kernel pays off
+@on_gpu_compiled(min_numel=1 << 22, row_args=(0, 1))   # >= 4M logits (LLaDA: 32 positions): one kernel pays off
 def _chosen_prob_rows(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     lf = logits.float()
     m = lf.amax(-1, keepdim=True)

@@ -60,7 +60,7 @@ class compiling_for_graph:
         _graph_capture[0] -= 1
 
 
-def on_gpu_compiled(fn=None, *, min_numel: int | None = None):
+def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[int, ...] = (0,)):
     """Run `fn` (a small elementwise/reduction function whose first argument has the tokens in
     dim 0 and fixed feature dims after it) through torch.compile on CUDA tensors, so its several
     passes become one kernel; eager elsewhere (CPU tests, no compiler needed).
@@ -72,9 +72,12 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None):
     A compiled call costs tens of microseconds of host time (guards), which outweighs the saved
     memory passes on small inputs: below COMPILE_MIN_TOKENS tokens it runs eager, except while a
     CUDA graph is captured; `min_numel` replaces that test by one on x's element count (for
-    functions whose rows are long, like a reduction over the vocabulary). DLLM_COMPILE=0 turns it off."""
+    functions whose rows are long, like a reduction over the vocabulary). DLLM_COMPILE=0 turns it off.
+    `row_args`: the positional arguments whose dim 0 is the tokens dim; it is marked dynamic from
+    the first call, so the first compile (in a warm-up) serves every later size; otherwise the second
+    size recompiles, seconds of work that landed inside a timed decode call."""
     if fn is None:
-        return lambda f: on_gpu_compiled(f, min_numel=min_numel)
+        return lambda f: on_gpu_compiled(f, min_numel=min_numel, row_args=row_args)
     compiled = None
 
     def small(x):
@@ -87,6 +90,9 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None):
             return fn(x, *args)
         if compiled is None:
             compiled = torch.compile(fn, fullgraph=True)
+        if x.shape[0] > 1:
+            for i in row_args:
+                torch._dynamo.mark_dynamic((x, *args)[i], 0)
         return compiled(x, *args)
 
     wrapper.__doc__ = fn.__doc__
@@ -155,7 +161,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.view(B, W, *out.shape[1:])
 
 
-@on_gpu_compiled
+@on_gpu_compiled(row_args=(0, 1, 2))
 def _rope_rows(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     xc = x.to(cos.dtype)
     x1, x2 = xc.chunk(2, dim=-1)
