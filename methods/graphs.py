@@ -51,9 +51,13 @@ class GraphedCall:
 
 
 def launch_bound(model, tokens: int) -> bool:
+    """Whether a forward over `tokens` tokens is launch-bound; False for a model spread over
+    several devices (one stream capture cannot hold it)."""
     n = getattr(model, "_n_params", None)
     if n is None:
-        n = model._n_params = sum(p.numel() for p in model.module.parameters())
+        params = list(model.module.parameters())
+        one_device = len({p.device for p in params}) <= 1
+        n = model._n_params = sum(p.numel() for p in params) if one_device else float("inf")
     return n * tokens <= LAUNCH_BOUND_WORK
 
 
