@@ -114,7 +114,7 @@ def run(args) -> dict:
     net, cfg = model.module, model.module.cfg
     d_model = getattr(cfg, "d_model", None) or cfg.hidden_size
     n_layers = getattr(cfg, "n_layers", None) or cfg.num_hidden_layers
-    kv_dim = model.module.new_cache(1, 1).k[0].shape[1] * model.module.new_cache(1, 1).k[0].shape[3]
+    kv_dim = model.module.new_cache(1, 1).keys(0)[0, 0].numel()   # H_kv * head_dim
     Nm = matmul_params(net)
     w_bytes = Nm * 2
     P, G, BL = args.prompt, args.gen, args.block

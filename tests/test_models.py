@@ -157,14 +157,15 @@ def test_cache_call_writes_only_the_window(models):
     x = torch.randint(0, 400, (1, 12))
     cache = m.new_cache(1, 12)
     m.forward(x, None, kv=CacheCall(cache))
-    before = [k.clone() for k in cache.k]
+    before = [kv.clone() for kv in cache.kv]
     x2 = x.clone()
     x2[0, 4:8] = 9
     pos = torch.arange(4, 8)[None]
     m.forward(x2[:, 4:8], None, positions=pos, kv=CacheCall(cache, pos=pos))
-    for k0, k1 in zip(before, cache.k):
-        assert torch.equal(k0[:, :, :4], k1[:, :, :4]) and torch.equal(k0[:, :, 8:], k1[:, :, 8:])
-        assert not torch.equal(k0[:, :, 4:8], k1[:, :, 4:8])
+    for kv0, kv1 in zip(before, cache.kv):   # [B, L, 2 H_kv, hd]: K and V of each position
+        assert torch.equal(kv0[:, :4], kv1[:, :4]) and torch.equal(kv0[:, 8:], kv1[:, 8:])
+        h = kv0.shape[2] // 2
+        assert not torch.equal(kv0[:, 4:8, :h], kv1[:, 4:8, :h]) and not torch.equal(kv0[:, 4:8, h:], kv1[:, 4:8, h:])
 
 
 GEN = GenConfig(gen_length=16, block_length=8, early_stop=False)

@@ -83,12 +83,10 @@ class DreamAttention(nn.Module):
         self.o_proj = nn.Linear(c.num_attention_heads * hd, c.hidden_size, bias=False)
 
     def forward(self, x, cos, sin, mask, layer, kv):
-        B, W, D = x.shape
         if not hasattr(self, "w_qkv"):  # fused q/k/v weight; parameters stay views (names unchanged)
             self.w_qkv, self.b_qkv = fuse_linears_(self.q_proj, self.k_proj, self.v_proj)
-        q, k, v = fused_qkv_rope(F.linear(x, self.w_qkv, self.b_qkv), self.n_heads, self.n_kv, cos, sin)
-        a = attend(q, k, v, layer, kv, mask)
-        return self.o_proj(a.transpose(1, 2).reshape(B, W, -1))
+        qkv = fused_qkv_rope(F.linear(x, self.w_qkv, self.b_qkv), self.n_heads, self.n_kv, cos, sin)
+        return self.o_proj(attend(qkv, self.n_heads, layer, kv, mask))
 
 
 class DreamMLP(nn.Module):
@@ -112,9 +110,11 @@ class DreamLayer(nn.Module):
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, layer, kv):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, layer, kv)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, h, cos, sin, mask, layer, kv, next_norm: RMSNorm):
+        """x: the residual stream, h = input_layernorm(x) -> (new residual, next_norm(new residual)):
+        each residual add is fused with the norm that follows it."""
+        x, h = self.post_attention_layernorm.add(x, self.self_attn(h, cos, sin, mask, layer, kv))
+        return next_norm.add(x, self.mlp(h))
 
 
 class _Base(nn.Module):
@@ -146,8 +146,9 @@ class Dream(nn.Module):
         x = m.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(default_positions(input_ids, positions), c.head_dim, c.rope_theta, x.dtype)
         mask = key_padding_mask(attention_mask)
-        for i, layer in enumerate(m.layers):
-            x = layer(x, cos, sin, mask, i, kv)
-        h = m.norm(x)
+        layers = m.layers
+        h = layers[0].input_layernorm(x)
+        for i, layer in enumerate(layers):
+            x, h = layer(x, h, cos, sin, mask, i, kv, layers[i + 1].input_layernorm if i + 1 < len(layers) else m.norm)
         w = m.embed_tokens.weight if c.tie_word_embeddings else self.lm_head.weight
         return nn.functional.linear(h, w), h

@@ -1,10 +1,12 @@
 """Plain-PyTorch blocks shared by our dLLMs (LLaDA, Dream, tiny): RMSNorm, RoPE, SwiGLU and
 bidirectional attention through scaled_dot_product_attention, with an optional KV cache.
 
-KV cache (used by the prefix/dual cache modes of methods/cache.py): one buffer per layer,
-K and V of shape [B, H_kv, L, head_dim], RoPE already applied (RoPE is per position, so
-rotating once at write time equals rotating the whole cache at every read, as the reference
-code does). A forward uses the cache as a `CacheCall` says:
+KV cache (used by the prefix/dual cache modes of methods/cache.py): one buffer per layer of
+shape [B, L, 2 * H_kv, head_dim], token-major, K heads then V heads, RoPE already applied (RoPE is
+per position, so rotating once at write time equals rotating the whole cache at every read, as the
+reference code does). Token-major K/V is the layout of the fused q/k/v projection itself, so a
+window's fresh K/V are written with one indexed copy and attention reads q, K and V as strided views
+(no transposing copies). A forward uses the cache as a `CacheCall` says:
   - pos is None: the whole sequence is fed (a refresh): its K/V are stored for every position;
   - pos [b, W]: only the tokens at those sequence indices are fed (a window): their fresh K/V
     overwrite the cached ones at those indices and the window's queries attend to all L keys.
@@ -22,15 +24,18 @@ from torch import nn
 
 @dataclass
 class KVCache:
-    k: list[torch.Tensor]   # per layer [B, H_kv, L, head_dim]
-    v: list[torch.Tensor]
+    kv: list[torch.Tensor]   # per layer [B, L, 2 * H_kv, head_dim]: K heads, then V heads
 
     @classmethod
     def empty(cls, n_layers: int, batch: int, n_kv_heads: int, length: int, head_dim: int,
               dtype: torch.dtype, device) -> "KVCache":
-        shape = (batch, n_kv_heads, length, head_dim)
-        return cls([torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)],
-                   [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)])
+        shape = (batch, length, 2 * n_kv_heads, head_dim)
+        return cls([torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)])
+
+    def keys(self, layer: int) -> torch.Tensor:
+        """[B, L, H_kv, head_dim] view of one layer's cached keys."""
+        t = self.kv[layer]
+        return t[:, :, :t.shape[2] // 2]
 
 
 @dataclass
@@ -40,6 +45,14 @@ class CacheCall:
     rows: torch.Tensor | None = None      # [b] cache rows of the fed batch rows; None: all rows in order
     pos: torch.Tensor | None = None       # [b, W] sequence indices of the fed tokens; None: whole sequence
     key_mask: torch.Tensor | None = None  # [b, L] bool keys that may be attended (window only); None: all
+
+    def row_index(self, b: int, device) -> torch.Tensor:
+        """[b, 1] cache rows of the fed rows, made once per forward (not once per layer)."""
+        if self.rows is not None:
+            return self.rows[:, None]
+        if getattr(self, "_all_rows", None) is None or self._all_rows.shape[0] != b:
+            self._all_rows = torch.arange(b, device=device)[:, None]
+        return self._all_rows
 
 
 COMPILE_MIN_TOKENS = 2048
@@ -111,6 +124,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return _rms_norm_rows(x.reshape(-1, x.shape[-1]), weight, eps).view(x.shape)
 
 
+@on_gpu_compiled(row_args=(0, 1))
+def _add_rms_norm_rows(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
+    s = x + delta
+    h = s.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return s, weight * h.to(s.dtype)
+
+
 @on_gpu_compiled
 def _swiglu_rows(gate_up: torch.Tensor) -> torch.Tensor:
     g, u = gate_up.chunk(2, dim=-1)
@@ -132,6 +153,11 @@ class RMSNorm(nn.Module):
     def forward(self, x):
         return rms_norm(x, self.weight, self.eps)
 
+    def add(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual add and the next norm in one pass: (x + delta, norm(x + delta))."""
+        s, h = _add_rms_norm_rows(x.reshape(-1, x.shape[-1]), delta.reshape(-1, x.shape[-1]), self.weight, self.eps)
+        return s.view(x.shape), h.view(x.shape)
+
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,53 +169,49 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def fused_qkv_rope(qkv: torch.Tensor, n_heads: int, n_kv: int, cos, sin):
-    """Split a fused [B, W, (H + 2 H_kv) * hd] projection into q, k, v of shape [B, heads, W, hd]
-    (views, no copies for v), RoPE applied to q and k in one pass."""
+def fused_qkv_rope(qkv: torch.Tensor, n_heads: int, n_kv: int, cos, sin) -> torch.Tensor:
+    """A fused [B, W, (H + 2 H_kv) * hd] projection -> [B, W, H + 2 H_kv, hd] with RoPE applied to
+    the q and k heads (one pass, v copied through): the token-major layout `attend` reads."""
     B, W, _ = qkv.shape
-    t = qkv.view(B, W, n_heads + 2 * n_kv, -1)
-    qk = apply_rope(t[:, :, :n_heads + n_kv], cos, sin)
-    q, k, v = qk[:, :, :n_heads], qk[:, :, n_heads:], t[:, :, n_heads + n_kv:]
-    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE of x [B, W, n, hd] with tables [B, W, 1, hd]; computed in the tables'
-    dtype (fp32 tables: full precision), cast back."""
-    B, W = x.shape[:2]
-    out = _rope_rows(x.flatten(0, 1), cos.flatten(0, 1), sin.flatten(0, 1))
-    return out.view(B, W, *out.shape[1:])
+    t = qkv.view(B * W, n_heads + 2 * n_kv, -1)
+    c, s = cos.flatten(0, 1), sin.flatten(0, 1)
+    return _rope_qk_rows(t, c, s, n_heads + n_kv).view(B, W, n_heads + 2 * n_kv, -1)
 
 
 @on_gpu_compiled(row_args=(0, 1, 2))
-def _rope_rows(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _rope_qk_rows(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_rot: int) -> torch.Tensor:
+    return torch.cat([_rope(t[:, :n_rot], cos, sin), t[:, n_rot:]], dim=1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     xc = x.to(cos.dtype)
     x1, x2 = xc.chunk(2, dim=-1)
     return (xc * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, call: CacheCall | None,
+def attend(qkv: torch.Tensor, n_heads: int, layer: int, call: CacheCall | None,
            mask: torch.Tensor | None) -> torch.Tensor:
-    """Bidirectional attention. q [b, H, W, hd]; k, v [b, H_kv, W, hd] with RoPE applied.
-    `mask`: bool key mask broadcastable to [b, 1, W, W] for a full forward (None: no padding)."""
+    """Bidirectional attention over a token-major qkv [b, W, H + 2 H_kv, hd] (RoPE applied to q
+    and k) -> [b, W, H * hd]. `mask`: bool key mask broadcastable to [b, 1, W, W] for a full
+    forward (None: no padding)."""
+    b, W = qkv.shape[:2]
+    kv = qkv[:, :, n_heads:]                       # [b, W, 2 H_kv, hd]
     if call is not None:
-        K, V = call.cache.k[layer], call.cache.v[layer]
+        cached = call.cache.kv[layer]
         if call.pos is None:                       # refresh: store everything
             if call.rows is None:
-                K.copy_(k)
-                V.copy_(v)
+                cached.copy_(kv)
             else:
-                K[call.rows] = k
-                V[call.rows] = v
+                cached[call.rows] = kv
         else:                                      # window: write fresh K/V, attend to all keys
-            b, h = k.shape[:2]
-            rows = call.rows if call.rows is not None else torch.arange(b, device=k.device)
-            idx = (rows[:, None, None], torch.arange(h, device=k.device)[None, :, None], call.pos[:, None, :])
-            K.index_put_(idx, k)
-            V.index_put_(idx, v)
-            k, v = (K, V) if call.rows is None else (K[call.rows], V[call.rows])
+            cached.index_put_((call.row_index(b, kv.device), call.pos), kv)
+            kv = cached if call.rows is None else cached[call.rows]
             mask = call.key_mask[:, None, None, :] if call.key_mask is not None else None
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+    n_kv = kv.shape[2] // 2
+    q = qkv[:, :, :n_heads].transpose(1, 2)        # strided [b, H, W, hd] views: no copies
+    k, v = kv[:, :, :n_kv].transpose(1, 2), kv[:, :, n_kv:].transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=n_heads != n_kv)
+    return out.transpose(1, 2).reshape(b, W, -1)
 
 
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

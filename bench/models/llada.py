@@ -119,15 +119,14 @@ class LLaDABlock(nn.Module):
         self.w_qkv, self.b_qkv = fuse_linears_(self.q_proj, self.k_proj, self.v_proj)
         self.w_gu, self.b_gu = fuse_linears_(self.ff_proj, self.up_proj)
 
-    def forward(self, x, cos, sin, mask, layer: int, kv: CacheCall | None):
-        B, W, D = x.shape
+    def forward(self, x, h, cos, sin, mask, layer: int, kv: CacheCall | None, next_norm: RMSNorm):
+        """x: the residual stream, h = attn_norm(x) -> (new residual, next_norm(new residual)):
+        each residual add is fused with the norm that follows it."""
         if not hasattr(self, "w_qkv"):
             self.fuse_()
-        h = self.attn_norm(x)
-        q, k, v = fused_qkv_rope(F.linear(h, self.w_qkv, self.b_qkv), self.c.n_heads, self.c.kv_heads, cos, sin)
-        a = attend(q, k, v, layer, kv, mask)
-        x = x + self.attn_out(a.transpose(1, 2).reshape(B, W, D))
-        return x + self.ff_out(swiglu(F.linear(self.ff_norm(x), self.w_gu, self.b_gu)))
+        qkv = fused_qkv_rope(F.linear(h, self.w_qkv, self.b_qkv), self.c.n_heads, self.c.kv_heads, cos, sin)
+        x, h = self.ff_norm.add(x, self.attn_out(attend(qkv, self.c.n_heads, layer, kv, mask)))
+        return next_norm.add(x, self.ff_out(swiglu(F.linear(h, self.w_gu, self.b_gu))))
 
 
 class _Transformer(nn.Module):
@@ -161,9 +160,10 @@ class LLaDA(nn.Module):
         tab_dtype = torch.float32 if c.rope_full_precision else x.dtype
         cos, sin = rope_cos_sin(default_positions(input_ids, positions), c.head_dim, c.rope_theta, tab_dtype)
         mask = key_padding_mask(attention_mask)
-        for i, blk in enumerate(t.blocks):
-            x = blk(x, cos, sin, mask, i, kv)
-        h = t.ln_f(x)
+        blocks = t.blocks
+        h = blocks[0].attn_norm(x)
+        for i, blk in enumerate(blocks):
+            x, h = blk(x, h, cos, sin, mask, i, kv, blocks[i + 1].attn_norm if i + 1 < len(blocks) else t.ln_f)
         w = t.wte.weight if c.weight_tying else t.ff_out.weight
         logits = nn.functional.linear(h, w, None if c.weight_tying else t.ff_out.bias)
         return logits[..., :c.vocab_size], h

@@ -30,7 +30,7 @@ class TinyConfig:
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
     ang = positions.float()[..., None] * inv                # [B, L, hd/2]
-    return ang.cos()[:, None], ang.sin()[:, None]           # [B, 1, L, hd/2]
+    return ang.cos()[:, :, None], ang.sin()[:, :, None]     # [B, L, 1, hd/2]
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -51,10 +51,10 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, attn_mask, layer: int = 0, kv: CacheCall | None = None):
         B, L, D = x.shape
-        q, k, v = self.qkv(self.attn_norm(x)).view(B, L, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        a = attend(q, k, v, layer, kv, attn_mask)
-        x = x + self.out(a.transpose(1, 2).reshape(B, L, D))
+        qkv = self.qkv(self.attn_norm(x)).view(B, L, 3 * self.n_heads, -1)   # token-major q, k, v heads
+        qk = apply_rope(qkv[:, :, :2 * self.n_heads], cos, sin)
+        qkv = torch.cat([qk, qkv[:, :, 2 * self.n_heads:]], 2)
+        x = x + self.out(attend(qkv, self.n_heads, layer, kv, attn_mask))
         g, u = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
         return x + self.down(nn.functional.silu(g) * u)
 
