@@ -106,7 +106,11 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[in
         if x.shape[0] > 1:
             for i in row_args:
                 torch._dynamo.mark_dynamic((x, *args)[i], 0)
-        return compiled(x, *args)
+        # No automatic dynamic shapes: a second model of another width in the same process must
+        # recompile with its own constant feature dims (automatic dynamic made them symbolic: the
+        # RoPE kernel then ran 10x slower, measured on the H200).
+        with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+            return compiled(x, *args)
 
     wrapper.__doc__ = fn.__doc__
     return wrapper
