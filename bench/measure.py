@@ -354,3 +354,27 @@ class ForwardTimer:
         out = (self.seconds, self.calls)
         self.seconds, self.calls = 0.0, 0
         return out
+
+
+class EventForwardTimer(ForwardTimer):
+    """ForwardTimer that does not synchronize: CUDA events on the current stream around each
+    forward, read in `take()`. It times the forwards inside an unperturbed decode loop, under the
+    clocks and power state of that loop (bench/bench_speed.py's loop overhead). CUDA only."""
+
+    def __init__(self, model, devices):
+        super().__init__(model, devices)
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def _timed(self, fn, *args, **kwargs):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        out = fn(*args, **kwargs)
+        b.record()
+        self.events.append((a, b))
+        return out
+
+    def take(self) -> tuple[float, int]:
+        torch.cuda.synchronize()
+        out = (sum(a.elapsed_time(b) for a, b in self.events) / 1000, len(self.events))
+        self.events = []
+        return out

@@ -25,9 +25,19 @@ def token_stats(logits: torch.Tensor, temperature: float = 0.0,
         u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
         gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
         x0 = (logits.double() + temperature * gumbel).argmax(-1)
-    else:
-        x0 = logits.argmax(-1)
-    return x0, chosen_prob(logits, x0)
+        return x0, chosen_prob(logits, x0)
+    x0, conf = _greedy_rows(logits.reshape(-1, logits.shape[-1]))
+    return x0.view(logits.shape[:-1]), conf.view(logits.shape[:-1])
+
+
+@on_gpu_compiled(min_numel=1 << 22)
+def _greedy_rows(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """argmax and its probability 1 / sum(exp(l - max)) (l[argmax] is the max exactly): on GPU the
+    max and argmax share one pass over the logits, the sum a second (ATen's argmax alone took
+    52 us at [256, 126464] on an H200, as long as a pass of the fused kernels)."""
+    lf = logits.float()
+    m = lf.amax(-1, keepdim=True)
+    return lf.argmax(-1), 1.0 / (lf - m).exp().sum(-1)
 
 
 def chosen_prob(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """GPU parity: CUDA-graph forwards (full, refresh, window) vs eager, token for token and NFE."""
+import os
 import torch
 from bench.models import load_model
 from methods.base import GenConfig
@@ -16,7 +17,11 @@ def compare(model, prompts, gen, specs, tag):
             res.append(decode(model, build_method(parse_methods(spec)[0], gen), prompts, gen))
         a, b = res
         diff = (a.tokens != b.tokens).sum().item()
-        print(f"parity {tag} {spec}: tokens equal {diff == 0} ({diff} of {a.tokens.numel()} differ), "
+        if os.environ.get("DLLM_COMPILE") == "0":
+            tag_ = tag + " DLLM_COMPILE=0"
+        else:
+            tag_ = tag
+        print(f"parity {tag_} {spec}: tokens equal {diff == 0} ({diff} of {a.tokens.numel()} differ), "
               f"nfe equal {torch.equal(a.nfe, b.nfe)}", flush=True)
     model.cuda_graphs = True
 
