@@ -22,6 +22,8 @@ built when the method reads them: Method.uses_logits / needs_hidden).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
 from bench.models.base import ModelAdapter
@@ -44,14 +46,16 @@ class CacheStepper:
         self.shift = 1 if model.logit_shift else 0
         if self.shift and prompt_len == 0:
             raise ValueError("a logit-shifted model (Dream) needs a non-empty prompt to use a KV cache")
-        self.cache = model.new_cache(batch, length)
         dev = model.device
         self.x0 = torch.zeros((batch, gen_length), dtype=torch.long, device=dev)   # last full forward
         self.conf = torch.zeros((batch, gen_length), device=dev)
         # Window forwards are small and launch-bound: on CUDA they replay a captured graph
         # (one per window shape, built on first use); so do refreshes of all rows when they are
-        # launch-bound too (methods/graphs.py).
-        self.graphs = {} if (dev.type == "cuda" and model.cuda_graphs) else None
+        # launch-bound too (methods/graphs.py). A graph writes the cache tensors it was captured
+        # with, so the model keeps the cache and its graphs per (batch, length) for the next
+        # decode call of that shape (a capture costs more than many steps; every row's first step
+        # refreshes its whole cache row, so nothing stale is read).
+        self.cache, self.graphs = _cache_and_graphs(model, batch, length)
 
     def step(self, rows, xa, aa, block, step_in_block, method, generator):
         """-> x0 [b, G], conf [b, G], logits [b, G, V] or None, hidden [b, G, d] or None."""
@@ -128,6 +132,29 @@ class CacheStepper:
             hidden = hw.new_zeros((hw.shape[0], self.G, hw.shape[-1]))
             hidden.scatter_(1, gpos.unsqueeze(-1).expand_as(hw), hw)
         return x0, conf, logits, hidden
+
+
+CACHES_PER_MODEL = 2
+
+
+def _cache_and_graphs(model, batch: int, length: int):
+    """(KV cache, graphs by key or None where graphs do not apply)."""
+    if model.device.type == "cuda" and model.cuda_graphs:
+        return _shared_cache(model, batch, length)
+    return model.new_cache(batch, length), None
+
+
+def _shared_cache(model, batch: int, length: int):
+    """The model's (KV cache, window/refresh graphs) for this shape, least recently used dropped."""
+    store = model.__dict__.setdefault("_cache_graphs", OrderedDict())
+    key = (batch, length)
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
+    while len(store) >= CACHES_PER_MODEL:
+        store.popitem(last=False)
+    store[key] = (model.new_cache(batch, length), {})
+    return store[key]
 
 
 def _merge(b: int, parts):

@@ -105,3 +105,39 @@ def test_lookahead_launches_forwards_early_and_discards_none_without_early_stop(
             assert stand_in["g"].calls == steps + (1 if judged[-1] else 0)
             if not early_stop:
                 assert not judged[-1] and stand_in["g"].calls == steps, (spec, judged)
+
+
+def test_cache_kept_across_decode_calls_reads_nothing_stale(builtin_model, prompts, monkeypatch):
+    # On a GPU the model keeps the KV cache (and its captured graphs) of a (batch, length) for the
+    # next decode call. Stand that in on CPU: a second batch decoded on the first batch's cache
+    # gives exactly what it gives on a fresh cache.
+    import methods.cache as cache
+    first = encode(builtin_model, prompts)[:4]
+    second = first[1:] + first[:1]         # other prompt in every row, same (batch, length)
+    key = (4, max(map(len, first)) + 48)
+    gen = GenConfig(gen_length=48, block_length=16)
+    for spec in ("threshold:cache=dual", "fixed:cache=prefix"):
+        fresh = loop.decode(builtin_model, method(spec, gen), second, gen)
+        monkeypatch.setattr(cache, "_cache_and_graphs", lambda m, n, L: (cache._shared_cache(m, n, L)[0], None))
+        loop.decode(builtin_model, method(spec, gen), first, gen)
+        kept = builtin_model._cache_graphs[key][0]
+        reused = loop.decode(builtin_model, method(spec, gen), second, gen)
+        assert builtin_model._cache_graphs[key][0] is kept
+        monkeypatch.undo()
+        del builtin_model._cache_graphs
+        assert torch.equal(fresh.tokens, reused.tokens) and torch.equal(fresh.nfe, reused.nfe), spec
+
+
+def test_shared_cache_keeps_the_most_recent_shapes():
+    from methods.cache import CACHES_PER_MODEL, _shared_cache
+
+    class Model:
+        def new_cache(self, batch, length):
+            return object()
+
+    m = Model()
+    first = _shared_cache(m, 1, 10)
+    assert _shared_cache(m, 1, 10) is first            # same shape: the same cache and graphs
+    for n in range(2, 2 + CACHES_PER_MODEL):
+        _shared_cache(m, n, 10)
+    assert (1, 10) not in m._cache_graphs and len(m._cache_graphs) == CACHES_PER_MODEL
