@@ -15,13 +15,6 @@ fp32 logits are built only for methods that read them (Method.uses_logits).
 With a KV cache (method setting cache=prefix|dual) the forward is a refresh or a window forward
 (methods/cache.py). A step makes one host sync (which rows are still decoding; a cached step one
 more: refresh or window), so the GPU queue never drains in the middle of a step.
-
-A graphed full forward does not depend on which rows are still decoding, so it is launched before
-the host learns how the previous step ended (`_Lookahead`): the GPU goes from one step to the next
-without waiting for the host (that wait was 3.6% of a step for LLaDA-8B at batch 1). It is
-launched early only when the host, one step behind, sees a row that will surely still be decoding;
-with early stop that is a guess (a row that has not committed EOS yet is taken to go on), and a
-wrong guess costs one discarded forward per decode call (time and energy, never NFE or tokens).
 """
 from __future__ import annotations
 
@@ -100,21 +93,12 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
 
     padded = bool((p_attn == 0).any())
     attn_fwd = attn if padded else None   # no padding: no mask (SDPA's flash kernel; same positions)
-    stepper = lookahead = None
+    stepper = None
     if method.cache != "none":  # KV cache: refresh or window forwards (methods/cache.py)
         stepper = CacheStepper(model, method.cache, B, x.shape[1], P, G, BL, padded=padded)
-    elif type(method).extent is Method.extent and method.cfg_scale == 0:
-        if full_forward_graph(model, x, attn_fwd, method.needs_hidden) is not None:
-            lookahead = _Lookahead(B, dev, gen)
 
     while True:
-        early = None   # step t's forward, launched before the host knows how step t-1 ended
-        if lookahead is not None and lookahead.surely_continues():
-            early = full_forward_graph(model, x, attn_fwd, method.needs_hidden)(x, attn_fwd)
-        if lookahead is not None:
-            rows = lookahead.rows()
-        else:
-            rows = (~r.done).nonzero().squeeze(1)   # the loop's one host sync per step (it also ends the loop)
+        rows = (~r.done).nonzero().squeeze(1)   # the loop's one host sync per step (it also ends the loop)
         if rows.numel() == 0:
             break
         xa, aa = x[rows], attn[rows]
@@ -130,7 +114,7 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
             if fed is None and calls == 1:   # launch-bound full forwards replay a CUDA graph (methods/graphs.py)
                 graph = full_forward_graph(model, x, attn_fwd, method.needs_hidden)
             if graph is not None:            # the graph carries every row; keep the ones decoding
-                out = early if early is not None else graph(x, attn_fwd)
+                out = graph(x, attn_fwd)
                 keep = slice(None) if rows.numel() == B else rows
                 logits = out.logits[keep, P:]
                 hidden = out.hidden[keep, P:] if out.hidden is not None else None
@@ -182,8 +166,6 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
         r.step_in_block[rows] = torch.where(finished_block, 0, r.step_in_block[rows])
         r.capped[rows] |= capped
         r.done[rows] |= row_done | capped
-        if lookahead is not None:
-            lookahead.publish(r, (torch.isin(gen_a, eos).any(1), rows))
 
     gen_x = x[:, P:]
     first = first_eos_index(gen_x, model.eos_ids)
@@ -191,63 +173,6 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     tokens = torch.where(pos.unsqueeze(0) >= first.unsqueeze(1), model.eos_ids[0], gen_x)
     return DecodeResult(tokens=tokens.cpu(), nfe=r.nfe.cpu(), steps=r.step.cpu(), gen_tokens=first.cpu(),
                         capped=r.capped.cpu(), trace=r.trace, nfe_truncated=r.nfe_truncated.cpu())
-
-
-class _Lookahead:
-    """The host's view of the rows, one step behind the GPU (see the module docstring).
-
-    After each step the rows' done flags, blocks and whether they hold a committed EOS are copied
-    to pinned host memory without waiting; `rows()` waits for that copy alone (the forward launched
-    after it keeps running), and `surely_continues()` judges from the view before it."""
-
-    def __init__(self, batch: int, device, gen: GenConfig):
-        self.gen, self.dev, self.cuda = gen, device, device.type == "cuda"
-        self.state = torch.zeros((3, batch), dtype=torch.long, device=device)   # done, block, eos
-        self.host = torch.zeros((3, batch), dtype=torch.long, pin_memory=self.cuda)
-        self.view = self.host.clone()           # the last state the host has read
-        self.event = None                       # recorded after the copy of the newest state
-        self.steps = 0                          # steps queued (every decoding row takes each one)
-        self.all_rows = torch.arange(batch, device=device)
-        self._rows = {}
-
-    def publish(self, r: _Rows, eos_in: tuple[torch.Tensor, torch.Tensor]) -> None:
-        has_eos, rows = eos_in
-        self.state[0] = r.done.long()
-        self.state[1] = r.block
-        self.state[2, rows] = has_eos.long()
-        self.host.copy_(self.state, non_blocking=self.cuda)
-        self.event = torch.cuda.Event() if self.cuda else True   # (CPU: the copy has happened)
-        if self.cuda:
-            self.event.record()
-        self.steps += 1
-
-    def surely_continues(self) -> bool:
-        """Whether a row is still decoding after the step now queued, judged from the view before it:
-        a row that was decoding, is not at the step cap, is not in its last block and (with early
-        stop) holds no EOS yet (a guess: it could commit EOS and close its block in one step)."""
-        if self.event is None:   # nothing queued yet: every row decodes the first step
-            return True
-        done, block, eos = self.view
-        if self.steps >= self.gen.step_cap:
-            return False
-        live = (done == 0) & (block < self.gen.num_blocks - 1)
-        if self.gen.early_stop:
-            live &= eos == 0
-        return bool(live.any())
-
-    def rows(self) -> torch.Tensor:
-        """The rows decoding at the next step (waits for the newest state's copy only)."""
-        if self.event is not None:
-            if self.cuda:
-                self.event.synchronize()
-            self.view = self.host.clone()
-        live = tuple((self.view[0] == 0).nonzero().squeeze(1).tolist())
-        if len(live) == self.all_rows.numel():
-            return self.all_rows
-        if live not in self._rows:
-            ids = torch.tensor(live, dtype=torch.long, pin_memory=self.cuda)
-            self._rows[live] = ids.to(self.dev, non_blocking=self.cuda)
-        return self._rows[live]
 
 
 # --- truncated forwards (Method.extent; SlowFast's out-of-span reuse) ----------------------------

@@ -1,6 +1,8 @@
 """GPU checks and measurements for the token-major KV cache, the fused add+norm and the lookahead
 loop (results/speed/REPORT.md): compiled vs eager logits, window vs full-forward logits, host cost
-of a graph launch, window-step kernels by profile. Run: PYTHONPATH=. python results/speed/probe_h200_layout.py"""
+of a graph launch, window-step kernels by profile. Run: PYTHONPATH=. python results/speed/probe_h200_layout.py
+Ran at commit b4713f0.
+"""
 import os, statistics, time
 import torch
 from torch.profiler import profile, ProfilerActivity

@@ -1,6 +1,9 @@
 """The GPU timeline of batch-1 decode steps (LLaDA-8B, fixed, no cache): where the time between two
 graphed forwards goes. Writes every kernel of 4 profiled steps to $OUT/timeline_*.txt and prints
-gaps and host API time. Run: PYTHONPATH=. python results/speed/probe_h200_timeline.py"""
+gaps and host API time. Run: PYTHONPATH=. python results/speed/probe_h200_timeline.py
+Ran at commit 303c74c; the lookahead loop it compares (`methods/loop.py` `_Lookahead`) was removed
+afterwards for want of a measurable gain (results/speed/REPORT.md).
+"""
 import os, time
 import torch
 from torch.autograd import DeviceType
