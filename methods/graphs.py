@@ -29,10 +29,12 @@ GRAPHS_PER_MODEL = 4
 
 
 class GraphedCall:
-    def __init__(self, fn, *inputs: torch.Tensor | None):
+    def __init__(self, fn, *inputs: torch.Tensor | None, blas: str | None = None):
+        """`blas`: the matrix-product library (torch.backends.cuda.preferred_blas_library) the
+        warm-up and the capture use; the graph keeps the kernels it picked. None: the default."""
         self.inputs = [t.clone() if t is not None else None for t in inputs]
         run = lambda: fn(*self.inputs)
-        with compiling_for_graph():
+        with compiling_for_graph(), _blas_library(blas):
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):   # warm-up outside the graph (compiles, picks kernels)
@@ -48,6 +50,20 @@ class GraphedCall:
                 static.copy_(t)
         self.graph.replay()
         return self.out
+
+
+class _blas_library:
+    def __init__(self, name: str | None):
+        self.name = name
+
+    def __enter__(self):
+        if self.name is not None:
+            self.saved = torch.backends.cuda.preferred_blas_library()
+            torch.backends.cuda.preferred_blas_library(self.name)
+
+    def __exit__(self, *exc):
+        if self.name is not None:
+            torch.backends.cuda.preferred_blas_library(self.saved)
 
 
 def launch_bound(model, tokens: int) -> bool:

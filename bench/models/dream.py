@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (CacheCall, KVCache, RMSNorm, attend, default_positions, fuse_linears_, fused_qkv_rope,
+from .layers import (CacheCall, KVCache, RMSNorm, default_positions, fuse_linears_, qkv_attention,
                      key_padding_mask, rope_cos_sin, swiglu)
 
 MASK_ID, PAD_ID, EOS_ID = 151666, 151643, 151643
@@ -85,8 +85,8 @@ class DreamAttention(nn.Module):
     def forward(self, x, cos, sin, mask, layer, kv):
         if not hasattr(self, "w_qkv"):  # fused q/k/v weight; parameters stay views (names unchanged)
             self.w_qkv, self.b_qkv = fuse_linears_(self.q_proj, self.k_proj, self.v_proj)
-        qkv = fused_qkv_rope(F.linear(x, self.w_qkv, self.b_qkv), self.n_heads, self.n_kv, cos, sin)
-        return self.o_proj(attend(qkv, self.n_heads, layer, kv, mask))
+        qkv = F.linear(x, self.w_qkv, self.b_qkv)
+        return self.o_proj(qkv_attention(qkv, self.n_heads, self.n_kv, cos, sin, layer, kv, mask))
 
 
 class DreamMLP(nn.Module):

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import window_attention
+
 
 @dataclass
 class KVCache:
@@ -191,6 +193,21 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     xc = x.to(cos.dtype)
     x1, x2 = xc.chunk(2, dim=-1)
     return (xc * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
+
+
+def qkv_attention(qkv: torch.Tensor, n_heads: int, n_kv: int, cos, sin, layer: int,
+                  call: CacheCall | None, mask: torch.Tensor | None) -> torch.Tensor:
+    """RoPE and attention of a fused [b, W, (H + 2 H_kv) * hd] q/k/v projection -> [b, W, H * hd].
+    Cache window steps that would leave SDPA's kernel short of work take the Triton kernels of
+    window_attention.py (RoPE, K/V write and split-key attention in one pass); everything else
+    RoPE in one compiled pass and SDPA."""
+    b, W, width = qkv.shape
+    heads = qkv.view(b, W, n_heads + 2 * n_kv, -1)
+    if call is not None and call.pos is not None and window_attention.available(heads, n_heads):
+        rows = call.row_index(b, qkv.device)[:, 0]
+        return window_attention.window_attention(heads, cos, sin, n_heads, call.cache.kv[layer], rows,
+                                                 call.pos, call.key_mask)
+    return attend(fused_qkv_rope(qkv, n_heads, n_kv, cos, sin), n_heads, layer, call, mask)
 
 
 def attend(qkv: torch.Tensor, n_heads: int, layer: int, call: CacheCall | None,

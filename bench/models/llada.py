@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (CacheCall, KVCache, RMSNorm, attend, default_positions, fuse_linears_, fused_qkv_rope,
+from .layers import (CacheCall, KVCache, RMSNorm, default_positions, fuse_linears_, qkv_attention,
                      key_padding_mask, rope_cos_sin, swiglu)
 
 MASK_ID, EOS_ID, EOT_ID = 126336, 126081, 126348
@@ -124,8 +124,8 @@ class LLaDABlock(nn.Module):
         each residual add is fused with the norm that follows it."""
         if not hasattr(self, "w_qkv"):
             self.fuse_()
-        qkv = fused_qkv_rope(F.linear(h, self.w_qkv, self.b_qkv), self.c.n_heads, self.c.kv_heads, cos, sin)
-        x, h = self.ff_norm.add(x, self.attn_out(attend(qkv, self.c.n_heads, layer, kv, mask)))
+        a = qkv_attention(F.linear(h, self.w_qkv, self.b_qkv), self.c.n_heads, self.c.kv_heads, cos, sin, layer, kv, mask)
+        x, h = self.ff_norm.add(x, self.attn_out(a))
         return next_norm.add(x, self.ff_out(swiglu(F.linear(h, self.w_gu, self.b_gu))))
 
 

@@ -1,0 +1,45 @@
+"""The Triton window-step attention (bench/models/window_attention.py) against the SDPA path, on
+the CPU through Triton's interpreter: outputs, the K/V it writes into the cache, and whole cached
+decodes token for token. (On the GPU: results/speed/window_attention_h200.txt.)"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def measured():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, str(ROOT / "tests" / "window_attention_child.py")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", ["mha", "gqa_mask_rows", "window_of_33"])
+def test_kernel_equals_sdpa_and_writes_the_same_cache(measured, case):
+    r = measured[case]
+    assert r["out"] < 1e-5, r          # fp32, IEEE products: summation order only
+    assert r["cache"] < 1e-6, r        # the window's rotated K and its V, at the same rows and positions
+    assert r["cache_changed"] > 0.1    # ... which the kernel did write
+
+
+@pytest.mark.parametrize("case", ["llada_dual", "dream_prefix"])
+def test_cached_decode_is_token_for_token_the_same(measured, case):
+    assert measured[case]["equal"], measured[case]
+    assert min(measured[case]["nfe"]) > 0
+
+
+def test_gpu_gate_off_the_gpu():
+    import torch
+    from bench.models import window_attention as wa
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("interpreter on: the kernels serve CPU tensors")
+    qkv = torch.zeros(1, 32, 96, 128)
+    assert not wa.available(qkv, 32)          # CPU tensors take the SDPA path
