@@ -169,9 +169,9 @@ def _merge(b: int, parts):
 
 
 # Windows of at most this many tokens capture their matrix products through cuBLASLt: on an H200,
-# LLaDA-8B dual-cache steps of 32 and 64 tokens took 3.2% and 2.7% less time than through the
-# default cuBLAS path; at 128 tokens it was even, at 256 tokens 1.3% slower
-# (results/speed/window_attention_h200.txt).
+# LLaDA-8B dual-cache steps of 32 and 64 tokens took 3.6% and 3.2% less time than through the
+# default cuBLAS path (3.4% and 2.8% with the Triton attention); at 128 and 256 tokens the two were
+# within 1.3% in two runs (results/speed/window_attention_h200.txt).
 LT_WINDOW_TOKENS = 64
 
 

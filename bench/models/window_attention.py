@@ -35,17 +35,17 @@ except ImportError:   # CPU installs: the SDPA path serves
 
 def available(qkv: torch.Tensor, n_heads: int) -> bool:
     """Whether a window step's attention takes these kernels: qkv [b, W, H + 2 H_kv, hd] on a
-    GPU (or under the interpreter), a power-of-two head dim, and fewer (row, head) pairs than the
-    GPU has SMs. With more, SDPA's own kernel (one program per row, head and 64 queries) fills the
-    GPU: on an H200 at LLaDA-8B's window it matched these kernels at batch 4 and beat them at 8,
-    while at batch 1 and 2 these made the step 5.4% and 3.2% faster
-    (results/speed/window_attention_h200.txt). DLLM_TRITON_ATTN=0 turns them off."""
+    GPU (or under the interpreter), a power-of-two head dim, and SDPA's own kernel (one program
+    per row, head and 64 queries) would fill at most half the GPU's SMs. On an H200 at LLaDA-8B's
+    32-token window these made the dual-cache step 5.4% and 3.1% faster at batch 1 and 2; at batch
+    4 and 8 both paths were within 1.3% (results/speed/window_attention_h200.txt).
+    DLLM_TRITON_ATTN=0 turns them off."""
     b, W, _, hd = qkv.shape
     if triton is None or os.environ.get("DLLM_TRITON_ATTN", "1") == "0" or hd < 16 or hd & (hd - 1):
         return False
     if os.environ.get("TRITON_INTERPRET") == "1":
         return True
-    return qkv.is_cuda and b * n_heads * triton.cdiv(W, 64) < _sm_count(qkv.device)
+    return qkv.is_cuda and 2 * b * n_heads * triton.cdiv(W, 64) <= _sm_count(qkv.device)
 
 
 @functools.lru_cache(maxsize=None)
