@@ -8,6 +8,9 @@
             as the decode loop replays it (CUDA graph), attention by SDPA or Triton, products by
             cuBLAS or cuBLASLt, batch 1, 2, 4, 8.
 Run: PYTHONPATH=. python results/speed/window_attention_h200.py --parity --sweep --step
+Record: window_attention_h200.txt, measured at 478bf27 (before the kernels were limited to batches
+whose SDPA grid fills at most half the SMs, so its "as the loop builds it" at batch 4 used them;
+and with a local copy of bench_speed.cuda_time taking one warm-up call instead of three).
 """
 import os
 import statistics
@@ -15,6 +18,7 @@ import sys
 
 import torch
 
+from bench.bench_speed import cuda_time
 from bench.models import window_attention as wa
 from bench.models.layers import CacheCall, KVCache, attend, fused_qkv_rope, rope_cos_sin
 
@@ -39,19 +43,6 @@ def graph_time(fn, reps=30):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         g.replay()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) / 1000)
-    return statistics.median(ts)
-
-
-def per_call(fn, reps=30):
-    fn()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
         b.record()
         b.synchronize()
         ts.append(a.elapsed_time(b) / 1000)
@@ -127,10 +118,10 @@ if "--step" in sys.argv:
                 window = lambda ids, positions, p, km: m.forward(ids, None, positions=positions,
                                                                   kv=CacheCall(cache, pos=p, key_mask=km))
                 gw = GraphedCall(window, ids, pos, pos, None, blas=blas)
-                line.append(f"{attn}+{blas} {per_call(lambda: gw(ids, pos, pos, None)) * 1e3:.3f}")
+                line.append(f"{attn}+{blas} {cuda_time(lambda: gw(ids, pos, pos, None), reps=30) * 1e3:.3f}")
                 del gw
         os.environ["DLLM_TRITON_ATTN"] = "1"
         gw = _GraphedWindow(m, cache, ids, pos, CacheCall(cache, pos=pos), False)   # what the loop builds
-        line.append(f"as the loop builds it {per_call(lambda: gw(ids, pos, pos, None)) * 1e3:.3f}")
+        line.append(f"as the loop builds it {cuda_time(lambda: gw(ids, pos, pos, None), reps=30) * 1e3:.3f}")
         del gw
         print(f"b={b}: " + ", ".join(line), flush=True)
