@@ -57,17 +57,15 @@ class CacheStepper:
         # refreshes its whole cache row, so nothing stale is read).
         self.cache, self.graphs = _cache_and_graphs(model, batch, length)
 
-    def step(self, rows, xa, aa, block, refresh, method, generator):
-        """`refresh`: [b] bool on the host, the rows whose step starts a block (the loop reads it
-        in its one host sync per step) -> x0 [b, G], conf [b, G], logits [b, G, V] or None,
-        hidden [b, G, d] or None."""
+    def step(self, rows, xa, aa, block, step_in_block, method, generator):
+        """-> x0 [b, G], conf [b, G], logits [b, G, V] or None, hidden [b, G, d] or None."""
         b = rows.numel()
-        n = int(refresh.sum())          # which forward to run (a host tensor: no sync)
+        refresh = step_in_block == 0
+        n = int(refresh.sum())          # which forward to run: the one host sync of a cached step
         if n in (0, b):
             fn = self._refresh if n == b else self._windows
             return fn(rows, xa, aa, block, method, generator)
-        ri = refresh.nonzero().squeeze(1).to(xa.device)
-        wi = (~refresh).nonzero().squeeze(1).to(xa.device)
+        ri, wi = refresh.nonzero().squeeze(1), (~refresh).nonzero().squeeze(1)
         parts = [(ri, self._refresh(rows[ri], xa[ri], aa[ri], block[ri], method, generator)),
                  (wi, self._windows(rows[wi], xa[wi], aa[wi], block[wi], method, generator))]
         return tuple(_merge(b, [(i, p[k]) for i, p in parts]) for k in range(4))
@@ -89,11 +87,7 @@ class CacheStepper:
         logits = out.logits[:, self.P:]
         x0, conf = token_stats(logits, method.temperature, generator)
         logits = logits.float() if method.uses_logits else None
-        if call.rows is None:
-            self.x0.copy_(x0)
-            self.conf.copy_(conf)
-        else:
-            self.x0[rows], self.conf[rows] = x0, conf
+        self.x0[rows], self.conf[rows] = x0, conf
         hidden = out.hidden[:, self.P:] if out.hidden is not None else None
         return x0, conf, logits, hidden
 
@@ -127,8 +121,8 @@ class CacheStepper:
         lw = out.logits[:, s:]
         gpos = pos[:, s:] - self.P                                         # generated-region index
         x0w, confw = token_stats(lw, method.temperature, generator)
-        last_x0, last_conf = (self.x0, self.conf) if call.rows is None else (self.x0[rows], self.conf[rows])
-        x0, conf = last_x0.scatter(1, gpos, x0w), last_conf.scatter(1, gpos, confw)
+        x0 = self.x0[rows].scatter(1, gpos, x0w)
+        conf = self.conf[rows].scatter(1, gpos, confw)
         logits = hidden = None
         if method.uses_logits:
             logits = lw.new_zeros((lw.shape[0], self.G, lw.shape[-1]), dtype=torch.float32)

@@ -13,9 +13,8 @@ replays a CUDA graph of the whole batch, methods/graphs.py, where the extra rows
 nothing). Greedy decoding is deterministic. Token statistics read the logits in the model's dtype;
 fp32 logits are built only for methods that read them (Method.uses_logits).
 With a KV cache (method setting cache=prefix|dual) the forward is a refresh or a window forward
-(methods/cache.py). A step makes one host sync, at its start: which rows are still decoding and,
-with a cache, which of them start a block (refresh or window forward); so the GPU queue never
-drains in the middle of a step.
+(methods/cache.py). A step makes one host sync (which rows are still decoding; a cached step one
+more: refresh or window), so the GPU queue never drains in the middle of a step.
 """
 from __future__ import annotations
 
@@ -99,23 +98,19 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     if method.cache != "none":  # KV cache: refresh or window forwards (methods/cache.py)
         stepper = CacheStepper(model, method.cache, B, x.shape[1], P, G, BL, padded=padded)
 
-    all_rows = torch.arange(B, device=dev)
     while True:
-        live = (~r.done)[None] if stepper is None else torch.stack((~r.done, r.step_in_block == 0))
-        live = live.cpu()    # the loop's one host sync per step (it also ends the loop)
-        rows_h = live[0].nonzero().squeeze(1)
-        if rows_h.numel() == 0:
+        rows = (~r.done).nonzero().squeeze(1)   # the loop's one host sync per step (it also ends the loop)
+        if rows.numel() == 0:
             break
         # While every row decodes (always at batch 1), per-row state is read as the tensors
         # themselves and updated in place: no gather/scatter kernels (each is a launch on the GPU).
-        every = rows_h.numel() == B
-        rows = all_rows if every else rows_h.to(dev)
+        every = rows.numel() == B
         at = (lambda t: t) if every else (lambda t: t[rows])
         xa, aa = at(x), at(attn)
         block, step_in_block = at(r.block), at(r.step_in_block)
         fed = None
         if stepper is not None:   # KV cache (methods/cache.py); truncated forwards are not combined with it
-            x0, conf, logits, hidden = stepper.step(rows, xa, aa, block, live[1][rows_h], method, generator)
+            x0, conf, logits, hidden = stepper.step(rows, xa, aa, block, step_in_block, method, generator)
             _add_(r.nfe, rows, every, 1)
         else:
             fed = method.extent(rows)
