@@ -86,7 +86,6 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
               nfe_truncated=zeros.clone(),
               trace=[[] for _ in range(B)] if trace else None)
     pos = torch.arange(G, device=dev)
-    pos_block = pos // BL
     eos = torch.tensor(model.eos_ids, device=dev)
     method.start(B, dev, generator)
     prompt_len = p_attn.sum(1).to(dev)
@@ -102,16 +101,12 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
         rows = (~r.done).nonzero().squeeze(1)   # the loop's one host sync per step (it also ends the loop)
         if rows.numel() == 0:
             break
-        # While every row decodes (always at batch 1), per-row state is read as the tensors
-        # themselves and updated in place: no gather/scatter kernels (each is a launch on the GPU).
-        every = rows.numel() == B
-        at = (lambda t: t) if every else (lambda t: t[rows])
-        xa, aa = at(x), at(attn)
-        block, step_in_block = at(r.block), at(r.step_in_block)
+        xa, aa = x[rows], attn[rows]
         fed = None
         if stepper is not None:   # KV cache (methods/cache.py); truncated forwards are not combined with it
-            x0, conf, logits, hidden = stepper.step(rows, xa, aa, block, step_in_block, method, generator)
-            _add_(r.nfe, rows, every, 1)
+            x0, conf, logits, hidden = stepper.step(rows, xa, aa, r.block[rows], r.step_in_block[rows],
+                                                    method, generator)
+            r.nfe[rows] += 1
         else:
             fed = method.extent(rows)
             calls = 2 if method.cfg_scale > 0 else 1
@@ -133,7 +128,7 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
                     ux[:, :P] = torch.where(af[:, :P].bool(), model.mask_id, ux[:, :P])
                     un = model.forward(ux, af).logits[:, P:].float()
                     logits = un + (method.cfg_scale + 1) * (logits.float() - un)
-            _add_(r.nfe, rows, every, calls)
+            r.nfe[rows] += calls
             x0, conf = token_stats(logits, method.temperature, generator)
             logits = logits.float() if method.uses_logits else None   # the model's dtype until a method reads it
             if fed is not None:
@@ -142,46 +137,35 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
 
         gen_a = xa[:, P:]
         masked = gen_a == model.mask_id
-        in_block = pos_block == block.unsqueeze(1)
-        # (copies where `at` gives views: a method may keep what it is handed)
+        in_block = (pos // BL) == r.block[rows].unsqueeze(1)
         ctx = StepContext(rows=rows, x0=x0, conf=conf, logits=logits, candidates=masked & in_block,
-                          block=block.clone() if every else block,
-                          step_in_block=step_in_block.clone() if every else step_in_block,
-                          step=at(r.step).clone() if every else r.step[rows],
-                          hidden=hidden, prompt_len=at(prompt_len), fed=fed)
+                          block=r.block[rows], step_in_block=r.step_in_block[rows], step=r.step[rows],
+                          hidden=hidden, prompt_len=prompt_len[rows], fed=fed)
         commit = method.select(ctx) & ctx.candidates
         gen_a = torch.where(commit, x0, gen_a)
 
         if r.trace is not None:
-            _record(r.trace, rows, ctx.step, masked, x0, conf, commit)
+            _record(r.trace, rows, r.step[rows], masked, x0, conf, commit)
+        r.step[rows] += 1
+        r.step_in_block[rows] += 1
 
         # block bookkeeping
         block_open = ((gen_a == model.mask_id) & in_block).any(1)
         finished_block = ~block_open
-        next_block = ctx.block + finished_block.long()
+        next_block = r.block[rows] + finished_block.long()
         upto = (pos.unsqueeze(0) < (next_block * BL).unsqueeze(1))
         has_eos = (torch.isin(gen_a, eos) & upto).any(1)
         row_done = next_block >= gen.num_blocks
         if gen.early_stop:
             row_done |= finished_block & has_eos
-        capped = ~row_done & (ctx.step + 1 >= gen.step_cap)
+        capped = ~row_done & (r.step[rows] >= gen.step_cap)
         # fill what is left with the last proposal, at no extra NFE (no `if capped.any()`: a host sync)
         gen_a = torch.where(capped.unsqueeze(1) & (gen_a == model.mask_id), x0, gen_a)
-        step_in_block = torch.where(finished_block, 0, ctx.step_in_block + 1)
-        if every:
-            x[:, P:] = gen_a
-            r.step += 1
-            r.block.copy_(next_block)
-            r.step_in_block.copy_(step_in_block)
-            r.capped |= capped
-            r.done |= row_done | capped
-        else:
-            x[rows, P:] = gen_a
-            r.step[rows] += 1
-            r.block[rows] = next_block
-            r.step_in_block[rows] = step_in_block
-            r.capped[rows] |= capped
-            r.done[rows] |= row_done | capped
+        x[rows, P:] = gen_a
+        r.block[rows] = next_block
+        r.step_in_block[rows] = torch.where(finished_block, 0, r.step_in_block[rows])
+        r.capped[rows] |= capped
+        r.done[rows] |= row_done | capped
 
     gen_x = x[:, P:]
     first = first_eos_index(gen_x, model.eos_ids)
@@ -189,13 +173,6 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     tokens = torch.where(pos.unsqueeze(0) >= first.unsqueeze(1), model.eos_ids[0], gen_x)
     return DecodeResult(tokens=tokens.cpu(), nfe=r.nfe.cpu(), steps=r.step.cpu(), gen_tokens=first.cpu(),
                         capped=r.capped.cpu(), trace=r.trace, nfe_truncated=r.nfe_truncated.cpu())
-
-
-def _add_(t: torch.Tensor, rows: torch.Tensor, every: bool, n: int) -> None:
-    if every:
-        t += n
-    else:
-        t[rows] += n
 
 
 # --- truncated forwards (Method.extent; SlowFast's out-of-span reuse) ----------------------------
