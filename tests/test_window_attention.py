@@ -36,10 +36,21 @@ def test_cached_decode_is_token_for_token_the_same(measured, case):
     assert min(measured[case]["nfe"]) > 0
 
 
-def test_gpu_gate_off_the_gpu():
+def test_which_path_a_window_step_takes(monkeypatch):
+    import types
+
     import torch
     from bench.models import window_attention as wa
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("interpreter on: the kernels serve CPU tensors")
-    qkv = torch.zeros(1, 32, 96, 128)
-    assert not wa.available(qkv, 32)          # CPU tensors take the SDPA path
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("DLLM_TRITON_ATTN", raising=False)
+    assert not wa.available(torch.zeros(1, 32, 96, 128), 32)          # CPU tensors: SDPA
+    gpu = lambda b, hd=128: types.SimpleNamespace(shape=(b, 32, 96, hd), is_cuda=True, device="cuda:0")
+    monkeypatch.setattr(wa, "_gpu", lambda device: (132, 9))         # an H100/H200
+    assert wa.available(gpu(1), 32) and wa.available(gpu(2), 32)      # 32 and 64 (row, head) pairs
+    assert not wa.available(gpu(4), 32)                               # 128 > half of 132 SMs: SDPA
+    assert not wa.available(gpu(1, hd=96), 32)                        # head dim not a power of two
+    monkeypatch.setenv("DLLM_TRITON_ATTN", "0")
+    assert not wa.available(gpu(1), 32)
+    monkeypatch.delenv("DLLM_TRITON_ATTN")
+    monkeypatch.setattr(wa, "_gpu", lambda device: (80, 7))          # a V100: no bf16 products
+    assert not wa.available(gpu(1), 32)

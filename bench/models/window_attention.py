@@ -35,26 +35,30 @@ except ImportError:   # CPU installs: the SDPA path serves
 
 def available(qkv: torch.Tensor, n_heads: int) -> bool:
     """Whether a window step's attention takes these kernels: qkv [b, W, H + 2 H_kv, hd] on a
-    GPU (or under the interpreter), a power-of-two head dim, and SDPA's own kernel (one program
-    per row, head and 64 queries) would fill at most half the GPU's SMs. On an H200 at LLaDA-8B's
-    32-token window these made the dual-cache step 5.4% and 3.1% faster at batch 1 and 2; at batch
-    4 and 8 both paths were within 1.3% (results/speed/window_attention_h200.txt).
-    DLLM_TRITON_ATTN=0 turns them off."""
+    GPU of compute capability 8.0 or newer (or under the interpreter), a power-of-two head dim,
+    and SDPA's own kernel (one program per row, head and 64 queries) would fill at most half the
+    GPU's SMs. On an H200 at LLaDA-8B's 32-token window these made the dual-cache step 5.4% and
+    3.1% faster at batch 1 and 2; at batch 4 and 8 both paths were within 1.4%
+    (results/speed/window_attention_h200.txt). DLLM_TRITON_ATTN=0 turns them off."""
     b, W, _, hd = qkv.shape
     if triton is None or os.environ.get("DLLM_TRITON_ATTN", "1") == "0" or hd < 16 or hd & (hd - 1):
         return False
     if os.environ.get("TRITON_INTERPRET") == "1":
         return True
-    return qkv.is_cuda and 2 * b * n_heads * triton.cdiv(W, 64) <= _sm_count(qkv.device)
+    if not qkv.is_cuda:
+        return False
+    sms, major = _gpu(qkv.device)
+    return major >= 8 and 2 * b * n_heads * triton.cdiv(W, 64) <= sms   # bf16 products need sm80+
 
 
 @functools.lru_cache(maxsize=None)
-def _sm_count(device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
+def _gpu(device) -> tuple[int, int]:
+    props = torch.cuda.get_device_properties(device)
+    return props.multi_processor_count, props.major
 
 
 # Launch settings: the fastest of a sweep on an H200 at LLaDA-8B's batch-1 window
-# (results/speed/window_attention_sweep_h200.txt).
+# (results/speed/window_attention_h200.txt, --sweep).
 BLOCK_N = 32         # keys per tile
 CHUNK_TILES = 4      # most tiles per cache chunk (one program each)
 MIN_PROGRAMS = 264   # ~2 per SM of an H100/H200: chunks enough to fill the GPU at batch 1
