@@ -22,7 +22,7 @@ def measured():
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("case", ["mha", "gqa_mask_rows", "window_of_33"])
+@pytest.mark.parametrize("case", ["mha", "gqa_mask_rows", "window_of_33", "long_sequence"])
 def test_kernel_equals_sdpa_and_writes_the_same_cache(measured, case):
     r = measured[case]
     assert r["out"] < 1e-5, r          # fp32, IEEE products: summation order only

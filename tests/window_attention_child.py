@@ -54,6 +54,7 @@ print(json.dumps({
     "mha": kernel_vs_sdpa(B=2, L=70, H=4, HKV=4, hd=32, W=8, masked=False, rows=[0, 1]),
     "gqa_mask_rows": kernel_vs_sdpa(B=3, L=90, H=4, HKV=2, hd=16, W=9, masked=True, rows=[2, 0]),
     "window_of_33": kernel_vs_sdpa(B=1, L=100, H=2, HKV=1, hd=32, W=33, masked=False, rows=[0]),
+    "long_sequence": kernel_vs_sdpa(B=1, L=3000, H=2, HKV=1, hd=16, W=8, masked=False, rows=[0]),
     "llada_dual": decode_both_paths("llada-tiny", "threshold:tau=0.5,cache=dual"),
     "dream_prefix": decode_both_paths("dream-tiny", "fixed:steps=8,cache=prefix"),
 }))

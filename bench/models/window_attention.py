@@ -5,11 +5,12 @@ A window step feeds W tokens (a dual-cache block: 32) that attend to all L cache
 that put only H x ceil(W / 64) thread blocks (32 at batch 1) on the GPU: 19 us per LLaDA-8B layer
 at batch 1 for 12.6 MB of K/V (H200). Here (flash-decoding):
 
-  1. `_attend_split`, one program per (row, q head, chunk of keys): RoPE on the q of the fused
-     q/k/v projection; keys from the cache, except at the window's own positions, where k is rotated
-     from the projection and written to the cache with v (by one q head per kv head, so no program
-     reads a cache entry another one writes); one flash-attention pass over the chunk, keeping the
-     unnormalized output, its running max and its sum.
+  1. `_attend_split`, one program per (row, q head, part): RoPE on the q of the fused q/k/v
+     projection, then one flash-attention pass over the part's keys, keeping the unnormalized
+     output, its running max and its sum. A part is a chunk of the cache without the window's
+     positions, or (the last part) the window's own keys: k rotated from the projection and
+     written to the cache with v by one q head per kv head (no program reads a cache entry that
+     another one writes).
   2. `_combine`: merges the chunks of each (row, head) and writes [b, W, H * hd].
 
 Math as in the SDPA path: RoPE in fp32 cast to the model dtype, scores and softmax in fp32,
@@ -64,6 +65,7 @@ CHUNK_TILES = 4      # most tiles per cache chunk (one program each)
 MIN_PROGRAMS = 264   # ~2 per SM of an H100/H200: chunks enough to fill the GPU at batch 1
 COMBINE_ROWS = 4     # query rows per combine program
 NUM_WARPS, NUM_STAGES = 2, 3
+MAX_PARTS = 16       # cache chunks + the window's own part
 
 
 def window_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int,
@@ -80,7 +82,8 @@ def window_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_
     cos, sin = cos.reshape(b, W, hd), sin.reshape(b, W, hd)
     per_head = max(1, MIN_PROGRAMS // (b * n_heads))
     chunk = min(CHUNK_TILES * BLOCK_N, triton.cdiv(triton.cdiv(L, per_head), BLOCK_N) * BLOCK_N)
-    chunk = max(chunk, triton.cdiv(L, 64 * BLOCK_N) * BLOCK_N)   # the combine merges <= 64 parts
+    # longer chunks on long sequences: the combine holds at most 16 parts in registers
+    chunk = max(chunk, triton.cdiv(L, (MAX_PARTS - 1) * BLOCK_N) * BLOCK_N)
     splits = triton.cdiv(L, chunk) + 1       # the cache chunks, then the window's own keys
     block_m = max(16, triton.next_power_of_2(W))
     o_part = torch.empty((b * n_heads, splits, block_m, hd), dtype=torch.float32, device=qkv.device)
