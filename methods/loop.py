@@ -89,6 +89,7 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     eos = torch.tensor(model.eos_ids, device=dev)
     method.start(B, dev, generator)
     prompt_len = p_attn.sum(1).to(dev)
+    batch = _Batch(model, method, gen, P, pos, eos, prompt_len)
     reuse = _Reuse(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev))
 
     padded = bool((p_attn == 0).any())
@@ -135,37 +136,7 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
                 x0, conf, logits, hidden = _reuse_beyond(reuse, rows, fed, x0, conf, logits, hidden, G)
                 r.nfe_truncated[rows] += calls * (fed < G).long()
 
-        gen_a = xa[:, P:]
-        masked = gen_a == model.mask_id
-        in_block = (pos // BL) == r.block[rows].unsqueeze(1)
-        ctx = StepContext(rows=rows, x0=x0, conf=conf, logits=logits, candidates=masked & in_block,
-                          block=r.block[rows], step_in_block=r.step_in_block[rows], step=r.step[rows],
-                          hidden=hidden, prompt_len=prompt_len[rows], fed=fed)
-        commit = method.select(ctx) & ctx.candidates
-        gen_a = torch.where(commit, x0, gen_a)
-
-        if r.trace is not None:
-            _record(r.trace, rows, r.step[rows], masked, x0, conf, commit)
-        r.step[rows] += 1
-        r.step_in_block[rows] += 1
-
-        # block bookkeeping
-        block_open = ((gen_a == model.mask_id) & in_block).any(1)
-        finished_block = ~block_open
-        next_block = r.block[rows] + finished_block.long()
-        upto = (pos.unsqueeze(0) < (next_block * BL).unsqueeze(1))
-        has_eos = (torch.isin(gen_a, eos) & upto).any(1)
-        row_done = next_block >= gen.num_blocks
-        if gen.early_stop:
-            row_done |= finished_block & has_eos
-        capped = ~row_done & (r.step[rows] >= gen.step_cap)
-        # fill what is left with the last proposal, at no extra NFE (no `if capped.any()`: a host sync)
-        gen_a = torch.where(capped.unsqueeze(1) & (gen_a == model.mask_id), x0, gen_a)
-        x[rows, P:] = gen_a
-        r.block[rows] = next_block
-        r.step_in_block[rows] = torch.where(finished_block, 0, r.step_in_block[rows])
-        r.capped[rows] |= capped
-        r.done[rows] |= row_done | capped
+        _advance(batch, r, x, rows, rows, xa[:, P:], x0, conf, logits, hidden, fed)
 
     gen_x = x[:, P:]
     first = first_eos_index(gen_x, model.eos_ids)
@@ -173,6 +144,62 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     tokens = torch.where(pos.unsqueeze(0) >= first.unsqueeze(1), model.eos_ids[0], gen_x)
     return DecodeResult(tokens=tokens.cpu(), nfe=r.nfe.cpu(), steps=r.step.cpu(), gen_tokens=first.cpu(),
                         capped=r.capped.cpu(), trace=r.trace, nfe_truncated=r.nfe_truncated.cpu())
+
+
+@dataclass
+class _Batch:
+    """What stays fixed through one decode call."""
+    model: ModelAdapter
+    method: Method
+    gen: GenConfig
+    P: int                    # padded prompt length
+    pos: torch.Tensor         # [G] generated positions 0..G-1
+    eos: torch.Tensor         # EOS ids
+    prompt_len: torch.Tensor  # [B] real prompt lengths
+
+
+def _advance(b: _Batch, r: _Rows, x, rows, ctx_rows, gen_a, x0, conf, logits, hidden, fed, act=None) -> None:
+    """One step's commit and bookkeeping for `rows` (an index tensor, or slice(None) for all):
+    the method selects inside each row's block, x0 is written there, blocks and counters move on.
+    Updates x and r in place. `act` ([b] bool, or None for all): the rows that take this step; a
+    graphed step (methods/graphs.py, CapturedStep) runs every row and leaves finished ones as they are."""
+    model, gen, pos = b.model, b.gen, b.pos
+    masked = gen_a == model.mask_id
+    in_block = (pos // gen.block_length) == r.block[rows].unsqueeze(1)
+    candidates = masked & in_block if act is None else masked & in_block & act.unsqueeze(1)
+    ctx = StepContext(rows=ctx_rows, x0=x0, conf=conf, logits=logits, candidates=candidates,
+                      block=r.block[rows], step_in_block=r.step_in_block[rows], step=r.step[rows],
+                      hidden=hidden, prompt_len=b.prompt_len[rows], fed=fed)
+    commit = b.method.select(ctx) & candidates
+    gen_a = torch.where(commit, x0, gen_a)
+
+    if r.trace is not None:
+        _record(r.trace, ctx_rows, r.step[rows], masked, x0, conf, commit)
+    took = 1 if act is None else act.long()
+    r.step[rows] += took
+    r.step_in_block[rows] += took
+
+    # block bookkeeping
+    finished_block = ~((gen_a == model.mask_id) & in_block).any(1)
+    if act is not None:
+        finished_block &= act
+    next_block = r.block[rows] + finished_block.long()
+    upto = (pos.unsqueeze(0) < (next_block * gen.block_length).unsqueeze(1))
+    has_eos = (torch.isin(gen_a, b.eos) & upto).any(1)
+    row_done = next_block >= gen.num_blocks
+    if gen.early_stop:
+        row_done |= finished_block & has_eos
+    capped = ~row_done & (r.step[rows] >= gen.step_cap)
+    if act is not None:
+        row_done &= act
+        capped &= act
+    # fill what is left with the last proposal, at no extra NFE (no `if capped.any()`: a host sync)
+    gen_a = torch.where(capped.unsqueeze(1) & (gen_a == model.mask_id), x0, gen_a)
+    x[rows, b.P:] = gen_a
+    r.block[rows] = next_block
+    r.step_in_block[rows] = torch.where(finished_block, 0, r.step_in_block[rows])
+    r.capped[rows] |= capped
+    r.done[rows] |= row_done | capped
 
 
 # --- truncated forwards (Method.extent; SlowFast's out-of-span reuse) ----------------------------
