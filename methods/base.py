@@ -65,6 +65,9 @@ class Method:
     uses_logits: ClassVar[bool] = True   # False: select() reads only x0/conf (KV-cache window steps
                                          # then skip building full-width logits; ctx.logits may be None)
     cache: str = "none"                  # KV cache mode, set by the registry (methods/cache.py)
+    # True: select() treats each row on its own, draws no random numbers and never syncs with the
+    # host, so on GPU the loop may capture it in a CUDA graph run over every row (methods/loop.py).
+    graph_step: ClassVar[bool] = False
 
     def __init__(self, cfg, gen: GenConfig):
         self.cfg, self.gen = cfg, gen

@@ -52,6 +52,10 @@ class FixedMethod(Method):
     def cfg_scale(self) -> float:
         return self.cfg.cfg_scale
 
+    @property
+    def graph_step(self) -> bool:   # random remasking draws numbers per step
+        return self.cfg.remasking == "low_confidence"
+
     def start(self, batch_size: int, device: torch.device, generator: torch.Generator | None) -> None:
         self.quota = self.quota.to(device)
         self.generator = generator

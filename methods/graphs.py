@@ -12,6 +12,8 @@ GPU work (H100, results/speed/REPORT.md). Replaying a captured graph launches it
   computed and ignored), so one decode call needs one graph rather than one per number of rows
   still decoding; for a launch-bound forward the extra rows cost next to nothing. A few graphs
   are kept per model (least recently used dropped), as batches of the same shape recur.
+- `CapturedStep`: the rest of a graphed no-cache step (token stats, the method's selection, the
+  loop's bookkeeping) in a second graph, so a step launches two graphs and syncs once.
 """
 from __future__ import annotations
 
@@ -34,22 +36,42 @@ class GraphedCall:
         warm-up and the capture use; the graph keeps the kernels it picked. None: the default."""
         self.inputs = [t.clone() if t is not None else None for t in inputs]
         run = lambda: fn(*self.inputs)
-        with compiling_for_graph(), _blas_library(blas):
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):   # warm-up outside the graph (compiles, picks kernels)
-                run()
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.out = run()
+        self.graph, self.out = _capture(run, run, blas)
 
     def __call__(self, *inputs: torch.Tensor | None):
         for static, t in zip(self.inputs, inputs):
-            if static is not None:
+            if static is not None and t is not static:
                 static.copy_(t)
         self.graph.replay()
         return self.out
+
+
+class CapturedStep:
+    """fn(*state), captured once and replayed on the same state tensors, which it updates in place:
+    a decode step's bookkeeping (methods/loop.py). Not a forward, so the forward timers
+    (bench/measure.py) neither time nor count it. Its warm-up runs on copies of the state, so
+    building it changes nothing."""
+
+    def __init__(self, fn, *state: torch.Tensor):
+        self.graph, _ = _capture(lambda: fn(*[t.clone() for t in state]), lambda: fn(*state))
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+def _capture(warm_up, run, blas: str | None = None):
+    """A CUDA graph of run(), after one warm-up call on a side stream (it compiles kernels and picks
+    the product algorithms), and run()'s output (static: overwritten by each replay)."""
+    with compiling_for_graph(), _blas_library(blas):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            warm_up()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = run()
+    return graph, out
 
 
 class _blas_library:

@@ -14,7 +14,9 @@ nothing). Greedy decoding is deterministic. Token statistics read the logits in 
 fp32 logits are built only for methods that read them (Method.uses_logits).
 With a KV cache (method setting cache=prefix|dual) the forward is a refresh or a window forward
 (methods/cache.py). A step makes one host sync (which rows are still decoding; a cached step one
-more: refresh or window), so the GPU queue never drains in the middle of a step.
+more: refresh or window), so the GPU queue never drains in the middle of a step. Where the full
+forward is graphed and the method's selection allows it (Method.graph_step), the rest of the step
+is graphed too (`_graphed_steps`).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 from bench.models.base import ModelAdapter
 from .base import GenConfig, Method, StepContext
 from .cache import CacheStepper
-from .graphs import full_forward_graph
+from .graphs import CapturedStep, GraphedCall, full_forward_graph
 from .select import token_stats
 
 
@@ -94,6 +96,11 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
 
     padded = bool((p_attn == 0).any())
     attn_fwd = attn if padded else None   # no padding: no mask (SDPA's flash kernel; same positions)
+    if method.cache == "none" and not trace and _graphable(method):
+        fwd = full_forward_graph(model, x, attn_fwd, False)
+        if fwd is not None:   # GPU, launch-bound: the whole step in two graphs
+            _graphed_steps(fwd, batch, r, x, attn_fwd)
+            return _result(batch, r, x)
     stepper = None
     if method.cache != "none":  # KV cache: refresh or window forwards (methods/cache.py)
         stepper = CacheStepper(model, method.cache, B, x.shape[1], P, G, BL, padded=padded)
@@ -138,12 +145,54 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
 
         _advance(batch, r, x, rows, rows, xa[:, P:], x0, conf, logits, hidden, fed)
 
-    gen_x = x[:, P:]
-    first = first_eos_index(gen_x, model.eos_ids)
+    return _result(batch, r, x)
+
+
+def _result(b: "_Batch", r: _Rows, x: torch.Tensor) -> DecodeResult:
+    gen_x = x[:, b.P:]
+    first = first_eos_index(gen_x, b.model.eos_ids)
     # Everything from the first EOS on (including masks of blocks never decoded) reads as EOS.
-    tokens = torch.where(pos.unsqueeze(0) >= first.unsqueeze(1), model.eos_ids[0], gen_x)
+    tokens = torch.where(b.pos.unsqueeze(0) >= first.unsqueeze(1), b.model.eos_ids[0], gen_x)
     return DecodeResult(tokens=tokens.cpu(), nfe=r.nfe.cpu(), steps=r.step.cpu(), gen_tokens=first.cpu(),
                         capped=r.capped.cpu(), trace=r.trace, nfe_truncated=r.nfe_truncated.cpu())
+
+
+def _graphable(method: Method) -> bool:
+    """Whether a step's selection may run inside a CUDA graph over every row: a per-row,
+    sync-free, RNG-free select (Method.graph_step) on x0/conf alone, one forward per step."""
+    return (method.graph_step and method.extent.__func__ is Method.extent and not method.uses_logits
+            and not method.needs_hidden and method.temperature == 0 and method.cfg_scale == 0)
+
+
+def _graphed_steps(fwd: GraphedCall, b: "_Batch", r: _Rows, x: torch.Tensor, attn: torch.Tensor | None) -> None:
+    """The no-cache loop as two CUDA graphs per step over every row: the forward (fwd, replayed on
+    its own input buffer, which holds the tokens meanwhile) and the rest of the step (CapturedStep:
+    token stats, select, bookkeeping, finished rows masked). Same tokens and counts as the eager
+    loop, as select is per row; one host sync per step, on a flag the step graph copies out."""
+    xs = fwd.inputs[0]
+    xs.copy_(x)
+    if attn is not None:
+        fwd.inputs[1].copy_(attn)
+    P, every = b.P, torch.arange(x.shape[0], device=x.device)
+    more = torch.ones((), dtype=torch.bool, pin_memory=x.is_cuda)   # read by the host without a copy call
+
+    def step(xs, block, step_in_block, steps, nfe, done, capped, more):
+        rows = _Rows(block, step_in_block, steps, nfe, done, capped, r.nfe_truncated)
+        act = ~done
+        nfe += act.long()
+        x0, conf = token_stats(fwd.out.logits[:, P:])
+        _advance(b, rows, xs, slice(None), every, xs[:, P:], x0, conf, None, None, None, act)
+        more.copy_((~done).any(), non_blocking=True)
+
+    graph = CapturedStep(step, xs, r.block, r.step_in_block, r.step, r.nfe, r.done, r.capped, more)
+    done_event = torch.cuda.Event() if x.is_cuda else None
+    while bool(more):
+        fwd(*fwd.inputs)
+        graph.replay()
+        if done_event is not None:
+            done_event.record()
+            done_event.synchronize()   # the step's one host sync
+    x.copy_(xs)
 
 
 @dataclass

@@ -21,6 +21,7 @@ class ThresholdConfig:
 class ThresholdMethod(Method):
     name = "threshold"
     uses_logits = False
+    graph_step = True
     Config = ThresholdConfig
 
     def validate(self) -> None:

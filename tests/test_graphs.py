@@ -30,27 +30,56 @@ def test_no_graph_on_cpu(builtin_model):
     assert full_forward_graph(builtin_model, x, None, False) is None
 
 
+class _EagerGraphedCall:
+    """GraphedCall without a GPU: static input buffers, the forward run eagerly at each call."""
+    def __init__(self, model, x, attn, need_hidden):
+        self.model, self.need_hidden, self.out = model, need_hidden, None
+        self.inputs = [x.clone(), attn.clone() if attn is not None else None]
+
+    def __call__(self, *inputs):
+        for static, t in zip(self.inputs, inputs):
+            if static is not None and t is not static:
+                static.copy_(t)
+        self.out = self.model.forward(self.inputs[0].clone(), self.inputs[1], output_hidden=self.need_hidden)
+        return self.out
+
+
+class _EagerStep:
+    """CapturedStep without a GPU: each replay runs the step function on the same state tensors."""
+    built = 0
+
+    def __init__(self, fn, *state):
+        self.fn, self.state = fn, state
+        _EagerStep.built += 1
+
+    def replay(self):
+        self.fn(*self.state)
+
+
 def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts, monkeypatch):
     # The graph branch forwards every row of the batch (finished rows too) and keeps the rows still
-    # decoding; stand in an eager call for the graph and compare with the normal path.
+    # decoding; for fixed and threshold the rest of the step is a second graph over every row, with
+    # finished rows masked. Stand in eager calls for both graphs and compare with the normal path:
+    # rows finish at different steps (early stop), prompts are left-padded, a step cap ends rows.
     prompts = encode(builtin_model, prompts)
-    gen = GenConfig(gen_length=48, block_length=16)
-
-    class EagerStandIn:
-        def __init__(self, model, need_hidden):
-            self.model, self.need_hidden = model, need_hidden
-
-        def __call__(self, x, attn):
-            return self.model.forward(x.clone(), attn, output_hidden=self.need_hidden)
-
-    for spec in ("fixed", "threshold", "prr", "eb"):
-        eager = loop.decode(builtin_model, method(spec, gen), prompts, gen)
-        monkeypatch.setattr(loop, "full_forward_graph", lambda model, x, attn, need: EagerStandIn(model, need))
-        graphed = loop.decode(builtin_model, method(spec, gen), prompts, gen)
-        monkeypatch.undo()
-        assert torch.equal(eager.tokens, graphed.tokens) and torch.equal(eager.nfe, graphed.nfe), spec
-        if spec == "threshold":
-            assert eager.steps.min() < eager.steps.max(), "rows should finish at different steps"
+    gens = [GenConfig(gen_length=48, block_length=16), GenConfig(gen_length=48, block_length=16, max_steps=7)]
+    for spec, graphs_step in (("fixed", True), ("threshold", True), ("threshold:tau=0.5", True),
+                              ("fixed:steps=24", True), ("fixed:remasking=random", False),
+                              ("prr", False), ("eb", False)):
+        for gen in gens:
+            eager = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
+            monkeypatch.setattr(loop, "full_forward_graph", lambda model, x, attn, need: _EagerGraphedCall(model, x, attn, need))
+            monkeypatch.setattr(loop, "CapturedStep", _EagerStep)
+            built = _EagerStep.built
+            graphed = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
+            monkeypatch.undo()
+            assert (_EagerStep.built > built) == graphs_step, spec
+            for field in ("tokens", "nfe", "steps", "capped", "gen_tokens"):
+                assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, gen.max_steps, field)
+            if spec == "threshold" and gen.max_steps is None:
+                assert eager.steps.min() < eager.steps.max(), "rows should finish at different steps"
+            if gen.max_steps is not None and spec == "fixed":
+                assert eager.capped.all(), "the step cap should end every row"
 
 
 def test_forward_timer_counts_graph_replays_not_graph_building(builtin_model):
