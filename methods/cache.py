@@ -78,10 +78,7 @@ class CacheStepper:
     def _refresh(self, rows, xa, aa, block, method, generator):
         call, mask = self._call(rows), aa if self.padded else None
         if self.graphs is not None and call.rows is None and launch_bound(self.model, xa.numel()):
-            key = ("refresh", tuple(xa.shape), method.needs_hidden, mask is not None)
-            if key not in self.graphs:
-                self.graphs[key] = _GraphedRefresh(self.model, self.cache, xa, mask, method.needs_hidden)
-            out = self.graphs[key](xa, mask)
+            out = self._refresh_graph(xa, mask, method.needs_hidden)(xa, mask)
         else:
             out = self.model.forward(xa, mask, output_hidden=method.needs_hidden, kv=call)
         logits = out.logits[:, self.P:]
@@ -90,6 +87,12 @@ class CacheStepper:
         self.x0[rows], self.conf[rows] = x0, conf
         hidden = out.hidden[:, self.P:] if out.hidden is not None else None
         return x0, conf, logits, hidden
+
+    def _refresh_graph(self, xa, mask, need_hidden) -> GraphedCall:
+        key = ("refresh", tuple(xa.shape), need_hidden, mask is not None)
+        if key not in self.graphs:
+            self.graphs[key] = _GraphedRefresh(self.model, self.cache, xa, mask, need_hidden)
+        return self.graphs[key]
 
     def _windows(self, rows, xa, aa, block, method, generator):
         if self.mode == "dual":  # equal width for every row: one forward even if rows are in different blocks
@@ -101,22 +104,7 @@ class CacheStepper:
         return tuple(_merge(rows.numel(), [(i, p[k]) for i, p in parts]) for k in range(4))
 
     def _window(self, rows, xa, aa, block, width, method, generator):
-        start = self.P + block * self.BL - self.shift                      # [b] sequence index
-        if width is None:                                                  # prefix: to the end
-            width = self.L - int(start[0])
-        pos = start.unsqueeze(1) + torch.arange(width, device=xa.device)   # [b, W]
-        positions = pos
-        if self.padded:
-            positions = (aa.long().cumsum(-1) - 1).clamp(min=0).gather(1, pos)
-        call = self._call(rows, pos, aa)
-        ids = xa.gather(1, pos)
-        if self.graphs is not None and call.rows is None:   # all rows: the cache is static -> replay a graph
-            key = (tuple(ids.shape), method.needs_hidden, call.key_mask is not None)
-            if key not in self.graphs:
-                self.graphs[key] = _GraphedWindow(self.model, self.cache, ids, positions, call, method.needs_hidden)
-            out = self.graphs[key](ids, positions, pos, call.key_mask)
-        else:
-            out = self.model.forward(ids, None, output_hidden=method.needs_hidden, positions=positions, kv=call)
+        out, pos = self._window_forward(rows, xa, aa, block, width, method.needs_hidden)
         s = self.shift
         lw = out.logits[:, s:]
         gpos = pos[:, s:] - self.P                                         # generated-region index
@@ -132,6 +120,57 @@ class CacheStepper:
             hidden = hw.new_zeros((hw.shape[0], self.G, hw.shape[-1]))
             hidden.scatter_(1, gpos.unsqueeze(-1).expand_as(hw), hw)
         return x0, conf, logits, hidden
+
+    def _window_forward(self, rows, xa, aa, block, width, need_hidden):
+        """-> (model output, pos [b, W]: the window's sequence indices)."""
+        start = self.P + block * self.BL - self.shift                      # [b] sequence index
+        if width is None:                                                  # prefix: to the end
+            width = self.L - int(start[0])
+        pos = start.unsqueeze(1) + torch.arange(width, device=xa.device)   # [b, W]
+        positions = pos
+        if self.padded:
+            positions = (aa.long().cumsum(-1) - 1).clamp(min=0).gather(1, pos)
+        call = self._call(rows, pos, aa)
+        ids = xa.gather(1, pos)
+        if self.graphs is not None and call.rows is None:   # all rows: the cache is static -> replay a graph
+            key = (tuple(ids.shape), need_hidden, call.key_mask is not None)
+            if key not in self.graphs:
+                self.graphs[key] = _GraphedWindow(self.model, self.cache, ids, positions, call, need_hidden)
+            return self.graphs[key](ids, positions, pos, call.key_mask), self.graphs[key].inputs[2]
+        return self.model.forward(ids, None, output_hidden=need_hidden, positions=positions, kv=call), pos
+
+    def graph_kinds(self, x, attn, block) -> dict | None:
+        """The dual cache's two kinds of step over every row, for a graphed loop (methods/loop.py,
+        _graphed_steps): {"refresh" (where its forward is launch-bound), "window": (launch, stats)}.
+        launch() replays the forward's graph on x; stats() -> (x0, conf) [B, G] reads the graph's
+        static output (captured into the step's graph). None where the forwards are not graphed
+        (CPU, prefix mode: its window narrows block by block). x, attn and block are the loop's
+        own tensors, read at each launch; finished rows take their last block's window."""
+        if self.mode != "dual" or self.graphs is None:
+            return None
+        every = torch.arange(self.B, device=x.device)
+        mask = attn if self.padded else None
+        last = self.G // self.BL - 1
+        kinds = {}
+        if launch_bound(self.model, x.numel()):
+            def stats_refresh():
+                x0, conf = token_stats(self._refresh_graph(x, mask, False).out.logits[:, self.P:])
+                self.x0.copy_(x0)
+                self.conf.copy_(conf)
+                return x0, conf
+            kinds["refresh"] = (lambda: self._refresh_graph(x, mask, False)(x, mask), stats_refresh)
+        window = {}
+
+        def launch_window():
+            window["out"], window["pos"] = self._window_forward(every, x, attn, block.clamp(max=last),
+                                                                self.BL + self.shift, False)
+
+        def stats_window():
+            gpos = window["pos"][:, self.shift:] - self.P
+            x0w, confw = token_stats(window["out"].logits[:, self.shift:])
+            return self.x0.scatter(1, gpos, x0w), self.conf.scatter(1, gpos, confw)
+        kinds["window"] = (launch_window, stats_window)
+        return kinds
 
 
 CACHES_PER_MODEL = 2

@@ -87,65 +87,66 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
               done=torch.zeros(B, dtype=torch.bool, device=dev), capped=torch.zeros(B, dtype=torch.bool, device=dev),
               nfe_truncated=zeros.clone(),
               trace=[[] for _ in range(B)] if trace else None)
-    pos = torch.arange(G, device=dev)
-    eos = torch.tensor(model.eos_ids, device=dev)
     method.start(B, dev, generator)
-    prompt_len = p_attn.sum(1).to(dev)
-    batch = _Batch(model, method, gen, P, pos, eos, prompt_len)
-    reuse = _Reuse(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev))
-
     padded = bool((p_attn == 0).any())
-    attn_fwd = attn if padded else None   # no padding: no mask (SDPA's flash kernel; same positions)
-    if method.cache == "none" and not trace and _graphable(method):
-        fwd = full_forward_graph(model, x, attn_fwd, False)
-        if fwd is not None:   # GPU, launch-bound: the whole step in two graphs
-            _graphed_steps(fwd, batch, r, x, attn_fwd)
-            return _result(batch, r, x)
     stepper = None
     if method.cache != "none":  # KV cache: refresh or window forwards (methods/cache.py)
         stepper = CacheStepper(model, method.cache, B, x.shape[1], P, G, BL, padded=padded)
+    b = _Batch(model, method, gen, P, pos=torch.arange(G, device=dev), eos=torch.tensor(model.eos_ids, device=dev),
+               prompt_len=p_attn.sum(1).to(dev), attn=attn,
+               attn_fwd=attn if padded else None,   # no padding: no mask (SDPA's flash kernel; same positions)
+               generator=generator, stepper=stepper,
+               reuse=_Reuse(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev)))
 
+    if not trace and _graphable(method) and _graphed_steps(b, r, x):
+        return _result(b, r, x)
     while True:
         rows = (~r.done).nonzero().squeeze(1)   # the loop's one host sync per step (it also ends the loop)
         if rows.numel() == 0:
             break
-        xa, aa = x[rows], attn[rows]
-        fed = None
-        if stepper is not None:   # KV cache (methods/cache.py); truncated forwards are not combined with it
-            x0, conf, logits, hidden = stepper.step(rows, xa, aa, r.block[rows], r.step_in_block[rows],
-                                                    method, generator)
-            r.nfe[rows] += 1
+        _eager_step(b, r, x, rows)
+    return _result(b, r, x)
+
+
+def _eager_step(b: "_Batch", r: _Rows, x: torch.Tensor, rows: torch.Tensor) -> None:
+    """One step for `rows` (the rows still decoding): their forward, token stats, the method's
+    selection and the bookkeeping (_advance)."""
+    model, method, P, G = b.model, b.method, b.P, b.gen.gen_length
+    xa, aa = x[rows], b.attn[rows]
+    fed = None
+    if b.stepper is not None:   # KV cache (methods/cache.py); truncated forwards are not combined with it
+        x0, conf, logits, hidden = b.stepper.step(rows, xa, aa, r.block[rows], r.step_in_block[rows],
+                                                  method, b.generator)
+        r.nfe[rows] += 1
+    else:
+        fed = method.extent(rows)
+        calls = 2 if method.cfg_scale > 0 else 1
+        graph = None
+        if fed is None and calls == 1:   # launch-bound full forwards replay a CUDA graph (methods/graphs.py)
+            graph = full_forward_graph(model, x, b.attn_fwd, method.needs_hidden)
+        if graph is not None:            # the graph carries every row; keep the ones decoding
+            out = graph(x, b.attn_fwd)
+            keep = slice(None) if rows.numel() == x.shape[0] else rows
+            logits = out.logits[keep, P:]
+            hidden = out.hidden[keep, P:] if out.hidden is not None else None
         else:
-            fed = method.extent(rows)
-            calls = 2 if method.cfg_scale > 0 else 1
-            graph = None
-            if fed is None and calls == 1:   # launch-bound full forwards replay a CUDA graph (methods/graphs.py)
-                graph = full_forward_graph(model, x, attn_fwd, method.needs_hidden)
-            if graph is not None:            # the graph carries every row; keep the ones decoding
-                out = graph(x, attn_fwd)
-                keep = slice(None) if rows.numel() == B else rows
-                logits = out.logits[keep, P:]
-                hidden = out.hidden[keep, P:] if out.hidden is not None else None
-            else:
-                xf, af = _truncate(xa, aa, P, fed)
-                out = model.forward(xf, af if (fed is not None or padded) else None, output_hidden=method.needs_hidden)
-                logits = out.logits[:, P:]
-                hidden = out.hidden[:, P:] if out.hidden is not None else None
-                if calls == 2:   # CFG: unconditional copy with the prompt tokens masked
-                    ux = xf.clone()
-                    ux[:, :P] = torch.where(af[:, :P].bool(), model.mask_id, ux[:, :P])
-                    un = model.forward(ux, af).logits[:, P:].float()
-                    logits = un + (method.cfg_scale + 1) * (logits.float() - un)
-            r.nfe[rows] += calls
-            x0, conf = token_stats(logits, method.temperature, generator)
-            logits = logits.float() if method.uses_logits else None   # the model's dtype until a method reads it
-            if fed is not None:
-                x0, conf, logits, hidden = _reuse_beyond(reuse, rows, fed, x0, conf, logits, hidden, G)
-                r.nfe_truncated[rows] += calls * (fed < G).long()
-
-        _advance(batch, r, x, rows, rows, xa[:, P:], x0, conf, logits, hidden, fed)
-
-    return _result(batch, r, x)
+            xf, af = _truncate(xa, aa, P, fed)
+            out = model.forward(xf, af if (fed is not None or b.attn_fwd is not None) else None,
+                                output_hidden=method.needs_hidden)
+            logits = out.logits[:, P:]
+            hidden = out.hidden[:, P:] if out.hidden is not None else None
+            if calls == 2:   # CFG: unconditional copy with the prompt tokens masked
+                ux = xf.clone()
+                ux[:, :P] = torch.where(af[:, :P].bool(), model.mask_id, ux[:, :P])
+                un = model.forward(ux, af).logits[:, P:].float()
+                logits = un + (method.cfg_scale + 1) * (logits.float() - un)
+        r.nfe[rows] += calls
+        x0, conf = token_stats(logits, method.temperature, b.generator)
+        logits = logits.float() if method.uses_logits else None   # the model's dtype until a method reads it
+        if fed is not None:
+            x0, conf, logits, hidden = _reuse_beyond(b.reuse, rows, fed, x0, conf, logits, hidden, G)
+            r.nfe_truncated[rows] += calls * (fed < G).long()
+    _advance(b, r, x, rows, rows, xa[:, P:], x0, conf, logits, hidden, fed)
 
 
 def _result(b: "_Batch", r: _Rows, x: torch.Tensor) -> DecodeResult:
@@ -157,6 +158,7 @@ def _result(b: "_Batch", r: _Rows, x: torch.Tensor) -> DecodeResult:
                         capped=r.capped.cpu(), trace=r.trace, nfe_truncated=r.nfe_truncated.cpu())
 
 
+# --- graphed steps -------------------------------------------------------------------------------
 def _graphable(method: Method) -> bool:
     """Whether a step's selection may run inside a CUDA graph over every row: a per-row,
     sync-free, RNG-free select (Method.graph_step) on x0/conf alone, one forward per step."""
@@ -164,35 +166,76 @@ def _graphable(method: Method) -> bool:
             and not method.needs_hidden and method.temperature == 0 and method.cfg_scale == 0)
 
 
-def _graphed_steps(fwd: GraphedCall, b: "_Batch", r: _Rows, x: torch.Tensor, attn: torch.Tensor | None) -> None:
-    """The no-cache loop as two CUDA graphs per step over every row: the forward (fwd, replayed on
-    its own input buffer, which holds the tokens meanwhile) and the rest of the step (CapturedStep:
-    token stats, select, bookkeeping, finished rows masked). Same tokens and counts as the eager
-    loop, as select is per row; one host sync per step, on a flag the step graph copies out."""
-    xs = fwd.inputs[0]
-    xs.copy_(x)
-    if attn is not None:
-        fwd.inputs[1].copy_(attn)
-    P, every = b.P, torch.arange(x.shape[0], device=x.device)
-    more = torch.ones((), dtype=torch.bool, pin_memory=x.is_cuda)   # read by the host without a copy call
+def _graphed_steps(b: "_Batch", r: _Rows, x: torch.Tensor) -> bool:
+    """Run the whole decode with every step's forward and the rest of the step as CUDA graphs over
+    every row, finished rows masked: the forward graph (timed as a forward) and a CapturedStep
+    (token stats, select, bookkeeping). Same tokens and counts as the eager loop, as select is per
+    row. One host sync per step, on counts the step copies out. False (nothing run) where the
+    forwards are not graphed: CPU, or a forward too large to be launch-bound.
 
-    def step(xs, block, step_in_block, steps, nfe, done, capped, more):
+    The kinds of step come from the forward: without a cache one (the full forward graph, whose
+    input buffer holds the tokens meanwhile); with the dual cache a refresh and a window
+    (CacheStepper.graph_kinds). A step whose rows need different kinds (some at a block start,
+    some not) runs eagerly (_eager_step)."""
+    if b.stepper is None:
+        fwd = full_forward_graph(b.model, x, b.attn_fwd, False)
+        if fwd is None:
+            return False
+        xs = fwd.inputs[0]   # the graph's input buffer holds the tokens: no copy per step
+        xs.copy_(x)
+        if b.attn_fwd is not None:
+            fwd.inputs[1].copy_(b.attn_fwd)
+        kinds = {"full": (lambda: fwd(*fwd.inputs), lambda: token_stats(fwd.out.logits[:, b.P:]))}
+        choose = lambda n_active, n_start: "full"
+    else:
+        xs = x
+        kinds = b.stepper.graph_kinds(xs, b.attn, r.block)
+        if kinds is None:
+            return False
+        choose = lambda n_active, n_start: ("refresh" if n_start == n_active and "refresh" in kinds
+                                            else "window" if n_start == 0 else None)
+
+    counts = torch.zeros(2, dtype=torch.long, pin_memory=xs.is_cuda)  # rows decoding; of them at a block start
+    every = torch.arange(xs.shape[0], device=xs.device)
+
+    def step(stats, xs, block, step_in_block, steps, nfe, done, capped, counts):
         rows = _Rows(block, step_in_block, steps, nfe, done, capped, r.nfe_truncated)
         act = ~done
         nfe += act.long()
-        x0, conf = token_stats(fwd.out.logits[:, P:])
-        _advance(b, rows, xs, slice(None), every, xs[:, P:], x0, conf, None, None, None, act)
-        more.copy_((~done).any(), non_blocking=True)
+        x0, conf = stats()
+        _advance(b, rows, xs, slice(None), every, xs[:, b.P:], x0, conf, None, None, None, act)
+        _count(rows, counts)
 
-    graph = CapturedStep(step, xs, r.block, r.step_in_block, r.step, r.nfe, r.done, r.capped, more)
-    done_event = torch.cuda.Event() if x.is_cuda else None
-    while bool(more):
-        fwd(*fwd.inputs)
-        graph.replay()
-        if done_event is not None:
-            done_event.record()
-            done_event.synchronize()   # the step's one host sync
-    x.copy_(xs)
+    graphs = {}
+    synced = torch.cuda.Event() if xs.is_cuda else None
+    _count(r, counts)
+    while True:
+        if synced is not None:
+            synced.record()
+            synced.synchronize()   # the step's one host sync
+        n_active, n_start = counts.tolist()
+        if n_active == 0:
+            break
+        kind = choose(n_active, n_start)
+        if kind is None:
+            _eager_step(b, r, xs, (~r.done).nonzero().squeeze(1))
+            _count(r, counts)
+            continue
+        launch, stats = kinds[kind]
+        launch()
+        if kind not in graphs:
+            graphs[kind] = CapturedStep(lambda *state: step(stats, *state), xs, r.block, r.step_in_block,
+                                        r.step, r.nfe, r.done, r.capped, counts)
+        graphs[kind].replay()
+    if xs is not x:
+        x.copy_(xs)
+    return True
+
+
+def _count(r: _Rows, counts: torch.Tensor) -> None:
+    """counts <- [rows still decoding, of them at the first step of a block] (to pinned host memory)."""
+    act = ~r.done
+    counts.copy_(torch.stack([act.sum(), (act & (r.step_in_block == 0)).sum()]), non_blocking=True)
 
 
 @dataclass
@@ -204,7 +247,12 @@ class _Batch:
     P: int                    # padded prompt length
     pos: torch.Tensor         # [G] generated positions 0..G-1
     eos: torch.Tensor         # EOS ids
-    prompt_len: torch.Tensor  # [B] real prompt lengths
+    prompt_len: torch.Tensor  # [B] real (unpadded) prompt lengths
+    attn: torch.Tensor        # [B, P + G] attention mask (0 on left padding)
+    attn_fwd: torch.Tensor | None  # the mask a full forward takes: None without padding
+    generator: torch.Generator | None
+    stepper: CacheStepper | None   # the KV cache, if the method uses one
+    reuse: "_Reuse"           # truncated forwards (Method.extent)
 
 
 def _advance(b: _Batch, r: _Rows, x, rows, ctx_rows, gen_a, x0, conf, logits, hidden, fed, act=None) -> None:

@@ -31,17 +31,28 @@ def test_no_graph_on_cpu(builtin_model):
 
 
 class _EagerGraphedCall:
-    """GraphedCall without a GPU: static input buffers, the forward run eagerly at each call."""
-    def __init__(self, model, x, attn, need_hidden):
-        self.model, self.need_hidden, self.out = model, need_hidden, None
-        self.inputs = [x.clone(), attn.clone() if attn is not None else None]
+    """GraphedCall without a GPU: static input buffers; each call runs fn eagerly and copies its
+    output into the first call's output tensors, so the outputs are static as a graph's are."""
+    def __init__(self, fn, *inputs, blas=None):
+        self.fn, self.out = fn, None
+        self.inputs = [t.clone() if t is not None else None for t in inputs]
 
     def __call__(self, *inputs):
         for static, t in zip(self.inputs, inputs):
             if static is not None and t is not static:
                 static.copy_(t)
-        self.out = self.model.forward(self.inputs[0].clone(), self.inputs[1], output_hidden=self.need_hidden)
+        out = self.fn(*self.inputs)
+        if self.out is None:
+            self.out = out
+        else:
+            self.out.logits.copy_(out.logits)
+            if out.hidden is not None:
+                self.out.hidden.copy_(out.hidden)
         return self.out
+
+
+def _eager_full_graph(model, x, attn, need_hidden):
+    return _EagerGraphedCall(lambda ids, am: model.forward(ids.clone(), am, output_hidden=need_hidden), x, attn)
 
 
 class _EagerStep:
@@ -68,7 +79,7 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
                               ("prr", False), ("eb", False)):
         for gen in gens:
             eager = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
-            monkeypatch.setattr(loop, "full_forward_graph", lambda model, x, attn, need: _EagerGraphedCall(model, x, attn, need))
+            monkeypatch.setattr(loop, "full_forward_graph", _eager_full_graph)
             monkeypatch.setattr(loop, "CapturedStep", _EagerStep)
             built = _EagerStep.built
             graphed = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
@@ -80,6 +91,44 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
                 assert eager.steps.min() < eager.steps.max(), "rows should finish at different steps"
             if gen.max_steps is not None and spec == "fixed":
                 assert eager.capped.all(), "the step cap should end every row"
+
+
+def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, monkeypatch):
+    # With the dual cache, fixed and threshold run refresh and window steps as a forward graph plus
+    # a step graph over every row (finished rows take their last block's window, masked); a step
+    # where some rows start a block and others do not runs eagerly. Stand in eager calls for the
+    # graphs on CPU and compare with the eager loop, for LLaDA-style (no shift) and Dream (shift).
+    import methods.cache as cache
+    from bench.models import load_model
+    dream = load_model("dream-tiny", no_weights=True)
+    torch.manual_seed(0)
+    cases = [(builtin_model, encode(builtin_model, prompts)),
+             (dream, [torch.randint(10, 400, (n,)).tolist() for n in (9, 5, 7, 9)])]
+    gens = [GenConfig(gen_length=48, block_length=16), GenConfig(gen_length=48, block_length=16, max_steps=7),
+            GenConfig(gen_length=48, block_length=16, early_stop=False)]   # rows done after their last block
+    for model, ids in cases:
+        for spec, graphs_step in (("threshold:cache=dual", True), ("threshold:tau=0.5:cache=dual", True),
+                                  ("fixed:steps=24:cache=dual", True), ("fixed:cache=prefix", False),
+                                  ("eb:cache=dual", False)):
+            for gen in gens:
+                eager = loop.decode(model, method(spec, gen), ids, gen)
+                monkeypatch.setattr(loop, "CapturedStep", _EagerStep)
+                monkeypatch.setattr(cache, "GraphedCall", _EagerGraphedCall)
+                monkeypatch.setattr(cache, "launch_bound", lambda m, n: True)
+                monkeypatch.setattr(cache, "_cache_and_graphs", lambda m, n, L: (m.new_cache(n, L), {}))
+                built, eager_steps = _EagerStep.built, []
+                eager_step = loop._eager_step
+                monkeypatch.setattr(loop, "_eager_step", lambda *a: eager_steps.append(1) or eager_step(*a))
+                graphed = loop.decode(model, method(spec, gen), ids, gen)
+                monkeypatch.undo()
+                where = (model.name, spec, gen.max_steps)
+                assert (_EagerStep.built > built) == graphs_step, where
+                if spec == "fixed:steps=24:cache=dual":
+                    assert _EagerStep.built - built == 2, where   # a refresh and a window step graph
+                for field in ("tokens", "nfe", "steps", "capped", "gen_tokens"):
+                    assert torch.equal(getattr(eager, field), getattr(graphed, field)), (*where, field)
+                if model is builtin_model and graphs_step and spec.startswith("threshold") and gen.max_steps is None:
+                    assert 0 < len(eager_steps) < int(graphed.steps.max()), where   # some mixed steps, most graphed
 
 
 def test_forward_timer_counts_graph_replays_not_graph_building(builtin_model):

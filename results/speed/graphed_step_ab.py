@@ -3,7 +3,7 @@ in one process on one model (llada-8b, random weights, bf16, prompt 512 + gen 25
 Overhead as bench/bench_speed.py measures it: decode time minus the forwards timed by CUDA
 events inside the loop. The eager variant is the same code with graph_step switched off.
 
-    python results/speed/graphed_step_ab.py --rounds 3
+    python results/speed/graphed_step_ab.py --rounds 3 [--methods "fixed:cache=dual;threshold:cache=dual"]
 """
 import argparse
 import time
@@ -22,6 +22,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--config", default="llada-8b")
 ap.add_argument("--batch", type=int, default=1)
 ap.add_argument("--rounds", type=int, default=3)
+ap.add_argument("--methods", default="fixed;threshold", help="specs separated by ';'")
 args = ap.parse_args()
 
 dev = torch.device("cuda")
@@ -53,13 +54,13 @@ def once(spec, graphed):
 
 out = {}
 for r in range(args.rounds):
-    for spec in ("fixed", "threshold"):
+    for spec in args.methods.split(";"):
         for graphed in ((True, False) if r % 2 == 0 else (False, True)):
             res, steps, step, fwd, pct = once(spec, graphed)
             out.setdefault((spec, graphed), []).append((pct, step, res))
             print(f"round {r} b={args.batch} {spec:9s} {'graphed' if graphed else 'eager  '} steps {steps} "
                   f"step {step * 1e3:.2f} ms forward {fwd * 1e3:.2f} ms loop overhead {pct:.2f}%", flush=True)
-for spec in ("fixed", "threshold"):
+for spec in args.methods.split(";"):
     a, b = out[(spec, True)], out[(spec, False)]
     same = all(torch.equal(x[2].tokens, y[2].tokens) and torch.equal(x[2].nfe, y[2].nfe) for x, y in zip(a, b))
     print(f"b={args.batch} {spec}: graphed {min(p for p, *_ in a):.2f}-{max(p for p, *_ in a):.2f}% "
