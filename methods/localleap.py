@@ -24,6 +24,8 @@ class LocalLeapConfig:
 class LocalLeapMethod(Method):
     name = "localleap"
     Config = LocalLeapConfig
+    uses_logits = False   # reads conf only
+    graph_step = True
 
     def validate(self) -> None:
         c = self.cfg

@@ -75,7 +75,7 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
     prompts = encode(builtin_model, prompts)
     gens = [GenConfig(gen_length=48, block_length=16), GenConfig(gen_length=48, block_length=16, max_steps=7)]
     for spec, graphs_step in (("fixed", True), ("threshold", True), ("threshold:tau=0.5", True),
-                              ("fixed:steps=24", True), ("fixed:remasking=random", False),
+                              ("fixed:steps=24", True), ("localleap", True), ("fixed:remasking=random", False),
                               ("prr", False), ("eb", False)):
         for gen in gens:
             eager = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
@@ -108,7 +108,8 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
             GenConfig(gen_length=48, block_length=16, early_stop=False)]   # rows done after their last block
     for model, ids in cases:
         for spec, graphs_step in (("threshold:cache=dual", True), ("threshold:tau=0.5:cache=dual", True),
-                                  ("fixed:steps=24:cache=dual", True), ("fixed:cache=prefix", False),
+                                  ("fixed:steps=24:cache=dual", True), ("localleap:cache=dual", True),
+                                  ("fixed:cache=prefix", False),
                                   ("eb:cache=dual", False)):
             for gen in gens:
                 eager = loop.decode(model, method(spec, gen), ids, gen)

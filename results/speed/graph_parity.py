@@ -32,10 +32,12 @@ for dtype in (torch.float32, torch.bfloat16):
     gen = GenConfig(gen_length=64, block_length=16, early_stop=False)
     for lens, tag in (((40, 40, 40, 40), "equal"), ((40, 31, 25, 40), "padded")):
         prompts = [torch.randint(300, 30000, (n,), generator=g).tolist() for n in lens]
-        compare(m, prompts, gen, ["fixed", "threshold", "threshold:cache=dual", "fixed:cache=prefix"],
+        compare(m, prompts, gen, ["fixed", "threshold", "threshold:cache=dual", "fixed:cache=prefix", "localleap",
+                                  "localleap:cache=dual"],
                 f"llada-small {str(dtype)[6:]} {tag}")
 tiny = load_model("tiny", device="cuda", dtype=torch.float32)
 probs = test_problems(64)
 prompts = [tiny.tokenizer.encode(p.prompt) for p in probs]
 gen = GenConfig(gen_length=48, block_length=16)
-compare(tiny, prompts, gen, ["fixed", "threshold", "prr", "slowfast", "eb", "threshold:cache=dual"], "tiny fp32 arith")
+compare(tiny, prompts, gen, ["fixed", "threshold", "prr", "slowfast", "eb", "threshold:cache=dual", "localleap",
+                             "localleap:cache=dual"], "tiny fp32 arith")
