@@ -132,6 +132,40 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
                     assert 0 < len(eager_steps) < int(graphed.steps.max()), where   # some mixed steps, most graphed
 
 
+def test_graph_step_methods_select_each_row_on_its_own():
+    # The step graph runs select over every row, finished ones included (with no candidates), where
+    # the eager loop passes only the rows still decoding: a graph_step method's choice for a row
+    # must not depend on the other rows.
+    from methods.base import StepContext
+    from methods.registry import METHODS
+    gen = GenConfig(gen_length=24, block_length=8)
+    g = torch.Generator().manual_seed(0)
+    B, N = 5, 24
+    conf = torch.rand((B, N), generator=g)
+    candidates = (torch.rand((B, N), generator=g) < 0.6) & ((torch.arange(N) // 8) == torch.tensor([0, 1, 2, 0, 1])[:, None])
+    candidates[3] = False                       # a finished row: no candidates
+    step_in_block = torch.tensor([0, 1, 2, 0, 2])
+    checked = []
+    for name in sorted(METHODS):
+        m = method(name, gen)
+        if not m.graph_step:
+            continue
+        m.start(B, torch.device("cpu"), None)
+
+        def ctx(rows):
+            return StepContext(rows=rows, x0=torch.zeros((len(rows), N), dtype=torch.long), conf=conf[rows],
+                               logits=None, candidates=candidates[rows], block=step_in_block[rows] * 0,
+                               step_in_block=step_in_block[rows], step=step_in_block[rows],
+                               prompt_len=torch.full((len(rows),), 4))
+        every = m.select(ctx(torch.arange(B))) & candidates
+        for i in range(B):
+            one = m.select(ctx(torch.tensor([i]))) & candidates[i:i + 1]
+            assert torch.equal(every[i:i + 1], one), (name, i)
+        assert not every[3].any()
+        checked.append(name)
+    assert {"fixed", "threshold", "localleap"} <= set(checked)
+
+
 def test_forward_timer_counts_graph_replays_not_graph_building(builtin_model):
     class FakeGraph:
         replays = 0
