@@ -139,6 +139,12 @@ class CacheStepper:
             return self.graphs[key](ids, positions, pos, call.key_mask), self.graphs[key].inputs[2]
         return self.model.forward(ids, None, output_hidden=need_hidden, positions=positions, kv=call), pos
 
+    def current(self) -> bool:
+        """Whether the model still keeps this stepper's cache and graphs (a graphed decode kept
+        for the next call reads them; methods/loop.py)."""
+        kept = self.model.__dict__.get("_cache_graphs", {}).get((self.B, self.L))
+        return kept is not None and kept[0] is self.cache and kept[1] is self.graphs
+
     def graph_kinds(self, x, attn, block) -> dict | None:
         """The dual cache's two kinds of step over every row, for a graphed loop (methods/loop.py,
         _graphed_steps): {"refresh" (where its forward is launch-bound), "window": (launch, stats)}.

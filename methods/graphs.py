@@ -105,7 +105,7 @@ def full_forward_graph(model, x: torch.Tensor, attn: torch.Tensor | None, need_h
     if x.device.type != "cuda" or not model.cuda_graphs or not launch_bound(model, x.numel()):
         return None
     graphs = model.__dict__.setdefault("_full_graphs", OrderedDict())
-    key = (tuple(x.shape), attn is not None, need_hidden)
+    key = _full_graph_key(x, attn, need_hidden)
     if key in graphs:
         graphs.move_to_end(key)
         return graphs[key]
@@ -113,3 +113,12 @@ def full_forward_graph(model, x: torch.Tensor, attn: torch.Tensor | None, need_h
         graphs.popitem(last=False)
     graphs[key] = GraphedCall(lambda ids, am: model.forward(ids, am, output_hidden=need_hidden), x, attn)
     return graphs[key]
+
+
+def kept_full_forward_graph(model, x: torch.Tensor, attn: torch.Tensor | None, need_hidden: bool) -> GraphedCall | None:
+    """The graph full_forward_graph would return, if the model keeps one; never builds one."""
+    return model.__dict__.get("_full_graphs", {}).get(_full_graph_key(x, attn, need_hidden))
+
+
+def _full_graph_key(x, attn, need_hidden) -> tuple:
+    return tuple(x.shape), attn is not None, need_hidden

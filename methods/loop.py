@@ -20,14 +20,16 @@ is graphed too (`_graphed_steps`).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
 from bench.models.base import ModelAdapter
 from .base import GenConfig, Method, StepContext
 from .cache import CacheStepper
-from .graphs import CapturedStep, GraphedCall, full_forward_graph
+from .graphs import CapturedStep, full_forward_graph, kept_full_forward_graph
 from .select import token_stats
 
 
@@ -98,8 +100,10 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
                generator=generator, stepper=stepper,
                reuse=_Reuse(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev)))
 
-    if not trace and _graphable(method) and _graphed_steps(b, r, x):
-        return _result(b, r, x)
+    graphed = _graphed_decode(b, r, x) if not trace and _graphable(method) else None
+    if graphed is not None:
+        graphed.run()
+        return _result(graphed.b, graphed.r, graphed.xs)
     while True:
         rows = (~r.done).nonzero().squeeze(1)   # the loop's one host sync per step (it also ends the loop)
         if rows.numel() == 0:
@@ -166,70 +170,118 @@ def _graphable(method: Method) -> bool:
             and not method.needs_hidden and method.temperature == 0 and method.cfg_scale == 0)
 
 
-def _graphed_steps(b: "_Batch", r: _Rows, x: torch.Tensor) -> bool:
-    """Run the whole decode with every step's forward and the rest of the step as CUDA graphs over
-    every row, finished rows masked: the forward graph (timed as a forward) and a CapturedStep
-    (token stats, select, bookkeeping). Same tokens and counts as the eager loop, as select is per
-    row. One host sync per step, on counts the step copies out. False (nothing run) where the
-    forwards are not graphed: CPU, or a forward too large to be launch-bound.
+GRAPHED_DECODES_PER_MODEL = 4
+
+
+def _graphed_decode(b: "_Batch", r: _Rows, x: torch.Tensor) -> "_GraphedDecode | None":
+    """The graphed decode for this call: the model's kept one for the same shapes and method
+    settings (refilled with this call's prompts), or a new one; None where the forwards are not
+    graphed (CPU, or a forward too large to be launch-bound)."""
+    if not b.model.cuda_graphs:
+        return None
+    m = b.method
+    key = (x.shape[0], b.P, b.gen, b.attn_fwd is not None, m.name, repr(sorted(m.settings().items())))
+    store = b.model.__dict__.setdefault("_graphed_decodes", OrderedDict())
+    for k in [k for k, d in store.items() if not d.current()]:   # its forward graphs (or KV cache) were dropped
+        del store[k]
+    kept = store.pop(key, None)
+    if kept is not None:
+        kept.load(b, x)
+    else:
+        kept = _GraphedDecode.build(b, r, x)
+        if kept is None:
+            return None
+    while len(store) >= GRAPHED_DECODES_PER_MODEL:
+        store.popitem(last=False)
+    store[key] = kept
+    return kept
+
+
+class _GraphedDecode:
+    """A decode whose every step is CUDA graphs over every row, finished rows masked: the forward
+    graph (timed as a forward) and a CapturedStep (token stats, select, bookkeeping). Same tokens
+    and counts as the eager loop, as select is per row (Method.graph_step). One host sync per
+    step, on counts the step graph copies out.
 
     The kinds of step come from the forward: without a cache one (the full forward graph, whose
     input buffer holds the tokens meanwhile); with the dual cache a refresh and a window
     (CacheStepper.graph_kinds). A step whose rows need different kinds (some at a block start,
-    some not) runs eagerly (_eager_step)."""
-    if b.stepper is None:
-        fwd = full_forward_graph(b.model, x, b.attn_fwd, False)
-        if fwd is None:
-            return False
-        xs = fwd.inputs[0]   # the graph's input buffer holds the tokens: no copy per step
-        xs.copy_(x)
-        if b.attn_fwd is not None:
-            fwd.inputs[1].copy_(b.attn_fwd)
-        kinds = {"full": (lambda: fwd(*fwd.inputs), lambda: token_stats(fwd.out.logits[:, b.P:]))}
-        choose = lambda n_active, n_start: "full"
-    else:
-        xs = x
-        kinds = b.stepper.graph_kinds(xs, b.attn, r.block)
+    some not) runs eagerly (_eager_step).
+
+    The model keeps it for the next decode call of the same shapes and method settings: that call
+    refills its state tensors (`load`), so the step graphs captured on them replay as they are
+    (building them took 4-8 ms each on an H200, results/speed/REPORT.md). It is kept only while
+    the forward graphs it reads are still the model's (`current`)."""
+
+    def __init__(self, b, r, xs, kinds, choose, current, fwd=None):
+        self.b, self.r, self.xs, self.kinds, self.choose, self.current = b, r, xs, kinds, choose, current
+        self.fwd = fwd   # the full forward graph (no cache)
+        self.counts = torch.zeros(2, dtype=torch.long, pin_memory=xs.is_cuda)  # rows decoding; of them at a block start
+        self.every = torch.arange(xs.shape[0], device=xs.device)
+        self.graphs: dict[str, CapturedStep] = {}
+
+    @classmethod
+    def build(cls, b: "_Batch", r: _Rows, x: torch.Tensor) -> "_GraphedDecode | None":
+        if b.stepper is None:
+            fwd = full_forward_graph(b.model, x, b.attn_fwd, False)
+            if fwd is None:
+                return None
+            xs = fwd.inputs[0]   # the graph's input buffer holds the tokens: no copy per step
+            xs.copy_(x)
+            if b.attn_fwd is not None:
+                fwd.inputs[1].copy_(b.attn_fwd)
+            kinds = {"full": (lambda: fwd(*fwd.inputs), lambda: token_stats(fwd.out.logits[:, b.P:]))}
+            return cls(b, r, xs, kinds, lambda n_active, n_start: "full",
+                       lambda: kept_full_forward_graph(b.model, xs, b.attn_fwd, False) is fwd, fwd)
+        kinds = b.stepper.graph_kinds(x, b.attn, r.block)
         if kinds is None:
-            return False
+            return None
         choose = lambda n_active, n_start: ("refresh" if n_start == n_active and "refresh" in kinds
                                             else "window" if n_start == 0 else None)
+        return cls(b, r, x, kinds, choose, b.stepper.current)
 
-    counts = torch.zeros(2, dtype=torch.long, pin_memory=xs.is_cuda)  # rows decoding; of them at a block start
-    every = torch.arange(xs.shape[0], device=xs.device)
+    def load(self, b: "_Batch", x: torch.Tensor) -> None:
+        """Refill with a new call's prompts (same shapes): tokens, masks, prompt lengths, counters."""
+        self.xs.copy_(x)
+        self.b.attn.copy_(b.attn)
+        self.b.prompt_len.copy_(b.prompt_len)
+        if self.fwd is not None and b.attn_fwd is not None:
+            self.fwd.inputs[1].copy_(b.attn_fwd)
+        for t in (self.r.block, self.r.step_in_block, self.r.step, self.r.nfe, self.r.done, self.r.capped):
+            t.zero_()
+        self.b.method.start(x.shape[0], x.device, None)
 
-    def step(stats, xs, block, step_in_block, steps, nfe, done, capped, counts):
-        rows = _Rows(block, step_in_block, steps, nfe, done, capped, r.nfe_truncated)
+    def run(self) -> None:
+        b, r, xs, counts = self.b, self.r, self.xs, self.counts
+        synced = torch.cuda.Event() if xs.is_cuda else None
+        _count(r, counts)
+        while True:
+            if synced is not None:
+                synced.record()
+                synced.synchronize()   # the step's one host sync
+            n_active, n_start = counts.tolist()
+            if n_active == 0:
+                break
+            kind = self.choose(n_active, n_start)
+            if kind is None:
+                _eager_step(b, r, xs, (~r.done).nonzero().squeeze(1))
+                _count(r, counts)
+                continue
+            launch, stats = self.kinds[kind]
+            launch()
+            if kind not in self.graphs:
+                self.graphs[kind] = CapturedStep(partial(self._step, stats), xs, r.block, r.step_in_block,
+                                                 r.step, r.nfe, r.done, r.capped, counts)
+            self.graphs[kind].replay()
+
+    def _step(self, stats, xs, block, step_in_block, steps, nfe, done, capped, counts) -> None:
+        """What the step graph holds (state passed in: its warm-up runs on copies)."""
+        rows = _Rows(block, step_in_block, steps, nfe, done, capped, self.r.nfe_truncated)
         act = ~done
         nfe += act.long()
         x0, conf = stats()
-        _advance(b, rows, xs, slice(None), every, xs[:, b.P:], x0, conf, None, None, None, act)
+        _advance(self.b, rows, xs, slice(None), self.every, xs[:, self.b.P:], x0, conf, None, None, None, act)
         _count(rows, counts)
-
-    graphs = {}
-    synced = torch.cuda.Event() if xs.is_cuda else None
-    _count(r, counts)
-    while True:
-        if synced is not None:
-            synced.record()
-            synced.synchronize()   # the step's one host sync
-        n_active, n_start = counts.tolist()
-        if n_active == 0:
-            break
-        kind = choose(n_active, n_start)
-        if kind is None:
-            _eager_step(b, r, xs, (~r.done).nonzero().squeeze(1))
-            _count(r, counts)
-            continue
-        launch, stats = kinds[kind]
-        launch()
-        if kind not in graphs:
-            graphs[kind] = CapturedStep(lambda *state: step(stats, *state), xs, r.block, r.step_in_block,
-                                        r.step, r.nfe, r.done, r.capped, counts)
-        graphs[kind].replay()
-    if xs is not x:
-        x.copy_(xs)
-    return True
 
 
 def _count(r: _Rows, counts: torch.Tensor) -> None:

@@ -132,6 +132,60 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
                     assert 0 < len(eager_steps) < int(graphed.steps.max()), where   # some mixed steps, most graphed
 
 
+def test_graphed_decode_kept_for_the_next_call_reads_nothing_stale(builtin_model, prompts, monkeypatch):
+    # The model keeps a graphed decode (its state tensors and step graphs) for the next call of the
+    # same shapes and method settings; that call refills the state. Stand the graphs in on CPU:
+    # the second call builds no step graph and gives exactly what the eager loop gives.
+    from collections import OrderedDict
+    import methods.cache as cache
+    import methods.graphs as graphs
+
+    def kept_full_graph(model, x, attn, need):   # full_forward_graph's keeping, eager stand-in
+        store = model.__dict__.setdefault("_full_graphs", OrderedDict())
+        key = graphs._full_graph_key(x, attn, need)
+        if key not in store:
+            store[key] = _eager_full_graph(model, x, attn, need)
+        return store[key]
+
+    first = encode(builtin_model, prompts)[:4]
+    second = first[1:] + first[:1]             # other prompt in every row, same (batch, length)
+    gen = GenConfig(gen_length=48, block_length=16)
+    for spec, other_spec in (("threshold", "threshold:tau=0.5"), ("fixed", "fixed:steps=24"),
+                             ("threshold:cache=dual", "threshold:tau=0.5:cache=dual"),
+                             ("fixed:steps=24:cache=dual", "fixed:steps=48:cache=dual")):
+        eager = loop.decode(builtin_model, method(spec, gen), second, gen)
+        eager_other = loop.decode(builtin_model, method(other_spec, gen), second, gen)
+        monkeypatch.setattr(loop, "CapturedStep", _EagerStep)
+        monkeypatch.setattr(loop, "full_forward_graph", kept_full_graph)
+        monkeypatch.setattr(cache, "GraphedCall", _EagerGraphedCall)
+        monkeypatch.setattr(cache, "launch_bound", lambda m, n: True)
+        monkeypatch.setattr(cache, "_cache_and_graphs", cache._shared_cache)
+        loop.decode(builtin_model, method(spec, gen), first, gen)
+        built = _EagerStep.built
+        again = loop.decode(builtin_model, method(spec, gen), second, gen)
+        assert _EagerStep.built == built, spec                       # the kept step graphs replayed
+        other = loop.decode(builtin_model, method(other_spec, gen), second, gen)
+        assert _EagerStep.built > built, spec                        # other settings: their own graphs
+        for name in ("_full_graphs", "_cache_graphs"):               # forward graphs dropped: so is the decode
+            builtin_model.__dict__.pop(name, None)
+        built = _EagerStep.built
+        fresh = loop.decode(builtin_model, method(spec, gen), second, gen)
+        assert _EagerStep.built > built, spec
+        builtin_model.cuda_graphs = False                            # graphs off: the eager loop, nothing kept
+        built = _EagerStep.built
+        off = loop.decode(builtin_model, method(spec, gen), second, gen)
+        builtin_model.cuda_graphs = True
+        assert _EagerStep.built == built and torch.equal(off.tokens, eager.tokens), spec
+        monkeypatch.undo()
+        for name in ("_full_graphs", "_cache_graphs", "_graphed_decodes"):
+            builtin_model.__dict__.pop(name, None)
+        for label, res in (("again", again), ("fresh", fresh)):
+            for field in ("tokens", "nfe", "steps", "capped", "gen_tokens"):
+                assert torch.equal(getattr(eager, field), getattr(res, field)), (spec, label, field)
+        for field in ("tokens", "nfe", "steps"):
+            assert torch.equal(getattr(eager_other, field), getattr(other, field)), (other_spec, field)
+
+
 def test_graph_step_methods_select_each_row_on_its_own():
     # The step graph runs select over every row, finished ones included (with no candidates), where
     # the eager loop passes only the rows still decoding: a graph_step method's choice for a row
