@@ -147,7 +147,7 @@ class CacheStepper:
 
     def graph_kinds(self, x, attn, block) -> dict | None:
         """The dual cache's two kinds of step over every row, for a graphed loop (methods/loop.py,
-        _graphed_steps): {"refresh" (where its forward is launch-bound), "window": (launch, stats)}.
+        _GraphedDecode): {"refresh" (where its forward is launch-bound), "window": (launch, stats)}.
         launch() replays the forward's graph on x; stats() -> (x0, conf) [B, G] reads the graph's
         static output (captured into the step's graph). None where the forwards are not graphed
         (CPU, prefix mode: its window narrows block by block). x, attn and block are the loop's

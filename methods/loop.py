@@ -16,7 +16,7 @@ With a KV cache (method setting cache=prefix|dual) the forward is a refresh or a
 (methods/cache.py). A step makes one host sync (which rows are still decoding; a cached step one
 more: refresh or window), so the GPU queue never drains in the middle of a step. Where the full
 forward is graphed and the method's selection allows it (Method.graph_step), the rest of the step
-is graphed too (`_graphed_steps`).
+is graphed too (`_GraphedDecode`), and the model keeps it for the next call of the same shapes.
 """
 from __future__ import annotations
 
