@@ -122,22 +122,30 @@ class CacheStepper:
         return x0, conf, logits, hidden
 
     def _window_forward(self, rows, xa, aa, block, width, need_hidden):
-        """-> (model output, pos [b, W]: the window's sequence indices)."""
-        start = self.P + block * self.BL - self.shift                      # [b] sequence index
+        """-> (model output, pos [b, W]: the window's sequence indices). A window of every row
+        replays a CUDA graph that also builds the window's inputs from the tokens, mask and blocks
+        (a handful of tiny kernels that cost ~0.2 ms of host time per step when launched eagerly
+        between the host sync and the forward, results/speed/REPORT.md)."""
         if width is None:                                                  # prefix: to the end
-            width = self.L - int(start[0])
+            width = self.L - (self.P + int(block[0]) * self.BL - self.shift)
+        if self.graphs is not None and rows.numel() == self.B:   # all rows: the cache is static -> replay a graph
+            key = ("window", tuple(xa.shape), width, need_hidden, self.padded)
+            if key not in self.graphs:
+                self.graphs[key] = _GraphedWindowStep(self, xa, aa, block, width, need_hidden)
+            return self.graphs[key](xa, aa if self.padded else None, block)
+        return self._window_call(rows, xa, aa, block, width, need_hidden)
+
+    def _window_call(self, rows, xa, aa, block, width, need_hidden):
+        """The window forward of `rows` at their blocks (a finished row's block past the last one
+        is read as the last: a graphed step runs every row)."""
+        start = self.P + block.clamp(max=self.G // self.BL - 1) * self.BL - self.shift   # [b] sequence index
         pos = start.unsqueeze(1) + torch.arange(width, device=xa.device)   # [b, W]
         positions = pos
         if self.padded:
             positions = (aa.long().cumsum(-1) - 1).clamp(min=0).gather(1, pos)
-        call = self._call(rows, pos, aa)
-        ids = xa.gather(1, pos)
-        if self.graphs is not None and call.rows is None:   # all rows: the cache is static -> replay a graph
-            key = (tuple(ids.shape), need_hidden, call.key_mask is not None)
-            if key not in self.graphs:
-                self.graphs[key] = _GraphedWindow(self.model, self.cache, ids, positions, call, need_hidden)
-            return self.graphs[key](ids, positions, pos, call.key_mask), self.graphs[key].inputs[2]
-        return self.model.forward(ids, None, output_hidden=need_hidden, positions=positions, kv=call), pos
+        out = self.model.forward(xa.gather(1, pos), None, output_hidden=need_hidden, positions=positions,
+                                 kv=self._call(rows, pos, aa))
+        return out, pos
 
     def current(self) -> bool:
         """Whether the model still keeps this stepper's cache and graphs (a graphed decode kept
@@ -156,7 +164,6 @@ class CacheStepper:
             return None
         every = torch.arange(self.B, device=x.device)
         mask = attn if self.padded else None
-        last = self.G // self.BL - 1
         kinds = {}
         if launch_bound(self.model, x.numel()):
             def stats_refresh():
@@ -168,8 +175,7 @@ class CacheStepper:
         window = {}
 
         def launch_window():
-            window["out"], window["pos"] = self._window_forward(every, x, attn, block.clamp(max=last),
-                                                                self.BL + self.shift, False)
+            window["out"], window["pos"] = self._window_forward(every, x, attn, block, self.BL + self.shift, False)
 
         def stats_window():
             gpos = window["pos"][:, self.shift:] - self.P
@@ -222,12 +228,23 @@ LT_WINDOW_TOKENS = 64
 
 def _GraphedWindow(model, cache, ids, positions, call, need_hidden) -> GraphedCall:
     """A window forward captured as a CUDA graph: call it with (ids, positions, pos, key_mask);
-    the cache tensors themselves are static (written in place by the graph)."""
+    the cache tensors themselves are static (written in place by the graph). The decode loop
+    replays _GraphedWindowStep (this forward and the building of its inputs); bench/bench_speed.py
+    times this one, the forward alone."""
     def window(ids, positions, pos, key_mask):
         kv = CacheCall(cache, rows=None, pos=pos, key_mask=key_mask)
         return model.forward(ids, None, output_hidden=need_hidden, positions=positions, kv=kv)
     blas = "cublaslt" if ids.numel() <= LT_WINDOW_TOKENS else None
     return GraphedCall(window, ids, positions, call.pos, call.key_mask, blas=blas)
+
+
+def _GraphedWindowStep(stepper: CacheStepper, x, attn, block, width: int, need_hidden) -> GraphedCall:
+    """A window forward of every row captured as a CUDA graph with the building of its inputs:
+    call it with (tokens [B, L], mask [B, L] or None, blocks [B]) -> (output, pos)."""
+    every = torch.arange(stepper.B, device=x.device)
+    fn = lambda x, attn, block: stepper._window_call(every, x, attn, block, width, need_hidden)
+    blas = "cublaslt" if x.shape[0] * width <= LT_WINDOW_TOKENS else None
+    return GraphedCall(fn, x, attn if stepper.padded else None, block, blas=blas)
 
 
 def _GraphedRefresh(model, cache, ids, mask, need_hidden) -> GraphedCall:

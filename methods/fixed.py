@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import Method, StepContext
-from .select import quota_schedule, topk_commit
+from .select import quota_schedule, top1_commit, topk_commit
 
 
 @dataclass
@@ -42,6 +42,7 @@ class FixedMethod(Method):
             raise ValueError("fixed: temperature and cfg_scale must be >= 0")
         self.steps_per_block = steps // g.num_blocks
         self.quota = quota_schedule(g.block_length, self.steps_per_block)
+        self.one_per_step = int(self.quota.max()) == 1   # steps == gen_length: top-1, no sort
         self.generator: torch.Generator | None = None
 
     @property
@@ -66,4 +67,6 @@ class FixedMethod(Method):
             scores = torch.rand(ctx.conf.shape, device=ctx.conf.device, generator=self.generator)
         else:
             scores = ctx.conf
+        if self.one_per_step:
+            return top1_commit(scores, ctx.candidates)
         return topk_commit(scores, ctx.candidates, k)

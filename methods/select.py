@@ -34,10 +34,26 @@ def token_stats(logits: torch.Tensor, temperature: float = 0.0,
 def _greedy_rows(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """argmax and its probability 1 / sum(exp(l - max)) (l[argmax] is the max exactly): on GPU the
     max and argmax share one pass over the logits, the sum a second (ATen's argmax alone took
-    52 us at [256, 126464] on an H200, as long as a pass of the fused kernels)."""
+    52 us at [256, 126464] on an H200, as long as a pass of the fused kernels). The argmax runs in
+    two stages, per chunk of the vocabulary and then over the chunks, so that a window of a few
+    positions still spreads over the GPU (one program per row took 30 us at [32, 126464]); the
+    first maximal index is kept, as a single argmax keeps it."""
     lf = logits.float()
-    m = lf.amax(-1, keepdim=True)
-    return lf.argmax(-1), 1.0 / (lf - m).exp().sum(-1)
+    rows, vocab = lf.shape
+    n = _argmax_chunks(vocab)
+    chunk_max, chunk_arg = lf.view(rows, n, vocab // n).max(-1)   # per chunk: max, first index of it
+    c = chunk_max.argmax(-1, keepdim=True)                         # first chunk holding the max
+    x0 = (c * (vocab // n) + chunk_arg.gather(1, c)).squeeze(1)
+    return x0, 1.0 / (lf - chunk_max.gather(1, c)).exp().sum(-1)
+
+
+def _argmax_chunks(vocab: int) -> int:
+    """Chunks of the vocabulary for the two-stage argmax: the largest power of two up to 64 that
+    divides it (64 for LLaDA's 126464 and Dream's 152064)."""
+    n = 64
+    while vocab % n:
+        n //= 2
+    return n
 
 
 def chosen_prob(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
@@ -73,10 +89,17 @@ def topk_commit(scores: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor)
     return candidates & (rank < k.view(-1, 1))
 
 
+def top1_commit(scores: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Commit the highest-scoring candidate of each row (none if a row has none): topk_commit with
+    k = 1 (ties towards the lower position: argmax keeps the first maximal index) without a sort."""
+    s = scores.float().masked_fill(~candidates, NEG_INF)
+    best = torch.zeros_like(candidates).scatter_(-1, s.argmax(-1, keepdim=True), True)
+    return candidates & best
+
+
 def threshold_commit(conf: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
     """Fast-dLLM: every candidate with confidence >= tau, and always the most confident one."""
-    one = topk_commit(conf, candidates, torch.ones(conf.shape[0], dtype=torch.long, device=conf.device))
-    return one | (candidates & (conf >= tau))
+    return top1_commit(conf, candidates) | (candidates & (conf >= tau))
 
 
 def factor_commit(conf: torch.Tensor, candidates: torch.Tensor, factor: float) -> torch.Tensor:
@@ -120,5 +143,4 @@ def local_leap_commit(conf: torch.Tensor, candidates: torch.Tensor, tau_anchor: 
         near[:, d:] |= anchor[:, :-d]
         near[:, :-d] |= anchor[:, d:]
     relaxed = candidates & near & (conf >= tau_relaxed)
-    one = topk_commit(conf, candidates, torch.ones(conf.shape[0], dtype=torch.long, device=conf.device))
-    return one | anchor | relaxed
+    return top1_commit(conf, candidates) | anchor | relaxed

@@ -45,10 +45,21 @@ class _EagerGraphedCall:
         if self.out is None:
             self.out = out
         else:
-            self.out.logits.copy_(out.logits)
-            if out.hidden is not None:
-                self.out.hidden.copy_(out.hidden)
+            _copy_into(self.out, out)
         return self.out
+
+
+def _copy_into(static, out):
+    """Copy a forward's output (or a tuple of outputs and tensors) into the first call's tensors."""
+    if isinstance(static, tuple):
+        for s, o in zip(static, out):
+            _copy_into(s, o)
+    elif isinstance(static, torch.Tensor):
+        static.copy_(out)
+    else:
+        static.logits.copy_(out.logits)
+        if out.hidden is not None:
+            static.hidden.copy_(out.hidden)
 
 
 def _eager_full_graph(model, x, attn, need_hidden):

@@ -1,7 +1,8 @@
 """Selection rules on hand-made tensors."""
 import torch
 
-from methods.select import factor_commit, quota_schedule, threshold_commit, token_stats, topk_commit
+from methods.select import (factor_commit, quota_schedule, threshold_commit, token_stats, top1_commit,
+                            topk_commit)
 
 T, F = True, False
 
@@ -79,3 +80,28 @@ def test_token_stats_on_bf16_logits_matches_fp32_softmax():
     assert torch.equal(x0, logits.float().argmax(-1))
     assert conf.dtype == torch.float32
     assert torch.allclose(conf, ref.gather(-1, x0.unsqueeze(-1)).squeeze(-1), rtol=1e-5, atol=0)
+
+
+def test_top1_commit_is_topk_with_k_1_ties_to_the_lower_position():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        scores = torch.randint(0, 4, (6, 40), generator=g).float() / 4   # many ties
+        cand = torch.rand((6, 40), generator=g) < 0.5
+        cand[0] = False                                                   # a row without candidates
+        one = torch.ones(6, dtype=torch.long)
+        assert torch.equal(top1_commit(scores, cand), topk_commit(scores, cand, one))
+    assert top1_commit(torch.tensor([[0.5, 0.9, 0.9]]), torch.tensor([[T, T, T]])).tolist() == [[F, T, F]]
+
+
+def test_greedy_stats_take_the_first_maximal_token_across_vocabulary_chunks():
+    # the argmax runs per chunk of the vocabulary, then over chunks (64 chunks of 40 here)
+    logits = torch.randn(5, 2560)
+    logits[0, 100] = logits[0, 2000] = 50.0     # tie in different chunks: the first wins
+    logits[1, 45] = logits[1, 47] = 50.0        # tie inside a chunk
+    logits[2, 2559] = 50.0                      # the very last token
+    x0, conf = token_stats(logits)
+    assert x0.tolist()[:3] == [100, 45, 2559]
+    assert torch.equal(x0, logits.argmax(-1))
+    assert torch.allclose(conf, torch.softmax(logits, -1).max(-1).values)
+    odd = torch.randn(3, 2563)                  # a vocabulary with no power-of-two factor: one chunk
+    assert torch.equal(token_stats(odd)[0], odd.argmax(-1))
