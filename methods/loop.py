@@ -27,6 +27,7 @@ from functools import partial
 import torch
 
 from bench.models.base import ModelAdapter
+from bench.models.layers import on_gpu_compiled
 from .base import GenConfig, Method, StepContext
 from .cache import CacheStepper
 from .graphs import CapturedStep, full_forward_graph, kept_full_forward_graph
@@ -95,6 +96,7 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
     if method.cache != "none":  # KV cache: refresh or window forwards (methods/cache.py)
         stepper = CacheStepper(model, method.cache, B, x.shape[1], P, G, BL, padded=padded)
     b = _Batch(model, method, gen, P, pos=torch.arange(G, device=dev), eos=torch.tensor(model.eos_ids, device=dev),
+               step_cap=torch.tensor(gen.step_cap, device=dev),
                prompt_len=p_attn.sum(1).to(dev), attn=attn,
                attn_fwd=attn if padded else None,   # no padding: no mask (SDPA's flash kernel; same positions)
                generator=generator, stepper=stepper,
@@ -299,6 +301,7 @@ class _Batch:
     P: int                    # padded prompt length
     pos: torch.Tensor         # [G] generated positions 0..G-1
     eos: torch.Tensor         # EOS ids
+    step_cap: torch.Tensor    # gen.step_cap as a tensor (a compiled step is not rebuilt for each cap)
     prompt_len: torch.Tensor  # [B] real (unpadded) prompt lengths
     attn: torch.Tensor        # [B, P + G] attention mask (0 on left padding)
     attn_fwd: torch.Tensor | None  # the mask a full forward takes: None without padding
@@ -320,35 +323,49 @@ def _advance(b: _Batch, r: _Rows, x, rows, ctx_rows, gen_a, x0, conf, logits, hi
                       block=r.block[rows], step_in_block=r.step_in_block[rows], step=r.step[rows],
                       hidden=hidden, prompt_len=b.prompt_len[rows], fed=fed)
     commit = b.method.select(ctx) & candidates
-    gen_a = torch.where(commit, x0, gen_a)
-
     if r.trace is not None:
         _record(r.trace, ctx_rows, r.step[rows], masked, x0, conf, commit)
-    took = 1 if act is None else act.long()
-    r.step[rows] += took
-    r.step_in_block[rows] += took
+    state = [r.block, r.step_in_block, r.step, r.done, r.capped]
+    views = [t[rows] for t in state]   # views of the state for slice(None), copies for an index
+    x[rows, b.P:] = _bookkeep_(gen_a.contiguous(), x0, commit, in_block, act, *views, b.eos, pos, model.mask_id,
+                               gen.block_length, gen.num_blocks, b.step_cap, gen.early_stop)
+    if not isinstance(rows, slice):
+        for t, v in zip(state, views):
+            t[rows] = v
 
-    # block bookkeeping
-    finished_block = ~((gen_a == model.mask_id) & in_block).any(1)
+
+@on_gpu_compiled(row_args=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9))
+def _bookkeep_(gen_a, x0, commit, in_block, act, block, step_in_block, step, done, capped, eos, pos,
+               mask_id: int, block_length: int, num_blocks: int, step_cap: torch.Tensor, early_stop: bool):
+    """A step's commit and bookkeeping (all [b] or [b, G]): writes x0 where committed, moves
+    counters and blocks on, marks rows done or capped; updates block .. capped in place and returns
+    the row's new generated tokens. Rows outside `act` (None: all rows) are left as they are.
+    Pure tensor code: a graphed step (methods/graphs.py) runs it as a few compiled kernels
+    (on_gpu_compiled) instead of ~50 small ones."""
+    gen_a = torch.where(commit, x0, gen_a)
+    took = 1 if act is None else act.long()
+    step += took
+    step_in_block += took
+    finished_block = ~((gen_a == mask_id) & in_block).any(1)
     if act is not None:
         finished_block &= act
-    next_block = r.block[rows] + finished_block.long()
-    upto = (pos.unsqueeze(0) < (next_block * gen.block_length).unsqueeze(1))
-    has_eos = (torch.isin(gen_a, b.eos) & upto).any(1)
-    row_done = next_block >= gen.num_blocks
-    if gen.early_stop:
+    next_block = block + finished_block.long()
+    upto = pos.unsqueeze(0) < (next_block * block_length).unsqueeze(1)
+    has_eos = (torch.isin(gen_a, eos) & upto).any(1)
+    row_done = next_block >= num_blocks
+    if early_stop:
         row_done |= finished_block & has_eos
-    capped = ~row_done & (r.step[rows] >= gen.step_cap)
+    cap = ~row_done & (step >= step_cap)
     if act is not None:
         row_done &= act
-        capped &= act
-    # fill what is left with the last proposal, at no extra NFE (no `if capped.any()`: a host sync)
-    gen_a = torch.where(capped.unsqueeze(1) & (gen_a == model.mask_id), x0, gen_a)
-    x[rows, b.P:] = gen_a
-    r.block[rows] = next_block
-    r.step_in_block[rows] = torch.where(finished_block, 0, r.step_in_block[rows])
-    r.capped[rows] |= capped
-    r.done[rows] |= row_done | capped
+        cap &= act
+    # fill what is left with the last proposal, at no extra NFE (no `if cap.any()`: a host sync)
+    gen_a = torch.where(cap.unsqueeze(1) & (gen_a == mask_id), x0, gen_a)
+    block.copy_(next_block)
+    step_in_block.copy_(torch.where(finished_block, 0, step_in_block))
+    capped |= cap
+    done |= row_done | cap
+    return gen_a
 
 
 # --- truncated forwards (Method.extent; SlowFast's out-of-span reuse) ----------------------------

@@ -107,7 +107,8 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[in
             compiled = torch.compile(fn, fullgraph=True)
         if x.shape[0] > 1:
             for i in row_args:
-                torch._dynamo.mark_dynamic((x, *args)[i], 0)
+                if (x, *args)[i] is not None:
+                    torch._dynamo.mark_dynamic((x, *args)[i], 0)
         # No automatic dynamic shapes: a second model of another width in the same process must
         # recompile with its own constant feature dims (automatic dynamic made them symbolic: the
         # RoPE kernel then ran 10x slower, measured on the H200).
