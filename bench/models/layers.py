@@ -116,6 +116,7 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[in
             return compiled(x, *args)
 
     wrapper.__doc__ = fn.__doc__
+    wrapper.__wrapped__, wrapper.row_args = fn, row_args   # for tests: what it compiles, and how
     return wrapper
 
 

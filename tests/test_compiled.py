@@ -1,0 +1,70 @@
+"""The functions that run through torch.compile on GPU (`on_gpu_compiled`) must trace as one graph
+(they are compiled with fullgraph=True: a graph break would be an error on GPU only) and give what
+the eager function gives; one compile must serve every number of rows, as the wrapper promises.
+Checked on CPU with dynamo's eager backend (tracing only, no code generation)."""
+import torch
+
+from bench.models.layers import _add_rms_norm_rows, _rms_norm_rows, _rope_qk_rows, _swiglu_rows
+from methods.loop import _bookkeep_
+from methods.select import _chosen_prob_rows, _greedy_rows
+
+
+def _bookkeep_args(n: int, g: torch.Generator):
+    G, mask = 12, 99
+    gen_a = torch.where(torch.rand(n, G, generator=g) < 0.6, mask, torch.randint(0, 9, (n, G), generator=g))
+    x0 = torch.randint(0, 9, (n, G), generator=g)
+    commit = torch.rand(n, G, generator=g) < 0.3
+    block = torch.randint(0, 3, (n,), generator=g)
+    in_block = (torch.arange(G) // 4) == block.unsqueeze(1)
+    act = torch.rand(n, generator=g) < 0.8
+    state = [block, torch.randint(0, 4, (n,), generator=g), torch.randint(0, 9, (n,), generator=g),
+             torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)]
+    return [gen_a, x0, commit, in_block, act, *state, torch.tensor([7]), torch.arange(G), mask, 4, 3,
+            torch.tensor(8), True]
+
+
+CASES = {
+    "rms_norm": (_rms_norm_rows, lambda n, g: [torch.randn(n, 16, generator=g), torch.randn(16, generator=g), 1e-5]),
+    "add_rms_norm": (_add_rms_norm_rows, lambda n, g: [torch.randn(n, 16, generator=g), torch.randn(n, 16, generator=g),
+                                                       torch.randn(16, generator=g), 1e-5]),
+    "swiglu": (_swiglu_rows, lambda n, g: [torch.randn(n, 32, generator=g)]),
+    "rope": (_rope_qk_rows, lambda n, g: [torch.randn(n, 6, 8, generator=g), torch.randn(n, 1, 8, generator=g),
+                                          torch.randn(n, 1, 8, generator=g), 4]),
+    "greedy": (_greedy_rows, lambda n, g: [torch.randn(n, 640, generator=g)]),
+    "chosen_prob": (_chosen_prob_rows, lambda n, g: [torch.randn(n, 640, generator=g), torch.randint(0, 640, (n,), generator=g)]),
+    "bookkeep": (_bookkeep_, _bookkeep_args),
+}
+
+
+def _clone(args):
+    return [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+
+
+def test_gpu_compiled_functions_trace_whole_and_equal_eager_for_any_row_count():
+    for name, (wrapper, make) in CASES.items():
+        fn, row_args = wrapper.__wrapped__, wrapper.row_args
+        graphs = []
+
+        def count(gm, inputs):
+            graphs.append(gm)
+            return gm.forward
+        torch._dynamo.reset()
+        compiled = torch.compile(fn, fullgraph=True, backend=count)
+        g = torch.Generator().manual_seed(0)
+        for n in (3, 5):   # the second size must not recompile
+            args = make(n, g)
+            eager_args, compiled_args = _clone(args), _clone(args)
+            for i in row_args:
+                if compiled_args[i] is not None:
+                    torch._dynamo.mark_dynamic(compiled_args[i], 0)
+            with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+                got = compiled(*compiled_args)
+            want = fn(*eager_args)
+            got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+            for a, b in zip(compiled_args, eager_args):   # in-place updates (the bookkeeping's state)
+                if isinstance(a, torch.Tensor):
+                    assert torch.equal(a, b), name
+        assert len(graphs) == 1, f"{name}: compiled {len(graphs)} times for 3 and 5 rows"
+    torch._dynamo.reset()
