@@ -201,9 +201,9 @@ def _graphed_decode(b: "_Batch", r: _Rows, x: torch.Tensor) -> "_GraphedDecode |
 
 class _GraphedDecode:
     """A decode whose every step is CUDA graphs over every row, finished rows masked: the forward
-    graph (timed as a forward) and a CapturedStep (token stats, select, bookkeeping). Same tokens
-    and counts as the eager loop, as select is per row (Method.graph_step). One host sync per
-    step, on counts the step graph copies out.
+    graph (timed as a forward) and a CapturedStep (token stats, select, and the bookkeeping as a
+    few compiled kernels, _bookkeep_). Same tokens and counts as the eager loop, as select is per
+    row (Method.graph_step). One host sync per step, on counts the step graph copies out.
 
     The kinds of step come from the forward: without a cache one (the full forward graph, whose
     input buffer holds the tokens meanwhile); with the dual cache a refresh and a window
