@@ -33,6 +33,10 @@ PACKAGES = ("dllm-bench", "torch", "transformers", "accelerate", "tokenizers", "
             "datasets", "numpy", "pandas", "tabulate", "nvidia-ml-py", "matplotlib")
 
 
+# Environment variables that change how a decode runs on GPU (README, "Speed switches").
+SPEED_SWITCHES = ("DLLM_CUDA_GRAPHS", "DLLM_COMPILE", "DLLM_TRITON_ATTN", "DLLM_BENCH_ENERGY")
+
+
 def environment(device: torch.device) -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
     commit, top = _git("rev-parse", "HEAD"), _git("rev-parse", "--show-toplevel")
@@ -58,6 +62,7 @@ def environment(device: torch.device) -> dict:
         "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "speed_switches": {k: os.environ.get(k) for k in SPEED_SWITCHES},   # None: unset (on)
     }
     if device.type == "cuda":
         env.update(gpu_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,

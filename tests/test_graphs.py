@@ -285,3 +285,15 @@ def test_shared_cache_keeps_the_most_recent_shapes():
     for n in range(2, 2 + CACHES_PER_MODEL):
         _shared_cache(m, n, 10)
     assert (1, 10) not in m._cache_graphs and len(m._cache_graphs) == CACHES_PER_MODEL
+
+
+def test_graphs_switch_from_the_environment_and_recorded_in_run_env(monkeypatch):
+    from bench.env import environment
+    from bench.models import load_model
+    monkeypatch.setenv("DLLM_CUDA_GRAPHS", "0")
+    assert load_model("tiny").cuda_graphs is False
+    monkeypatch.delenv("DLLM_CUDA_GRAPHS")
+    assert load_model("tiny").cuda_graphs is True
+    monkeypatch.setenv("DLLM_COMPILE", "0")
+    switches = environment(torch.device("cpu"))["speed_switches"]
+    assert switches["DLLM_COMPILE"] == "0" and switches["DLLM_CUDA_GRAPHS"] is None

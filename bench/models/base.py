@@ -6,6 +6,7 @@ Model-specific ids live in the adapters, nowhere else.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,8 +36,9 @@ class ModelAdapter:
     logit_shift: bool = False           # Dream: position i is predicted from hidden state i-1
     chat_template: str | None = None    # None: the model has no chat format
     info: dict = field(default_factory=dict)  # config, weights origin; recorded in run.json
-    cuda_graphs: bool = True            # on GPU, launch-bound forwards (KV-cache windows, small full
-                                        # forwards) replay CUDA graphs (methods/graphs.py)
+    # on GPU, launch-bound forwards (KV-cache windows, small full forwards) replay CUDA graphs
+    # (methods/graphs.py); DLLM_CUDA_GRAPHS=0 turns them off for every model
+    cuda_graphs: bool = field(default_factory=lambda: os.environ.get("DLLM_CUDA_GRAPHS", "1") != "0")
 
     @property
     def device(self) -> torch.device:
