@@ -62,11 +62,10 @@ class FixedMethod(Method):
         self.generator = generator
 
     def select(self, ctx: StepContext) -> torch.Tensor:
-        k = self.quota[ctx.step_in_block.clamp(max=self.steps_per_block - 1)]
         if self.cfg.remasking == "random":
             scores = torch.rand(ctx.conf.shape, device=ctx.conf.device, generator=self.generator)
         else:
             scores = ctx.conf
         if self.one_per_step:
             return top1_commit(scores, ctx.candidates)
-        return topk_commit(scores, ctx.candidates, k)
+        return topk_commit(scores, ctx.candidates, self.quota[ctx.step_in_block.clamp(max=self.steps_per_block - 1)])

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import Method, StepContext
-from .select import topk_commit
+from .select import top1_commit
 
 PRESETS = {"code": dict(tau_min=0.3, tau_high=0.9, max_slow=6, window=2, sigma=1.0),
            "paper": dict(tau_min=0.1, tau_high=0.85, max_slow=8, window=2, sigma=1.0)}
@@ -86,12 +86,11 @@ class SlowFastMethod(Method):
         n_slow = torch.where(new, 0, self.n_slow[rows])
         hist = torch.where(new.unsqueeze(1), 0.0, self.hist[rows])
         e = self.e[rows]
-        one = torch.ones_like(s)
 
         # slow rows
         cand_slow = ctx.candidates & (pos >= s.unsqueeze(1))
         high = cand_slow & (ctx.conf >= p["tau_high"])
-        top1 = topk_commit(ctx.conf, cand_slow, one)
+        top1 = top1_commit(ctx.conf, cand_slow)
         commit_slow = torch.where((high.sum(1) > 1).unsqueeze(1), high, top1)
         reach = cand_slow & (ctx.conf >= p["tau_min"])
         first_masked = torch.where(cand_slow, pos, N).min(1).values
@@ -111,7 +110,7 @@ class SlowFastMethod(Method):
         # fast rows
         span = ctx.candidates & (pos >= s.unsqueeze(1)) & (pos <= e.unsqueeze(1))
         hi_fast = span & (ctx.conf > p["tau_high"])
-        commit_fast = torch.where(hi_fast.any(1, keepdim=True), hi_fast, topk_commit(ctx.conf, span, one))
+        commit_fast = torch.where(hi_fast.any(1, keepdim=True), hi_fast, top1_commit(ctx.conf, span))
 
         slow = (phase == SLOW).unsqueeze(1)
         commit = torch.where(slow, commit_slow, commit_fast)

@@ -22,7 +22,7 @@ import torch
 from bench.models.base import ModelAdapter
 from ..base import GenConfig
 from ..loop import decode, left_pad
-from ..select import token_stats, topk_commit
+from ..select import token_stats, top1_commit
 
 
 @dataclass
@@ -154,7 +154,7 @@ def _continue(model, ids, attn, gen_x, block, BL):
         if not first:   # after step 0, any change of a still-masked position's argmax breaks stability
             stable[a] &= ~(m & (x0 != seen[a]))
         seen[a] = torch.where(m, x0, seen[a])
-        com = topk_commit(conf, m, torch.ones(len(a), dtype=torch.long, device=dev))
+        com = top1_commit(conf, m)
         final[a] = torch.where(com, x0, final[a])
         xa = x[a]
         xa.scatter_(1, cols[a], torch.where(com, x0, xa.gather(1, cols[a])))
