@@ -23,8 +23,10 @@ class HFTokenizer:
     def decode(self, ids, skip_special: bool = True) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=skip_special)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        return self.tok.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+    def apply_chat_template(self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = True):
+        """The messages in the checkpoint's template: text, or ids with tokenize=True (transformers'
+        signature, which bench/generate.py calls)."""
+        return self.tok.apply_chat_template(messages, tokenize=tokenize, add_generation_prompt=add_generation_prompt)
 
 
 class ByteTokenizer:

@@ -104,6 +104,10 @@ def _load_hf(family: str, path: str, device, dtype) -> ModelAdapter:
     except ImportError:
         raise ValueError("--model-backend hf needs transformers: pip install transformers") from None
     d = resolve_dir(path)
+    if "AutoModel" not in read_config(d).get("auto_map", {}):
+        raise ValueError(f"{d}/config.json has no auto_map entry for AutoModel, so transformers cannot find the "
+                         f"authors' modeling code; --model-backend hf and verify-model need the checkpoint as "
+                         f"published (config.json with auto_map and its modeling_*.py files)")
     hf = AutoModel.from_pretrained(str(d), trust_remote_code=True, torch_dtype=dtype).to(device).eval()
     cfg = FAMILIES[family]["cfg"].from_hf(read_config(d))
     tok = HFTokenizer(d)

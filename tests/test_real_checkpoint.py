@@ -1,0 +1,135 @@
+"""A real checkpoint directory end to end, offline: config.json + safetensors written by our
+save_checkpoint, and a word-level tokenizer with a chat template saved by transformers, as the
+published LLaDA / Dream directories hold them. `--model llada --model-path DIR` must tokenize with
+that tokenizer, decode, score and record the directory; `--chat` must go through its template."""
+import json
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import run_bench  # noqa: E402
+from bench.models import load_model  # noqa: E402
+from bench.models.checkpoint import save_checkpoint  # noqa: E402
+from bench.models.dream import CONFIGS as DREAM_CONFIGS, Dream  # noqa: E402
+from bench.models.llada import CONFIGS as LLADA_CONFIGS, LLaDA  # noqa: E402
+from methods.base import GenConfig  # noqa: E402
+from methods.loop import decode  # noqa: E402
+from methods.registry import build_method, parse_methods  # noqa: E402
+from tasks.arith import test_problems as arith_problems  # noqa: E402
+
+CHAT = ("{% for m in messages %}<|user|> {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+SPECIAL = {"<|mask|>": 500, "<|eos|>": 501, "<|user|>": 502, "<|assistant|>": 503}
+
+
+def _words(texts) -> list[str]:
+    return sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]+", t)})
+
+
+def write_tokenizer(d, texts) -> None:
+    """A word-level tokenizer over the words of `texts` (ids 1..), [UNK] 0, and the tiny configs'
+    special ids (mask 500, EOS 501), saved as tokenizer.json + tokenizer_config.json."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    words = [w for w in _words(texts) if w not in SPECIAL][:490]
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}, **SPECIAL}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="<|eos|>",
+                                  mask_token="<|mask|>", additional_special_tokens=["<|user|>", "<|assistant|>"])
+    tok.chat_template = CHAT
+    tok.save_pretrained(str(d))
+
+
+def arith_texts(n=64) -> list[str]:
+    probs = arith_problems(n)
+    return [p.prompt for p in probs] + [s for p in probs for s in p.solutions] + [str(i) for i in range(400)]
+
+
+@pytest.fixture(scope="module", params=["llada", "dream"])
+def checkpoint(request, tmp_path_factory):
+    family = request.param
+    d = tmp_path_factory.mktemp(family)
+    cfg = (LLADA_CONFIGS["llada-tiny"] if family == "llada" else DREAM_CONFIGS["dream-tiny"])
+    torch.manual_seed(3)
+    net = (LLaDA if family == "llada" else Dream)(cfg)
+    with torch.no_grad():   # peaked logits: distinct argmaxes, so the decode is a real check
+        for p in net.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.5)
+    save_checkpoint(net, cfg.to_hf(), d)
+    write_tokenizer(d, arith_texts())
+    return family, d
+
+
+def test_checkpoint_tokenizer_is_the_directory_s(checkpoint):
+    family, d = checkpoint
+    m = load_model(family, path=str(d))
+    tok = m.tokenizer
+    ids = tok.encode("Question: Tom has 12 apples.")
+    assert 0 not in ids and all(0 < i < 500 for i in ids)          # every word is in the vocabulary
+    assert tok.decode(ids) == "Question : Tom has 12 apples ."       # word-level: tokens joined by spaces
+    assert tok.decode(ids + [SPECIAL["<|eos|>"]]) == tok.decode(ids)  # special tokens skipped
+    text = tok.apply_chat_template([{"role": "user", "content": "Tom has 12 apples."}])
+    assert text == "<|user|> Tom has 12 apples. <|assistant|>"
+    assert tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                   add_generation_prompt=False) == "<|user|> x "
+    assert m.chat_template == CHAT and m.mask_id == 500 and SPECIAL["<|eos|>"] in m.eos_ids
+    assert m.info["weights"] == str(d) and m.info["backend"] == "native" and not m.info["random_weights"]
+
+
+def test_cli_run_on_a_checkpoint_directory_equals_the_library_decode(checkpoint, tmp_path):
+    family, d = checkpoint
+    rc = run_bench.main(["--model", family, "--model-path", str(d), "--limit", "3", "--batch-size", "3",
+                         "--methods", "threshold:tau=0.5,cache=dual", "--gen-length", "16", "--block-length", "8",
+                         "--out-dir", str(tmp_path), "--run-id", "r", "--no-progress", "--warmup-batches", "0"])
+    assert rc == 0
+    run = tmp_path / "r"
+    info = json.loads((run / "run.json").read_text())
+    assert info["model_info"]["weights"] == str(d) and info["model_info"]["backend"] == "native"
+    assert info["spec"]["model_path"] == str(d)
+    row = json.loads((run / "summary.json").read_text())["rows"][0]
+    assert isinstance(row["accuracy"], float) and 0.0 <= row["accuracy"] <= 1.0   # scored: real weights
+    reqs = [json.loads(l) for l in (run / "requests.jsonl").read_text().splitlines()]
+    prompts = {p["doc_id"]: p["prompt"] for p in map(json.loads, (run / "prompts.jsonl").read_text().splitlines())}
+    reqs.sort(key=lambda r: r["doc_id"])
+
+    m = load_model(family, path=str(d))
+    gen = GenConfig(gen_length=16, block_length=8)
+    method = build_method(parse_methods("threshold:tau=0.5,cache=dual")[0], gen)
+    res = decode(m, method, [m.tokenizer.encode(prompts[r["doc_id"]]) for r in reqs], gen)
+    for i, r in enumerate(reqs):
+        n = int(res.gen_tokens[i])
+        assert (r["nfe"], r["gen_tokens"]) == (int(res.nfe[i]), n)
+        assert r["output"] == m.tokenizer.decode(res.tokens[i, :n].tolist())
+    assert any(r["output"] for r in reqs)
+
+
+def test_chat_run_goes_through_the_checkpoint_template(checkpoint, tmp_path):
+    from lmeval_helpers import data_dir
+    family, d = checkpoint
+    rc = run_bench.main(["--model", family, "--model-path", str(d), "--tasks", "gsm8k", "--limit", "2",
+                         "--chat", "single-turn", "--methods", "fixed:steps=8", "--gen-length", "8",
+                         "--block-length", "8", "--data-dir", str(data_dir()), "--out-dir", str(tmp_path),
+                         "--run-id", "c", "--no-progress", "--warmup-batches", "0"])
+    assert rc == 0
+    reqs = [json.loads(l) for l in (tmp_path / "c" / "requests.jsonl").read_text().splitlines()]
+    assert len(reqs) == 2 and all(r["nfe"] == 8 for r in reqs)
+    m = load_model(family, path=str(d))
+    p = json.loads((tmp_path / "c" / "prompts.jsonl").read_text().splitlines()[0])
+    from bench.generate import render_prompt
+    text = render_prompt(m, p["prompt"], p["messages"])
+    assert text.startswith("<|user|> ") and text.endswith("<|assistant|>")
+
+
+def test_hf_backend_without_the_authors_code_names_the_problem(checkpoint, tmp_path, capsys):
+    family, d = checkpoint
+    assert run_bench.main(["verify-model", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "no auto_map entry for AutoModel" in err and "modeling_" in err
+    assert run_bench.main(["--model", family, "--model-path", str(d), "--model-backend", "hf",
+                           "--out-dir", str(tmp_path), "--limit", "1"]) == 2
+    assert "no auto_map entry for AutoModel" in capsys.readouterr().err
