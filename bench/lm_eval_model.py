@@ -14,8 +14,9 @@ routed to our sandbox (allowed by lm-eval's own `--confirm_run_unsafe_code`), an
 `--data-dir` that points gsm8k/gsm8k_cot/mbpp/humaneval at local data and sets the HF offline
 variables.)
 
-model_args: `model` (a bench model or `oracle`), `method` (a registered method), its settings
-(`tau=0.9`, `steps=64`, ...), and the run options `gen_length`, `block_length` (default: each
+model_args: `model` (a bench model or `oracle`), `model_path` (llada/dream: a checkpoint directory
+or hub id, as run_bench.py's --model-path), `no_weights`, `model_backend` (native / hf), `method`
+(a registered method), its settings (`tau=0.9`, `steps=64`, ...), and the run options `gen_length`, `block_length` (default: each
 task's protocol in tasks/lmeval_tasks.py), `early_stop`, `max_steps`, `device`, `dtype`, `seed`,
 `batch_size`, `warmup_batches` (1: one untimed batch per task first, as run_bench.py does), and
 `record=<path>`: a JSONL file that receives one line per request with NFE,
@@ -45,7 +46,8 @@ class DllmBenchLM(LM):
                  dtype: str = "auto", batch_size: int | str | None = 1, max_batch_size=None,
                  gen_length: int | None = None, block_length: int | None = None, early_stop: bool = True,
                  max_steps: int | None = None, seed: int = 0, record: str | None = None,
-                 warmup_batches: int = 1, **settings):
+                 warmup_batches: int = 1, model_path: str | None = None, no_weights: bool = False,
+                 model_backend: str = "native", **settings):
         super().__init__()
         from .runner import PSEUDO_MODELS, resolve_device, resolve_dtype
         self.model_name, self.oracle = model, model in PSEUDO_MODELS
@@ -64,7 +66,8 @@ class DllmBenchLM(LM):
         self.model = None
         if not self.oracle:
             from .models import load_model
-            self.model = load_model(model, device=str(self.torch_device), dtype=resolve_dtype(dtype, self.torch_device))
+            self.model = load_model(model, device=str(self.torch_device), dtype=resolve_dtype(dtype, self.torch_device),
+                                    path=model_path, no_weights=no_weights, backend=model_backend, seed=seed)
         self.devices = devices_in_use(self.model.module, self.torch_device) if self.model else [self.torch_device]
         self.meter = EnergyMeter.for_devices(self.devices)
         self.meter.measure_idle()

@@ -133,3 +133,25 @@ def test_hf_backend_without_the_authors_code_names_the_problem(checkpoint, tmp_p
     assert run_bench.main(["--model", family, "--model-path", str(d), "--model-backend", "hf",
                            "--out-dir", str(tmp_path), "--limit", "1"]) == 2
     assert "no auto_map entry for AutoModel" in capsys.readouterr().err
+
+
+def test_lm_eval_model_loads_the_checkpoint_directory(checkpoint):
+    """`dllm_bench` with model_path (lm-eval's own CLI: --model_args model=llada,model_path=DIR,...)."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.model import LM
+    import bench.lm_eval_model
+    family, d = checkpoint
+    lm = bench.lm_eval_model.DllmBenchLM.create_from_arg_string(
+        f"model={family},model_path={d},method=fixed,steps=8,gen_length=8,block_length=8,warmup_batches=0")
+    assert isinstance(lm, LM) and lm.model.info["weights"] == str(d)
+    chat = lm.apply_chat_template([{"role": "user", "content": "Tom has 12 apples."}])
+    assert chat == "<|user|> Tom has 12 apples. <|assistant|>"
+    prompt = "Question: Tom has 12 apples. How many apples does Tom have now?\nAnswer:"
+    inst = Instance("generate_until", doc={}, arguments=(prompt, {"until": []}), idx=0, metadata=("gsm8k", 0, 1))
+    (out,) = lm.generate_until([inst])
+    m = load_model(family, path=str(d))
+    gen = GenConfig(gen_length=8, block_length=8)
+    res = decode(m, build_method(parse_methods("fixed:steps=8")[0], gen), [m.tokenizer.encode(prompt)], gen)
+    assert out == m.tokenizer.decode(res.tokens[0, :int(res.gen_tokens[0])].tolist())
+    assert lm.records[0]["nfe"] == int(res.nfe[0])
