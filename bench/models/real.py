@@ -108,7 +108,10 @@ def _load_hf(family: str, path: str, device, dtype) -> ModelAdapter:
         raise ValueError(f"{d}/config.json has no auto_map entry for AutoModel, so transformers cannot find the "
                          f"authors' modeling code; --model-backend hf and verify-model need the checkpoint as "
                          f"published (config.json with auto_map and its modeling_*.py files)")
-    hf = AutoModel.from_pretrained(str(d), trust_remote_code=True, torch_dtype=dtype).to(device).eval()
+    try:
+        hf = AutoModel.from_pretrained(str(d), trust_remote_code=True, torch_dtype=dtype).to(device).eval()
+    except ImportError as e:   # a package the authors' modeling code imports
+        raise ValueError(f"the authors' modeling code in {d} cannot be imported: {e}") from None
     cfg = FAMILIES[family]["cfg"].from_hf(read_config(d))
     tok = HFTokenizer(d)
     return ModelAdapter(name=family, module=HFModule(hf, family), tokenizer=tok, logit_shift=FAMILIES[family]["shift"],
