@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "multiturn (each shot a turn); default %(default)s")
     r.add_argument("--allow-code-exec", action="store_true",
                    help="let MBPP/HumanEval scoring run generated code in the sandbox (tasks/sandbox.py)")
+    r.add_argument("--code-timeout", type=float, default=d.code_timeout, metavar="SECONDS",
+                   help="CPU seconds each generated program may run when scoring; default %(default)s "
+                        "(lm-eval's); recorded in run.json (scoring.code_exec)")
     r.add_argument("--stop-after", default=d.stop_after, choices=["build", "decode", "score"],
                    help="stop after this stage (build: prompts.jsonl; decode: requests.jsonl); default %(default)s")
     dec = sub.add_parser("decode", help="decode a run directory's built requests (no lm-eval needed)")
@@ -99,10 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--no-progress", dest="progress", action="store_false")
     dec.add_argument("--stop-after", default="decode", choices=["decode", "score"])
     dec.add_argument("--allow-code-exec", action="store_true")
+    dec.add_argument("--code-timeout", type=float, default=d.code_timeout, metavar="SECONDS")
     sc = sub.add_parser("score", help="(re-)score the generations of a run directory from its files")
     sc.add_argument("run_dir")
     sc.add_argument("--allow-code-exec", action="store_true",
                     help="let MBPP/HumanEval scoring run generated code in the sandbox")
+    sc.add_argument("--code-timeout", type=float, default=d.code_timeout, metavar="SECONDS",
+                    help="CPU seconds each generated program may run; default %(default)s")
     sc.add_argument("--data-dir", default=None, help="local data (default: the run's recorded source)")
     r.add_argument("--model-path", default=None,
                    help="llada/dream: hub id or local Hugging Face directory (default: the Instruct model)")
@@ -160,6 +166,7 @@ def cmd_decode(args) -> int:
     spec = RunSpec(**json.loads(run_json.read_text())["spec"])
     spec.out_dir, spec.run_id, spec.resume = str(Path(args.run_dir).parent), Path(args.run_dir).name, True
     spec.progress, spec.stop_after, spec.allow_code_exec = args.progress, args.stop_after, args.allow_code_exec
+    spec.code_timeout = args.code_timeout
     _print_summary(run(spec, log=lambda m: print(m, file=sys.stderr)))
     return 0
 
@@ -174,7 +181,10 @@ def cmd_score(args) -> int:
     d = RunDir(Path(args.run_dir))
     if not d.run_json.exists():
         raise FileNotFoundError(f"{d.run_json} not found; give a run directory made by `run_bench.py run`")
-    _print_summary(score_run(d, allow_code_exec=args.allow_code_exec, data_dir=args.data_dir))
+    from bench.runner import check_code_timeout
+    check_code_timeout(args.code_timeout)
+    _print_summary(score_run(d, allow_code_exec=args.allow_code_exec, data_dir=args.data_dir,
+                             code_timeout=args.code_timeout))
     return 0
 
 

@@ -27,7 +27,7 @@ from methods.base import GenConfig
 from methods.loop import decode
 from methods.registry import build_method, parse_methods
 from tasks import is_lmeval, load_task, parse_tasks
-from tasks.sandbox import CodeExecutionNotAllowed
+from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT, CodeExecutionNotAllowed
 from .build import build_prompts
 from .env import environment
 from .generate import cut_at_stops, render_prompt
@@ -62,6 +62,7 @@ class RunSpec:
     # resume (a run may be built, decoded and scored on different machines)
     data_dir: str | None = None      # local data (the ../shared/data layout); None: the HF hub
     allow_code_exec: bool = False
+    code_timeout: float = DEFAULT_CODE_TIMEOUT   # CPU seconds per generated program (MBPP/HumanEval)
     stop_after: str = "score"        # build | decode | score
     # where and how to write (not part of the spec compared on resume)
     out_dir: str = "results/runs"
@@ -71,9 +72,16 @@ class RunSpec:
 
     def key(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("out_dir", "run_id", "resume", "progress", "data_dir", "allow_code_exec", "stop_after"):
+        for k in ("out_dir", "run_id", "resume", "progress", "data_dir", "allow_code_exec", "code_timeout",
+                  "stop_after"):
             d.pop(k)
         return d
+
+
+def check_code_timeout(seconds: float) -> None:
+    if not seconds > 0:
+        raise ValueError(f"--code-timeout {seconds}: give the CPU seconds a generated program may run, "
+                         f"a positive number (default {DEFAULT_CODE_TIMEOUT:g}, lm-eval's)")
 
 
 PSEUDO_MODELS = ("oracle",)   # return each request's gold completion: checks the scoring pipeline
@@ -112,6 +120,7 @@ def run(spec: RunSpec, log=print) -> dict:
         raise ValueError("--limit must be positive")
     if spec.stop_after not in ("build", "decode", "score"):
         raise ValueError(f"--stop-after {spec.stop_after!r}: choose build, decode or score")
+    check_code_timeout(spec.code_timeout)
     task_names = parse_tasks(spec.task)
     from tasks.lmeval_stages import CHAT_MODES
     if spec.chat not in CHAT_MODES:
@@ -168,7 +177,8 @@ def run(spec: RunSpec, log=print) -> dict:
     decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session["session"], log)
     if spec.stop_after == "decode":
         return summarize(out)
-    return score_run(out, allow_code_exec=spec.allow_code_exec, data_dir=spec.data_dir, log=log)
+    return score_run(out, allow_code_exec=spec.allow_code_exec, data_dir=spec.data_dir, log=log,
+                     code_timeout=spec.code_timeout)
 
 
 def _gen_config(spec: RunSpec, task: str) -> GenConfig:

@@ -14,6 +14,7 @@ import json
 
 from tasks import is_lmeval, load_task
 from tasks.base import Doc
+from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT
 from . import metrics
 from .results import RunDir
 
@@ -22,7 +23,8 @@ def _label_dir(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in label)
 
 
-def score_run(out: RunDir, allow_code_exec: bool = False, data_dir: str | None = None, log=print) -> dict:
+def score_run(out: RunDir, allow_code_exec: bool = False, data_dir: str | None = None, log=print,
+              code_timeout: float = DEFAULT_CODE_TIMEOUT) -> dict:
     info = json.loads(out.run_json.read_text())
     spec = info["spec"]
     data_dir = data_dir or info.get("data", {}).get("data_dir")
@@ -45,7 +47,7 @@ def score_run(out: RunDir, allow_code_exec: bool = False, data_dir: str | None =
             outputs = {r["doc_id"]: r["output"] for r in rows}
             res = score_generations(task, outputs, data_dir, spec.get("limit"), spec.get("chat", "none"),
                                     allow_code_exec, out_dir=out.path / "lm_eval" / _label_dir(label),
-                                    model_name=f"{spec['model']}__{label}")
+                                    model_name=f"{spec['model']}__{label}", code_timeout=code_timeout)
             lm_metrics[(task, label)] = res["metrics"]
             primary_filter = d.primary.split(",")[1]
             for r in rows:

@@ -90,8 +90,9 @@ def prefetch(programs: list[str]) -> None:
 
 def configure(allow: bool, config: SandboxConfig | None = None) -> None:
     CODE_EVAL.allow = allow
-    if config is not None:
+    if config is not None and config != CODE_EVAL.config:
         CODE_EVAL.config = config
+        CODE_EVAL.cache.clear()   # verdicts under other limits (a timeout may now pass)
 
 
 @contextlib.contextmanager

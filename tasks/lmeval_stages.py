@@ -24,6 +24,7 @@ import logging
 from pathlib import Path
 
 from .lmeval_tasks import LMEVAL_TASKS, build_task
+from .sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT
 
 CHAT_MODES = ("none", "single-turn", "multiturn")
 _MSG = "\x00dllm-bench-messages\x00"   # marks a chat-rendered context as the JSON of its messages
@@ -126,15 +127,18 @@ def build_requests(task_names: list[str], data_dir, limit: int | None, chat: str
 
 
 def score_generations(task_name: str, outputs: dict, data_dir, limit: int | None, chat: str,
-                      allow_code: bool, out_dir: Path | None = None, model_name: str = "dllm-bench") -> dict:
+                      allow_code: bool, out_dir: Path | None = None, model_name: str = "dllm-bench",
+                      code_timeout: float = DEFAULT_CODE_TIMEOUT) -> dict:
     """Score stored generations {doc_id: text} of one task with lm-eval.
 
     Returns {"metrics": {"metric,filter": value}, "per_doc": {doc_id: {"metric,filter": value,
-    "extracted": ...}}}; writes lm-eval's results_*.json and samples_*.jsonl under out_dir."""
+    "extracted": ...}}}; writes lm-eval's results_*.json and samples_*.jsonl under out_dir.
+    code_timeout: CPU seconds per generated program in the sandbox."""
     from .code_eval import configure
+    from .sandbox import SandboxConfig
     d = LMEVAL_TASKS[task_name]
     if d.executes_code:
-        configure(allow=allow_code)
+        configure(allow=allow_code, config=SandboxConfig(timeout_s=code_timeout))
         if not allow_code:
             from .sandbox import CodeExecutionNotAllowed
             raise CodeExecutionNotAllowed(f"scoring {task_name}")

@@ -63,9 +63,12 @@ class CodeExecutionNotAllowed(ValueError):
                          f"sandbox (tasks/sandbox.py: subprocess, timeout, memory/process/file limits)")
 
 
+DEFAULT_TIMEOUT_S = 3.0   # lm-eval's code_eval default (there: wall seconds)
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
-    timeout_s: float = 3.0        # CPU seconds per program (RLIMIT_CPU, rounded up to whole seconds)
+    timeout_s: float = DEFAULT_TIMEOUT_S   # CPU seconds per program (RLIMIT_CPU, rounded up to whole seconds)
     wall_timeout_s: float | None = None   # wall clock; None = 3 x timeout_s
     memory_mb: int = 2048         # RLIMIT_AS
     file_size_mb: int = 16        # RLIMIT_FSIZE: any single file, stdout/stderr included

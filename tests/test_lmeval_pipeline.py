@@ -32,8 +32,10 @@ def requests(run_dir):
 @pytest.fixture(scope="module")
 def oracle_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("oracle")
+    # 20 CPU seconds per program: MBPP task 123's reference solution needs 1.6-4.2 s on the same
+    # shared 2-core machine from hour to hour, so at the 3 s default its verdict is the machine's
     assert rb(out, "--model", "oracle", "--tasks", "gsm8k,mbpp,humaneval", "--limit", "100000",
-              "--methods", "fixed", "--run-id", "o", "--allow-code-exec") == 0
+              "--methods", "fixed", "--run-id", "o", "--allow-code-exec", "--code-timeout", "20") == 0
     return out / "o"
 
 
@@ -64,6 +66,23 @@ def test_oracle_scores_the_full_test_sets(oracle_run):
     assert files == ["results", "results", "results", "samples_gsm8k", "samples_humaneval", "samples_mbpp"]
     info = json.loads((oracle_run / "run.json").read_text())
     assert info["data"]["source"] == "local" and info["protocols"]["mbpp"]["shots"] == 3
+    assert info["scoring"]["code_exec"]["timeout_cpu_s"] == 20.0 and "code_timeout" not in info["spec"]
+
+
+def test_code_timeout_is_validated_and_a_new_limit_drops_cached_verdicts(tmp_path, capsys):
+    from tasks.code_eval import CODE_EVAL, configure
+    from tasks.sandbox import SandboxConfig
+    assert rb(tmp_path, "--model", "oracle", "--tasks", "mbpp", "--limit", "1", "--allow-code-exec",
+              "--code-timeout", "0") == 2
+    assert "--code-timeout 0.0: give the CPU seconds" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    configure(allow=True, config=SandboxConfig(timeout_s=3.0))
+    CODE_EVAL.cache["print(1)"] = "a verdict under 3 s"
+    configure(allow=True, config=SandboxConfig(timeout_s=3.0))
+    assert "print(1)" in CODE_EVAL.cache                      # same limits: kept
+    configure(allow=True, config=SandboxConfig(timeout_s=9.0))
+    assert CODE_EVAL.cache == {} and CODE_EVAL.config.timeout_s == 9.0
+    configure(allow=False, config=SandboxConfig())
 
 
 def _rewrite_outputs(run_dir, fn):
