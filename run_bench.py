@@ -189,8 +189,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from bench.models import MODELS
-    from methods.registry import METHODS
+    from models import MODELS
+    from decoding.registry import METHODS
     from tasks import TASKS
     from bench.runner import PSEUDO_MODELS
     print("models: " + ", ".join(sorted(MODELS) + list(PSEUDO_MODELS)))
@@ -199,13 +199,13 @@ def cmd_list(args) -> int:
     for name, cls in sorted(METHODS.items()):
         settings = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Config))
         print(f"  {name}: {settings}")
-    print("  every method also takes cache=none|prefix|dual (KV cache, methods/cache.py)")
+    print("  every method also takes cache=none|prefix|dual (KV cache, decoding/cache.py)")
     return 0
 
 
 def cmd_verify(args) -> int:
-    from bench.models import load_model
-    from bench.models.checkpoint import read_config, resolve_dir
+    from models import load_model
+    from models.checkpoint import read_config, resolve_dir
     from bench.runner import resolve_device, resolve_dtype
     from bench.verify import verify
     d = resolve_dir(args.checkpoint)

@@ -14,7 +14,7 @@ Measured in one process, on one device:
     each call (no added syncs), so they run under the loop's own clocks; a GPU that runs a long
     decode at a lower clock than a short timing burst would otherwise put the slowdown on the loop.
     Also given: the overhead against the forward timed apart (as the loop runs it: a CUDA graph
-    when launch-bound, methods/graphs.py; eager and unmasked otherwise), and, without a cache, the
+    when launch-bound, acceleration/graphs.py; eager and unmasked otherwise), and, without a cache, the
     same number of forwards run back to back.
 FLOPs count what the forward computes: 2 * matmul params * tokens (the output head over every
 position included) + attention 4 * tokens * keys * d_model per layer. Timing: CUDA events, warm-up
@@ -30,13 +30,13 @@ import time
 import torch
 
 from bench.measure import EventForwardTimer
-from bench.models import load_model
-from bench.models.layers import CacheCall
-from methods.base import GenConfig
-from methods.cache import _GraphedWindow
-from methods.graphs import GraphedCall, full_forward_graph, launch_bound
-from methods.loop import decode
-from methods.registry import build_method, parse_methods
+from models import load_model
+from models.layers import CacheCall
+from decoding.base import GenConfig
+from decoding.cache import _GraphedWindow
+from acceleration.graphs import GraphedCall, full_forward_graph, launch_bound
+from decoding.loop import decode
+from decoding.registry import build_method, parse_methods
 
 
 def cuda_time(fn, warmup: int = 3, reps: int = 10) -> float:

@@ -67,13 +67,13 @@ def controller_cost(model_name: str, device: str, dtype: str, batch: int, reps: 
 
 
 def _controller_cost(torch, model_name, device, dtype, batch, reps) -> dict:
-    from bench.models import load_model
+    from models import load_model
     from bench.runner import resolve_device, resolve_dtype
-    from methods.base import GenConfig
-    from methods.loop import left_pad
-    from methods.prr.controller import load_controller
-    from methods.prr.features import History, step_features, token_features
-    from methods.select import token_stats
+    from decoding.base import GenConfig
+    from decoding.loop import left_pad
+    from decoding.methods.prr.controller import load_controller
+    from decoding.methods.prr.features import History, step_features, token_features
+    from decoding.select import token_stats
     from tasks import load_task
     dev = resolve_device(device)
     model = load_model(model_name, device=str(dev), dtype=resolve_dtype(dtype, dev))

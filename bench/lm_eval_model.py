@@ -32,9 +32,9 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from methods.base import GenConfig
-from methods.loop import decode
-from methods.registry import MethodSpec, build_method
+from decoding.base import GenConfig
+from decoding.loop import decode
+from decoding.registry import MethodSpec, build_method
 from tasks.lmeval_tasks import LMEVAL_TASKS
 from .generate import cut_at_stops, render_prompt
 from .measure import EnergyMeter, devices_in_use, timed
@@ -65,7 +65,7 @@ class DllmBenchLM(LM):
         self._gen(None)          # validate method and settings now, not after the prompts are built
         self.model = None
         if not self.oracle:
-            from .models import load_model
+            from models import load_model
             self.model = load_model(model, device=str(self.torch_device), dtype=resolve_dtype(dtype, self.torch_device),
                                     path=model_path, no_weights=no_weights, backend=model_backend, seed=seed)
         self.devices = devices_in_use(self.model.module, self.torch_device) if self.model else [self.torch_device]

@@ -319,7 +319,7 @@ def timed(devices, meter: EnergyMeter | None = None, memory: bool = True):
 
 class ForwardTimer:
     """Wraps `model.forward` (on the adapter instance) and CUDA-graph replays of forwards
-    (methods/graphs.py) to time each call, synchronized at both ends. Forwards run while a graph
+    (acceleration/graphs.py) to time each call, synchronized at both ends. Forwards run while a graph
     is being built (its warm-up and capture) are neither timed nor counted. Use as a context
     manager around decode calls; read and reset with `take()`."""
 
@@ -337,8 +337,8 @@ class ForwardTimer:
         return out
 
     def __enter__(self):
-        from bench.models.layers import building_graph
-        from methods.graphs import GraphedCall
+        from kernels.compiled import building_graph
+        from acceleration.graphs import GraphedCall
         inner = type(self.model).forward.__get__(self.model)
         self.model.forward = lambda *a, **k: inner(*a, **k) if building_graph() else self._timed(inner, *a, **k)
         self._replay = GraphedCall.__call__
@@ -346,7 +346,7 @@ class ForwardTimer:
         return self
 
     def __exit__(self, *exc):
-        from methods.graphs import GraphedCall
+        from acceleration.graphs import GraphedCall
         del self.model.forward   # back to the class's method
         GraphedCall.__call__ = self._replay
 

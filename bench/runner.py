@@ -23,16 +23,16 @@ from pathlib import Path
 
 import torch
 
-from methods.base import GenConfig
-from methods.loop import decode
-from methods.registry import build_method, parse_methods
+from decoding.base import GenConfig
+from decoding.loop import decode
+from decoding.registry import build_method, parse_methods
 from tasks import is_lmeval, load_task, parse_tasks
 from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT, CodeExecutionNotAllowed
 from .build import build_prompts
 from .env import environment
 from .generate import cut_at_stops, render_prompt
 from .measure import EnergyMeter, ForwardTimer, devices_in_use, timed
-from .models import load_model
+from models import load_model
 from .results import RunDir
 from .score import score_run, summarize
 
@@ -138,7 +138,7 @@ def run(spec: RunSpec, log=print) -> dict:
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     if spec.model not in PSEUDO_MODELS:
-        from .models import MODELS
+        from models import MODELS
         if spec.model not in MODELS:
             raise ValueError(f"unknown model {spec.model!r}; available: {', '.join(sorted(MODELS) + list(PSEUDO_MODELS))}")
 

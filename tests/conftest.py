@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from bench.models.base import ModelAdapter
-from bench.models.tiny_net import TinyConfig, TinyDLLM
-from bench.models.tokenizer import WordTokenizer
+from models.base import ModelAdapter
+from models.tiny_net import TinyConfig, TinyDLLM
+from models.tokenizer import WordTokenizer
 from tasks.arith import test_problems
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -21,7 +21,7 @@ def random_model() -> ModelAdapter:
 
 @pytest.fixture(scope="session")
 def builtin_model() -> ModelAdapter:
-    from bench.models import load_model
+    from models import load_model
     return load_model("tiny")
 
 

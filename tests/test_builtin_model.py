@@ -1,9 +1,9 @@
 """The committed built-in model loads offline and actually solves the built-in task."""
 import torch
 
-from methods.base import GenConfig
-from methods.loop import decode
-from methods.registry import build_method, parse_methods
+from decoding.base import GenConfig
+from decoding.loop import decode
+from decoding.registry import build_method, parse_methods
 from tasks import load_task
 
 GEN = GenConfig(gen_length=48, block_length=16)

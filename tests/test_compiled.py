@@ -4,9 +4,9 @@ the eager function gives; one compile must serve every number of rows, as the wr
 Checked on CPU with dynamo's eager backend (tracing only, no code generation)."""
 import torch
 
-from bench.models.layers import _add_rms_norm_rows, _rms_norm_rows, _rope_qk_rows, _swiglu_rows
-from methods.loop import _bookkeep_
-from methods.select import _chosen_prob_rows, _greedy_rows
+from models.layers import _add_rms_norm_rows, _rms_norm_rows, _rope_qk_rows, _swiglu_rows
+from decoding.loop import _bookkeep_
+from decoding.select import _chosen_prob_rows, _greedy_rows
 
 
 def _bookkeep_args(n: int, g: torch.Generator):

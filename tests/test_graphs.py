@@ -2,14 +2,14 @@
 their token-for-token parity with eager forwards is recorded in results/speed/REPORT.md)."""
 import torch
 
-import methods.loop as loop
+import decoding.loop as loop
 from bench.measure import ForwardTimer
-from bench.models.llada import LLaDA, LLaDAConfig
-from bench.models.layers import compiling_for_graph
-from methods.graphs import GraphedCall, full_forward_graph, launch_bound
-from methods.base import GenConfig
+from models.llada import LLaDA, LLaDAConfig
+from kernels.compiled import compiling_for_graph
+from acceleration.graphs import GraphedCall, full_forward_graph, launch_bound
+from decoding.base import GenConfig
 
-from decoding import encode, method
+from decode_helpers import encode, method
 
 
 class _Adapter:   # what launch_bound reads of a ModelAdapter
@@ -109,8 +109,8 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
     # a step graph over every row (finished rows take their last block's window, masked); a step
     # where some rows start a block and others do not runs eagerly. Stand in eager calls for the
     # graphs on CPU and compare with the eager loop, for LLaDA-style (no shift) and Dream (shift).
-    import methods.cache as cache
-    from bench.models import load_model
+    import decoding.cache as cache
+    from models import load_model
     dream = load_model("dream-tiny", no_weights=True)
     torch.manual_seed(0)
     cases = [(builtin_model, encode(builtin_model, prompts)),
@@ -148,8 +148,8 @@ def test_graphed_decode_kept_for_the_next_call_reads_nothing_stale(builtin_model
     # same shapes and method settings; that call refills the state. Stand the graphs in on CPU:
     # the second call builds no step graph and gives exactly what the eager loop gives.
     from collections import OrderedDict
-    import methods.cache as cache
-    import methods.graphs as graphs
+    import decoding.cache as cache
+    import acceleration.graphs as graphs
 
     def kept_full_graph(model, x, attn, need):   # full_forward_graph's keeping, eager stand-in
         store = model.__dict__.setdefault("_full_graphs", OrderedDict())
@@ -201,8 +201,8 @@ def test_graph_step_methods_select_each_row_on_its_own():
     # The step graph runs select over every row, finished ones included (with no candidates), where
     # the eager loop passes only the rows still decoding: a graph_step method's choice for a row
     # must not depend on the other rows.
-    from methods.base import StepContext
-    from methods.registry import METHODS
+    from decoding.base import StepContext
+    from decoding.registry import METHODS
     gen = GenConfig(gen_length=24, block_length=8)
     g = torch.Generator().manual_seed(0)
     B, N = 5, 24
@@ -255,7 +255,7 @@ def test_cache_kept_across_decode_calls_reads_nothing_stale(builtin_model, promp
     # On a GPU the model keeps the KV cache (and its captured graphs) of a (batch, length) for the
     # next decode call. Stand that in on CPU: a second batch decoded on the first batch's cache
     # gives exactly what it gives on a fresh cache.
-    import methods.cache as cache
+    import decoding.cache as cache
     first = encode(builtin_model, prompts)[:4]
     second = first[1:] + first[:1]         # other prompt in every row, same (batch, length)
     key = (4, max(map(len, first)) + 48)
@@ -273,7 +273,7 @@ def test_cache_kept_across_decode_calls_reads_nothing_stale(builtin_model, promp
 
 
 def test_shared_cache_keeps_the_most_recent_shapes():
-    from methods.cache import CACHES_PER_MODEL, _shared_cache
+    from decoding.cache import CACHES_PER_MODEL, _shared_cache
 
     class Model:
         def new_cache(self, batch, length):
@@ -289,7 +289,7 @@ def test_shared_cache_keeps_the_most_recent_shapes():
 
 def test_graphs_switch_from_the_environment_and_recorded_in_run_env(monkeypatch):
     from bench.env import environment
-    from bench.models import load_model
+    from models import load_model
     monkeypatch.setenv("DLLM_CUDA_GRAPHS", "0")
     assert load_model("tiny").cuda_graphs is False
     monkeypatch.delenv("DLLM_CUDA_GRAPHS")

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from methods.base import GenConfig
-from methods.loop import decode
+from decoding.base import GenConfig
+from decoding.loop import decode
 
-from decoding import GEN, encode, method
+from decode_helpers import GEN, encode, method
 
 
 @pytest.mark.parametrize("spec", ["fixed", "fixed:steps=6", "threshold:tau=0.3", "threshold:factor=1.0"])

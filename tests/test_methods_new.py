@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from methods.base import GenConfig, StepContext
-from methods.loop import decode
+from decoding.base import GenConfig, StepContext
+from decoding.loop import decode
 from tasks.arith import test_problems as arith_problems
-from methods.select import entropy, entropy_budget_commit, local_leap_commit
+from decoding.select import entropy, entropy_budget_commit, local_leap_commit
 
-from decoding import GEN, encode, method
+from decode_helpers import GEN, encode, method
 
 T, F = True, False
 
@@ -133,7 +133,7 @@ def test_slowfast_counts_truncated_forwards_on_the_builtin_model(builtin_model):
 
 def test_truncated_rows_in_a_batch_see_only_their_span(random_model, prompts):
     """A row in its fast phase must get the same logits in a mixed batch as alone."""
-    from methods.loop import _truncate, left_pad
+    from decoding.loop import _truncate, left_pad
     ids, attn = left_pad(encode(random_model, prompts[:3]), random_model.pad_id)
     P, G = ids.shape[1], 8
     x = torch.cat([ids, torch.full((3, G), random_model.mask_id)], 1)

@@ -4,15 +4,15 @@ import json
 import pytest
 import torch
 
-from bench.models import load_model
-from bench.models.checkpoint import load_weights, read_config, save_checkpoint
-from bench.models.dream import Dream, DreamConfig
-from bench.models.layers import CacheCall
-from bench.models.llada import LLaDA, LLaDAConfig
-from methods.base import GenConfig
-from methods.cache import CacheStepper
-from methods.loop import decode, left_pad
-from methods.registry import build_method, parse_methods
+from models import load_model
+from models.checkpoint import load_weights, read_config, save_checkpoint
+from models.dream import Dream, DreamConfig
+from models.layers import CacheCall
+from models.llada import LLaDA, LLaDAConfig
+from decoding.base import GenConfig
+from decoding.cache import CacheStepper
+from decoding.loop import decode, left_pad
+from decoding.registry import build_method, parse_methods
 
 FAMILIES = ["llada-tiny", "dream-tiny"]
 

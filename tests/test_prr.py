@@ -2,16 +2,16 @@
 import pytest
 import torch
 
-from methods.base import GenConfig, StepContext
-from methods.loop import decode
-from methods.prr.controller import Controller, ControllerConfig, load_controller, save_controller
-from methods.prr.features import History, N_FEATURES, step_features, token_features
-from methods.prr.labels import convergence_labels, convergence_steps
-from methods.prr.shaping import shape
-from methods.prr.train import make_policy, train_controller
-from methods.prr.trajectory import branch_labels, rollout
+from decoding.base import GenConfig, StepContext
+from decoding.loop import decode
+from decoding.methods.prr.controller import Controller, ControllerConfig, load_controller, save_controller
+from decoding.methods.prr.features import History, N_FEATURES, step_features, token_features
+from decoding.methods.prr.labels import convergence_labels, convergence_steps
+from decoding.methods.prr.shaping import shape
+from training.prr_train import make_policy, train_controller
+from decoding.methods.prr.trajectory import branch_labels, rollout
 
-from decoding import GEN, encode, method
+from decode_helpers import GEN, encode, method
 
 T, F = True, False
 

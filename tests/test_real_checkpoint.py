@@ -11,13 +11,13 @@ import torch
 pytest.importorskip("transformers")
 
 import run_bench  # noqa: E402
-from bench.models import load_model  # noqa: E402
-from bench.models.checkpoint import save_checkpoint  # noqa: E402
-from bench.models.dream import CONFIGS as DREAM_CONFIGS, Dream  # noqa: E402
-from bench.models.llada import CONFIGS as LLADA_CONFIGS, LLaDA  # noqa: E402
-from methods.base import GenConfig  # noqa: E402
-from methods.loop import decode  # noqa: E402
-from methods.registry import build_method, parse_methods  # noqa: E402
+from models import load_model  # noqa: E402
+from models.checkpoint import save_checkpoint  # noqa: E402
+from models.dream import CONFIGS as DREAM_CONFIGS, Dream  # noqa: E402
+from models.llada import CONFIGS as LLADA_CONFIGS, LLaDA  # noqa: E402
+from decoding.base import GenConfig  # noqa: E402
+from decoding.loop import decode  # noqa: E402
+from decoding.registry import build_method, parse_methods  # noqa: E402
 from tasks.arith import test_problems as arith_problems  # noqa: E402
 
 CHAT = ("{% for m in messages %}<|user|> {{ m['content'] }} {% endfor %}"
@@ -182,7 +182,7 @@ class StandInModel(PreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        from bench.models.llada import LLaDA, LLaDAConfig
+        from models.llada import LLaDA, LLaDAConfig
         net = LLaDA(LLaDAConfig.from_hf(config.to_dict()))
         self.model = net.model                      # parameter names: model.transformer.*
         object.__setattr__(self, "net", net)        # not a second registration of the same weights

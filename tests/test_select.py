@@ -1,7 +1,7 @@
 """Selection rules on hand-made tensors."""
 import torch
 
-from methods.select import (factor_commit, quota_schedule, threshold_commit, token_stats, top1_commit,
+from decoding.select import (factor_commit, quota_schedule, threshold_commit, token_stats, top1_commit,
                             topk_commit)
 
 T, F = True, False

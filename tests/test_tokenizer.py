@@ -1,4 +1,4 @@
-from bench.models.tokenizer import WordTokenizer
+from models.tokenizer import WordTokenizer
 
 
 def test_roundtrip_and_fallback():

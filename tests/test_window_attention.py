@@ -1,4 +1,4 @@
-"""The Triton window-step attention (bench/models/window_attention.py) against the SDPA path, on
+"""The Triton window-step attention (kernels/window_attention.py) against the SDPA path, on
 the CPU through Triton's interpreter: outputs, the K/V it writes into the cache, and whole cached
 decodes token for token. (On the GPU: results/speed/window_attention_h200.txt.)"""
 import json
@@ -40,7 +40,7 @@ def test_which_path_a_window_step_takes(monkeypatch):
     import types
 
     import torch
-    from bench.models import window_attention as wa
+    from models import window_attention as wa
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("DLLM_TRITON_ATTN", raising=False)
     assert not wa.available(torch.zeros(1, 32, 96, 128), 32)          # CPU tensors: SDPA

@@ -6,11 +6,11 @@ import os
 import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1"
-from bench.models import load_model, window_attention as wa                    # noqa: E402
-from bench.models.layers import CacheCall, KVCache, attend, fused_qkv_rope, rope_cos_sin  # noqa: E402
-from methods.base import GenConfig                                              # noqa: E402
-from methods.loop import decode                                                 # noqa: E402
-from methods.registry import build_method, parse_methods                        # noqa: E402
+from models import load_model, window_attention as wa                    # noqa: E402
+from models.layers import CacheCall, KVCache, attend, fused_qkv_rope, rope_cos_sin  # noqa: E402
+from decoding.base import GenConfig                                              # noqa: E402
+from decoding.loop import decode                                                 # noqa: E402
+from decoding.registry import build_method, parse_methods                        # noqa: E402
 
 
 def kernel_vs_sdpa(B, L, H, HKV, hd, W, masked, rows):

@@ -1,0 +1,30 @@
+"""`eb`: EB-Sampler, entropy-bounded unmasking (arXiv 2505.24857).
+
+Each step sorts the masked positions of the current block by the entropy of their predicted
+distribution and commits the largest low-entropy prefix S whose entropy budget
+sum(H in S) - max(H in S) stays <= gamma; at least one token per step. gamma = 0 degenerates to
+one token per step (lowest entropy first); a larger gamma trades accuracy for fewer steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base import Method, StepContext
+from ..select import entropy, entropy_budget_commit
+
+
+@dataclass
+class EBConfig:
+    gamma: float = 0.1   # entropy budget in nats
+
+
+class EBMethod(Method):
+    name = "eb"
+    Config = EBConfig
+
+    def validate(self) -> None:
+        if self.cfg.gamma < 0:
+            raise ValueError(f"eb: gamma={self.cfg.gamma} must be >= 0 (e.g. eb:gamma=0.1)")
+
+    def select(self, ctx: StepContext):
+        return entropy_budget_commit(entropy(ctx.logits), ctx.candidates, self.cfg.gamma)

@@ -1,0 +1,132 @@
+"""`slowfast`: SlowFast sampling (arXiv 2506.10848; LiangrunFlora/Slow-Fast-Sampling).
+
+Within a block, decoding alternates cycles of two phases (per row):
+
+- slow (explore), from the cycle start s: each step commits the most confident masked token in
+  [s, block end), or every token with confidence >= tau_high when more than one qualifies, and
+  records a candidate span end e = the farthest masked position with confidence >= tau_min. The
+  phase stops when the (population) std of the last W candidates is < sigma (then e_cycle = the
+  last candidate) or after K slow steps (then e_cycle = the mean of the last W, rounded).
+- fast (accelerate), on [s, e_cycle] until it has no masks: commit every token with confidence >
+  tau_high, else the most confident one. The first fast step is a full forward; later fast
+  steps feed only prompt + x[:e_cycle] (`Method.extent`), and positions beyond keep the tokens
+  and confidences of that full forward. A truncated forward counts one NFE like any other, and
+  is also counted in `nfe_truncated`.
+- the next cycle starts after e_cycle; a new block starts a new cycle at the block start.
+
+Presets: `code` (the authors' code defaults: tau_min 0.3, tau_high 0.9, K 6, W 2, sigma 1.0) and
+`paper` (0.1, 0.85, 8, 2, 1.0); any setting given explicitly overrides the preset.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from ..base import Method, StepContext
+from ..select import top1_commit
+
+PRESETS = {"code": dict(tau_min=0.3, tau_high=0.9, max_slow=6, window=2, sigma=1.0),
+           "paper": dict(tau_min=0.1, tau_high=0.85, max_slow=8, window=2, sigma=1.0)}
+SLOW, FAST_FULL, FAST = 0, 1, 2
+
+
+@dataclass
+class SlowFastConfig:
+    preset: str = "code"
+    tau_min: float | None = None    # candidate span end: farthest position with conf >= tau_min
+    tau_high: float | None = None   # parallel commit threshold (slow: >=, if more than one; fast: >)
+    max_slow: int | None = None     # K: slow steps at most per cycle
+    window: int | None = None       # W: candidate ends looked at for stability
+    sigma: float | None = None      # stable when std of the last W candidate ends < sigma
+    reuse: bool = True              # truncated fast forwards (False: every forward is full)
+
+
+class SlowFastMethod(Method):
+    name = "slowfast"
+    Config = SlowFastConfig
+
+    def validate(self) -> None:
+        c = self.cfg
+        if c.preset not in PRESETS:
+            raise ValueError(f"slowfast: preset={c.preset!r}; choose one of {', '.join(PRESETS)}")
+        p = {k: (getattr(c, k) if getattr(c, k) is not None else v) for k, v in PRESETS[c.preset].items()}
+        if not 0.0 <= p["tau_min"] <= p["tau_high"] <= 1.0:
+            raise ValueError(f"slowfast: need 0 <= tau_min ({p['tau_min']}) <= tau_high ({p['tau_high']}) <= 1")
+        if p["window"] < 1 or p["max_slow"] < p["window"]:
+            raise ValueError(f"slowfast: need 1 <= window ({p['window']}) <= max_slow ({p['max_slow']})")
+        if p["sigma"] <= 0:
+            raise ValueError(f"slowfast: sigma={p['sigma']} must be > 0")
+        self.p = p
+
+    def settings(self) -> dict:
+        return {**dataclasses.asdict(self.cfg), **self.p}
+
+    def start(self, batch_size, device, generator=None) -> None:
+        z = lambda: torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.phase, self.s, self.e, self.n_slow, self.block = z(), z(), z(), z(), z()
+        self.hist = torch.zeros((batch_size, self.p["window"]), device=device)
+
+    def extent(self, rows):
+        G = self.gen.gen_length
+        if not self.cfg.reuse:
+            return None
+        return torch.where(self.phase[rows] == FAST, self.e[rows] + 1, G)
+
+    def select(self, ctx: StepContext) -> torch.Tensor:
+        p, rows, BL = self.p, ctx.rows, self.gen.block_length
+        N = ctx.conf.shape[1]
+        pos = torch.arange(N, device=ctx.conf.device).unsqueeze(0)
+        # a row that entered a new block starts a fresh cycle at the block start
+        new = ctx.block != self.block[rows]
+        self.block[rows] = ctx.block
+        phase = torch.where(new, SLOW, self.phase[rows])
+        s = torch.where(new, ctx.block * BL, self.s[rows])
+        n_slow = torch.where(new, 0, self.n_slow[rows])
+        hist = torch.where(new.unsqueeze(1), 0.0, self.hist[rows])
+        e = self.e[rows]
+
+        # slow rows
+        cand_slow = ctx.candidates & (pos >= s.unsqueeze(1))
+        high = cand_slow & (ctx.conf >= p["tau_high"])
+        top1 = top1_commit(ctx.conf, cand_slow)
+        commit_slow = torch.where((high.sum(1) > 1).unsqueeze(1), high, top1)
+        reach = cand_slow & (ctx.conf >= p["tau_min"])
+        first_masked = torch.where(cand_slow, pos, N).min(1).values
+        e_cand = torch.where(reach.any(1), torch.where(reach, pos, -1).max(1).values, first_masked)
+        n_slow_new = n_slow + 1
+        hist_new = torch.cat([hist[:, 1:], e_cand.float().unsqueeze(1)], 1)
+        W = p["window"]
+        filled = n_slow_new >= W
+        stable = filled & (hist_new.std(1, unbiased=False) < p["sigma"])
+        k = n_slow_new.clamp(max=W).float()
+        mean_e = (hist_new * (torch.arange(W, device=s.device) >= W - k.unsqueeze(1))).sum(1) / k
+        e_slow = torch.where(stable, e_cand, mean_e.round().long())
+        block_end = (ctx.block + 1) * BL - 1
+        e_slow = torch.maximum(e_slow, first_masked).clamp(max=block_end)
+        end_slow = stable | (n_slow_new >= p["max_slow"])
+
+        # fast rows
+        span = ctx.candidates & (pos >= s.unsqueeze(1)) & (pos <= e.unsqueeze(1))
+        hi_fast = span & (ctx.conf > p["tau_high"])
+        commit_fast = torch.where(hi_fast.any(1, keepdim=True), hi_fast, top1_commit(ctx.conf, span))
+
+        slow = (phase == SLOW).unsqueeze(1)
+        commit = torch.where(slow, commit_slow, commit_fast)
+
+        # phase transitions
+        is_slow = phase == SLOW
+        e_next = torch.where(is_slow & end_slow, e_slow, e)
+        left = ctx.candidates & ~commit & (pos >= s.unsqueeze(1)) & (pos <= e_next.unsqueeze(1))
+        in_fast = ~is_slow | end_slow
+        span_done = in_fast & ~left.any(1)
+        phase_next = torch.where(span_done, SLOW,
+                                 torch.where(is_slow & end_slow, FAST_FULL, torch.where(is_slow, SLOW, FAST)))
+        self.phase[rows] = phase_next
+        self.s[rows] = torch.where(span_done, e_next + 1, s)
+        self.e[rows] = e_next
+        reset = span_done | (is_slow & end_slow)
+        self.n_slow[rows] = torch.where(reset, 0, torch.where(is_slow, n_slow_new, n_slow))
+        self.hist[rows] = torch.where(reset.unsqueeze(1), 0.0, torch.where(is_slow.unsqueeze(1), hist_new, hist))
+        return commit

@@ -1,0 +1,71 @@
+"""The model adapter interface every decoder talks to.
+
+The decode loop sees only this: a forward over token ids with an attention mask that returns
+logits (and last hidden states on request), the special ids, the logit shift and a tokenizer.
+Model-specific ids live in the adapters, nowhere else.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor                 # [B, L, V], already shifted so position i predicts token i
+    hidden: torch.Tensor | None = None   # [B, L, d] last hidden states, when asked for
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids, skip_special: bool = True) -> str: ...
+
+
+@dataclass
+class ModelAdapter:
+    """A loaded model plus everything the loop and the runner need to know about it."""
+    name: str
+    module: torch.nn.Module
+    tokenizer: Tokenizer
+    mask_id: int
+    pad_id: int
+    eos_ids: tuple[int, ...]
+    logit_shift: bool = False           # Dream: position i is predicted from hidden state i-1
+    chat_template: str | None = None    # None: the model has no chat format
+    info: dict = field(default_factory=dict)  # config, weights origin; recorded in run.json
+    # on GPU, launch-bound forwards (KV-cache windows, small full forwards) replay CUDA graphs
+    # (acceleration/graphs.py); DLLM_CUDA_GRAPHS=0 turns them off for every model
+    cuda_graphs: bool = field(default_factory=lambda: os.environ.get("DLLM_CUDA_GRAPHS", "1") != "0")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def supports_cache(self) -> bool:
+        """Whether the module takes a KV cache (prefix/dual cache modes, decoding/cache.py)."""
+        return hasattr(self.module, "new_cache")
+
+    def new_cache(self, batch: int, length: int):
+        if not self.supports_cache:
+            raise ValueError(f"model {self.name} has no KV cache support; use cache=none")
+        return self.module.new_cache(batch, length)
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_hidden: bool = False, positions: torch.Tensor | None = None, kv=None) -> ModelOutput:
+        """One model call. Positions are derived from the attention mask (left padding safe) unless
+        given. `kv` (a layers.CacheCall) makes it a cache refresh or a window forward; for a window,
+        pass the window's tokens, their positions, and no attention mask (the key mask is in kv)."""
+        if positions is None and attention_mask is not None:
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        if kv is None:
+            logits, hidden = self.module(input_ids, attention_mask=attention_mask, positions=positions)
+        else:
+            logits, hidden = self.module(input_ids, attention_mask=attention_mask, positions=positions, kv=kv)
+        if self.logit_shift:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return ModelOutput(logits=logits, hidden=hidden if output_hidden else None)
