@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 import torch
 
-from . import sdar
+from . import llada2, sdar
 from .base import ModelAdapter
 from .block_cache import block_causal_mask
 from .checkpoint import load_weights, random_init_, read_config, resolve_dir
@@ -23,6 +23,8 @@ FAMILIES = {
                  default_config="sdar-8b", shift=False, eot=sdar.IM_END_ID, arch="sdar"),
     "trado": dict(net=sdar.SDAR, cfg=sdar.SDARConfig, configs=sdar.CONFIGS, hub="Gen-Verse/TraDo-8B-Instruct",
                   default_config="trado-8b", shift=False, eot=sdar.IM_END_ID, arch="sdar"),
+    "llada2": dict(net=llada2.LLaDA2, cfg=llada2.LLaDA2Config, configs=llada2.CONFIGS, hub="inclusionAI/LLaDA2.0-mini",
+                   default_config="llada2-mini", shift=False, eot=llada2.EOS_ID, arch="llada2"),
 }
 NO_WEIGHTS_NOTE = "random weights (--no-weights): outputs are noise, accuracy is not applicable"
 
@@ -72,6 +74,8 @@ def load_block_causal(family: str, path: str | None = None, name: str | None = N
     if no_weights:
         net = net.to(dtype=dtype).to_empty(device=device)
         random_init_(net, seed=seed)
+        for b in net.buffers():      # MoE expert biases: zero (to_empty leaves buffers unset)
+            b.zero_()
     else:
         load_weights(net, d, device, dtype)
     net.eval()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 # config.json model_type -> our family (TraDo checkpoints are SDAR's architecture: model_type sdar)
-MODEL_TYPES = {"llada": "llada", "dream": "dream", "sdar": "sdar"}
+MODEL_TYPES = {"llada": "llada", "dream": "dream", "sdar": "sdar", "llada2_moe": "llada2"}
 
 
 def family_of_config(cfg: dict, where: str = "config.json") -> str:

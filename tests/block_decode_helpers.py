@@ -7,6 +7,7 @@ then each block (the first one holds the prompt's tail) is denoised for up to `s
 round commits every masked position whose top-1 probability exceeds `threshold`, or, when fewer
 than the round's quota (block / steps, remainder to the first rounds) do, the quota's most
 confident; a fully unmasked block is appended to the cache by one more forward.
+`clip_quota=True` caps the quota at the masks left (LLaDA2's generate does; SDAR's does not).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def quota(block: int, steps: int) -> list[int]:
 
 @torch.no_grad()
 def threshold_decode(module, prompt: list[int], mask_id: int, gen_length: int, steps: int | None = None,
-                     threshold: float = 0.85) -> BlockDecodeResult:
+                     threshold: float = 0.85, clip_quota: bool = False) -> BlockDecodeResult:
     bs = module.block_size
     steps = steps or bs
     P = len(prompt)
@@ -57,10 +58,11 @@ def threshold_decode(module, prompt: list[int], mask_id: int, gen_length: int, s
             conf = torch.where(masked, conf, -torch.inf)
             high = conf[0] > threshold
             pick = torch.zeros_like(high)
-            if int(high.sum()) >= q[s]:
+            k = min(q[s], int(masked.sum())) if clip_quota else q[s]
+            if int(high.sum()) >= k:
                 pick = high
             else:
-                pick[conf[0].topk(q[s]).indices] = True
+                pick[conf[0].topk(k).indices] = True
             cur[0, pick] = x0[0, pick]
         x[:, b * bs:(b + 1) * bs] = cur
     return BlockDecodeResult(x, nfe)

@@ -10,7 +10,7 @@ from models.checkpoint import load_weights, read_config, save_checkpoint
 from models.sdar import SDAR, SDARConfig
 from tests.block_decode_helpers import quota, threshold_decode
 
-TINY = ["sdar-tiny"]
+TINY = ["sdar-tiny", "llada2-tiny"]
 
 
 def peaked(m, seed=0):
@@ -115,7 +115,7 @@ def test_block_cache_equals_recomputing_everything(models, name, P):
     x = torch.randint(0, 400, (1, 40))
     pairs, cache = _prefill_and_blocks(m, x, P)
     for cached, full in pairs:
-        torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
     assert int(cache.length[0]) == (P // m.block_size + 3) * m.block_size
 
 
@@ -130,9 +130,9 @@ def test_append_merged_with_the_next_block_equals_separate_forwards(models, name
     m.module.block_forward(x[:, :bs], c1, commit=bs)
     sep = m.module.block_forward(x[:, bs:2 * bs], c1)[0]
     merged = m.module.block_forward(x[:, :2 * bs], c2, commit=bs)[0][:, bs:]
-    torch.testing.assert_close(merged, sep, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(merged, sep, rtol=1e-4, atol=1e-4)
     for k1, k2 in zip(c1.kv, c2.kv):
-        torch.testing.assert_close(k1[:, :bs], k2[:, :bs], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(k1[:, :bs], k2[:, :bs], rtol=1e-4, atol=1e-5)
     assert int(c1.length[0]) == int(c2.length[0]) == bs
 
 
@@ -151,7 +151,7 @@ def test_left_padded_batch_equals_single_rows(models, name):
     batch = m.forward(ids, attn).logits
     for i, p in enumerate(prompts):
         single = m.forward(torch.tensor([p])).logits
-        torch.testing.assert_close(batch[i, W - len(p):], single[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(batch[i, W - len(p):], single[0], rtol=1e-4, atol=1e-4)
     # cached: each row prefills its whole blocks, then feeds its tail + masks as its current block
     cache = m.module.new_block_cache(3, 32)
     full = [len(p) // bs * bs for p in prompts]
@@ -169,7 +169,7 @@ def test_left_padded_batch_equals_single_rows(models, name):
         if full[i]:
             m.module.block_forward(torch.tensor([p[:full[i]]]), c1, commit=full[i])
         one = m.module.block_forward(blocks[i:i + 1], c1)[0]
-        torch.testing.assert_close(got[i:i + 1], one, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got[i:i + 1], one, rtol=1e-4, atol=1e-4)
 
 
 def _decode_without_cache(m, prompt, gen_length, steps, threshold):
@@ -201,13 +201,14 @@ def test_cached_threshold_decode_equals_uncached(models, name):
     m = models[name]
     with torch.no_grad():
         m.module.lm_head.weight[m.mask_id].zero_() if hasattr(m.module, "lm_head") else None
-    for P in (5, 8):
+    for P in (5, 8, 11):
         prompt = torch.randint(0, 400, (P,)).tolist()
-        res = threshold_decode(m.module, prompt, m.mask_id, 16, steps=4, threshold=0.6)
-        assert torch.equal(res.tokens, _decode_without_cache(m, prompt, 16, 4, 0.6))
+        bs = m.block_size
+        res = threshold_decode(m.module, prompt, m.mask_id, 16, steps=bs, threshold=0.6)
+        assert torch.equal(res.tokens, _decode_without_cache(m, prompt, 16, bs, 0.6))
         assert not (res.tokens == m.mask_id).any()
-        n_blocks = (P + 16 + 3) // 4
-        assert res.nfe < 1 + 5 * (n_blocks - P // 4)                 # the threshold committed > 1 token some rounds
+        n_blocks = (P + 16 + bs - 1) // bs
+        assert res.nfe < 1 + (bs + 1) * (n_blocks - P // bs)         # the threshold committed > 1 token some rounds
 
 
 def test_cache_api_errors(models):
