@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list models, tasks and methods with their settings")
     v = sub.add_parser("verify-model", help="compare our native model's logits with the authors' remote code")
     v.add_argument("checkpoint", help="hub id or local directory of a checkpoint (LLaDA, Dream, SDAR/TraDo, ...)")
-    v.add_argument("--family", choices=("llada", "dream", "sdar", "trado", "llada2"), default=None,
+    v.add_argument("--family", choices=("llada", "dream", "sdar", "trado", "llada2", "fast-dllm-v2"), default=None,
                    help="default: from config.json model_type")
     v.add_argument("--device", default="auto")
     v.add_argument("--dtype", default="float32", help="float32 (default; exact comparison) or bfloat16")

@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 import torch
 
-from . import llada2, sdar
+from . import fast_dllm_v2, llada2, sdar
 from .base import ModelAdapter
 from .block_cache import block_causal_mask
 from .checkpoint import load_weights, random_init_, read_config, resolve_dir
@@ -25,6 +25,9 @@ FAMILIES = {
                   default_config="trado-8b", shift=False, eot=sdar.IM_END_ID, arch="sdar"),
     "llada2": dict(net=llada2.LLaDA2, cfg=llada2.LLaDA2Config, configs=llada2.CONFIGS, hub="inclusionAI/LLaDA2.0-mini",
                    default_config="llada2-mini", shift=False, eot=llada2.EOS_ID, arch="llada2"),
+    "fast-dllm-v2": dict(net=fast_dllm_v2.FastDLLMv2, cfg=fast_dllm_v2.FastDLLMv2Config, configs=fast_dllm_v2.CONFIGS,
+                         hub="Efficient-Large-Model/Fast_dLLM_v2_7B", default_config="fast-dllm-v2-7b", shift=True,
+                         eot=fast_dllm_v2.IM_END_ID, arch="fast-dllm-v2"),
 }
 NO_WEIGHTS_NOTE = "random weights (--no-weights): outputs are noise, accuracy is not applicable"
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 # config.json model_type -> our family (TraDo checkpoints are SDAR's architecture: model_type sdar)
-MODEL_TYPES = {"llada": "llada", "dream": "dream", "sdar": "sdar", "llada2_moe": "llada2"}
+MODEL_TYPES = {"llada": "llada", "dream": "dream", "sdar": "sdar", "llada2_moe": "llada2",
+               "fast_dllm_qwen": "fast-dllm-v2"}
 
 
 def family_of_config(cfg: dict, where: str = "config.json") -> str:

@@ -10,7 +10,7 @@ from models.checkpoint import load_weights, read_config, save_checkpoint
 from models.sdar import SDAR, SDARConfig
 from tests.block_decode_helpers import quota, threshold_decode
 
-TINY = ["sdar-tiny", "llada2-tiny"]
+TINY = ["sdar-tiny", "llada2-tiny", "fast-dllm-v2-tiny"]
 
 
 def peaked(m, seed=0):
@@ -102,7 +102,7 @@ def _prefill_and_blocks(m, x, P):
     for b in range(pre // bs, pre // bs + 3):
         lo, hi = b * bs, (b + 1) * bs
         cached = m.module.block_forward(x[:, lo:hi], cache)[0]
-        full = m.forward(x[:, :hi]).logits[:, lo:hi]
+        full = m.module(x[:, :hi])[0][:, lo:hi]              # unshifted, as block_forward's
         pairs.append((cached, full))
         m.module.block_forward(x[:, lo:hi], cache, commit=bs)
     return pairs, cache
@@ -149,9 +149,10 @@ def test_left_padded_batch_equals_single_rows(models, name):
         ids[i, W - len(p):] = torch.tensor(p)
         attn[i, W - len(p):] = 1
     batch = m.forward(ids, attn).logits
+    s = int(m.logit_shift)   # shifted logits: a row's first position reads the one before it (padding)
     for i, p in enumerate(prompts):
         single = m.forward(torch.tensor([p])).logits
-        torch.testing.assert_close(batch[i, W - len(p):], single[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(batch[i, W - len(p) + s:], single[0, s:], rtol=1e-4, atol=1e-4)
     # cached: each row prefills its whole blocks, then feeds its tail + masks as its current block
     cache = m.module.new_block_cache(3, 32)
     full = [len(p) // bs * bs for p in prompts]
@@ -185,7 +186,7 @@ def _decode_without_cache(m, prompt, gen_length, steps, threshold):
             masked = x[:, lo:hi] == m.mask_id
             if not masked.any():
                 break
-            p = m.forward(x[:, :hi]).logits[:, lo:hi].float().softmax(-1)
+            p = m.module(x[:, :hi])[0][:, lo:hi].float().softmax(-1)
             conf, x0 = p.max(-1)
             conf = torch.where(masked, conf, -torch.inf)[0]
             pick = conf > threshold
@@ -296,3 +297,27 @@ def test_verify_model_sdar_through_remote_code_and_unknown_architectures(tmp_pat
     assert "model_type 'mamba'" in err and "supported model_types: llada (llada), dream (dream), sdar (sdar)" in err
     with pytest.raises(ValueError, match="not a supported architecture"):
         load_model("sdar", path=str(bad))
+
+
+def test_fast_dllm_v2_names_shift_and_round_trip(tmp_path):
+    from models.fast_dllm_v2 import CONFIGS, FastDLLMv2, FastDLLMv2Config
+    cfg = CONFIGS["fast-dllm-v2-tiny"]
+    a = peaked(FastDLLMv2(cfg).eval())
+    names = set(a.state_dict())
+    for n in ["model.layers.0.self_attn.q_proj.bias", "model.layers.0.self_attn.k_proj.bias",
+              "model.layers.0.self_attn.v_proj.bias", "model.layers.0.self_attn.o_proj.weight", "lm_head.weight"]:
+        assert n in names
+    assert "model.layers.0.self_attn.o_proj.bias" not in names and not any("q_norm" in n for n in names)
+    ids = torch.randint(0, 500, (1, 12))
+    ref = a(ids)[0]
+    save_checkpoint(a, cfg.to_hf(), tmp_path)
+    hf = read_config(tmp_path)
+    assert (hf["model_type"], hf["bd_size"]) == ("Fast_dLLM_Qwen", 8)
+    with torch.device("meta"):
+        b = FastDLLMv2(FastDLLMv2Config.from_hf(hf))
+    load_weights(b, tmp_path, "cpu", torch.float32)
+    assert torch.equal(b.eval()(ids)[0], ref)
+    m = load_model("fast-dllm-v2-tiny", no_weights=True)
+    assert (m.logit_shift, m.block_size, m.regime, m.mask_id) == (True, 8, "block_causal", 500)
+    big = CONFIGS["fast-dllm-v2-7b"]
+    assert (big.bd_size, big.mask_token_id, big.eos_token_id, big.head_dim) == (32, 151665, 151645, 128)
