@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native (ours, with KV cache) or hf (transformers AutoModel, trust_remote_code)")
     sub.add_parser("list", help="list models, tasks and methods with their settings")
     v = sub.add_parser("verify-model", help="compare our native model's logits with the authors' remote code")
-    v.add_argument("checkpoint", help="hub id or local directory of a LLaDA or Dream checkpoint")
-    v.add_argument("--family", choices=("llada", "dream"), default=None, help="default: from config.json model_type")
+    v.add_argument("checkpoint", help="hub id or local directory of a checkpoint (LLaDA, Dream, SDAR/TraDo, ...)")
+    v.add_argument("--family", choices=("llada", "dream", "sdar", "trado", "llada2", "fast-dllm-v2"), default=None,
+                   help="default: from config.json model_type")
     v.add_argument("--device", default="auto")
     v.add_argument("--dtype", default="float32", help="float32 (default; exact comparison) or bfloat16")
     rp = sub.add_parser("report", help="leaderboard tables (markdown, LaTeX, CSV) and Pareto plot from result files")
@@ -208,10 +209,9 @@ def cmd_verify(args) -> int:
     from models.checkpoint import read_config, resolve_dir
     from bench.runner import resolve_device, resolve_dtype
     from bench.verify import verify
+    from models.families import family_of_config
     d = resolve_dir(args.checkpoint)
-    family = args.family or {"llada": "llada", "dream": "dream"}.get(str(read_config(d).get("model_type", "")).lower())
-    if family is None:
-        raise ValueError(f"cannot tell the model family from {d / 'config.json'}; pass --family llada or dream")
+    family = args.family or family_of_config(read_config(d), str(d / "config.json"))
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     ours = load_model(family, device=str(device), dtype=dtype, path=str(d))
