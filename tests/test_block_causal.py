@@ -203,7 +203,7 @@ def test_cached_threshold_decode_equals_uncached(models, name):
     with torch.no_grad():
         m.module.lm_head.weight[m.mask_id].zero_() if hasattr(m.module, "lm_head") else None
     for P in (5, 8, 11):
-        prompt = torch.randint(0, 400, (P,)).tolist()
+        prompt = torch.randint(0, 400, (P,), generator=torch.Generator().manual_seed(P)).tolist()
         bs = m.block_size
         res = threshold_decode(m.module, prompt, m.mask_id, 16, steps=bs, threshold=0.6)
         assert torch.equal(res.tokens, _decode_without_cache(m, prompt, 16, bs, 0.6))
