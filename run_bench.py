@@ -232,7 +232,7 @@ def cmd_report(args) -> int:
         print(f"note: {n}", file=sys.stderr)
     if args.out:
         print(f"written: {args.out}/report.md, report.tex, report.csv" +
-              ("" if any("Pareto" in n for n in notes) else ", pareto.png"), file=sys.stderr)
+              ("" if any("Pareto plot skipped" in n for n in notes) else ", pareto.png"), file=sys.stderr)
     return 0
 
 
