@@ -2,11 +2,12 @@
 
     python run_bench.py report results/runs/A results/runs/B --baseline fixed --out report/
 
-Tables: markdown (stdout by default), LaTeX (booktabs; the best value of each column in bold,
-within each group of rows that share model, task and machine) and CSV (full precision). The
-Pareto plot (accuracy against NFE and against latency p50) needs matplotlib, an optional extra:
-`pip install 'dllm-bench[plot]'`; without it the tables are still written and a note says why
-the plot is missing.
+Rows come from bench/frame.py (one per run, model, task and method); then a table of AUP per
+method family (bench/aup.py). Tables: markdown (stdout by default), LaTeX (booktabs; the best
+value of each column in bold, within each group of rows that share model, task and machine) and
+CSV (full precision; the family's AUP as a column). The Pareto plot (bench/plots.py) needs
+matplotlib, an optional extra: `pip install 'dllm-bench[plot]'`; without it the tables are still
+written and a note says why the plot is missing.
 
 Speedup is always computed inside one run (one machine, one session of measurements): the
 baseline method's total decode time over the method's, on the same samples. A run that lacks the
@@ -177,6 +178,7 @@ def latex(rows: list[dict], aups: list[dict] | None = None) -> str:
 
 
 def to_csv(rows: list[dict], aups: list[dict] | None = None) -> str:
+    """One line per row; a row's family AUP is its `aup` column (`aups` is taken for a uniform call)."""
     keys = [k for k, _, _, _ in COLUMNS] + CSV_EXTRA
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

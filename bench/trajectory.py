@@ -148,8 +148,7 @@ def draw(trace: dict, path: str | Path) -> None:
     ev = events(trace)
     G, rows = trace["gen_length"], len(ev.conf)
     fig, ax = plt.subplots(figsize=(min(max(8.0, 0.2 * G + 3), 30), min(max(4.0, 0.22 * rows + 2.5), 30)))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dcdcdc")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dcdcdc")
     img = np.ma.masked_invalid(np.array(ev.conf, dtype=float).reshape(rows, G))
     im = ax.imshow(img, cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest",
                    extent=(-0.5, G - 0.5, rows - 0.5, -0.5))
