@@ -8,13 +8,14 @@
     python run_bench.py score results/runs/RUN --allow-code-exec   # re-score stored generations
     python run_bench.py report results/runs/A results/runs/B --baseline fixed --out report/
     python run_bench.py check --baseline results/baselines/tiny-arith.json results/runs/ci
+    python run_bench.py trace --method threshold:tau=0.7 --doc 3 --out trace.png   # one sample's decode
 
     python run_bench.py --model llada --model-path GSAI-ML/LLaDA-8B-Instruct --methods threshold:cache=dual
     python run_bench.py --model llada-8b --no-weights --methods fixed,threshold:cache=dual   # speed, no download
     python run_bench.py verify-model /models/LLaDA-8B-Instruct      # our logits vs the authors' code
 
 Subcommands: run (the default), decode RUN, score RUN, list, report RUN..., check RUN,
-verify-model CHECKPOINT.
+trace, verify-model CHECKPOINT.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import dataclasses
 import os
 import sys
 
-SUBCOMMANDS = ("run", "decode", "score", "list", "report", "check", "verify-model")
+SUBCOMMANDS = ("run", "decode", "score", "list", "report", "check", "trace", "verify-model")
 
 
 def _offline_default(argv: list[str]) -> None:
@@ -129,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--baseline", default=None, help="method label for speedups (within each run); default each run's own")
     rp.add_argument("--format", default="md", choices=("md", "latex", "csv"), help="what to print; default %(default)s")
     rp.add_argument("--out", default=None, help="also write report.md, report.tex, report.csv and pareto.png here")
+    tp = sub.add_parser("trace", help="one sample's decode as a step x position picture (trace.png + trace.json)")
+    tp.add_argument("--model", default="tiny", help="model name (see `list`); default %(default)s")
+    tp.add_argument("--model-path", default=None)
+    tp.add_argument("--no-weights", action="store_true")
+    tp.add_argument("--task", default="arith", help="default %(default)s")
+    tp.add_argument("--method", default="threshold", help="one method spec, e.g. threshold:tau=0.7; default %(default)s")
+    tp.add_argument("--doc", type=int, default=0, help="index of the task's request to decode; default %(default)s")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--gen-length", type=int, default=None, help="default: the task's protocol")
+    tp.add_argument("--block-length", type=int, default=None, help="default: the task's protocol")
+    tp.add_argument("--device", default="cpu")
+    tp.add_argument("--dtype", default="float32")
+    tp.add_argument("--data-dir", default=None, help="local data for lm-eval tasks")
+    tp.add_argument("--chat", default="none", choices=["none", "single-turn", "multiturn"])
+    tp.add_argument("--from", dest="from_json", default=None, metavar="TRACE_JSON",
+                    help="redraw a saved trace.json instead of decoding")
+    tp.add_argument("--out", default="trace.png", help="picture to write; the trace goes beside it as .json")
     cp = sub.add_parser("check", help="regression gate: exit 1 with a diff table when a run is worse than a baseline")
     cp.add_argument("run", metavar="RUN", help="run directory to check")
     cp.add_argument("--baseline", required=True, help="baseline file, e.g. results/baselines/tiny-arith.json")
@@ -232,7 +250,29 @@ def cmd_report(args) -> int:
         print(f"note: {n}", file=sys.stderr)
     if args.out:
         print(f"written: {args.out}/report.md, report.tex, report.csv" +
-              ("" if any("Pareto" in n for n in notes) else ", pareto.png"), file=sys.stderr)
+              ("" if any("Pareto plot skipped" in n for n in notes) else ", pareto.png"), file=sys.stderr)
+    return 0
+
+
+def cmd_trace(args) -> int:
+    from pathlib import Path
+    from bench import trajectory
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: give a .png path (the trace is written beside it as .json)")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("trace draws with matplotlib, which is not installed: pip install 'dllm-bench[plot]'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        trace = trajectory.load(args.from_json)
+    else:
+        fields = {f for f in trajectory.TraceSpec.__dataclass_fields__}
+        trace = trajectory.record(trajectory.TraceSpec(**{k: v for k, v in vars(args).items() if k in fields}))
+        trajectory.save(trace, out.with_suffix(".json"))
+    trajectory.draw(trace, out)
+    print(f"written: {out}" + ("" if args.from_json else f", {out.with_suffix('.json')}"), file=sys.stderr)
     return 0
 
 
@@ -255,7 +295,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "decode": cmd_decode, "score": cmd_score, "list": cmd_list,
-                "report": cmd_report, "check": cmd_check, "verify-model": cmd_verify}[args.command](args)
+                "report": cmd_report, "check": cmd_check, "trace": cmd_trace, "verify-model": cmd_verify}[args.command](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from tasks import is_lmeval, load_task
 from tasks.base import Doc
 from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT
 from . import metrics
+from .aup import family_aups
 from .results import RunDir
 
 
@@ -112,6 +113,7 @@ def summarize(out: RunDir, lm_metrics: dict | None = None) -> dict:
         metrics.add_speedup(task_rows, baseline)
         rows += task_rows
     summary = {"run_id": info["run_id"], "baseline": baseline, "rows": rows,
+               "aup": family_aups(rows),   # per model, task and method family with several points (bench/aup.py)
                "energy_note": None if info["energy"]["available"] else info["energy"]["reason"],
                "machine": info.get("machine"), "path": str(out.path)}
     out.write_json(out.summary_json, summary)
