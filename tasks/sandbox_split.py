@@ -13,7 +13,8 @@ judge reaching the end of the test; nothing the program prints or does can produ
 What the program returns that is not plain data (an instance of its own class, a function)
 stays in the sandbox as a handle: it can be passed back to the program or called, and its
 attributes read, but comparing it or testing its truth raises, so an object whose `__eq__` is
-always true fails. Names the test uses only as `module.attr` and that are standard-library
+always true fails. Builtin names (`abs`, `sorted`) stay the judge's own, unless they are the
+only free names of the test (the function under test is called `sum`). Names the test uses only as `module.attr` and that are standard-library
 modules (`math.isclose` in a test that relies on the candidate's `import math`) are imported by
 the judge itself.
 
@@ -52,11 +53,18 @@ def split_plan(test: str) -> dict | None:
             bound.update(node.names)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             attr_base.add(id(node.value))
-    free = loaded - bound - set(dir(builtins))
+    free = loaded - bound
+    builtin_names = free & set(dir(builtins))
+    free -= builtin_names
     plain_use = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
                  and id(n) not in attr_base}
     modules = sorted(n for n in free if n in sys.stdlib_module_names and n not in plain_use)
-    return {"names": sorted(free - set(modules)), "modules": modules}
+    names = sorted(free - set(modules))
+    # A test whose only free names are builtins tests a candidate function named like one
+    # (MBPP: `assert sum(10,15) == 6`): those names come from the candidate if it defines them.
+    # Otherwise the judge's builtins stay: `abs(f(x) - 1) < 1e-6` uses the real abs.
+    shadow = sorted(builtin_names) if not names else []
+    return {"names": names, "modules": modules, "shadowable": shadow}
 
 
 # Runs in the sandbox after the candidate code: answers the judge's requests until EOF.
@@ -154,7 +162,7 @@ def _judge():
         rpc(["ready"])
         for m in cfg["modules"]:
             g[m] = __import__(m)
-        for n in cfg["names"]:
+        for n in cfg["names"] + cfg["shadowable"]:
             try:
                 g[n] = rpc(["get", n])
             except NameError:
