@@ -355,6 +355,10 @@ def self_check(cfg: SandboxConfig) -> None:
     try:
         results = [run_program(cand + test, cfg), run_program("assert 1 + 1 == 3\n", cfg),
                    run_program((cand, test), cfg), run_program((cand, "assert f(1) == 3\n"), cfg)]
+        launcher_error = next((r.stderr_tail for r in results if r.status == "error"), None)
+        if launcher_error and cfg.isolation == "auto" and isolation_mode(cfg)[0] == "namespaces":
+            sos.disable(f"the namespace launcher failed here: {launcher_error.strip()[:300]}")
+            return self_check(cfg)
     except (OSError, subprocess.SubprocessError) as e:
         raise ValueError(f"the code sandbox cannot start programs ({e}); check the interpreter "
                          f"($DLLM_SANDBOX_PYTHON) is executable by other users") from e

@@ -27,6 +27,7 @@ recorded in run.json.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import resource
 import shutil
@@ -86,6 +87,11 @@ def isolation() -> tuple[str, str | None]:
     return _probe["result"]
 
 
+def disable(why: str) -> None:
+    """The namespaces started but the launcher failed (a container refusing some mount): fall back."""
+    _probe["result"] = ("fallback", why)
+
+
 def unshare_cmd() -> list[str]:
     isolation()
     return [_probe["unshare"], *UNSHARE_FLAGS]
@@ -96,6 +102,7 @@ def root_mountpoint() -> str:
     if "root" not in _probe:
         _probe["root"] = tempfile.mkdtemp(prefix="dllm-sandbox-root-")
         os.chmod(_probe["root"], 0o700)
+        atexit.register(shutil.rmtree, _probe["root"], True)
     return _probe["root"]
 
 

@@ -255,3 +255,33 @@ def test_isolation_recorded_and_fallback_warned(monkeypatch, capsys):
     assert "WARNING: code sandbox without OS isolation (a test says so)" in capsys.readouterr().err
     with pytest.raises(ValueError, match="cannot isolate"):
         isolation_mode(SandboxConfig(isolation="namespaces"))
+
+
+# ---- the wire: the judge decodes plain data only ------------------------------------------------
+
+def test_wire_decodes_plain_data_only():
+    from tasks.sandbox_wire import WireError, decode, encode
+    handles = []
+    v = [1, 2.5, "s", b"b", None, True, (1, 2), {3}, frozenset([4]), {"k": [5]}, 10 ** 30, complex(1, 2), range(3)]
+    assert decode(encode(v, handles), lambda i: ("H", i)) == v and handles == []
+    assert decode(encode(iter([1, 2]), handles), None).__next__() == 1
+    obj = object()
+    assert decode(encode([obj], handles), lambda i: ("H", i)) == [("H", 0)] and handles == [obj]
+    for bad in [["pickle", "..."], ["i", 5], ["S", [["l", []]]], ["d", [[["l", []], ["N"]]]], ["f"], "x", [],
+                ["b", "yes"], ["i", "9" * 200_000], ["h", "0"]]:
+        with pytest.raises(WireError):
+            decode(bad, lambda i: i)
+
+
+@namespaces
+def test_a_launcher_that_fails_here_falls_back_with_a_warning(monkeypatch, capsys):
+    import tasks.sandbox as sb
+    monkeypatch.setattr(sos, "LAUNCHER", "import json, os, sys\ncfg = json.loads(sys.stdin.read())\n"
+                                         "os.write(cfg['status_fd'], b'error mount: refused by a test\\n')\n")
+    monkeypatch.setitem(sos._probe, "result", sos.isolation())
+    monkeypatch.setattr(sb, "_CHECKED", set())
+    cfg = SandboxConfig(timeout_s=1.5)
+    assert [r.status for r in run_programs([(GOOD, TEST), (WRONG, TEST)], cfg, allow=True)] == ["passed", "failed"]
+    info = sandbox_info(cfg)
+    assert info["isolation"] == "fallback" and "refused by a test" in info["isolation_warning"]
+    assert "refused by a test" in capsys.readouterr().err
