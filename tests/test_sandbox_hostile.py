@@ -285,3 +285,32 @@ def test_a_launcher_that_fails_here_falls_back_with_a_warning(monkeypatch, capsy
     info = sandbox_info(cfg)
     assert info["isolation"] == "fallback" and "refused by a test" in info["isolation_warning"]
     assert "refused by a test" in capsys.readouterr().err
+
+
+@namespaces
+def test_calls_the_audit_hook_never_sees_are_contained_with_the_hook_on():
+    """mknod, a dir_fd write, a subinterpreter (which has no audit hook) writing, fork_exec."""
+    tag = f"dllm-unaudited-{os.getpid()}"
+    cand = (
+        "import os, stat, _xxsubinterpreters as si\n"
+        f"fd = os.open('/tmp', os.O_RDONLY)\nos.close(os.open('{tag}', os.O_WRONLY | os.O_CREAT, dir_fd=fd))\n"
+        "try:\n    os.mknod('/sandbox/dev', stat.S_IFCHR | 0o600, os.makedev(1, 3))\n    mknod = True\n"
+        "except OSError:\n    mknod = False\n"
+        "sub = si.create()\n"
+        f"si.run_string(sub, \"open('/dev/shm/{tag}', 'w').write('x')\")\n"
+        "import _posixsubprocess\nr, w = os.pipe()\n"
+        "_posixsubprocess.fork_exec([b'/bin/sleep', b'30'], [b'/bin/sleep'], True, (w,), None, None, -1, -1, -1, -1,"
+        " -1, -1, r, w, True, True, -1, None, None, -1, -1, None, False)\n"
+        "def probe():\n    return [mknod, os.path.exists('/tmp/' + " + repr(tag) + "), os.path.exists('/dev/shm/' + " + repr(tag) + ")]\n")
+    r = run_program((cand, "assert probe() == [False, True, True]\n"), CFG)
+    assert r.passed, r.stderr_tail       # it did write, in its private tmpfs, and could not mknod
+    assert not os.path.exists(f"/tmp/{tag}") and not os.path.exists(f"/dev/shm/{tag}")
+    assert _slot_processes() == []
+
+
+def test_every_verdict_has_a_status():
+    progs = {"passed": (GOOD, TEST), "failed": (WRONG, TEST),
+             "killed": ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n" + GOOD, TEST),
+             "timeout": ("def add(a, b):\n    while True: pass\n", TEST)}
+    rs = run_programs(list(progs.values()), SandboxConfig(timeout_s=1.0, audit_hook=False), allow=True)
+    assert [r.status for r in rs] == list(progs)
