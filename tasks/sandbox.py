@@ -40,7 +40,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import sandbox_os as sos
-from .sandbox_pipes import Pipes
 from .sandbox_process import Program as _Program, rlimits as _rlimits
 from .sandbox_split import JUDGE, split_plan
 
@@ -176,24 +175,20 @@ def _run_split(candidate: str, test: str, plan: dict, cfg: SandboxConfig, mode: 
         judge.stdin.close()
     except OSError:
         pass
-    jp = Pipes({"verdict": v_r, "judge_stderr": je_r}, 1 << 20, {"verdict": 1 << 16, "judge_stderr": 2000})
-    deadline = t0 + cfg.wall_s
-    done = False
-    while not done and time.monotonic() < deadline:   # both sides' pipes, until the judge has spoken
-        prog.pipes.pump(min(deadline, time.monotonic() + 0.05))
-        done = jp.pump(min(deadline, time.monotonic() + 0.05), stop=lambda: jp.closed("verdict"))
+    pipes = prog.pipes
+    pipes.add("verdict", v_r, 1 << 16)
+    pipes.add("judge_stderr", je_r, 2000)
+    done = pipes.pump(t0 + cfg.wall_s, stop=lambda: pipes.closed("verdict"))   # until the judge has spoken
     try:
-        verdict = json.loads(jp.text("verdict").strip().splitlines()[-1]) if done else {}
+        verdict = json.loads(pipes.text("verdict").strip().splitlines()[-1]) if done else {}
         passed = verdict.get("verdict") == "passed"
     except (ValueError, IndexError, AttributeError):
         verdict, passed = {}, False
     judge.kill()
     judge.wait()
-    jp.pump(time.monotonic() + 0.2)
-    jp.close()
     # the judge's end closed the request pipe: a serving program exits; one that died on its CPU
     # limit has its status arrive
-    prog.pipes.pump(min(deadline, time.monotonic() + 0.5), stop=lambda: prog.proc.poll() is not None)
+    pipes.pump(min(t0 + cfg.wall_s, time.monotonic() + 0.5), stop=lambda: prog.proc.poll() is not None)
     rc = prog.finish()
     detail = verdict.get("detail", "") if isinstance(verdict, dict) else ""
     stderr = prog.pipes.text("stderr") + (f"\n[judge] {detail}" if detail else "")
@@ -202,7 +197,7 @@ def _run_split(candidate: str, test: str, plan: dict, cfg: SandboxConfig, mode: 
     if done and not verdict:
         status = "timeout" if judge.returncode in (-signal.SIGXCPU, -signal.SIGKILL) else "error"
         return ExecResult(False, status, rc, time.monotonic() - t0,
-                          stderr + "\n[judge] no verdict: " + jp.text("judge_stderr"), "split")
+                          stderr + "\n[judge] no verdict: " + pipes.text("judge_stderr"), "split")
     return ExecResult(passed, _status(passed, rc, not done), rc, time.monotonic() - t0, stderr, "split")
 
 

@@ -126,10 +126,11 @@ def system_binds(python: str) -> list[str]:
     return out
 
 
-# PID 1 of the namespace (root): config as JSON on stdin, the child's exit status on STATUS_FD.
+# PID 1 of the namespace (root): config on stdin (marshal: the harness's own data, and no import
+# cost), the child's exit status on STATUS_FD.
 LAUNCHER = r'''
-import ctypes, json, os, resource, sys
-cfg = json.loads(sys.stdin.buffer.read())
+import ctypes, marshal, os, resource, sys
+cfg = marshal.loads(sys.stdin.buffer.read())
 status_fd = cfg["status_fd"]
 os.set_inheritable(status_fd, False)
 libc = ctypes.CDLL(None, use_errno=True)

@@ -15,14 +15,18 @@ import time
 class Pipes:
     def __init__(self, fds: dict[str, int], cap: int, tails: dict[str, int]):
         self.sel = selectors.DefaultSelector()
-        self.data = {n: bytearray() for n in fds}
-        self.total = {n: 0 for n in fds}
-        self.open = dict(fds)
+        self.data, self.total, self.open = {}, {}, {}
         self.overflow: set[str] = set()
-        self.cap, self.tails = cap, tails
+        self.cap, self.tails = cap, dict(tails)
         for name, fd in fds.items():
-            os.set_blocking(fd, False)
-            self.sel.register(fd, selectors.EVENT_READ, name)
+            self.add(name, fd)
+
+    def add(self, name: str, fd: int, tail: int | None = None) -> None:
+        self.data[name], self.total[name], self.open[name] = bytearray(), 0, fd
+        if tail is not None:
+            self.tails[name] = tail
+        os.set_blocking(fd, False)
+        self.sel.register(fd, selectors.EVENT_READ, name)
 
     def closed(self, name: str) -> bool:
         return name not in self.open

@@ -8,7 +8,7 @@ are pipes read through tasks/sandbox_pipes.py.
 """
 from __future__ import annotations
 
-import json
+import marshal
 import math
 import os
 import shutil
@@ -60,7 +60,7 @@ class Program:
                 finally:
                     os.close(st_w)
                 try:
-                    self.proc.stdin.write(json.dumps(launch).encode())
+                    self.proc.stdin.write(marshal.dumps(launch))
                     self.proc.stdin.close()
                 except OSError:
                     pass

@@ -276,7 +276,7 @@ def test_wire_decodes_plain_data_only():
 @namespaces
 def test_a_launcher_that_fails_here_falls_back_with_a_warning(monkeypatch, capsys):
     import tasks.sandbox as sb
-    monkeypatch.setattr(sos, "LAUNCHER", "import json, os, sys\ncfg = json.loads(sys.stdin.read())\n"
+    monkeypatch.setattr(sos, "LAUNCHER", "import marshal, os, sys\ncfg = marshal.loads(sys.stdin.buffer.read())\n"
                                          "os.write(cfg['status_fd'], b'error mount: refused by a test\\n')\n")
     monkeypatch.setitem(sos._probe, "result", sos.isolation())
     monkeypatch.setattr(sb, "_CHECKED", set())
