@@ -67,7 +67,7 @@ def encode(v, handles, depth=0, special=None):
     if isinstance(v, bool):
         return ["b", bool(v)]
     if type(v) is int or (isinstance(v, int) and type(v).__module__ == "builtins"):
-        return ["i", str(int(v))]
+        return ["i", hex(int(v))]       # hex: linear time, no int_max_str_digits limit
     if isinstance(v, float) and type(v) is float:
         return ["f", repr(v)]
     if type(v) is complex:
@@ -113,8 +113,8 @@ def decode(x, make_handle, depth=0):
             a = args[0]
             if tag == "b" and type(a) is bool:
                 return a
-            if tag == "i" and type(a) is str and len(a) <= 100_000:
-                return int(a)
+            if tag == "i" and type(a) is str and a.lstrip("-")[:2] == "0x":
+                return int(a, 16)
             if tag == "f" and type(a) is str:
                 return float(a)
             if tag == "c" and type(a) is str and type(args[1]) is str:
