@@ -28,6 +28,7 @@ from decoding.loop import decode
 from decoding.registry import build_method, parse_methods
 from tasks import is_lmeval, load_task, parse_tasks
 from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT, CodeExecutionNotAllowed
+from .accounting import committed_tokens, tokens_digest
 from .build import build_prompts
 from .env import environment
 from .generate import cut_at_stops, render_prompt
@@ -261,7 +262,7 @@ def _decode_method(spec, out, model, task, label, method, gen, batches, devices,
             res = decode(model, method, batch_ids, gen, generator=gen_torch)
         if fwd is not None:
             w.forward_s, w.forward_calls = fwd.take()
-        lines = _request_lines(model, task, label, batch, res, w, meter)
+        lines = _request_lines(model, task, label, batch, res, w, meter, gen, batch_ids)
         for line in lines:
             line.update(batch_index=index, session=session, batch_wall_s=time.perf_counter() - t_wall)
         out.append_requests(lines)
@@ -276,12 +277,12 @@ def _batch_seed(seed: int, index: int) -> int:
 def _oracle_line(spec, label, p) -> dict:
     return {"task": p["task"], "doc_id": p["doc_id"], "model": spec.model, "method": label,
             "prompt_hash": p["prompt_hash"], "output": p["gold"], "extracted": None, "target": p.get("target"),
-            "correct": None, "nfe": 0, "steps": 0, "gen_tokens": 0, "capped": False, "stop_hit": False,
+            "correct": None, "nfe": 0, "steps": 0, "gen_tokens": 0, "committed_tokens": 0, "capped": False, "stop_hit": False,
             "batch_id": f"oracle-{p['task']}-{p['doc_id']}", "batch_size": 1, "batch_latency_s": 0.0,
             "batch_energy_j": None, "batch_energy_net_j": None, "energy_j": None}
 
 
-def _request_lines(model, task, label, batch, res, w, meter) -> list[dict]:
+def _request_lines(model, task, label, batch, res, w, meter, gen, batch_ids) -> list[dict]:
     batch_id = uuid.uuid4().hex[:12]
     net = None
     if w.energy_j is not None and meter.idle_w is not None:
@@ -302,6 +303,9 @@ def _request_lines(model, task, label, batch, res, w, meter) -> list[dict]:
             "correct": None, "nfe": int(res.nfe[i]),
             "nfe_truncated": int(res.nfe_truncated[i]) if res.nfe_truncated is not None else 0,
             "steps": int(res.steps[i]), "gen_tokens": n,
+            "committed_tokens": committed_tokens(n, gen.gen_length, gen.block_length, gen.early_stop,
+                                                 bool(res.capped[i])),
+            "prompt_tokens": len(batch_ids[i]), "tokens_sha": tokens_digest(res.tokens[i].tolist()),
             "capped": bool(res.capped[i]), "stop_hit": stop_hit,
             "batch_id": batch_id, "batch_size": len(batch), "batch_latency_s": w.seconds,
             "batch_t_start": w.t_start, "batch_t_end": w.t_end, "batch_cpu_s": w.cpu_s,

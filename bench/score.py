@@ -15,7 +15,7 @@ import json
 from tasks import is_lmeval, load_task
 from tasks.base import Doc
 from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT
-from . import metrics
+from . import accounting, metrics
 from .results import RunDir
 
 
@@ -99,6 +99,7 @@ def summarize(out: RunDir, lm_metrics: dict | None = None) -> dict:
             if not mine:
                 continue
             row = {"model": model, "task": task, "method": label, **metrics.summarize_method(mine)}
+            row.update(accounting.totals(mine, row["decode_time_s"]))
             if _accuracy_note(info):
                 row["accuracy_note"] = _accuracy_note(info)
             if is_lmeval(task):

@@ -4,8 +4,10 @@ from __future__ import annotations
 from tabulate import tabulate
 
 COLUMNS = [("method", "method", None), ("n", "n", None), ("accuracy", "accuracy", ".3f"),
-           ("nfe_mean", "NFE", ".2f"), ("tpf", "tok/fwd", ".2f"), ("time_per_sample_s", "s/sample", ".4f"),
+           ("nfe_mean", "NFE", ".2f"), ("tpf", "tok/fwd", ".2f"),
+           ("tpf_all", "tok/fwd all", ".2f"), ("time_per_sample_s", "s/sample", ".4f"),
            ("latency_s_p50", "latency p50 (s)", ".3f"), ("tokens_per_s", "tok/s", ".1f"),
+           ("tokens_per_s_all", "tok/s all", ".1f"),
            ("energy_j_per_sample", "J/sample", ".2f"), ("speedup", "speedup", ".2f")]
 
 
