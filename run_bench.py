@@ -136,13 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from bench.runner import RunSpec, run
+    from bench.runner import RunSpec
     fields = {f.name for f in dataclasses.fields(RunSpec)}
     spec = RunSpec(**{k: v for k, v in vars(args).items() if k in fields})
     if spec.data_dir:
         from tasks.lmeval_tasks import set_offline
         set_offline()
-    _print_summary(run(spec, log=lambda m: print(m, file=sys.stderr)))
+    return _run_and_print(spec)
+
+
+def _run_and_print(spec) -> int:
+    """One process, or one rank under torchrun (bench/distributed.py): rank 0 prints the summary."""
+    from bench.distributed import Ranks, ReportedByRankZero, run_distributed
+    from bench.runner import run
+    log = lambda m: print(m, file=sys.stderr)
+    ranks = Ranks.from_env()
+    try:
+        summary = run(spec, log=log) if ranks is None else run_distributed(spec, ranks, log=log)
+    except ReportedByRankZero:
+        return 2
+    if summary is not None:
+        _print_summary(summary)
     return 0
 
 
@@ -159,7 +173,7 @@ def _print_summary(summary) -> None:
 def cmd_decode(args) -> int:
     import json
     from pathlib import Path
-    from bench.runner import RunSpec, run
+    from bench.runner import RunSpec
     run_json = Path(args.run_dir) / "run.json"
     if not run_json.exists():
         raise FileNotFoundError(f"{run_json} not found; give a run directory made by `run_bench.py run`")
@@ -167,8 +181,7 @@ def cmd_decode(args) -> int:
     spec.out_dir, spec.run_id, spec.resume = str(Path(args.run_dir).parent), Path(args.run_dir).name, True
     spec.progress, spec.stop_after, spec.allow_code_exec = args.progress, args.stop_after, args.allow_code_exec
     spec.code_timeout = args.code_timeout
-    _print_summary(run(spec, log=lambda m: print(m, file=sys.stderr)))
-    return 0
+    return _run_and_print(spec)
 
 
 def cmd_score(args) -> int:

@@ -112,9 +112,24 @@ def _batched(items: list, size: int):
         yield items[i:i + size]
 
 
-def run(spec: RunSpec, log=print) -> dict:
-    """Build requests, decode every method on every task, score; returns the summary (also
-    written to summary.json). Each stage reads and writes files in the run directory."""
+@dataclass
+class Plan:
+    """A validated run: what to decode, where, on which device. Making one writes nothing."""
+    spec: RunSpec
+    run_id: str
+    out: RunDir
+    task_names: list[str]
+    gens: dict
+    methods: dict            # task -> [(label, method)]
+    baseline: str
+    device: torch.device
+    dtype: torch.dtype
+    identity: dict
+    protocols: dict
+
+
+def plan_run(spec: RunSpec, device: torch.device | None = None) -> Plan:
+    """Check every input (a one-line ValueError naming the fix) before any work or write."""
     if spec.batch_size <= 0:
         raise ValueError("--batch-size must be positive")
     if spec.limit is not None and spec.limit <= 0:
@@ -136,7 +151,7 @@ def run(spec: RunSpec, log=print) -> dict:
     baseline = spec.baseline or labels[0]
     if baseline not in labels:
         raise ValueError(f"--baseline {baseline!r} is not one of the methods run: {labels}")
-    device = resolve_device(spec.device)
+    device = device if device is not None else resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     if spec.model not in PSEUDO_MODELS:
         from models import MODELS
@@ -155,27 +170,52 @@ def run(spec: RunSpec, log=print) -> dict:
                 "model": {"name": spec.model},
                 "machine": {"device_type": device.type,
                             "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
-    out.check(identity, resume=spec.resume)   # before any work: never mix two runs in one directory
+    return Plan(spec, run_id, out, task_names, gens, methods, baseline, device, dtype, identity, protocols)
 
-    # stage 1: build (skipped when a resumed run already has its requests)
-    if out.prompts_jsonl.exists() and spec.resume:
-        prompts = out.load_prompts()
-    else:
-        prompts = build_prompts(task_names, spec.limit, spec.data_dir, spec.chat)
+
+def prompts_for(plan: Plan) -> list[dict]:
+    """Stage 1's requests: built now, or (resume) read from the run directory."""
+    if plan.out.prompts_jsonl.exists() and plan.spec.resume:
+        return plan.out.load_prompts()
+    spec = plan.spec
+    return build_prompts(plan.task_names, spec.limit, spec.data_dir, spec.chat)
+
+
+def start_run(plan: Plan, prompts: list[dict], extra: dict | None = None) -> str:
+    """Create (or, resuming, reopen) the run directory: run.json and prompts.jsonl. Returns the
+    session id of this process."""
+    spec, out = plan.spec, plan.out
     session = {"session": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out.start({**identity, "run_id": run_id, "tasks": task_names, "protocols": protocols, "baseline": baseline,
+    out.start({**plan.identity, "run_id": plan.run_id, "tasks": plan.task_names, "protocols": plan.protocols,
+               "baseline": plan.baseline,
                "data": {"data_dir": spec.data_dir, "source": "local" if spec.data_dir else "hub"},
-               "env": environment(device), "energy": {"available": False, "reason": "not decoded yet"},
+               "env": environment(plan.device), "energy": {"available": False, "reason": "not decoded yet"},
                "seeding": "torch.Generator on the run device, reseeded per batch with seed * 1000003 + batch index "
                           "(batches of batch_size over each task's docs in order)",
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, resume=spec.resume, session=session)
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})},
+              resume=spec.resume, session=session)
     if not out.prompts_jsonl.exists():
         out.write_prompts(prompts)
-    if spec.stop_after == "build":
-        log(f"run {run_id}: built {len(prompts)} requests in {out.prompts_jsonl}")
-        return {"run_id": run_id, "rows": [], "energy_note": None, "path": str(out.path)}
+    return session["session"]
 
-    decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session["session"], log)
+
+def run(spec: RunSpec, log=print) -> dict:
+    """Build requests, decode every method on every task, score; returns the summary (also
+    written to summary.json). Each stage reads and writes files in the run directory."""
+    plan = plan_run(spec)
+    out = plan.out
+    out.check(plan.identity, resume=spec.resume)   # before any work: never mix two runs in one directory
+    if out.run_json.exists() and json.loads(out.run_json.read_text()).get("distributed"):
+        w = json.loads(out.run_json.read_text())["distributed"]["world_size"]
+        raise ValueError(f"{out.path} was decoded by torchrun with {w} ranks; continue it with "
+                         f"torchrun --nproc-per-node {w} run_bench.py ... --resume")
+    prompts = prompts_for(plan)
+    session = start_run(plan, prompts)
+    if spec.stop_after == "build":
+        log(f"run {plan.run_id}: built {len(prompts)} requests in {out.prompts_jsonl}")
+        return {"run_id": plan.run_id, "rows": [], "energy_note": None, "path": str(out.path)}
+
+    decode_stage(spec, out, prompts, plan.task_names, plan.gens, plan.methods, plan.device, plan.dtype, session, log)
     if spec.stop_after == "decode":
         return summarize(out)
     return score_run(out, allow_code_exec=spec.allow_code_exec, data_dir=spec.data_dir, log=log,
@@ -191,8 +231,9 @@ def _gen_config(spec: RunSpec, task: str) -> GenConfig:
 IDLE_SECONDS = 3.0   # idle power is measured this long before a GPU run
 
 
-def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session, log) -> None:
-    """Stage 2: prompts.jsonl -> requests.jsonl (generations, NFE, latency, energy). No lm-eval."""
+def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session, log, keep=None) -> None:
+    """Stage 2: prompts.jsonl -> requests.jsonl (generations, NFE, latency, energy). No lm-eval.
+    keep(task, batch_index): which batches this process decodes (bench/distributed.py); None: all."""
     oracle = spec.model in PSEUDO_MODELS
     model = None if oracle else load_model(spec.model, device=str(device), dtype=dtype, path=spec.model_path,
                                            no_weights=spec.no_weights, backend=spec.model_backend, seed=spec.seed)
@@ -224,7 +265,7 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
                 # Fixed batch boundaries and a per-batch seed: a resumed run redoes exactly the
                 # batches an interrupted one lost, with the same inputs and random numbers.
                 batches = [(i, b) for i, b in enumerate(_batched(mine, spec.batch_size))
-                           if any((task, label, p["doc_id"]) not in done for p in b)]
+                           if (keep is None or keep(task, i)) and any((task, label, p["doc_id"]) not in done for p in b)]
                 if not batches:
                     continue
                 if oracle:
