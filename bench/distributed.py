@@ -118,12 +118,13 @@ def run_distributed(spec, ranks: Ranks, log=print) -> dict | None:
         raise
     dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
     try:
-        error = [None]
+        import uuid
+        error = [None, uuid.uuid4().hex[:12]]   # rank 0's error, or none; the launch id all ranks record
         if ranks.rank == 0:
             try:
                 _prepare(plan, ranks)
             except (ValueError, FileNotFoundError) as e:
-                error = [str(e)]
+                error[0] = str(e)
         dist.broadcast_object_list(error, src=0)
         if error[0] is not None:
             if ranks.rank == 0:
@@ -137,7 +138,8 @@ def run_distributed(spec, ranks: Ranks, log=print) -> dict | None:
         shard = shard_dir(plan.out, ranks.rank)
         session = _start_shard(plan, shard, ranks)
         runner.decode_stage(spec, shard, prompts, plan.task_names, plan.gens, plan.methods, plan.device,
-                            plan.dtype, session, say, keep=lambda task, i: owner[(task, i)] == ranks.rank)
+                            plan.dtype, session, say, keep=lambda task, i: owner[(task, i)] == ranks.rank,
+                            launch=error[1])
         dist.barrier()
         if ranks.rank != 0:
             return None

@@ -28,6 +28,7 @@ from decoding.loop import decode
 from decoding.registry import build_method, parse_methods
 from tasks import is_lmeval, load_task, parse_tasks
 from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT, CodeExecutionNotAllowed
+from . import load
 from .accounting import committed_tokens, tokens_digest
 from .build import build_prompts
 from .env import environment
@@ -231,9 +232,11 @@ def _gen_config(spec: RunSpec, task: str) -> GenConfig:
 IDLE_SECONDS = 3.0   # idle power is measured this long before a GPU run
 
 
-def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session, log, keep=None) -> None:
+def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session, log, keep=None,
+                 launch=None) -> None:
     """Stage 2: prompts.jsonl -> requests.jsonl (generations, NFE, latency, energy). No lm-eval.
-    keep(task, batch_index): which batches this process decodes (bench/distributed.py); None: all."""
+    keep(task, batch_index): which batches this process decodes (bench/distributed.py); None: all.
+    launch: the id shared by the ranks of one torchrun (loads.jsonl); None: this session."""
     oracle = spec.model in PSEUDO_MODELS
     model = None if oracle else load_model(spec.model, device=str(device), dtype=dtype, path=spec.model_path,
                                            no_weights=spec.no_weights, backend=spec.model_backend, seed=spec.seed)
@@ -272,7 +275,7 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
                     out.append_requests([_oracle_line(spec, label, p) for _, b in batches for p in b])
                     continue
                 _decode_method(spec, out, model, task, label, method, gens[task], batches, devices, meter, fwd,
-                               gen_torch, session)
+                               gen_torch, session, launch)
     finally:
         meter.close()
 
@@ -281,7 +284,8 @@ def _encode(model, batch: list[dict]) -> list[list[int]]:
     return [model.tokenizer.encode(render_prompt(model, p["prompt"], p["messages"])) for p in batch]
 
 
-def _decode_method(spec, out, model, task, label, method, gen, batches, devices, meter, fwd, gen_torch, session):
+def _decode_method(spec, out, model, task, label, method, gen, batches, devices, meter, fwd, gen_torch, session,
+                   launch=None):
     for k in range(spec.warmup_batches):  # excluded from results, recorded in warmup.jsonl
         ids = _encode(model, batches[0][1])
         gen_torch.manual_seed(_batch_seed(spec.seed, batches[0][0]))
@@ -293,6 +297,7 @@ def _decode_method(spec, out, model, task, label, method, gen, batches, devices,
                            "energy_j": None if w.short else w.energy_j, "energy_short": w.short,
                            "peak_mem_bytes": w.peak_mem_bytes})
     bar = _progress(sum(len(b) for _, b in batches), f"{task} {label}", spec.progress)
+    load_start = load.snapshot(meter)   # the machine's load around the timed decode (bench/load.py)
     for index, batch in batches:
         t_wall = time.perf_counter()   # Fast-dLLM's throughput window starts before tokenization
         batch_ids = _encode(model, batch)
@@ -309,6 +314,8 @@ def _decode_method(spec, out, model, task, label, method, gen, batches, devices,
         out.append_requests(lines)
         bar.update(len(batch))
     bar.close()
+    load.record(out.path, task, label, session, launch, load_start, load.snapshot(meter),
+                load.decode_threads(devices[0]))
 
 
 def _batch_seed(seed: int, index: int) -> int:

@@ -22,7 +22,7 @@ ARGS = ["--limit", "7", "--batch-size", "2", "--methods", "fixed:steps=6,thresho
         "--no-progress"]
 SAME = ("task", "method", "doc_id", "output", "tokens_sha", "nfe", "gen_tokens", "committed_tokens", "correct",
         "batch_index", "batch_size", "prompt_tokens")
-TIME_KEYS = ("latency", "time", "tokens_per_s", "speedup", "forward_frac", "load")
+TIME_KEYS = ("latency", "time", "tokens_per_s", "speedup", "forward_frac", "load", "wall")
 
 
 def lines(d):
