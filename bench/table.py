@@ -30,12 +30,13 @@ def _cell(r, key, spec):
 
 def summary_table(rows: list[dict], fmt: str = "github") -> str:
     cols = COLUMNS
-    if len({r.get("task") for r in rows}) > 1:   # several tasks in one run: say which row is which
-        cols = [("task", "task", None)] + cols
+    for key, head in (("batch_size", "batch"), ("chat", "chat"), ("task", "task")):
+        if len({r.get(key) for r in rows}) > 1:   # several tasks or sweep points: say which row is which
+            cols = [(key, head, None)] + cols
     table = tabulate([[_cell(r, k, s) for k, _, s in cols] for r in rows],
                      headers=[h for _, h, _ in cols], tablefmt=fmt, disable_numparse=True)
     reasons = [r["load_reason"] for r in rows if r.get("timing_under_load") and r.get("load_reason")]
     if reasons:
         table += (f"\n{LOAD_MARK} timed under load, not a trustworthy figure (bench/load.py): {reasons[0]}"
-                  + (f" ({len(reasons)} methods)" if len(reasons) > 1 else ""))
+                  + (f" ({len(reasons)} rows)" if len(reasons) > 1 else ""))
     return table
