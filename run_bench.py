@@ -154,7 +154,7 @@ def _run_and_print(spec, chats=None, sizes=None) -> int:
     """One process, or one rank under torchrun (bench/distributed.py): rank 0 prints the summary.
     Several chat modes or batch sizes: a sweep (bench/sweep.py), one run per point."""
     from pathlib import Path
-    from bench.distributed import Ranks, ReportedByRankZero, run_distributed
+    from bench.distributed import Ranks, ReportedByRankZero, finish, run_distributed
     from bench.runner import run
     from bench.sweep import run_sweep, write_sensitivity
     log = lambda m: print(m, file=sys.stderr)
@@ -170,6 +170,8 @@ def _run_and_print(spec, chats=None, sizes=None) -> int:
                                                            [(spec.chat, spec.batch_size, Path(summary["path"]))])
     except ReportedByRankZero:
         return 2
+    finally:
+        finish()
     if summary is not None:
         _print_summary(summary)
     return 0

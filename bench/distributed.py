@@ -116,40 +116,45 @@ def run_distributed(spec, ranks: Ranks, log=print) -> dict | None:
         if ranks.rank != 0 and isinstance(e, (ValueError, FileNotFoundError)):
             raise ReportedByRankZero(str(e)) from e
         raise
-    dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
-    try:
-        import uuid
-        error = [None, uuid.uuid4().hex[:12]]   # rank 0's error, or none; the launch id all ranks record
+    if not dist.is_initialized():   # once per process: a sweep runs several points in one group
+        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    import uuid
+    error = [None, uuid.uuid4().hex[:12]]   # rank 0's error, or none; the launch id all ranks record
+    if ranks.rank == 0:
+        try:
+            _prepare(plan, ranks)
+        except (ValueError, FileNotFoundError) as e:
+            error[0] = str(e)
+    dist.broadcast_object_list(error, src=0)
+    if error[0] is not None:
         if ranks.rank == 0:
-            try:
-                _prepare(plan, ranks)
-            except (ValueError, FileNotFoundError) as e:
-                error[0] = str(e)
-        dist.broadcast_object_list(error, src=0)
-        if error[0] is not None:
-            if ranks.rank == 0:
-                raise ValueError(error[0])
-            raise ReportedByRankZero(error[0])
-        if spec.stop_after == "build":
-            return {"run_id": plan.run_id, "rows": [], "energy_note": None, "path": str(plan.out.path)} \
-                if ranks.rank == 0 else None
-        prompts = plan.out.load_prompts()
-        owner = batch_owner(prompts, plan.task_names, spec.batch_size, ranks.world_size)
-        shard = shard_dir(plan.out, ranks.rank)
-        session = _start_shard(plan, shard, ranks)
-        runner.decode_stage(spec, shard, prompts, plan.task_names, plan.gens, plan.methods, plan.device,
-                            plan.dtype, session, say, keep=lambda task, i: owner[(task, i)] == ranks.rank,
-                            launch=error[1])
-        dist.barrier()
-        if ranks.rank != 0:
-            return None
-        merge_shards(plan.out, ranks.world_size, prompts)
-        from .score import score_run, summarize
-        if spec.stop_after == "decode":
-            return summarize(plan.out)
-        return score_run(plan.out, allow_code_exec=spec.allow_code_exec, data_dir=spec.data_dir, log=log,
-                         code_timeout=spec.code_timeout)
-    finally:
+            raise ValueError(error[0])
+        raise ReportedByRankZero(error[0])
+    if spec.stop_after == "build":
+        return {"run_id": plan.run_id, "rows": [], "energy_note": None, "path": str(plan.out.path)} \
+            if ranks.rank == 0 else None
+    prompts = plan.out.load_prompts()
+    owner = batch_owner(prompts, plan.task_names, spec.batch_size, ranks.world_size)
+    shard = shard_dir(plan.out, ranks.rank)
+    session = _start_shard(plan, shard, ranks)
+    runner.decode_stage(spec, shard, prompts, plan.task_names, plan.gens, plan.methods, plan.device,
+                        plan.dtype, session, say, keep=lambda task, i: owner[(task, i)] == ranks.rank,
+                        launch=error[1])
+    dist.barrier()
+    if ranks.rank != 0:
+        return None
+    merge_shards(plan.out, ranks.world_size, prompts)
+    from .score import score_run, summarize
+    if spec.stop_after == "decode":
+        return summarize(plan.out)
+    return score_run(plan.out, allow_code_exec=spec.allow_code_exec, data_dir=spec.data_dir, log=log,
+                     code_timeout=spec.code_timeout)
+
+
+def finish() -> None:
+    """End this process's process group (after the last run or sweep point)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

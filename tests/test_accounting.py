@@ -23,7 +23,7 @@ def test_committed_tokens_follow_the_blocks(gen_tokens, early_stop, capped, expe
 
 
 @pytest.mark.parametrize("early_stop", [True, False])
-@pytest.mark.parametrize("spec", ["fixed", "threshold:tau=0.5"])
+@pytest.mark.parametrize("spec", ["fixed:steps=12", "threshold:tau=0.5"])
 def test_committed_tokens_equal_the_positions_the_loop_committed(builtin_model, prompts, spec, early_stop):
     gen = GenConfig(gen_length=48, block_length=16, early_stop=early_stop)
     method = build_method(parse_methods(spec)[0], gen)
@@ -43,7 +43,7 @@ def test_committed_tokens_equal_the_positions_the_loop_committed(builtin_model, 
 
 def test_run_records_both_counts_and_never_the_prompt(tmp_path):
     assert run_bench.main(["--out-dir", str(tmp_path), "--no-progress", "--run-id", "r", "--limit", "6",
-                           "--batch-size", "3", "--methods", "fixed,threshold", "--gen-length", "96",
+                           "--batch-size", "3", "--methods", "fixed:steps=6,threshold", "--gen-length", "96",
                            "--block-length", "16", "--warmup-batches", "0"]) == 0
     reqs = [json.loads(l) for l in (tmp_path / "r" / "requests.jsonl").read_text().splitlines()]
     rows = {r["method"]: r for r in json.loads((tmp_path / "r" / "summary.json").read_text())["rows"]}
