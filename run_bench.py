@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated method specs, e.g. fixed,threshold:tau=0.7; default %(default)s")
     r.add_argument("--limit", type=int, default=d.limit, help="number of problems; default %(default)s")
     r.add_argument("--seed", type=int, default=d.seed)
-    r.add_argument("--batch-size", type=int, default=d.batch_size)
+    r.add_argument("--batch-size", default=str(d.batch_size),
+                   help="batch size, or a comma-separated sweep such as 1,8,32 (bench/sweep.py); default %(default)s")
     r.add_argument("--gen-length", type=int, default=None, help="default: the task's protocol")
     r.add_argument("--block-length", type=int, default=None, help="default: the task's protocol")
     r.add_argument("--early-stop", type=_bool, default=d.early_stop,
@@ -88,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None,
                    help="local data for lm-eval tasks (the ../shared/data layout); sets the HF offline "
                         "variables; default: the Hugging Face hub")
-    r.add_argument("--chat", default=d.chat, choices=["none", "single-turn", "multiturn"],
+    r.add_argument("--chat", default=d.chat,
                    help="chat template use: none, single-turn (whole few-shot prompt as one user message), "
-                        "multiturn (each shot a turn); default %(default)s")
+                        "multiturn (each shot a turn), or a comma-separated sweep such as none,single-turn; "
+                        "default %(default)s")
     r.add_argument("--allow-code-exec", action="store_true",
                    help="let MBPP/HumanEval scoring run generated code in the sandbox (tasks/sandbox.py)")
     r.add_argument("--code-timeout", type=float, default=d.code_timeout, metavar="SECONDS",
@@ -155,19 +157,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from bench.runner import RunSpec, run
+    from bench.runner import RunSpec
+    from bench.sweep import parse_list
+    sizes = parse_list(args.batch_size, int, "--batch-size")
+    chats = parse_list(args.chat, str, "--chat")
     fields = {f.name for f in dataclasses.fields(RunSpec)}
-    spec = RunSpec(**{k: v for k, v in vars(args).items() if k in fields})
+    spec = RunSpec(**{**{k: v for k, v in vars(args).items() if k in fields}, "batch_size": sizes[0], "chat": chats[0]})
     if spec.data_dir:
         from tasks.lmeval_tasks import set_offline
         set_offline()
-    _print_summary(run(spec, log=lambda m: print(m, file=sys.stderr)))
+    return _run_and_print(spec, chats, sizes)
+
+
+def _run_and_print(spec, chats=None, sizes=None) -> int:
+    """One process, or one rank under torchrun (bench/distributed.py): rank 0 prints the summary.
+    Several chat modes or batch sizes: a sweep (bench/sweep.py), one run per point."""
+    from pathlib import Path
+    from bench.distributed import Ranks, ReportedByRankZero, finish, run_distributed
+    from bench.runner import run
+    from bench.sweep import run_sweep, write_sensitivity
+    log = lambda m: print(m, file=sys.stderr)
+    ranks = Ranks.from_env()
+    one = (lambda s: run(s, log=log)) if ranks is None else (lambda s: run_distributed(s, ranks, log=log))
+    try:
+        if len(chats or []) > 1 or len(sizes or []) > 1:
+            summary = run_sweep(spec, chats, sizes, one, rank=ranks.rank if ranks else 0, log=log)
+        else:
+            summary = one(spec)
+            if summary is not None and summary.get("rows"):
+                summary["sensitivity"] = write_sensitivity(Path(summary["path"]),
+                                                           [(spec.chat, spec.batch_size, Path(summary["path"]))])
+    except ReportedByRankZero:
+        return 2
+    finally:
+        finish()
+    if summary is not None:
+        _print_summary(summary)
     return 0
 
 
 def _print_summary(summary) -> None:
     from bench.table import summary_table
     print(summary_table(summary["rows"]))
+    if summary.get("sensitivity"):
+        print("\n" + summary["sensitivity"])
     for note in sorted({r["accuracy_note"] for r in summary["rows"] if r.get("accuracy_note")}):
         print(f"accuracy: {note}")
     if summary.get("energy_note"):
@@ -178,7 +211,7 @@ def _print_summary(summary) -> None:
 def cmd_decode(args) -> int:
     import json
     from pathlib import Path
-    from bench.runner import RunSpec, run
+    from bench.runner import RunSpec
     run_json = Path(args.run_dir) / "run.json"
     if not run_json.exists():
         raise FileNotFoundError(f"{run_json} not found; give a run directory made by `run_bench.py run`")
@@ -186,8 +219,7 @@ def cmd_decode(args) -> int:
     spec.out_dir, spec.run_id, spec.resume = str(Path(args.run_dir).parent), Path(args.run_dir).name, True
     spec.progress, spec.stop_after, spec.allow_code_exec = args.progress, args.stop_after, args.allow_code_exec
     spec.code_timeout = args.code_timeout
-    _print_summary(run(spec, log=lambda m: print(m, file=sys.stderr)))
-    return 0
+    return _run_and_print(spec)
 
 
 def cmd_score(args) -> int:
