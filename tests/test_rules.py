@@ -192,3 +192,48 @@ def test_dico_finalize_and_phase_switch():
     assert dico_decide(conf4, margin4, run4, cand4, **kw).tolist() == [[T, F, F, F]]
     # no seed (nothing stable long enough): finalize
     assert dico_decide(conf4, margin4, t([[0, 0, 0, 0]]), cand4, **kw).tolist() == [[F, T, F, F]]
+
+
+# --- SlowFast, the authors' sampler (preset=code) ------------------------------------------------
+def test_slowfast_code_span_estimate():
+    from decoding.rules.slowfast_code import span_estimate
+    masked = t([[F, F, T, T, T, T, F, T]])
+    conf = t([[0.9, 0.9, 0.5, 0.1, 0.35, 0.2, 0.99, 0.1]])
+    z = t([0])
+    # scope [2, 8): masked with conf >= 0.3 at 2 and 4 (6 is written) -> exclusive end 5
+    assert span_estimate(conf, masked, z, t([2]), 8, 0.3).tolist() == [5]
+    assert span_estimate(torch.full((1, 8), 0.1), masked, z, t([2]), 8, 0.3).tolist() == [3]   # none: start + 1
+    assert span_estimate(conf, masked, z, t([8]), 8, 0.3).tolist() == [8]                     # empty scope
+    # a second block: positions are relative to its start
+    assert span_estimate(torch.cat([conf, conf], 1), torch.cat([masked, masked], 1), t([8]), t([0]), 8, 0.3).tolist() == [5]
+
+
+def test_slowfast_code_end_is_last_estimate_when_stable_else_floor_of_mean():
+    from decoding.rules.slowfast_code import decide_end, fallback_end, push_estimate
+    hist, count, end, det = torch.zeros(1, 2), t([0]), t([8]), t([F])
+    take = t([T])
+    hist, count = push_estimate(hist, count, t([5]), take)
+    e, d = decide_end(hist, count, 1.0, False, end, det, take, 8)
+    assert (e.tolist(), d.tolist()) == ([8], [F])                 # one estimate: nothing decided yet
+    hist, count = push_estimate(hist, count, t([6]), take)
+    e, d = decide_end(hist, count, 1.0, False, end, det, take, 8)
+    assert (e.tolist(), d.tolist()) == ([6], [T])                 # std 0.5 < 1: the last estimate
+    e, d = decide_end(hist, count, 0.4, False, end, det, take, 8)
+    assert (e.tolist(), d.tolist()) == ([5], [F])                 # unstable: floor(5.5), keep exploring
+    e, d = decide_end(hist, count, 0.4, True, end, det, take, 8)
+    assert (e.tolist(), d.tolist()) == ([5], [T])                 # ... determined at the K-th step
+    e, d = decide_end(hist, count, 1.0, False, t([3]), t([T]), t([F]), 8)
+    assert (e.tolist(), d.tolist()) == ([3], [T])                 # a determined row is not re-estimated
+    assert fallback_end(t([[0.0, 4.0, 7.0]]), t([2]), t([8]), t([F]), 8).tolist() == [5]
+    assert fallback_end(torch.zeros(1, 3), t([0]), t([8]), t([F]), 8).tolist() == [4]
+
+
+def test_slowfast_code_commit_needs_more_than_one_above_tau_high():
+    from decoding.rules.slowfast_code import cycle_commit
+    masked = t([[T, T, T, T, F, T]])
+    z = t([0])
+    conf = t([[0.95, 0.2, 0.92, 0.3, 0.99, 0.97]])
+    assert cycle_commit(conf, masked, z, t([0]), t([6]), 0.9).tolist() == [[T, F, T, F, F, T]]
+    assert cycle_commit(conf, masked, z, t([1]), t([4]), 0.9).tolist() == [[F, F, T, F, F, F]]   # one: top-1
+    assert cycle_commit(conf, masked, z, t([1]), t([4]), 0.95).tolist() == [[F, F, T, F, F, F]]  # none: top-1
+    assert cycle_commit(conf, masked, z, t([0]), t([6]), 0.92).tolist() == [[T, F, T, F, F, T]]  # >= tau_high
