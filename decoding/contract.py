@@ -28,6 +28,10 @@ class Reads:
     host: bool = False       # syncs with the host or keeps Python-side state per step
     truncated: bool = False  # plan() may return truncated forwards (Plan.extent)
 
+    def __post_init__(self):
+        if self.topk < 0:
+            raise ValueError(f"Reads.topk={self.topk} must be >= 0 (0: no top-k history)")
+
 
 @dataclass
 class Plan:
@@ -71,6 +75,7 @@ class StepView:
     step_in_block: torch.Tensor     # [b] steps already taken in the current block
     step: torch.Tensor              # [b] steps already taken in total
     prompt_len: torch.Tensor        # [b] real (unpadded) prompt lengths
+    mask_id: int = -1               # the model's MASK id (tokens == mask_id: not written)
     block_end: torch.Tensor | None = None   # [b] generated index one past the current block
     history: History | None = None  # Reads.history
 
@@ -108,6 +113,6 @@ def step_inputs(*, conf, candidates, x0=None, logits=None, hidden=None, rows=Non
     tokens = or_(tokens, torch.where(candidates, mask_id, x0))
     view = StepView(rows=or_(rows, torch.arange(b, device=conf.device)), tokens=tokens, candidates=candidates,
                     block=or_(block, z), step_in_block=or_(step_in_block, z), step=or_(step, z),
-                    prompt_len=or_(prompt_len, z), history=history)
+                    prompt_len=or_(prompt_len, z), mask_id=mask_id, history=history)
     out = StepOutput(x0=x0, conf=conf, fresh=or_(fresh, torch.ones_like(candidates)), logits=logits, hidden=hidden)
     return view, out

@@ -73,7 +73,7 @@ class DecodeState:
             candidates &= act.unsqueeze(1)
         return StepView(rows=every if isinstance(rows, slice) else rows, tokens=gen_a, candidates=candidates,
                         block=block, step_in_block=self.rows.step_in_block[rows], step=self.rows.step[rows],
-                        prompt_len=self.prompt_len[rows], block_end=(block + 1) * self.k.block_length,
+                        prompt_len=self.prompt_len[rows], mask_id=self.k.mask_id, block_end=(block + 1) * self.k.block_length,
                         history=None if self.history is None else self.history.take(rows))
 
 
@@ -84,6 +84,8 @@ def apply_decision(state: DecodeState, rows, view: StepView, out: StepOutput, de
     current block; both are counted per row. Rows outside `act` ([b] bool; None: all) stay as
     they are."""
     k, gen_a = state.k, view.tokens
+    if dec.edit is not None and dec.edit_tokens is None:
+        raise ValueError("Decision.edit needs Decision.edit_tokens (the replacement token at each edited position)")
     commit = dec.commit & view.candidates
     written = (gen_a != k.mask_id) & ((k.pos // k.block_length) == view.block.unsqueeze(1))
     if act is not None:
