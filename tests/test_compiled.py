@@ -10,7 +10,7 @@ from decoding.select import _chosen_prob_rows, _greedy_rows
 from kernels.compiled import _tensors
 
 
-def _bookkeep_args(n: int, g: torch.Generator):
+def _advance_args(n: int, g: torch.Generator):
     G, mask = 12, 99
     gen_a = torch.where(torch.rand(n, G, generator=g) < 0.6, mask, torch.randint(0, 9, (n, G), generator=g))
     x0 = torch.randint(0, 9, (n, G), generator=g)
@@ -34,7 +34,7 @@ CASES = {
                                           torch.randn(n, 1, 8, generator=g), 4]),
     "greedy": (_greedy_rows, lambda n, g: [torch.randn(n, 640, generator=g)]),
     "chosen_prob": (_chosen_prob_rows, lambda n, g: [torch.randn(n, 640, generator=g), torch.randint(0, 640, (n,), generator=g)]),
-    "bookkeep": (advance, _bookkeep_args),
+    "bookkeep": (advance, _advance_args),
 }
 
 
