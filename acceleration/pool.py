@@ -83,7 +83,11 @@ class GraphPool:
         return self.caches[key]
 
     def cache_graphs(self, cache) -> dict:
-        return next(g for c, g in self.caches.values() if c is cache)
+        """The graphs kept with this KV cache (a stepper's cache is the pool's while it decodes)."""
+        for c, g in self.caches.values():
+            if c is cache:
+                return g
+        raise RuntimeError("a KV cache not kept by this GraphPool was given to its graphed calls")
 
     def clear(self) -> None:
         self.full_graphs.clear()
