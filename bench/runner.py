@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from decoding.base import GenConfig
-from decoding.loop import decode
+from acceleration import Decoder
 from decoding.registry import build_method, parse_methods
 from tasks import is_lmeval, load_task, parse_tasks
 from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT, CodeExecutionNotAllowed
@@ -260,6 +260,7 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
     log(f"run {out.path.name}: {len(prompts)} requests ({', '.join(task_names)}) x {len(methods[task_names[0]])} "
         f"methods, model {spec.model} on {device}" + (f" (resuming: {len(done)} samples already done)" if done else ""))
     gen_torch = torch.Generator(device=device)
+    decoder = Decoder(model) if model is not None else None   # keeps the model's graphs across batches
     fwd = ForwardTimer(model, devices) if spec.time_forwards and model is not None else None
     try:
         for task in task_names:
@@ -274,8 +275,8 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
                 if oracle:
                     out.append_requests([_oracle_line(spec, label, p) for _, b in batches for p in b])
                     continue
-                _decode_method(spec, out, model, task, label, method, gens[task], batches, devices, meter, fwd,
-                               gen_torch, session, launch)
+                _decode_method(spec, out, decoder, task, label, method, gens[task], batches, devices, meter,
+                               fwd, gen_torch, session, launch)
     finally:
         meter.close()
 
@@ -284,13 +285,14 @@ def _encode(model, batch: list[dict]) -> list[list[int]]:
     return [model.tokenizer.encode(render_prompt(model, p["prompt"], p["messages"])) for p in batch]
 
 
-def _decode_method(spec, out, model, task, label, method, gen, batches, devices, meter, fwd, gen_torch, session,
+def _decode_method(spec, out, decoder, task, label, method, gen, batches, devices, meter, fwd, gen_torch, session,
                    launch=None):
+    model = decoder.model
     for k in range(spec.warmup_batches):  # excluded from results, recorded in warmup.jsonl
         ids = _encode(model, batches[0][1])
         gen_torch.manual_seed(_batch_seed(spec.seed, batches[0][0]))
         with timed(devices, meter) as w:
-            decode(model, method, ids, gen, generator=gen_torch)
+            decoder(method, ids, gen, generator=gen_torch)
         out.append_warmup({"task": task, "method": label, "warmup_index": k, "session": session,
                            "batch_size": len(ids), "latency_s": w.seconds,
                            # a window under the counter's resolution has no trustworthy energy of its own
@@ -305,7 +307,7 @@ def _decode_method(spec, out, model, task, label, method, gen, batches, devices,
         if fwd is not None:
             fwd.take()
         with (fwd if fwd is not None else contextlib.nullcontext()), timed(devices, meter) as w:
-            res = decode(model, method, batch_ids, gen, generator=gen_torch)
+            res = decoder(method, batch_ids, gen, generator=gen_torch)
         if fwd is not None:
             w.forward_s, w.forward_calls = fwd.take()
         lines = _request_lines(model, task, label, batch, res, w, meter, gen, batch_ids)
@@ -354,6 +356,7 @@ def _request_lines(model, task, label, batch, res, w, meter, gen, batch_ids) -> 
             "committed_tokens": committed_tokens(n, gen.gen_length, gen.block_length, gen.early_stop,
                                                  bool(res.capped[i])),
             "prompt_tokens": len(batch_ids[i]), "tokens_sha": tokens_digest(res.tokens[i].tolist()),
+            "remasks": int(res.remasks[i]), "edits": int(res.edits[i]),
             "capped": bool(res.capped[i]), "stop_hit": stop_hit,
             "batch_id": batch_id, "batch_size": len(batch), "batch_latency_s": w.seconds,
             "batch_t_start": w.t_start, "batch_t_end": w.t_end, "batch_cpu_s": w.cpu_s,

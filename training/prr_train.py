@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from models import load_model
 from tasks.arith import extract_answer, train_problems
 from decoding.base import GenConfig
-from decoding.loop import decode, first_eos_index
+from acceleration import decode
+from decoding.loop import first_eos_index
 from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
 from decoding.methods.prr.labels import convergence_labels
 from decoding.methods.prr.method import PRRConfig, PRRMethod
