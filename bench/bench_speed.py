@@ -34,6 +34,7 @@ import torch
 
 from bench.measure import EventForwardTimer
 from models import load_model
+from models.calibrate import calibrate_confidence_
 from models.layers import CacheCall
 from decoding.base import GenConfig
 from decoding.registry import METHODS, build_method, parse_methods
@@ -120,6 +121,13 @@ def run(args) -> dict:
     model = load_model(args.config, device="cuda", dtype=torch.bfloat16, no_weights=True)
     torch.cuda.synchronize()
     print(f"built {args.config} (random bf16) in {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.confident_share is not None:   # realistic confidence: multi-token commits (models/calibrate.py)
+        g = torch.Generator(device=dev).manual_seed(1)
+        sample = torch.randint(2000, 100000, (1, args.prompt), device=dev, generator=g)
+        sample = torch.cat([sample, torch.full((1, args.gen), model.mask_id, device=dev)], 1)
+        cal = calibrate_confidence_(model, sample, args.confident_share, tau=0.9)
+        print(f"confidence calibrated: final norm x{cal.scale:.1f}, {cal.measured_share:.3f} of "
+              f"{cal.positions} masked positions at top-1 >= 0.9", flush=True)
     net, cfg = model.module, model.module.cfg
     d_model = getattr(cfg, "d_model", None) or cfg.hidden_size
     n_layers = getattr(cfg, "n_layers", None) or cfg.num_hidden_layers
@@ -130,7 +138,7 @@ def run(args) -> dict:
     L = P + G
     out = {"config": args.config, "prompt": P, "gen": G, "block": BL, "ceilings": ceil,
            "matmul_params": Nm, "env": {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev)},
-           "batches": {}}
+           "batches": {}, "confidence": model.info.get("confidence")}
     decoder = Decoder(model)   # the model's graphs and caches, kept across calls as the harness keeps them
     methods = all_methods(model, d_model) if args.methods == ["all"] else args.methods
     for b in args.batch:
@@ -282,6 +290,9 @@ def main(argv=None):
     ap.add_argument("--methods", type=lambda s: s.split(";"),
                     default=["fixed", "threshold", "fixed:cache=dual", "threshold:cache=dual"],
                     help="method specs separated by ';', or 'all' (every registered method, cache none and dual)")
+    ap.add_argument("--confident-share", type=float, default=None,
+                    help="scale the random model's final norm so this share of masked positions predicts with "
+                         "top-1 >= 0.9 (models/calibrate.py), so adaptive methods commit several tokens per step")
     ap.add_argument("--out", default=None, help="write the full results as JSON here")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
