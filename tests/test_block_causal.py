@@ -125,14 +125,15 @@ def test_append_merged_with_the_next_block_equals_separate_forwards(models, name
     finished block by its own forward, then feeding the next block."""
     m = models[name]
     bs = m.block_size
-    x = torch.randint(0, 400, (1, 3 * bs))
+    x = torch.randint(0, 400, (1, 3 * bs), generator=torch.Generator().manual_seed(7))
     c1, c2 = m.module.new_block_cache(1, 32), m.module.new_block_cache(1, 32)
     m.module.block_forward(x[:, :bs], c1, commit=bs)
     sep = m.module.block_forward(x[:, bs:2 * bs], c1)[0]
     merged = m.module.block_forward(x[:, :2 * bs], c2, commit=bs)[0][:, bs:]
     torch.testing.assert_close(merged, sep, rtol=1e-4, atol=1e-4)
     for k1, k2 in zip(c1.kv, c2.kv):
-        torch.testing.assert_close(k1[:, :bs], k2[:, :bs], rtol=1e-4, atol=1e-5)
+        # fp32 sums of a width-8 and a width-16 forward differ by up to 3.5e-5 (K/V up to 15; 200 draws)
+        torch.testing.assert_close(k1[:, :bs], k2[:, :bs], rtol=1e-4, atol=1e-4)
     assert int(c1.length[0]) == int(c2.length[0]) == bs
 
 
