@@ -71,7 +71,10 @@ class FastDLLMv2Config:
 
 
 _7B = FastDLLMv2Config()
-# 7B and 1.5B are Qwen2.5-7B/1.5B-Instruct's sizes (1.5B ties its embeddings)
+# fast-dllm-v2-7b is field for field Efficient-Large-Model/Fast_dLLM_v2_7B's config.json (a copy of the
+# checkpoint in Satgoy152/DualDiffusion FastDLLM_inferencing/Fast_dLLM_v2_7B). fast-dllm-v2-1.5b
+# (Efficient-Large-Model/Fast_dLLM_v2_1.5B) is NOT verified against its config.json: it takes
+# Qwen2.5-1.5B-Instruct's sizes (tied embeddings), the model it was converted from.
 CONFIGS = {
     "fast-dllm-v2-7b": _7B,
     "fast-dllm-v2-1.5b": replace(_7B, vocab_size=151936, hidden_size=1536, intermediate_size=8960,

@@ -89,6 +89,12 @@ class LLaDA2Config:
         return {"model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"], **asdict(self)}
 
 
+# llada2-mini is field for field inclusionAI/LLaDA2.0-mini's config.json as copied in third-party code
+# (vocab 157184, hidden 2048, intermediate 5120, 20 layers, 16 heads, 4 kv heads, head_dim 128, 256 experts,
+# top-8, 8 groups / top-4 groups, 1 shared expert, moe_intermediate 512, routed_scaling 2.5, first dense
+# layer 1, rope_theta 600000, partial_rotary 0.5, pad 156892). LLaDA2.1-mini (same model_type
+# llada2_moe, 20 layers, 16 heads per the SGLang cookbook) and LLaDA2.0/2.1-flash (100B) have no config
+# here: their config.json could not be read to verify the sizes.
 CONFIGS = {
     "llada2-mini": LLaDA2Config(),
     "llada2-small": LLaDA2Config(hidden_size=512, intermediate_size=1280, num_hidden_layers=4, num_attention_heads=8,

@@ -71,8 +71,13 @@ class SDARConfig:
 
 
 _8B = SDARConfig()
-# SDAR-1.7B/4B are Qwen3-1.7B/4B converted (1.7B ties its embeddings, as Qwen3-1.7B does); TraDo-4B/8B
-# are SDAR-4B/8B after RL, same architecture. 4B and 8B fields are those of the authors' config.json.
+# Hub ids: JetLM/SDAR-1.7B-Chat, JetLM/SDAR-4B-Chat, JetLM/SDAR-8B-Chat (JetAstra/SDAR README; block-32
+# variants are published as ...-Chat-b32), Gen-Verse/TraDo-4B-Instruct and -8B-Instruct.
+# sdar-8b and sdar-4b are field for field the authors' config.json (JetAstra/SDAR training/model/
+# SDAR-{8B,4B}-Chat/config.json: vocab 151936, hidden 4096/2560, intermediate 12288/9728, 36 layers,
+# 32 heads, 8 kv heads, head_dim 128, untied, rope_theta 1e6, block 4, mask 151669, eos 151643).
+# NOT verified against a published config.json: sdar-1.7b (Qwen3-1.7B's sizes; whether SDAR unties its
+# embeddings as SDAR-4B does is unknown) and trado-4b/8b (assumed SDAR-4B/8B's, the weights they start from).
 CONFIGS = {
     "sdar-8b": _8B,
     "sdar-4b": replace(_8B, hidden_size=2560, intermediate_size=9728),
