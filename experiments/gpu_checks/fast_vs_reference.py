@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--share", type=float, default=0.5)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--only", default="", help="run only the method specs containing this text, e.g. cache=dual")
     a = ap.parse_args()
     model = load_model(a.config, device=a.device, dtype=torch.bfloat16 if a.device == "cuda" else torch.float32, no_weights=True)
     g = torch.Generator(device=a.device).manual_seed(0)
@@ -45,7 +46,7 @@ def main():
     gen = GenConfig(gen_length=a.gen, block_length=a.block)
     decoder = Decoder(model)
     all_equal = True
-    for spec in all_methods(model, model.module.cfg.d_model):
+    for spec in [s for s in all_methods(model, model.module.cfg.d_model) if a.only in s]:
         fast = decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)
         fast2 = decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)   # the kept graphs, refilled
         ref = decode(model, build_method(parse_methods(spec)[0], gen), prompts, gen)
