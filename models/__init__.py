@@ -1,6 +1,9 @@
 """Model registry: name -> loader returning a ModelAdapter.
 
 - `tiny`: the built-in model (weights in the repo).
+- `tiny-block`: the built-in architecture under block-causal attention (models/tiny_block.py), the
+  CDLM student; `--model-path` a student directory (or `--model <student dir>` directly); without
+  one, the built-in weights under the block-causal mask (untrained).
 - `llada`, `dream`: real checkpoints, `--model-path` a hub id or a local HF directory (default:
   the Instruct model's hub id); `--no-weights` builds the architecture of that config (or of the
   8B/7B config when no path is given) with random weights.
@@ -23,6 +26,7 @@ from .dream import CONFIGS as DREAM_CONFIGS
 from .llada import CONFIGS as LLADA_CONFIGS
 from .real import load_real
 from .tiny import load_tiny
+from .tiny_block import is_student_dir, load_tiny_block
 
 
 def _tiny(device, dtype, path=None, no_weights=False, backend="native", seed=0):
@@ -38,7 +42,16 @@ def _real(family, name, device, dtype, path=None, no_weights=False, backend="nat
                      backend=backend, seed=seed)
 
 
+def _tiny_block(device, dtype, path=None, no_weights=False, backend="native", seed=0):
+    if backend != "native":
+        raise ValueError("tiny-block has no remote code; --model-backend hf applies to the published checkpoints")
+    if no_weights:
+        torch.manual_seed(seed)
+    return load_tiny_block(path, device=device, dtype=dtype, random_weights=no_weights)
+
+
 MODELS = {"tiny": _tiny,
+          "tiny-block": _tiny_block,
           "llada": functools.partial(_real, "llada", "llada"),
           "dream": functools.partial(_real, "dream", "dream")}
 MODELS.update({n: functools.partial(_real, "llada", n) for n in LLADA_CONFIGS})
@@ -58,6 +71,8 @@ for _fam, _spec in BLOCK_CAUSAL_FAMILIES.items():
 
 def load_model(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, path: str | None = None,
                no_weights: bool = False, backend: str = "native", seed: int = 0) -> ModelAdapter:
+    if name not in MODELS and path is None and is_student_dir(name):   # --model <student directory>
+        return _tiny_block(device=device, dtype=dtype, path=name, no_weights=no_weights, backend=backend, seed=seed)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
     return MODELS[name](device=device, dtype=dtype, path=path, no_weights=no_weights, backend=backend, seed=seed)

@@ -25,7 +25,11 @@ def load_tiny(path: str | Path | None = None, device: str = "cpu", dtype: torch.
         raise FileNotFoundError(
             f"built-in model directory {path} lacks {', '.join(missing)}; retrain it with "
             f"`python -m training.tiny_train --out {path}` or reinstall the package")
-    cfg = TinyConfig(**json.loads(cfg_file.read_text())["model"])
+    raw = json.loads(cfg_file.read_text())
+    if raw.get("regime", "bidirectional") != "bidirectional":
+        raise ValueError(f"{path} holds a {raw['regime']} student; load it with --model {path} "
+                         f"(or --model tiny-block --model-path {path})")
+    cfg = TinyConfig(**raw["model"])
     tok = WordTokenizer.load(tok_file)
     net = TinyDLLM(cfg)
     if not random_weights:
