@@ -109,4 +109,7 @@ def build_method(spec: MethodSpec, gen: GenConfig) -> Method:
     if cache != "none" and method.reads().truncated:
         raise ValueError(f"{spec.name}: cache={cache} cannot be combined with this method's truncated "
                          f"forwards (Plan.extent); use cache=none")
+    if cache != "none" and method.reads().verify:
+        raise ValueError(f"{spec.name}: cache={cache} cannot be combined with its verification forward "
+                         f"(the authors' code has no cache); use cache=none")
     return method
