@@ -7,7 +7,8 @@ rows masked) as one graph replayed each step, after the forward's own graph. Tha
 - no random numbers (Reads.rng, a sampling temperature): the run's generator lives on the host;
 - one forward per step with fixed shapes: no CFG (two forwards) and no truncated forwards
   (Reads.truncated: the fed length changes from step to step), and no prefix cache (its window
-  narrows block by block);
+  narrows block by block), and no verification block (Reads.verify: the forward graphs hold
+  the plain sequence);
 Reading fp32 logits, hidden states or the history is allowed: they are static tensors of the
 forward graph or of the state.
 """
@@ -25,6 +26,8 @@ def capture_blocker(method) -> str | None:
         return "classifier-free guidance runs two forwards per step"
     if r.truncated:
         return "it plans truncated forwards, whose length changes from step to step (Reads.truncated)"
+    if r.verify:
+        return "its forward carries a verification block (Reads.verify), which has no graph"
     if method.cache == "prefix":
         return "the prefix cache's window narrows block by block"
     return None

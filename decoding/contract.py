@@ -27,6 +27,8 @@ class Reads:
     rng: bool = False        # draws random numbers from the run's generator
     host: bool = False       # syncs with the host or keeps Python-side state per step
     truncated: bool = False  # plan() may return truncated forwards (Plan.extent)
+    verify: bool = False     # every forward carries a shadow block verifying the current block
+                             # (StepOutput.verify_x0 / verify_conf; WINO); no KV cache
 
     def __post_init__(self):
         if self.topk < 0:
@@ -89,6 +91,11 @@ class StepOutput:
                                          # repeat the row's last computation (cache windows, truncated forwards)
     logits: torch.Tensor | None = None   # [b, G, V] fp32 (Reads.logits); zeros where not fresh
     hidden: torch.Tensor | None = None   # [b, G, d] (Reads.hidden); zeros where not fresh
+    verify_x0: torch.Tensor | None = None    # [b, G] (Reads.verify) the shadow block's argmax at each
+                                             # position of the current block, predicted with that position
+                                             # hidden (-1 outside the block)
+    verify_conf: torch.Tensor | None = None  # [b, G] fp32: the shadow block's probability of the token
+                                             # written there (of verify_x0 where masked); 0 outside the block
 
 
 @dataclass
@@ -99,6 +106,9 @@ class Decision:
     remask: torch.Tensor | None = None         # written token -> MASK (revocation)
     edit: torch.Tensor | None = None           # written token -> edit_tokens
     edit_tokens: torch.Tensor | None = None    # [b, G] long
+    hold: torch.Tensor | None = None           # [b] bool: keep the row in its current block even if it
+                                               # has no masks after this step (more forwards on it);
+                                               # the step cap still ends the row
 
 
 def step_inputs(*, conf, candidates, x0=None, logits=None, hidden=None, rows=None, block=None,

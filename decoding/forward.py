@@ -4,6 +4,9 @@
     truncated  prompt + the first Plan.extent[i] generated positions (SlowFast's fast phase); the
                positions beyond are not fresh: x0/conf there repeat the row's last full forward
     cfg        a second, unconditional forward with the prompt masked (2 NFE per step)
+    verify     the full forward plus a shadow block of block_length [MASK] tokens that re-predicts
+               each position of the current block with that position hidden (Reads.verify, WINO;
+               the same forward, 1 NFE): StepOutput.verify_x0 / verify_conf
     cache      a refresh or a window forward (decoding/cache.py)
 
 Token statistics read the logits in the model's dtype; fp32 logits and hidden states are built
@@ -19,7 +22,7 @@ import torch
 from models.base import ModelAdapter, ModelOutput
 from .base import Method
 from .contract import Plan, Reads, StepOutput
-from .select import token_stats
+from .select import chosen_prob, token_stats
 
 
 class ModelCalls:
@@ -59,6 +62,8 @@ class Forward:
                  generator: torch.Generator | None, B: int, G: int):
         self.model, self.method, self.reads, self.calls, self.stepper = model, method, reads, calls, stepper
         self.generator, self.G = generator, G
+        if reads.verify:
+            check_verify(model, method, stepper)
         dev = model.device
         self.reuse = Reuse(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev))
 
@@ -69,6 +74,8 @@ class Forward:
             state.nfe[rows] += 1
             return self.stepper.step(rows, xa, aa, state.rows.block[rows], state.rows.step_in_block[rows],
                                      method, self.reads, self.generator)
+        if self.reads.verify:
+            return self.verify(state, rows)
         fed, calls = plan.extent, 2 if method.cfg_scale > 0 else 1
         out = None
         if fed is None and calls == 1:   # a launch-bound full forward may replay a graph of every row
@@ -94,6 +101,64 @@ class Forward:
             return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool), logits, hidden)
         state.nfe_truncated[rows] += calls * (fed < G).long()
         return reuse_beyond(self.reuse, rows, fed, x0, conf, logits, hidden, G)
+
+
+    def verify(self, state, rows: torch.Tensor) -> StepOutput:
+        """A full forward carrying the shadow block (verify_inputs): 1 NFE per row."""
+        P, BL, G, mask_id = state.P, state.gen.block_length, self.G, self.model.mask_id
+        xa, aa = state.tokens[rows], state.attn[rows]
+        ids, mask, positions, twin = verify_inputs(xa, aa, state.rows.block[rows], P, BL, mask_id)
+        out = self.model.forward(ids, mask, output_hidden=self.reads.hidden, positions=positions)
+        state.nfe[rows] += 1
+        L = xa.shape[1]
+        logits, shadow = out.logits[:, P:L], out.logits[:, L:]
+        x0, conf = token_stats(logits, self.method.temperature, self.generator)
+        vx0, vconf = token_stats(shadow)
+        cur = xa.gather(1, twin)
+        vconf = torch.where(cur != mask_id, chosen_prob(shadow, cur), vconf)
+        at = twin - P
+        verify_x0 = torch.full_like(x0, -1).scatter(1, at, vx0)
+        verify_conf = torch.zeros_like(conf, dtype=torch.float32).scatter(1, at, vconf.float())
+        hidden = out.hidden[:, P:L] if out.hidden is not None else None
+        return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
+                          logits.float() if self.reads.logits else None, hidden, verify_x0, verify_conf)
+
+
+def check_verify(model: ModelAdapter, method: Method, stepper) -> None:
+    """One-line errors for a verification forward (Reads.verify) the model or settings cannot run."""
+    name = getattr(method, "name", type(method).__name__)
+    if stepper is not None:
+        raise ValueError(f"{name}: its verification forward has no KV cache; use cache=none")
+    if not model.attention_matrix or model.logit_shift:
+        raise ValueError(f"{name}: its verification forward needs a bidirectional model without a logit "
+                         f"shift that takes a 4-D attention mask (native llada or tiny), not {model.name}")
+    if method.cfg_scale > 0 or method.reads().truncated:
+        raise ValueError(f"{name}: a verification forward is not combined with CFG or truncated forwards")
+
+
+def verify_inputs(tokens: torch.Tensor, attn: torch.Tensor, block: torch.Tensor, P: int, BL: int,
+                  mask_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The verification forward's inputs for rows with tokens [b, L], 0/1 mask [b, L] and current
+    blocks [b] (a block past the last reads as the last): ids [b, L + BL] (the sequence, then BL
+    [MASK] tokens), a 4-D bool mask [b, 1, L + BL, L + BL] (query x key), positions [b, L + BL], and
+    the sequence index [b, BL] of each shadow token's twin. Shadow token j takes the position id of
+    the block's j-th position and attends to the other shadow tokens and to every real key except
+    its twin; no real position attends to the shadow block (decoding/rules/wino.py, shadow_layout,
+    is the same layout for one unpadded row)."""
+    b, L = tokens.shape
+    dev = tokens.device
+    n_blocks = (L - P) // BL
+    twin = (P + block.clamp(max=n_blocks - 1) * BL).unsqueeze(1) + torch.arange(BL, device=dev)
+    ids = torch.cat([tokens, torch.full((b, BL), mask_id, dtype=tokens.dtype, device=dev)], 1)
+    pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
+    positions = torch.cat([pos, pos.gather(1, twin)], 1)
+    keys = attn.bool()
+    mask = torch.zeros((b, L + BL, L + BL), dtype=torch.bool, device=dev)
+    mask[:, :, :L] = keys.unsqueeze(1)
+    mask[:, L:, L:] = True
+    hide_twin = torch.zeros((b, BL, L), dtype=torch.bool, device=dev).scatter_(2, twin.unsqueeze(2), True)
+    mask[:, L:, :L] &= ~hide_twin
+    return ids, mask.unsqueeze(1), positions, twin
 
 
 def truncate(xa, aa, P, fed):

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from .base import GenConfig, Method
 from .cache import CACHE_MODES
 from .methods.eb import EBMethod
+from .methods.edit import EditMethod
 from .methods.fixed import FixedMethod
 from .methods.localleap import LocalLeapMethod
 from .methods.prr.method import PRRMethod
 from .methods.slowfast import SlowFastMethod
 from .methods.threshold import ThresholdMethod
+from .methods.wino import WinoMethod
 
 METHODS: dict[str, type[Method]] = {
     FixedMethod.name: FixedMethod,
@@ -29,6 +31,8 @@ METHODS: dict[str, type[Method]] = {
     LocalLeapMethod.name: LocalLeapMethod,
     EBMethod.name: EBMethod,
     PRRMethod.name: PRRMethod,
+    WinoMethod.name: WinoMethod,
+    EditMethod.name: EditMethod,
 }
 
 
@@ -109,4 +113,7 @@ def build_method(spec: MethodSpec, gen: GenConfig) -> Method:
     if cache != "none" and method.reads().truncated:
         raise ValueError(f"{spec.name}: cache={cache} cannot be combined with this method's truncated "
                          f"forwards (Plan.extent); use cache=none")
+    if cache != "none" and method.reads().verify:
+        raise ValueError(f"{spec.name}: cache={cache} cannot be combined with its verification forward "
+                         f"(the authors' code has no cache); use cache=none")
     return method

@@ -108,21 +108,24 @@ def apply_decision(state: DecodeState, rows, view: StepView, out: StepOutput, de
         _record(state.trace, view, out, commit, remask, edit, k.mask_id)
     sub = state.rows if isinstance(rows, slice) else state.rows.take(rows)
     in_block = (k.pos // k.block_length) == view.block.unsqueeze(1)
-    state.tokens[rows, state.P:] = advance(new, out.x0, in_block, act, sub, k)
+    state.tokens[rows, state.P:] = advance(new, out.x0, in_block, act, sub, k, dec.hold)
     if not isinstance(rows, slice):
         state.rows.put(rows, sub)
 
 
-@on_gpu_compiled(row_args=(0, 1, 2, 3, 4))
-def advance(gen_a, x0, in_block, act, r: Counters, k: Constants):
+@on_gpu_compiled(row_args=(0, 1, 2, 3, 4, 6))
+def advance(gen_a, x0, in_block, act, r: Counters, k: Constants, hold=None):
     """A step's bookkeeping (all [b] or [b, G]): moves counters and blocks on, marks rows done or
     capped (a capped row's remaining masks take x0, at no extra NFE); updates `r` in place and
-    returns the rows' new generated tokens. Rows outside `act` (None: all rows) stay as they are.
+    returns the rows' new generated tokens. Rows outside `act` (None: all rows) stay as they are;
+    rows in `hold` (Decision.hold; None: none) stay in their block even if it has no masks.
     Pure tensor code: a captured step runs it as a few compiled kernels (kernels/compiled.py)."""
     took = 1 if act is None else act.long()
     r.step += took
     r.step_in_block += took
     finished_block = ~((gen_a == k.mask_id) & in_block).any(1)
+    if hold is not None:
+        finished_block &= ~hold
     if act is not None:
         finished_block &= act
     next_block = r.block + finished_block.long()

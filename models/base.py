@@ -49,6 +49,12 @@ class ModelAdapter:
         return next(self.module.parameters()).device
 
     @property
+    def attention_matrix(self) -> bool:
+        """Whether forward takes a 4-D [B, 1, L, L] attention mask (modules that say so with a class
+        attribute `attention_matrix = True`: the native LLaDA, Dream and tiny)."""
+        return bool(getattr(self.module, "attention_matrix", False))
+
+    @property
     def supports_cache(self) -> bool:
         """Whether the module takes a KV cache (prefix/dual cache modes, decoding/cache.py)."""
         return hasattr(self.module, "new_cache")
@@ -63,7 +69,14 @@ class ModelAdapter:
                 output_hidden: bool = False, positions: torch.Tensor | None = None, kv=None) -> ModelOutput:
         """One model call. Positions are derived from the attention mask (left padding safe) unless
         given. `kv` (a layers.CacheCall) makes it a cache refresh or a window forward; for a window,
-        pass the window's tokens, their positions, and no attention mask (the key mask is in kv)."""
+        pass the window's tokens, their positions, and no attention mask (the key mask is in kv).
+        `attention_mask` may also be a 4-D bool [B, 1, L, L] matrix (query x key, True: may attend;
+        positions then required), taken by modules with `attention_matrix` (native LLaDA, Dream, tiny)."""
+        if attention_mask is not None and attention_mask.dim() == 4:
+            if not self.attention_matrix:
+                raise ValueError(f"model {self.name} takes no 4-D attention mask (the native llada, dream and tiny do)")
+            if positions is None:
+                raise ValueError("a 4-D attention mask needs explicit positions")
         if positions is None and attention_mask is not None:
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         if kv is None:

@@ -127,6 +127,7 @@ class _Base(nn.Module):
 
 class Dream(nn.Module):
     """forward(input_ids, attention_mask, positions, kv) -> (unshifted logits [B, W, V], last hidden)."""
+    attention_matrix = True   # attention_mask may be 4-D [B, 1, L, L] (query x key)
 
     def __init__(self, cfg: DreamConfig):
         super().__init__()

@@ -152,8 +152,8 @@ def qkv_attention(qkv: torch.Tensor, n_heads: int, n_kv: int, cos, sin, layer: i
 def attend(qkv: torch.Tensor, n_heads: int, layer: int, call: CacheCall | None,
            mask: torch.Tensor | None) -> torch.Tensor:
     """Bidirectional attention over a token-major qkv [b, W, H + 2 H_kv, hd] (RoPE applied to q
-    and k) -> [b, W, H * hd]. `mask`: bool key mask broadcastable to [b, 1, W, W] for a full
-    forward (None: no padding)."""
+    and k) -> [b, W, H * hd]. `mask`: bool mask broadcastable to [b, 1, W, W] (query x key) for a
+    full forward: a key mask, or a 4-D one (None: no padding)."""
     b, W = qkv.shape[:2]
     kv = qkv[:, :, n_heads:]                       # [b, W, 2 H_kv, hd]
     if call is not None:
@@ -175,8 +175,13 @@ def attend(qkv: torch.Tensor, n_heads: int, layer: int, call: CacheCall | None,
 
 
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """[B, L] 0/1 attention mask -> [B, 1, 1, L] bool key mask (None stays None)."""
-    return None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+    """[B, L] 0/1 attention mask -> [B, 1, 1, L] bool key mask (None stays None). A 4-D mask
+    [B, 1, L, L] (query x key, True: may attend) is taken as it is, as bool."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() == 4:
+        return attention_mask.bool()
+    return attention_mask.bool()[:, None, None, :]
 
 
 def default_positions(input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:

@@ -143,6 +143,7 @@ class _Transformer(nn.Module):
 
 class LLaDA(nn.Module):
     """forward(input_ids, attention_mask, positions, kv) -> (logits [B, W, V], last hidden [B, W, d])."""
+    attention_matrix = True   # attention_mask may be 4-D [B, 1, L, L] (query x key)
 
     def __init__(self, cfg: LLaDAConfig):
         super().__init__()

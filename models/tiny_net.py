@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layers import CacheCall, KVCache, attend
+from .layers import CacheCall, KVCache, attend, key_padding_mask
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Block(nn.Module):
 
 
 class TinyDLLM(nn.Module):
+    attention_matrix = True   # attention_mask may be 4-D [B, 1, L, L] (query x key)
     def __init__(self, cfg: TinyConfig):
         super().__init__()
         self.cfg = cfg
@@ -78,9 +79,7 @@ class TinyDLLM(nn.Module):
         if positions is None:
             positions = torch.arange(L, device=input_ids.device).expand(B, L)
         cos, sin = rope_tables(positions, self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_theta)
-        mask = None
-        if attention_mask is not None:  # keys that are padding are never attended to
-            mask = attention_mask.bool()[:, None, None, :]
+        mask = key_padding_mask(attention_mask)   # padding keys are never attended to (or a 4-D mask)
         x = self.embed(input_ids)
         for i, blk in enumerate(self.blocks):
             x = blk(x, cos, sin, mask, i, kv)

@@ -38,7 +38,7 @@ def test_run_writes_result_files_with_the_contract_fields(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "nope"], "unknown method 'nope'; available: eb, fixed, localleap, prr, slowfast, threshold"),
+    (["--methods", "nope"], "unknown method 'nope'; available: eb, edit, fixed, localleap, prr, slowfast, threshold, wino"),
     (["--methods", "threshold:tau=1.5"], "tau=1.5 must be in (0, 1]"),
     (["--methods", "threshold:tua=0.5"], "unknown setting 'tua'"),
     (["--methods", "fixed:steps=7"], "steps=7 must be a positive multiple"),
@@ -86,11 +86,12 @@ def test_list_names_methods_and_settings(capsys):
 
 
 def test_truncated_forwards_are_counted_in_the_summary(tmp_path):
-    assert run(tmp_path, "--limit", "8", "--batch-size", "8", "--methods", "slowfast,threshold", "--run-id", "t",
-               "--warmup-batches", "0") == 0
+    # the paper's rule truncates on the built-in model (the code preset's K full forwards fill its blocks)
+    assert run(tmp_path, "--limit", "8", "--batch-size", "8", "--methods", "slowfast:preset=paper,threshold",
+               "--run-id", "t", "--warmup-batches", "0") == 0
     reqs = [json.loads(l) for l in (tmp_path / "t" / "requests.jsonl").read_text().splitlines()]
     rows = {r["method"]: r for r in json.loads((tmp_path / "t" / "summary.json").read_text())["rows"]}
-    sf = [r for r in reqs if r["method"] == "slowfast"]
-    assert rows["slowfast"]["nfe_truncated_mean"] == sum(r["nfe_truncated"] for r in sf) / 8 > 0
+    sf = [r for r in reqs if r["method"] == "slowfast:preset=paper"]
+    assert rows["slowfast:preset=paper"]["nfe_truncated_mean"] == sum(r["nfe_truncated"] for r in sf) / 8 > 0
     assert all(r["nfe_truncated"] <= r["nfe"] for r in sf)
     assert rows["threshold"]["nfe_truncated_mean"] == 0

@@ -22,7 +22,8 @@ def _advance_args(n: int, g: torch.Generator):
                     torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool))
     k = Constants(eos=torch.tensor([7]), pos=torch.arange(G), step_cap=torch.tensor(8), mask_id=mask,
                   block_length=4, num_blocks=3, early_stop=True)
-    return [torch.where(commit, x0, gen_a), x0, in_block, act, rows, k]
+    hold = torch.rand(n, generator=g) < 0.3   # Decision.hold
+    return [torch.where(commit, x0, gen_a), x0, in_block, act, rows, k, hold]
 
 
 CASES = {

@@ -110,7 +110,8 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
     for spec, graphs_step in (("fixed", True), ("threshold", True), ("threshold:tau=0.5", True),
                               ("fixed:steps=24", True), ("localleap", True), ("fixed:remasking=random", False),
                               ("prr", True), ("prr:profile=true", False), ("eb", True),
-                              ("slowfast", False), ("slowfast:reuse=false", True)):
+                              ("slowfast", False), ("slowfast:reuse=false", True), ("edit", True),
+                              ("wino", False)):
         for gen in gens:
             eager = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
             _stand_in_graphs(monkeypatch)
@@ -143,7 +144,7 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
         for spec, graphs_step in (("threshold:cache=dual", True), ("threshold:tau=0.5:cache=dual", True),
                                   ("fixed:steps=24:cache=dual", True), ("localleap:cache=dual", True),
                                   ("fixed:cache=prefix", False), ("eb:cache=dual", True),
-                                  ("prr:controller=zero,tau=0.7,cache=dual", True)):
+                                  ("prr:controller=zero,tau=0.7,cache=dual", True), ("edit:cache=dual", True)):
             for gen in gens:
                 eager = loop.decode(model, method(spec, gen), ids, gen)
                 eager_steps = _stand_in_graphs(monkeypatch)

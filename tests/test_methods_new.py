@@ -53,7 +53,7 @@ def _ctx(conf, cand, block=0, step=0):
 
 def test_slowfast_slow_then_fast_span():
     gen = GenConfig(gen_length=8, block_length=8)
-    m = method("slowfast:tau_min=0.3,tau_high=0.9,max_slow=4,window=2,sigma=1.0", gen)
+    m = method("slowfast:preset=paper,tau_min=0.3,tau_high=0.9,max_slow=4,window=2,sigma=1.0", gen)
     m.start(1, torch.device("cpu"))
     cand = torch.ones((1, 8), dtype=torch.bool)
     conf = torch.tensor([[0.6, 0.5, 0.4, 0.35, 0.1, 0.1, 0.1, 0.1]])
@@ -76,7 +76,7 @@ def test_slowfast_slow_then_fast_span():
 
 def test_slowfast_fast_phase_feeds_truncated_span():
     gen = GenConfig(gen_length=8, block_length=8)
-    m = method("slowfast:tau_min=0.3,tau_high=0.9,max_slow=2,window=2", gen)
+    m = method("slowfast:preset=paper,tau_min=0.3,tau_high=0.9,max_slow=2,window=2", gen)
     m.start(1, torch.device("cpu"))
     cand = torch.ones((1, 8), dtype=torch.bool)
     conf = torch.tensor([[0.6, 0.5, 0.4, 0.35, 0.34, 0.1, 0.1, 0.1]])
@@ -94,10 +94,11 @@ def test_slowfast_fast_phase_feeds_truncated_span():
 @pytest.mark.parametrize("spec", ["slowfast", "slowfast:preset=paper", "slowfast:tau_high=0.3",
                                   "eb:gamma=0.5", "localleap:tau_anchor=0.3,tau_relaxed=0.1"])
 def test_new_methods_fill_every_position_once(random_model, prompts, spec):
-    res = decode(random_model, method(spec), encode(random_model, prompts), GEN, trace=True)
+    gen = GenConfig(gen_length=24, block_length=8, early_stop=False, max_steps=200)   # slowfast's K forwards
+    res = decode(random_model, method(spec, gen), encode(random_model, prompts), gen, trace=True)
     assert not (res.tokens == random_model.mask_id).any()
     for steps in res.trace:
-        assert sorted(p for s in steps for p in s["commit"]) == list(range(GEN.gen_length))
+        assert sorted(p for s in steps for p in s["commit"]) == list(range(gen.gen_length))
     assert (res.nfe == res.steps).all()
 
 
@@ -115,10 +116,11 @@ def test_batch_equals_single_runs_greedy(random_model, prompts, spec):
 
 
 def test_slowfast_counts_truncated_forwards_on_the_builtin_model(builtin_model):
+    # the paper's rule: on this confident model the code preset's K phase-1 forwards fill each block
     gen = GenConfig(gen_length=48, block_length=16)
     ids = encode(builtin_model, [q.prompt for q in arith_problems(8)])
-    res = decode(builtin_model, method("slowfast", gen), ids, gen)
-    off = decode(builtin_model, method("slowfast:reuse=false", gen), ids, gen)
+    res = decode(builtin_model, method("slowfast:preset=paper", gen), ids, gen)
+    off = decode(builtin_model, method("slowfast:preset=paper,reuse=false", gen), ids, gen)
     assert (res.nfe_truncated > 0).any() and (res.nfe_truncated <= res.nfe).all()
     assert (off.nfe_truncated == 0).all()
     # every forward counts, truncated or not
@@ -126,7 +128,7 @@ def test_slowfast_counts_truncated_forwards_on_the_builtin_model(builtin_model):
     # rows in different phases share the batch: each row as alone (batch == single, greedy)
     assert len(set(res.nfe_truncated.tolist())) > 1
     for i in range(0, 8, 3):
-        single = decode(builtin_model, method("slowfast", gen), [ids[i]], gen)
+        single = decode(builtin_model, method("slowfast:preset=paper", gen), [ids[i]], gen)
         assert torch.equal(single.tokens[0], res.tokens[i])
         assert single.nfe[0] == res.nfe[i] and single.nfe_truncated[0] == res.nfe_truncated[i]
 
@@ -148,7 +150,7 @@ def test_truncated_rows_in_a_batch_see_only_their_span(random_model, prompts):
 
 
 @pytest.mark.parametrize("spec,msg", [("slowfast:preset=fast", "preset"), ("slowfast:tau_min=0.95", "tau_min"),
-                                      ("slowfast:window=9", "window"), ("eb:gamma=-1", "gamma"),
+                                      ("slowfast:preset=paper,window=9", "window"), ("eb:gamma=-1", "gamma"),
                                       ("localleap:tau_relaxed=0.95", "tau_relaxed")])
 def test_bad_settings_are_named(spec, msg):
     with pytest.raises(ValueError, match=msg):

@@ -1,5 +1,15 @@
 """`slowfast`: SlowFast sampling (arXiv 2506.10848; LiangrunFlora/Slow-Fast-Sampling).
 
+`preset=code` (the default) computes what the authors' LLaDA sampler computes
+(decoding/methods/slowfast_code.py: always K full phase-1 forwards per cycle, held on a block with
+no masks left; the end estimate clamped to the block, floor of the mean, the cycle start as the
+fallback, no forced widening of the span, `>=` tau_high in the fast phase), with their defaults
+(tau_min 0.3, tau_high 0.9, K 6, W 2, sigma 1.0). NFE still differs from theirs where our loop
+stops earlier: EOS early stop (theirs decodes every block; --no-early-stop matches) and the step cap
+(--max-steps, default gen_length; theirs has none: the K forwards per cycle can need more).
+
+`preset=paper` (tau_min 0.1, tau_high 0.85, K 8, W 2, sigma 1.0) follows the paper's rule, below:
+phase 1 ends as soon as the end estimate is stable, so it makes fewer forwards by construction.
 Within a block, decoding alternates cycles of two phases (per row):
 
 - slow (explore), from the cycle start s: each step commits the most confident masked token in
@@ -14,8 +24,7 @@ Within a block, decoding alternates cycles of two phases (per row):
   is also counted in `nfe_truncated`.
 - the next cycle starts after e_cycle; a new block starts a new cycle at the block start.
 
-Presets: `code` (the authors' code defaults: tau_min 0.3, tau_high 0.9, K 6, W 2, sigma 1.0) and
-`paper` (0.1, 0.85, 8, 2, 1.0); any setting given explicitly overrides the preset.
+Any setting given explicitly overrides the preset's value (the preset still picks the rule).
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ import torch
 from ..base import Method
 from ..contract import Decision, Plan, Reads, StepOutput, StepView
 from ..select import top1_commit
+from .slowfast_code import CodeCycles
 
 PRESETS = {"code": dict(tau_min=0.3, tau_high=0.9, max_slow=6, window=2, sigma=1.0),
            "paper": dict(tau_min=0.1, tau_high=0.85, max_slow=8, window=2, sigma=1.0)}
@@ -37,14 +47,14 @@ SLOW, FAST_FULL, FAST = 0, 1, 2
 class SlowFastConfig:
     preset: str = "code"
     tau_min: float | None = None    # candidate span end: farthest position with conf >= tau_min
-    tau_high: float | None = None   # parallel commit threshold (slow: >=, if more than one; fast: >)
-    max_slow: int | None = None     # K: slow steps at most per cycle
+    tau_high: float | None = None   # parallel commit threshold (>= if more than one; paper's fast phase: >)
+    max_slow: int | None = None     # K: slow steps per cycle (code: exactly K; paper: at most K)
     window: int | None = None       # W: candidate ends looked at for stability
     sigma: float | None = None      # stable when std of the last W candidate ends < sigma
     reuse: bool = True              # truncated fast forwards (False: every forward is full)
 
 
-class SlowFastMethod(Method):
+class SlowFastMethod(Method, CodeCycles):
     name = "slowfast"
     Config = SlowFastConfig
 
@@ -55,8 +65,10 @@ class SlowFastMethod(Method):
         p = {k: (getattr(c, k) if getattr(c, k) is not None else v) for k, v in PRESETS[c.preset].items()}
         if not 0.0 <= p["tau_min"] <= p["tau_high"] <= 1.0:
             raise ValueError(f"slowfast: need 0 <= tau_min ({p['tau_min']}) <= tau_high ({p['tau_high']}) <= 1")
-        if p["window"] < 1 or p["max_slow"] < p["window"]:
+        if c.preset == "paper" and (p["window"] < 1 or p["max_slow"] < p["window"]):
             raise ValueError(f"slowfast: need 1 <= window ({p['window']}) <= max_slow ({p['max_slow']})")
+        if p["window"] < 1 or p["max_slow"] < 1:
+            raise ValueError(f"slowfast: need window ({p['window']}) >= 1 and max_slow ({p['max_slow']}) >= 1")
         if p["sigma"] <= 0:
             raise ValueError(f"slowfast: sigma={p['sigma']} must be > 0")
         self.p = p
@@ -65,6 +77,8 @@ class SlowFastMethod(Method):
         return {**dataclasses.asdict(self.cfg), **self.p}
 
     def start(self, batch_size, device, generator=None) -> None:
+        if self.cfg.preset == "code":
+            return self.start_cycles(batch_size, device)
         z = lambda: torch.zeros(batch_size, dtype=torch.long, device=device)
         self.phase, self.s, self.e, self.n_slow, self.block = z(), z(), z(), z(), z()
         self.hist = torch.zeros((batch_size, self.p["window"]), device=device)
@@ -75,10 +89,15 @@ class SlowFastMethod(Method):
     def plan(self, view: StepView) -> Plan:
         if not self.cfg.reuse:
             return Plan()
+        if self.cfg.preset == "code":
+            return Plan(extent=self.cycle_extent(view))
         rows = view.rows
         return Plan(extent=torch.where(self.phase[rows] == FAST, self.e[rows] + 1, self.gen.gen_length))
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
+        if self.cfg.preset == "code":
+            commit, hold = self.cycle_decide(view, out)
+            return Decision(commit, hold=hold)
         return Decision(self._commit(view, out.conf))
 
     def _commit(self, ctx: StepView, conf: torch.Tensor) -> torch.Tensor:

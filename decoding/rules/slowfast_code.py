@@ -35,17 +35,18 @@ def push_estimate(hist: torch.Tensor, count: torch.Tensor, est: torch.Tensor,
     return torch.where(take.unsqueeze(1), pushed, hist), torch.where(take, count + 1, count)
 
 
-def decide_end(hist: torch.Tensor, count: torch.Tensor, sigma: float, last_step: bool, end: torch.Tensor,
+def decide_end(hist: torch.Tensor, count: torch.Tensor, sigma: float, last_step, end: torch.Tensor,
                determined: torch.Tensor, take: torch.Tensor, block_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(end, determined) after a push, for rows in `take` with W estimates: population std < sigma ->
-    the last estimate, determined; else int(mean) (floor), determined only at the K-th step."""
+    the last estimate, determined; else int(mean) (floor), determined only at the K-th step
+    (`last_step`: a bool, or [B] bool per row)."""
     W = hist.shape[1]
     full = take & (count >= W)
     h = hist.double()
     stable = h.std(1, unbiased=False) < sigma
     new_end = torch.where(stable, h[:, -1], h.mean(1).floor()).long().clamp(1, block_length)
     return (torch.where(full, new_end, end),
-            torch.where(full, stable | torch.full_like(stable, last_step), determined))
+            torch.where(full, stable | torch.as_tensor(last_step, device=stable.device), determined))
 
 
 def fallback_end(hist: torch.Tensor, count: torch.Tensor, end: torch.Tensor, determined: torch.Tensor,

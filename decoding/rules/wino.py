@@ -24,24 +24,25 @@ from ..select import top1_commit, topk_commit
 LAST_ACCEPT_AT_BLOCK_START = 30
 
 
-def wino_max_accept(n_masked: torch.Tensor) -> torch.Tensor:
-    """[B] commit cap: min(max(int(0.7 * n), 5), 20), computed as the authors do (float32 product,
-    truncated)."""
-    return (n_masked * 0.7).long().clamp(min=5, max=20)
+def wino_max_accept(n_masked: torch.Tensor, share: float = 0.7, lo: int = 5, hi: int = 20) -> torch.Tensor:
+    """[B] commit cap: min(max(int(share * n), lo), hi) (the authors' 0.7, 5, 20), computed as the
+    authors do (float32 product, truncated)."""
+    return (n_masked * share).long().clamp(min=lo, max=hi)
 
 
 def wino_decide(conf: torch.Tensor, verified: torch.Tensor, masked: torch.Tensor, written: torch.Tensor,
-                last_accept: torch.Tensor, tau_commit: float = 0.6,
-                tau_remask: float = 0.9) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                last_accept: torch.Tensor, tau_commit: float = 0.6, tau_remask: float = 0.9,
+                cap: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(commit [B, G], remask [B, G], accepted [B]) for one forward.
 
     conf: probability of the proposed token at each position; verified: the shadow block's probability
     of the token currently written there (read only where `written`); masked: masked positions of the
     current block; written: decoded positions of the current block (not the prompt, not earlier
     blocks); last_accept: [B] tokens committed by the row's previous forward in this block
-    (LAST_ACCEPT_AT_BLOCK_START at a block start). The caller keeps `accepted` as the next last_accept.
+    (LAST_ACCEPT_AT_BLOCK_START at a block start); cap: [B] commit cap (None: wino_max_accept). The
+    caller keeps `accepted` as the next last_accept.
     """
-    cap = wino_max_accept(masked.sum(1))
+    cap = wino_max_accept(masked.sum(1)) if cap is None else cap
     above = masked & (conf > tau_commit)
     n_above = above.sum(1, keepdim=True)
     commit = torch.where(n_above > cap.unsqueeze(1), topk_commit(conf, masked, cap),
