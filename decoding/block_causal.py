@@ -1,0 +1,264 @@
+"""Block-causal models (SDAR/TraDo, LLaDA2.x, Fast-dLLM v2) in the decode loop.
+
+Attention is causal across the model's blocks and bidirectional inside one, so the loop decodes
+one model block at a time and keeps the finished blocks' K/V in the model's exact cache
+(models/block_cache.py): written once, by the forward that feeds the finished block, never
+recomputed. Every method decodes inside the current block as with a bidirectional model (same
+plan/decide contract, same bookkeeping: decoding/state.py).
+
+Layout (as the authors' generate functions lay it out): blocks are counted from each row's first
+prompt token; the prompt's whole blocks go to the cache; the prompt's tail (P mod block tokens)
+shares the first decoded block with the first masks; a row decodes up to the end of the block
+holding position P + gen_length - 1, i.e. ceil((P + gen_length) / block) * block - P tokens
+(gen_length rounded up to the row's block boundary). In the state, generated index j of row b is
+at position P_b + j and in block (j + shift_b) // block (Counters.shift); rows whose region is one
+block shorter start one block later, so every row ends at the same block count.
+
+Forwards and NFE, `append` (a setting every method accepts, `threshold:append=separate`):
+  fold      (default) every forward is a denoising step: a row's first forward in a block also
+            feeds the blocks to append before it (the prompt's whole blocks at the first block,
+            the finished previous block later) with commit, which writes their K/V exactly as a
+            forward of their own would. NFE = denoising steps.
+  separate  SDAR's block_diffusion_generate: one prefill forward of the prompt's whole blocks,
+            then the denoising steps, then one more forward per finished block (the last and the
+            EOS block included) that stores its K/V. NFE = steps + prefill + finished blocks,
+            exactly the reference's forwards. Tokens are the same as with fold.
+LLaDA2's generate recomputes the whole prefix at every step, so its forwards are the denoising
+steps: fold's count.
+
+A logit-shifted model (Fast-dLLM v2: position i is predicted from hidden state i - 1) reads the
+prediction of a block's first position from the last position of the block before, computed by
+the forward that appended it and kept for the block's later steps (it cannot change: that
+position does not see the current block).
+
+Rows that finished are fed as padding (no NFE, nothing written): the forward keeps its shape.
+Capped rows (the step cap): the current block's masks take the last proposal; later blocks,
+never computed, read EOS.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models.base import ModelAdapter
+from .base import GenConfig, Method
+from .contract import History, Plan, StepOutput
+from .select import token_stats
+from .state import Constants, Counters, DecodeState
+
+APPEND_MODES = ("fold", "separate")
+
+
+def check(model: ModelAdapter, method: Method, gen: GenConfig) -> None:
+    """One-line errors for a method or protocol that cannot run on a block-causal model (before any work)."""
+    name, bs = model.name, model.block_size
+    if method.name == "slowfast" or method.reads().truncated:
+        raise ValueError(f"{method.name} does not apply to block-causal model {name}: its truncated forwards span "
+                         f"blocks that the model decodes one at a time; use fixed, threshold, eb, localleap or prr")
+    if method.cache != "none":
+        raise ValueError(f"{method.name}: cache={method.cache} means nothing new for block-causal model {name} (its "
+                         f"finished blocks' K/V are already cached exactly); drop cache={method.cache}")
+    if method.cfg_scale > 0:
+        raise ValueError(f"{method.name}: cfg_scale > 0 is not supported on block-causal model {name} (the "
+                         f"unconditional copy would need a second cache); use cfg_scale=0")
+    if method.block_append not in APPEND_MODES:
+        raise ValueError(f"{method.name}: append={method.block_append!r}; choose one of {', '.join(APPEND_MODES)}")
+    if gen.block_length != bs:
+        raise ValueError(f"block-causal model {name} decodes its own blocks of {bs} tokens; got block_length "
+                         f"{gen.block_length}: use --block-length {bs} (or leave it unset)")
+    if not hasattr(model.module, "block_forward"):
+        raise ValueError(f"{name}: this backend has no block cache (block_forward) to decode with; "
+                         f"use --model-backend native")
+
+
+def check_methods(model: ModelAdapter, methods, gen: GenConfig) -> None:
+    """check() for every method of a run; bidirectional models: nothing to check."""
+    if model.regime == "block_causal":
+        for m in methods:
+            check(model, m, gen)
+
+
+@dataclass
+class BlockLayout:
+    """Where each row's blocks fall in the generated region (all [B] unless noted)."""
+    shift: torch.Tensor        # generated index j is in block (j + shift) // block
+    end: torch.Tensor          # one past the row's last generated index
+    num_blocks: int            # blocks every row ends at (rows start at block shift // block)
+    width: int                 # G: the region's width (the longest row's)
+
+
+def block_layout(prompt_len: torch.Tensor, gen_length: int, bs: int) -> BlockLayout:
+    tail = prompt_len % bs
+    nb = (tail + gen_length + bs - 1) // bs              # blocks the row decodes (the tail's block first)
+    NB = int(nb.max())
+    shift = tail + (NB - nb) * bs
+    end = NB * bs - shift
+    return BlockLayout(shift, end, NB, int(end.max()))
+
+
+def new_block_state(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: GenConfig,
+                    trace: bool = False) -> tuple[DecodeState, BlockLayout]:
+    from .loop import left_pad
+    dev, reads, bs = model.device, method.reads(), model.block_size
+    if model.logit_shift and any(len(p) == 0 for p in prompts):
+        raise ValueError(f"logit-shifted model {model.name} needs a non-empty prompt (its first token is predicted "
+                         f"from the one before)")
+    p_ids, p_attn = left_pad(prompts, model.pad_id)
+    B, P = p_ids.shape
+    prompt_len = p_attn.sum(1)
+    lay = block_layout(prompt_len, gen.gen_length, bs)
+    G = lay.width
+    region = torch.where(torch.arange(G).unsqueeze(0) < lay.end.unsqueeze(1), model.mask_id, model.eos_ids[0])
+    z = lambda dt=torch.long: torch.zeros(B, dtype=dt, device=dev)
+    k = Constants(eos=torch.tensor(model.eos_ids, device=dev), pos=torch.arange(G, device=dev),
+                  step_cap=torch.tensor(gen.max_steps if gen.max_steps is not None else G, device=dev),
+                  mask_id=model.mask_id, block_length=bs, num_blocks=lay.num_blocks, early_stop=gen.early_stop)
+    lay = BlockLayout(lay.shift.to(dev), lay.end.to(dev), lay.num_blocks, G)
+    rows = Counters(lay.shift // bs, z(), z(), z(torch.bool), z(torch.bool), shift=lay.shift)
+    attn = torch.cat([p_attn, torch.ones((B, G), dtype=torch.long)], 1).to(dev)
+    state = DecodeState(
+        tokens=torch.cat([p_ids, region.long()], 1).to(dev), attn=attn, attn_fwd=None, P=P, gen=gen,
+        prompt_len=prompt_len.to(dev), rows=rows, k=k, nfe=z(), nfe_truncated=z(), remasks=z(), edits=z(),
+        history=History.empty(B, G, dev, reads.topk) if (reads.history or reads.topk) else None,
+        trace=[[] for _ in range(B)] if trace else None)
+    return state, lay
+
+
+class BlockForward:
+    """A step's forward on a block-causal model: each row's current block against its cached prefix
+    (appending finished blocks first, folded into the forward or by forwards of their own)."""
+
+    def __init__(self, model: ModelAdapter, method: Method, state: DecodeState, lay: BlockLayout,
+                 generator: torch.Generator | None):
+        self.model, self.method, self.reads, self.lay, self.generator = model, method, method.reads(), lay, generator
+        self.net, self.bs, self.shifted = model.module, model.block_size, bool(model.logit_shift)
+        self.separate = method.block_append == "separate"
+        B, G, dev = state.tokens.shape[0], lay.width, model.device
+        capacity = int((state.prompt_len + lay.end).max())
+        self.cache = self.net.new_block_cache(B, capacity)
+        self.x0 = torch.full((B, G), model.eos_ids[0], dtype=torch.long, device=dev)   # last proposal per position
+        self.conf = torch.zeros((B, G), device=dev)
+        self.edge = None             # [B, V] shifted models: the logits predicting each row's block's first token
+        self.ar = torch.arange(self.bs, device=dev)
+
+    def _block_start(self, state: DecodeState, block: torch.Tensor) -> torch.Tensor:
+        """[B] position (from the row's first prompt token) of the first token of `block`."""
+        return state.prompt_len + block * self.bs - self.lay.shift
+
+    def _feed(self, state, start, n, act, commit, logits_last):
+        """One block forward of every row: row b feeds its n[b] tokens at positions [start[b] - n[b] + ..)
+        ending at start[b] (right-aligned, left padding), inactive rows only padding."""
+        W = int(n.max())
+        off = state.P - state.prompt_len                          # token index of position 0
+        w = torch.arange(W, device=start.device)
+        idx = (off + start).unsqueeze(1) - W + w                  # [B, W] token indices
+        valid = (w >= W - n.unsqueeze(1)) & act.unsqueeze(1)
+        x = state.tokens.gather(1, idx.clamp(0, state.tokens.shape[1] - 1))
+        x = torch.where(valid, x, self.model.pad_id)
+        return self.net.block_forward(x, self.cache, valid=valid, commit=torch.where(act, commit, 0),
+                                      logits_last=min(logits_last, W))
+
+    def _keep_edge(self, logits_last_pos: torch.Tensor, rows_mask: torch.Tensor) -> None:
+        if self.edge is None:
+            self.edge = logits_last_pos.new_zeros(logits_last_pos.shape)
+        self.edge = torch.where(rows_mask.unsqueeze(1), logits_last_pos, self.edge)
+
+    def prefill(self, state: DecodeState) -> None:
+        """separate: the prompt's whole blocks, one forward (a row without one is padding, no NFE)."""
+        if not self.separate:
+            return
+        pre = state.prompt_len // self.bs * self.bs
+        act = pre > 0
+        if not bool(act.any()):
+            return
+        logits, _ = self._feed(state, pre, pre, act, pre, 1)
+        if self.shifted:
+            self._keep_edge(logits[:, -1], act)
+        state.nfe += act.long()
+
+    def store(self, state: DecodeState, rows: torch.Tensor, block_before: torch.Tensor) -> None:
+        """separate: one forward appending the blocks `rows` just finished (rows not capped)."""
+        if not self.separate:
+            return
+        B = state.tokens.shape[0]
+        fin = torch.zeros(B, dtype=torch.bool, device=rows.device)
+        fin[rows] = (state.rows.block[rows] > block_before) & ~state.rows.capped[rows]
+        if not bool(fin.any()):
+            return
+        end = self._block_start(state, state.rows.block)        # the finished block ends where the next starts
+        n = torch.full_like(end, self.bs)
+        logits, _ = self._feed(state, end, n, fin, n, 1)
+        if self.shifted:
+            self._keep_edge(logits[:, -1], fin)
+        state.nfe += fin.long()
+
+    def __call__(self, state: DecodeState, rows: torch.Tensor, plan: Plan) -> StepOutput:
+        if plan.extent is not None:
+            raise ValueError(f"{self.method.name}: truncated forwards (Plan.extent) do not apply to block-causal "
+                             f"model {self.model.name}")
+        B, bs, G = state.tokens.shape[0], self.bs, self.lay.width
+        act = torch.zeros(B, dtype=torch.bool, device=rows.device)
+        act[rows] = True
+        block = state.rows.block.clamp(max=self.lay.num_blocks - 1)
+        start = self._block_start(state, block)
+        append = torch.where(act, start - self.cache.length, 0)   # fold: blocks finished, not yet in the cache
+        extra = int(self.shifted)
+        logits, hidden = self._feed(state, start + bs, append + bs, act, append, bs + extra)
+        state.nfe[rows] += 1
+        lb = logits[:, -bs:]
+        if self.shifted:    # position i of the block is predicted from i - 1; i = 0 from the block before
+            if logits.shape[1] > bs:
+                self._keep_edge(logits[:, 0], act & (append > 0))
+            elif self.edge is None:   # no row has a block before its current one yet: position 0 is prompt
+                self.edge = lb.new_zeros((B, lb.shape[-1]))
+            lb = torch.cat([self.edge.unsqueeze(1).to(lb.dtype), lb[:, :-1]], 1)
+        hidden = hidden[:, -bs:] if self.reads.hidden else None
+        return self._output(state, rows, block, lb, hidden)
+
+    def _output(self, state, rows, block, lb, hb) -> StepOutput:
+        """Scatter the block's statistics to the generated region of `rows` (fresh there only)."""
+        G = self.lay.width
+        j = block.unsqueeze(1) * self.bs - self.lay.shift.unsqueeze(1) + self.ar   # [B, bs] generated index
+        inside = (j >= 0) & (j < G)
+        j = torch.where(inside, j, G)[rows]                                          # G: a dump column
+        lb, inside = lb[rows], inside[rows]
+        x0b, confb = token_stats(lb, self.method.temperature, self.generator)
+        b = rows.numel()
+        put = lambda src, base: torch.cat([base, base.new_zeros((b, 1, *base.shape[2:]))], 1).scatter(
+            1, j.view(b, self.bs, *([1] * (base.dim() - 2))).expand(b, self.bs, *base.shape[2:]), src)[:, :G]
+        x0 = put(x0b, self.x0[rows])
+        conf = put(confb.float(), self.conf[rows])
+        self.x0[rows], self.conf[rows] = x0, conf
+        fresh = put(inside, torch.zeros((b, G), dtype=torch.bool, device=rows.device))
+        logits = hidden = None
+        if self.reads.logits:
+            lf = lb.float()
+            logits = put(lf, lf.new_zeros((b, G, lf.shape[-1])))
+        if hb is not None:
+            hb = hb[rows]
+            hidden = put(hb, hb.new_zeros((b, G, hb.shape[-1])))
+        return StepOutput(x0, conf, fresh, logits, hidden)
+
+
+@torch.no_grad()
+def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: GenConfig,
+           generator: torch.Generator | None = None, trace: bool = False):
+    """decoding.loop.decode for a block-causal model (it dispatches here): the same steps, the
+    model's block forwards."""
+    from .loop import decide_and_apply, result
+    check(model, method, gen)
+    state, lay = new_block_state(model, method, prompts, gen, trace)
+    method.start(len(prompts), model.device, generator)
+    forward = BlockForward(model, method, state, lay, generator)
+    forward.prefill(state)
+    while True:
+        rows = (~state.rows.done).nonzero().squeeze(1)   # the loop's one host sync per step
+        if rows.numel() == 0:
+            break
+        block_before = state.rows.block[rows].clone()
+        view = state.view(rows, rows)
+        out = forward(state, rows, method.plan(view))
+        decide_and_apply(state, method, rows, rows, out)
+        forward.store(state, rows, block_before)
+    return result(state, model.eos_ids)
