@@ -37,6 +37,7 @@ never computed, read EOS.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -72,11 +73,19 @@ def check(model: ModelAdapter, method: Method, gen: GenConfig) -> None:
                          f"use --model-backend native")
 
 
-def check_methods(model: ModelAdapter, methods, gen: GenConfig) -> None:
-    """check() for every method of a run; bidirectional models: nothing to check."""
-    if model.regime == "block_causal":
-        for m in methods:
-            check(model, m, gen)
+def model_gen(model: ModelAdapter, gen: GenConfig, block_length_given: bool) -> GenConfig:
+    """The protocol a run decodes `model` with: a block-causal model's blocks are its own, so a
+    task's default block_length gives way to the model's block size; one the user gave must equal it."""
+    if model.regime != "block_causal" or gen.block_length == model.block_size:
+        return gen
+    if block_length_given:
+        raise ValueError(f"block-causal model {model.name} decodes its own blocks of {model.block_size} tokens; "
+                         f"--block-length {gen.block_length}: use {model.block_size} (or leave it unset)")
+    if gen.gen_length % model.block_size:
+        raise ValueError(f"gen_length ({gen.gen_length}) must be a multiple of block-causal model {model.name}'s "
+                         f"block size ({model.block_size}); e.g. --gen-length "
+                         f"{-(-gen.gen_length // model.block_size) * model.block_size}")
+    return dataclasses.replace(gen, block_length=model.block_size)
 
 
 @dataclass
@@ -86,6 +95,13 @@ class BlockLayout:
     end: torch.Tensor          # one past the row's last generated index
     num_blocks: int            # blocks every row ends at (rows start at block shift // block)
     width: int                 # G: the region's width (the longest row's)
+
+
+def check_methods(model: ModelAdapter, methods, gen: GenConfig) -> None:
+    """check() for every method of a run; bidirectional models: nothing to check."""
+    if model.regime == "block_causal":
+        for m in methods:
+            check(model, m, gen)
 
 
 def block_layout(prompt_len: torch.Tensor, gen_length: int, bs: int) -> BlockLayout:
