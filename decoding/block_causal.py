@@ -65,27 +65,42 @@ def check(model: ModelAdapter, method: Method, gen: GenConfig) -> None:
                          f"unconditional copy would need a second cache); use cfg_scale=0")
     if method.block_append not in APPEND_MODES:
         raise ValueError(f"{method.name}: append={method.block_append!r}; choose one of {', '.join(APPEND_MODES)}")
-    if gen.block_length != bs:
-        raise ValueError(f"block-causal model {name} decodes its own blocks of {bs} tokens; got block_length "
-                         f"{gen.block_length}: use --block-length {bs} (or leave it unset)")
+    if bs % gen.block_length:
+        raise ValueError(f"block-causal model {name} decodes its own blocks of {bs} tokens, or sub-blocks that divide "
+                         f"them; got block_length {gen.block_length}: use --block-length {default_block(model)} "
+                         f"(or leave it unset)")
+    if model.logit_shift and gen.gen_length < bs:
+        raise ValueError(f"{name} decodes gen_length // {bs} blocks (Fast-dLLM v2's generate); gen_length "
+                         f"{gen.gen_length} < {bs}: use --gen-length {bs} or more")
     if not hasattr(model.module, "block_forward"):
         raise ValueError(f"{name}: this backend has no block cache (block_forward) to decode with; "
                          f"use --model-backend native")
 
 
+# the loop's block (the sub-block methods commit in) where a family's reference decodes sub-blocks
+SUB_BLOCKS = {"fast-dllm-v2": 8}   # Fast-dLLM v2's eval: small_block_size 8 inside bd_size 32
+
+
+def default_block(model: ModelAdapter) -> int:
+    return min(SUB_BLOCKS.get(model.info.get("family"), model.block_size), model.block_size)
+
+
 def model_gen(model: ModelAdapter, gen: GenConfig, block_length_given: bool) -> GenConfig:
     """The protocol a run decodes `model` with: a block-causal model's blocks are its own, so a
-    task's default block_length gives way to the model's block size; one the user gave must equal it."""
-    if model.regime != "block_causal" or gen.block_length == model.block_size:
+    task's default block_length gives way to the model's block (Fast-dLLM v2: its sub-block of 8);
+    one the user gave must divide the model's block."""
+    if model.regime != "block_causal":
         return gen
+    bs, want = model.block_size, default_block(model)
     if block_length_given:
-        raise ValueError(f"block-causal model {model.name} decodes its own blocks of {model.block_size} tokens; "
-                         f"--block-length {gen.block_length}: use {model.block_size} (or leave it unset)")
-    if gen.gen_length % model.block_size:
+        if bs % gen.block_length:
+            raise ValueError(f"block-causal model {model.name} decodes its own blocks of {bs} tokens, or sub-blocks "
+                             f"that divide them; --block-length {gen.block_length}: use {want} (or leave it unset)")
+        return gen
+    if gen.gen_length % bs:
         raise ValueError(f"gen_length ({gen.gen_length}) must be a multiple of block-causal model {model.name}'s "
-                         f"block size ({model.block_size}); e.g. --gen-length "
-                         f"{-(-gen.gen_length // model.block_size) * model.block_size}")
-    return dataclasses.replace(gen, block_length=model.block_size)
+                         f"block size ({bs}); e.g. --gen-length {-(-gen.gen_length // bs) * bs}")
+    return dataclasses.replace(gen, block_length=want)
 
 
 @dataclass
@@ -104,12 +119,18 @@ def check_methods(model: ModelAdapter, methods, gen: GenConfig) -> None:
             check(model, m, gen)
 
 
-def block_layout(prompt_len: torch.Tensor, gen_length: int, bs: int) -> BlockLayout:
+def block_layout(prompt_len: torch.Tensor, gen_length: int, bs: int, ar_blocks: bool = False) -> BlockLayout:
+    """SDAR/LLaDA2: ceil((tail + gen_length) / bs) blocks from the tail's block. `ar_blocks` (Fast-dLLM
+    v2): gen_length // bs blocks, and one position more for the token the last block's appending
+    forward proposes (AR style)."""
     tail = prompt_len % bs
-    nb = (tail + gen_length + bs - 1) // bs              # blocks the row decodes (the tail's block first)
+    if ar_blocks:
+        nb = torch.full_like(tail, gen_length // bs)
+    else:
+        nb = (tail + gen_length + bs - 1) // bs              # blocks the row decodes (the tail's block first)
     NB = int(nb.max())
     shift = tail + (NB - nb) * bs
-    end = NB * bs - shift
+    end = NB * bs - shift + int(ar_blocks)
     return BlockLayout(shift, end, NB, int(end.max()))
 
 
@@ -123,15 +144,18 @@ def new_block_state(model: ModelAdapter, method: Method, prompts: list[list[int]
     p_ids, p_attn = left_pad(prompts, model.pad_id)
     B, P = p_ids.shape
     prompt_len = p_attn.sum(1)
-    lay = block_layout(prompt_len, gen.gen_length, bs)
+    sub, ar = gen.block_length, bool(model.logit_shift)
+    lay = block_layout(prompt_len, gen.gen_length, bs, ar_blocks=ar)
     G = lay.width
-    region = torch.where(torch.arange(G).unsqueeze(0) < lay.end.unsqueeze(1), model.mask_id, model.eos_ids[0])
+    # masks up to the row's end (the last, AR position: EOS until the last appending forward writes it)
+    region = torch.where(torch.arange(G).unsqueeze(0) < (lay.end - int(ar)).unsqueeze(1), model.mask_id, model.eos_ids[0])
     z = lambda dt=torch.long: torch.zeros(B, dtype=dt, device=dev)
     k = Constants(eos=torch.tensor(model.eos_ids, device=dev), pos=torch.arange(G, device=dev),
                   step_cap=torch.tensor(gen.max_steps if gen.max_steps is not None else G, device=dev),
-                  mask_id=model.mask_id, block_length=bs, num_blocks=lay.num_blocks, early_stop=gen.early_stop)
+                  mask_id=model.mask_id, block_length=sub, num_blocks=lay.num_blocks * bs // sub,
+                  early_stop=gen.early_stop)
     lay = BlockLayout(lay.shift.to(dev), lay.end.to(dev), lay.num_blocks, G)
-    rows = Counters(lay.shift // bs, z(), z(), z(torch.bool), z(torch.bool), shift=lay.shift)
+    rows = Counters(lay.shift // sub, z(), z(), z(torch.bool), z(torch.bool), shift=lay.shift)
     attn = torch.cat([p_attn, torch.ones((B, G), dtype=torch.long)], 1).to(dev)
     state = DecodeState(
         tokens=torch.cat([p_ids, region.long()], 1).to(dev), attn=attn, attn_fwd=None, P=P, gen=gen,
@@ -142,102 +166,127 @@ def new_block_state(model: ModelAdapter, method: Method, prompts: list[list[int]
 
 
 class BlockForward:
-    """A step's forward on a block-causal model: each row's current block against its cached prefix
-    (appending finished blocks first, folded into the forward or by forwards of their own)."""
+    """A step's forward on a block-causal model: each row's current model block against its cached
+    prefix (appending finished blocks first, folded into the forward or by forwards of their own)."""
 
     def __init__(self, model: ModelAdapter, method: Method, state: DecodeState, lay: BlockLayout,
                  generator: torch.Generator | None):
         self.model, self.method, self.reads, self.lay, self.generator = model, method, method.reads(), lay, generator
-        self.net, self.bs, self.shifted = model.module, model.block_size, bool(model.logit_shift)
-        self.separate = method.block_append == "separate"
+        self.net, self.bs, self.sub = model.module, model.block_size, state.k.block_length
+        self.ar = bool(model.logit_shift)     # Fast-dLLM v2: AR first tokens, its own append forwards and stop rule
+        self.separate = method.block_append == "separate" or self.ar
         B, G, dev = state.tokens.shape[0], lay.width, model.device
-        capacity = int((state.prompt_len + lay.end).max())
+        capacity = int((state.prompt_len + lay.end).max()) + self.bs
         self.cache = self.net.new_block_cache(B, capacity)
         self.x0 = torch.full((B, G), model.eos_ids[0], dtype=torch.long, device=dev)   # last proposal per position
         self.conf = torch.zeros((B, G), device=dev)
-        self.edge = None             # [B, V] shifted models: the logits predicting each row's block's first token
-        self.ar = torch.arange(self.bs, device=dev)
+        self.cols = torch.arange(self.bs, device=dev)
 
-    def _block_start(self, state: DecodeState, block: torch.Tensor) -> torch.Tensor:
-        """[B] position (from the row's first prompt token) of the first token of `block`."""
-        return state.prompt_len + block * self.bs - self.lay.shift
+    def model_block(self, state: DecodeState, sub_block: torch.Tensor) -> torch.Tensor:
+        return sub_block * self.sub // self.bs
 
-    def _feed(self, state, start, n, act, commit, logits_last):
-        """One block forward of every row: row b feeds its n[b] tokens at positions [start[b] - n[b] + ..)
-        ending at start[b] (right-aligned, left padding), inactive rows only padding."""
+    def first_index(self, mb: torch.Tensor) -> torch.Tensor:
+        """[B] generated index of the first position of model block `mb` (negative: prompt)."""
+        return mb * self.bs - self.lay.shift
+
+    def _feed(self, state, end, n, act, commit, logits_last):
+        """One block forward of every row: row b feeds its n[b] tokens ending at generated index end[b]
+        (right-aligned, left padding), inactive rows only padding."""
         W = int(n.max())
-        off = state.P - state.prompt_len                          # token index of position 0
-        w = torch.arange(W, device=start.device)
-        idx = (off + start).unsqueeze(1) - W + w                  # [B, W] token indices
+        w = torch.arange(W, device=end.device)
+        idx = (state.P + end).unsqueeze(1) - W + w                # [B, W] token indices
         valid = (w >= W - n.unsqueeze(1)) & act.unsqueeze(1)
         x = state.tokens.gather(1, idx.clamp(0, state.tokens.shape[1] - 1))
         x = torch.where(valid, x, self.model.pad_id)
         return self.net.block_forward(x, self.cache, valid=valid, commit=torch.where(act, commit, 0),
                                       logits_last=min(logits_last, W))
 
-    def _keep_edge(self, logits_last_pos: torch.Tensor, rows_mask: torch.Tensor) -> None:
-        if self.edge is None:
-            self.edge = logits_last_pos.new_zeros(logits_last_pos.shape)
-        self.edge = torch.where(rows_mask.unsqueeze(1), logits_last_pos, self.edge)
+    def _write_ar(self, state, logits_last_pos, rows_mask, at) -> torch.Tensor:
+        """Fast-dLLM v2: the argmax of an appending forward's last logit is the next token, written at
+        generated index `at` of the rows in rows_mask (where at is a generated position); -> [B] bool
+        rows whose written token is a stop token."""
+        tok = logits_last_pos.argmax(-1)
+        put = rows_mask & (at >= 0) & (at < self.lay.end)
+        idx = state.P + at.clamp(0, self.lay.width - 1)
+        cur = state.tokens.gather(1, idx.unsqueeze(1)).squeeze(1)
+        state.tokens.scatter_(1, idx.unsqueeze(1), torch.where(put, tok, cur).unsqueeze(1))
+        return put & torch.isin(tok, state.k.eos)
 
     def prefill(self, state: DecodeState) -> None:
-        """separate: the prompt's whole blocks, one forward (a row without one is padding, no NFE)."""
+        """separate: the prompt's whole blocks, one forward (a row without one is padding, no NFE); a
+        logit-shifted model takes the next token from its last logit when the prompt ends on a boundary."""
         if not self.separate:
             return
         pre = state.prompt_len // self.bs * self.bs
         act = pre > 0
         if not bool(act.any()):
             return
-        logits, _ = self._feed(state, pre, pre, act, pre, 1)
-        if self.shifted:
-            self._keep_edge(logits[:, -1], act)
+        logits, _ = self._feed(state, pre - state.prompt_len, pre, act, pre, 1)
         state.nfe += act.long()
+        if self.ar:   # the prefill's token does not count for the stop rule (as in the reference)
+            self._write_ar(state, logits[:, -1], act, self.first_index(self.model_block(state, state.rows.block)))
 
-    def store(self, state: DecodeState, rows: torch.Tensor, block_before: torch.Tensor) -> None:
-        """separate: one forward appending the blocks `rows` just finished (rows not capped)."""
+    def halted(self, state: DecodeState, rows: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
+        """Fast-dLLM v2's stop rule, [B] bool over `rows`: model block mb holds a stop token with no
+        mask before it (its first position, the AR token, and prompt positions not counted)."""
+        B, G = state.tokens.shape[0], self.lay.width
+        j = self.first_index(mb).unsqueeze(1) + self.cols                         # [B, bs]
+        mine = (j > self.first_index(mb).unsqueeze(1)) & (j >= 0) & (j < G)
+        tok = state.tokens[:, state.P:].gather(1, j.clamp(0, G - 1))
+        stop = torch.isin(tok, state.k.eos) & mine
+        masked_before = ((tok == state.k.mask_id) & mine).long().cumsum(1) > 0
+        out = torch.zeros(B, dtype=torch.bool, device=rows.device)
+        out[rows] = (stop & ~masked_before).any(1)[rows]
+        return out
+
+    def after_step(self, state: DecodeState, rows: torch.Tensor, block_before: torch.Tensor) -> None:
+        """separate: one forward appending the model blocks `rows` just finished (not capped; for
+        Fast-dLLM v2 not stopped), whose last logit gives a logit-shifted model's next token. Fast-dLLM
+        v2 also stops a row by its rule (halted) and when that next token is a stop token."""
+        B = state.tokens.shape[0]
+        mb_before = torch.zeros(B, dtype=torch.long, device=rows.device)
+        mb_before[rows] = self.model_block(state, block_before)
+        stopped = self.halted(state, rows, mb_before) if self.ar else torch.zeros_like(mb_before, dtype=torch.bool)
+        state.rows.done |= stopped
         if not self.separate:
             return
-        B = state.tokens.shape[0]
+        mb = self.model_block(state, state.rows.block)
         fin = torch.zeros(B, dtype=torch.bool, device=rows.device)
-        fin[rows] = (state.rows.block[rows] > block_before) & ~state.rows.capped[rows]
+        fin[rows] = (mb[rows] > mb_before[rows]) & ~state.rows.capped[rows]
+        fin &= ~stopped
         if not bool(fin.any()):
             return
-        end = self._block_start(state, state.rows.block)        # the finished block ends where the next starts
-        n = torch.full_like(end, self.bs)
-        logits, _ = self._feed(state, end, n, fin, n, 1)
-        if self.shifted:
-            self._keep_edge(logits[:, -1], fin)
+        n = torch.full_like(mb, self.bs)
+        logits, _ = self._feed(state, self.first_index(mb), n, fin, n, 1)
         state.nfe += fin.long()
+        if self.ar:
+            state.rows.done |= self._write_ar(state, logits[:, -1], fin, self.first_index(mb))
 
     def __call__(self, state: DecodeState, rows: torch.Tensor, plan: Plan) -> StepOutput:
         if plan.extent is not None:
             raise ValueError(f"{self.method.name}: truncated forwards (Plan.extent) do not apply to block-causal "
                              f"model {self.model.name}")
-        B, bs, G = state.tokens.shape[0], self.bs, self.lay.width
+        B, bs = state.tokens.shape[0], self.bs
         act = torch.zeros(B, dtype=torch.bool, device=rows.device)
         act[rows] = True
-        block = state.rows.block.clamp(max=self.lay.num_blocks - 1)
-        start = self._block_start(state, block)
+        mb = self.model_block(state, state.rows.block).clamp(max=self.lay.num_blocks - 1)
+        first = self.first_index(mb)
+        start = state.prompt_len + first                          # the block's first position in the row
         append = torch.where(act, start - self.cache.length, 0)   # fold: blocks finished, not yet in the cache
-        extra = int(self.shifted)
-        logits, hidden = self._feed(state, start + bs, append + bs, act, append, bs + extra)
+        logits, hidden = self._feed(state, first + bs, append + bs, act, append, bs)
         state.nfe[rows] += 1
         lb = logits[:, -bs:]
-        if self.shifted:    # position i of the block is predicted from i - 1; i = 0 from the block before
-            if logits.shape[1] > bs:
-                self._keep_edge(logits[:, 0], act & (append > 0))
-            elif self.edge is None:   # no row has a block before its current one yet: position 0 is prompt
-                self.edge = lb.new_zeros((B, lb.shape[-1]))
-            lb = torch.cat([self.edge.unsqueeze(1).to(lb.dtype), lb[:, :-1]], 1)
+        if self.ar:         # block position i reads logit i - 1, position 0 its own (Fast-dLLM v2)
+            lb = torch.cat([lb[:, :1], lb[:, :-1]], 1)
         hidden = hidden[:, -bs:] if self.reads.hidden else None
-        return self._output(state, rows, block, lb, hidden)
+        return self._output(rows, first, lb, hidden)
 
-    def _output(self, state, rows, block, lb, hb) -> StepOutput:
+    def _output(self, rows, first, lb, hb) -> StepOutput:
         """Scatter the block's statistics to the generated region of `rows` (fresh there only)."""
         G = self.lay.width
-        j = block.unsqueeze(1) * self.bs - self.lay.shift.unsqueeze(1) + self.ar   # [B, bs] generated index
+        j = first.unsqueeze(1) + self.cols                                  # [B, bs] generated index
         inside = (j >= 0) & (j < G)
-        j = torch.where(inside, j, G)[rows]                                          # G: a dump column
+        j = torch.where(inside, j, G)[rows]                                  # G: a dump column
         lb, inside = lb[rows], inside[rows]
         x0b, confb = token_stats(lb, self.method.temperature, self.generator)
         b = rows.numel()
@@ -276,5 +325,5 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
         view = state.view(rows, rows)
         out = forward(state, rows, method.plan(view))
         decide_and_apply(state, method, rows, rows, out)
-        forward.store(state, rows, block_before)
+        forward.after_step(state, rows, block_before)
     return result(state, model.eos_ids)

@@ -13,7 +13,7 @@ from decoding.block_causal import block_layout, check, model_gen
 from decoding.loop import decode
 from decoding.registry import build_method, parse_methods
 from models import load_model
-from tests.block_decode_helpers import threshold_decode
+from tests.block_decode_helpers import fdv2_decode, threshold_decode
 from tests.test_block_causal import peaked
 
 
@@ -65,41 +65,31 @@ def test_threshold_equals_the_reference_decoder_tokens_and_nfe(models, name):
         assert int(fold.nfe[0]) < n_blocks * bs - P                           # tau committed > 1 token some steps
 
 
-def _shifted_reference(m, prompt, gen_length, tau):
-    """Threshold decoding of a logit-shifted model without any cache: every step a whole-sequence
-    forward through the adapter (which shifts the logits), reading the current block."""
-    bs, P = m.block_size, len(prompt)
-    n_blocks = -(-(P + gen_length) // bs)
-    x = torch.full((1, n_blocks * bs), m.mask_id)
-    x[0, :P] = torch.tensor(prompt)
-    steps = 0
-    for b in range(P // bs, n_blocks):
-        lo, hi = b * bs, (b + 1) * bs
-        while (x[0, lo:hi] == m.mask_id).any():
-            logits = m.forward(x[:, :hi]).logits[0, lo:hi].float()
-            steps += 1
-            conf, x0 = logits.softmax(-1).max(-1)
-            masked = x[0, lo:hi] == m.mask_id
-            conf = torch.where(masked, conf, -torch.inf)
-            pick = masked & (conf >= tau)
-            pick[conf.argmax()] = True
-            x[0, lo:hi] = torch.where(pick, x0, x[0, lo:hi])
-    return x[0, P:], steps
-
-
-def test_logit_shifted_model_equals_whole_sequence_decoding(models):
-    """Fast-dLLM v2 (logit shift): a block's first position is predicted from the last position of
-    the block before (kept from the forward that appended it): tokens equal decoding with whole
-    forwards of everything, for both append modes."""
-    m = models["fast-dllm-v2-tiny"]
-    gen = gen_for(m, early_stop=False)
-    for P in (5, 8, 11):
+@pytest.mark.parametrize("sub", [8, 4])
+def test_fast_dllm_v2_equals_its_reference_decoder(models, sub):
+    """Fast-dLLM v2 (tests/block_decode_helpers.fdv2_decode, which matched the authors' generate):
+    AR first token of each block from the appending forward, sub-blocks of `sub` (the loop's
+    block_length) inside the model's block, shifted logits, gen_length // block blocks, its stop
+    rule; tokens and NFE equal, with and without a stop."""
+    m = models["fast-dllm-v2-tiny"]             # block 8
+    gen = GenConfig(gen_length=24, block_length=sub)
+    for P in (5, 8, 11, 16):
         prompt = prompt_of(P)
-        want, steps = _shifted_reference(m, prompt, gen.gen_length, 0.6)
-        for app in ("fold", "separate"):
-            r = decode(m, method(f"threshold:tau=0.6,append={app}", gen), [prompt], gen)
-            assert r.tokens[0].tolist() == want.tolist(), (P, app)
-            assert int(r.steps[0]) == steps
+        free = fdv2_decode(m.module, [prompt], m.mask_id, -1, 24, threshold=0.6, small_block=sub)
+        late = free.rows[0][P + 10:]
+        never = min(set(range(m.mask_id)) - set(free.rows[0]))
+        for stop in (never, max(set(late), key=late.count)):   # no stop; a token it writes past the first block
+            ref = fdv2_decode(m.module, [prompt], m.mask_id, stop, 24, threshold=0.6, small_block=sub)
+            m.eos_ids = (stop,)
+            try:
+                r = decode(m, method("threshold:tau=0.6", gen), [prompt], gen)
+            finally:
+                m.eos_ids = (501,)
+            n = int(r.gen_tokens[0])
+            want = ref.rows[0][P:]
+            got = r.tokens[0, :n].tolist() + ([stop] if n < len(want) else [])
+            assert got == want, (P, sub, stop)
+            assert int(r.nfe[0]) == ref.nfe, (P, sub, stop)
 
 
 @pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny", "fast-dllm-v2-tiny"])
@@ -115,7 +105,11 @@ def test_left_padded_batch_equals_single_runs(models, name):
         for i, p in enumerate(prompts):
             one = decode(m, method(text, gen), [p], gen)
             n = int(one.gen_tokens[0])
-            assert int(batch.gen_tokens[i]) == n == -(-(len(p) + gen.gen_length) // bs) * bs - len(p)
+            if m.logit_shift:   # Fast-dLLM v2: gen_length // block blocks from the tail's, then the AR token
+                length = gen.gen_length // bs * bs - len(p) % bs + 1
+            else:               # SDAR/LLaDA2: up to the end of the block holding position P + gen_length - 1
+                length = -(-(len(p) + gen.gen_length) // bs) * bs - len(p)
+            assert int(batch.gen_tokens[i]) == n == length
             assert batch.tokens[i, :n].tolist() == one.tokens[0, :n].tolist(), (text, i)
             assert (int(batch.nfe[i]), int(batch.steps[i])) == (int(one.nfe[0]), int(one.steps[0])), (text, i)
 
@@ -172,9 +166,12 @@ def test_refusals_name_the_method_and_the_model(models):
     with pytest.raises(ValueError, match="cfg_scale > 0 is not supported on block-causal model sdar-tiny"):
         check(m, method("fixed:cfg_scale=1.0", gen), gen)
     g8 = GenConfig(gen_length=16, block_length=8)
-    with pytest.raises(ValueError, match="decodes its own blocks of 4 tokens; got block_length 8: use --block-length 4"):
+    with pytest.raises(ValueError, match="decodes its own blocks of 4 tokens, or sub-blocks .* got block_length 8: use --block-length 4"):
         decode(m, method("threshold", g8), [prompt_of(5)], g8)
     assert model_gen(m, g8, block_length_given=False).block_length == 4        # a task default gives way
+    fd = models["fast-dllm-v2-tiny"]
+    assert model_gen(fd, GenConfig(gen_length=32, block_length=32), block_length_given=False).block_length == 8
+    assert model_gen(m, GenConfig(gen_length=16, block_length=2), block_length_given=True).block_length == 2
     with pytest.raises(ValueError, match="--block-length 8: use 4"):
         model_gen(m, g8, block_length_given=True)
     with pytest.raises(ValueError, match="multiple of block-causal model llada2-tiny's block size \\(8\\)"):
