@@ -1,7 +1,8 @@
 """The fast entry point of decoding: `Decoder(model)(method, prompts, gen)` decodes exactly as the
 reference loop decoding.loop.decode does (same tokens, NFE and counts), choosing once per call how:
 
-- no GPU, graphs off (DLLM_CUDA_GRAPHS=0) or a trace asked for: the reference loop itself;
+- no GPU, graphs off (DLLM_CUDA_GRAPHS=0), a trace asked for, or a block-causal model
+  (policy.model_blocker): the reference loop itself;
 - a method whose step may be captured (acceleration/policy.py): a CapturedDecode, every step a
   forward graph plus a graph of decoding.loop.decide_and_apply (acceleration/captured.py);
 - otherwise: the reference loop's eager steps, with launch-bound forwards replayed as graphs.
@@ -16,7 +17,7 @@ import torch
 from decoding import loop
 from decoding.base import GenConfig, Method
 from .captured import CapturedDecode
-from .policy import capture_blocker
+from .policy import capture_blocker, model_blocker
 from .pool import CAPTURED_DECODES, GraphedCalls, GraphPool
 
 
@@ -29,7 +30,7 @@ class Decoder:
     def __call__(self, method: Method, prompts: list[list[int]], gen: GenConfig,
                  generator: torch.Generator | None = None, trace: bool = False) -> loop.DecodeResult:
         model, pool = self.model, self.pool
-        if trace or not pool.graphs_apply():
+        if trace or not pool.graphs_apply() or model_blocker(model) is not None:
             return loop.decode(model, method, prompts, gen, generator, trace)
         calls = GraphedCalls(pool)
         if capture_blocker(method) is not None:

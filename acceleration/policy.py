@@ -11,8 +11,19 @@ rows masked) as one graph replayed each step, after the forward's own graph. Tha
   the plain sequence);
 Reading fp32 logits, hidden states or the history is allowed: they are static tensors of the
 forward graph or of the state.
+
+Models: a block-causal model's block forwards (decoding/block_causal.py: a width that changes when
+blocks are appended, a cache whose length moves per row) are not graphed; the Decoder runs the
+reference loop for them (model_blocker), on every device.
 """
 from __future__ import annotations
+
+
+def model_blocker(model) -> str | None:
+    """Why no forward of `model` is graphed (the reference loop decodes it), or None."""
+    if getattr(model, "regime", "bidirectional") == "block_causal":
+        return "block-causal block forwards are not graphed (decoding/block_causal.py runs them eagerly)"
+    return None
 
 
 def capture_blocker(method) -> str | None:

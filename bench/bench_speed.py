@@ -3,6 +3,9 @@
     python -m bench.bench_speed --config llada-8b --prompt 512 --gen 256 --block 32 --batch 1,8 \
         --out results/speed_llada8b_h100.json
 
+A block-causal config (sdar-8b, llada2-mini, fast-dllm-v2-7b, ...) times its block steps against
+the exact cache instead (bench/bench_speed_block.py; --block is the model's own).
+
 Measured in one process, on one device:
   - ceilings: bf16 matmul rate (8192^3 products on random data) and copy bandwidth (a large
     device-to-device copy, bytes read + written), each the median of timed repetitions;
@@ -128,6 +131,9 @@ def run(args) -> dict:
         cal = calibrate_confidence_(model, sample, args.confident_share, tau=0.9)
         print(f"confidence calibrated: final norm x{cal.scale:.1f}, {cal.measured_share:.3f} of "
               f"{cal.positions} masked positions at top-1 >= 0.9", flush=True)
+    if model.regime == "block_causal":   # block steps against the exact cache: bench/bench_speed_block.py
+        from bench.bench_speed_block import run_block
+        return run_block(args, model, ceil)
     net, cfg = model.module, model.module.cfg
     d_model = getattr(cfg, "d_model", None) or cfg.hidden_size
     n_layers = getattr(cfg, "n_layers", None) or cfg.num_hidden_layers
@@ -298,7 +304,11 @@ def main(argv=None):
     if not torch.cuda.is_available():
         raise SystemExit("error: bench_speed needs a CUDA GPU")
     res = run(args)
-    print(table(res))
+    if res.get("regime") == "block_causal":
+        from bench.bench_speed_block import table as block_table
+        print(block_table(res))
+    else:
+        print(table(res))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=2)

@@ -345,6 +345,10 @@ class ForwardTimer:
         from acceleration.graphs import GraphedCall
         inner = type(self.model).forward.__get__(self.model)
         self.model.forward = lambda *a, **k: inner(*a, **k) if building_graph() else self._timed(inner, *a, **k)
+        module = self.model.module
+        if hasattr(module, "block_forward"):   # block-causal models: the loop calls the module's block forward
+            block = type(module).block_forward.__get__(module)
+            module.block_forward = lambda *a, **k: self._timed(block, *a, **k)
         self._replay = GraphedCall.__call__
         GraphedCall.__call__ = lambda g, *a: self._timed(self._replay, g, *a)
         return self
@@ -352,6 +356,8 @@ class ForwardTimer:
     def __exit__(self, *exc):
         from acceleration.graphs import GraphedCall
         del self.model.forward   # back to the class's method
+        if "block_forward" in vars(self.model.module):
+            del self.model.module.block_forward
         GraphedCall.__call__ = self._replay
 
     def take(self) -> tuple[float, int]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from decoding.base import GenConfig
+from decoding.block_causal import check_methods, model_gen
 from acceleration import Decoder
 from decoding.registry import build_method, parse_methods
 from tasks import is_lmeval, load_task, parse_tasks
@@ -240,6 +241,8 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
     oracle = spec.model in PSEUDO_MODELS
     model = None if oracle else load_model(spec.model, device=str(device), dtype=dtype, path=spec.model_path,
                                            no_weights=spec.no_weights, backend=spec.model_backend, seed=spec.seed)
+    if model is not None and model.regime == "block_causal":   # its own blocks; methods checked before any work
+        gens, methods = _block_causal_plan(spec, model, task_names, gens, methods)
     devices = devices_in_use(model.module, device) if model is not None else [device]
     meter = EnergyMeter.for_devices(devices) if model is not None else EnergyMeter(None)
     info = json.loads(out.run_json.read_text())
@@ -279,6 +282,17 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
                                fwd, gen_torch, session, launch)
     finally:
         meter.close()
+
+
+def _block_causal_plan(spec, model, task_names, gens, methods):
+    """A block-causal model decodes its own blocks (decoding/block_causal.py): the protocol takes
+    the model's block size, the methods are rebuilt with it and checked against the model."""
+    gens = {t: model_gen(model, gens[t], spec.block_length is not None) for t in task_names}
+    methods = {t: [(label, build_method(parse_methods(label)[0], gens[t])) for label, _ in methods[t]]
+               for t in task_names}
+    for t in task_names:
+        check_methods(model, [m for _, m in methods[t]], gens[t])
+    return gens, methods
 
 
 def _encode(model, batch: list[dict]) -> list[list[int]]:

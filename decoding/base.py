@@ -55,6 +55,8 @@ class Method:
     Config: ClassVar[type]
     READS: ClassVar[Reads] = Reads()
     cache: str = "none"                  # KV cache mode, set by the registry (decoding/cache.py)
+    block_append: str = "fold"           # block-causal models: how finished blocks reach the cache
+                                         # (decoding/block_causal.py), set by the registry
 
     def __init__(self, cfg, gen: GenConfig):
         self.cfg, self.gen = cfg, gen
@@ -90,4 +92,5 @@ class Method:
         raise NotImplementedError
 
     def settings(self) -> dict:
-        return {**dataclasses.asdict(self.cfg), "cache": self.cache}
+        extra = {"append": self.block_append} if self.block_append != "fold" else {}
+        return {**dataclasses.asdict(self.cfg), "cache": self.cache, **extra}

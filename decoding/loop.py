@@ -122,7 +122,11 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
            generator: torch.Generator | None = None, trace: bool = False,
            calls: ModelCalls | None = None) -> DecodeResult:
     """Decode `prompts` (token ids) with `method`: the reference loop, every step eager. `calls`
-    lets acceleration/ run the model calls as graphs; acceleration.decode is the fast entry point."""
+    lets acceleration/ run the model calls as graphs; acceleration.decode is the fast entry point.
+    A block-causal model decodes block by block against its exact cache (decoding/block_causal.py)."""
+    if model.regime == "block_causal":
+        from .block_causal import decode as block_decode
+        return block_decode(model, method, prompts, gen, generator, trace)
     state = new_state(model, method, prompts, gen, trace)
     method.start(len(prompts), model.device, generator)
     forward = new_forward(model, method, state, generator, calls)

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass
 
 from .base import GenConfig, Method
+from .block_causal import APPEND_MODES
 from .cache import CACHE_MODES
 from .methods.eb import EBMethod
 from .methods.edit import EditMethod
@@ -94,19 +95,25 @@ def build_method(spec: MethodSpec, gen: GenConfig) -> Method:
     cls = METHODS[spec.name]
     hints = typing.get_type_hints(cls.Config)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    kwargs, cache = {}, "none"
+    kwargs, cache, append = {}, "none", "fold"
     for key, value in spec.settings:
         if key == "cache":  # common to every method; see decoding/cache.py for why it is not a Config field
             if value not in CACHE_MODES:
                 raise ValueError(f"{spec.name}: cache={value!r}; choose one of {', '.join(CACHE_MODES)}")
             cache = value
             continue
+        if key == "append":  # block-causal models only: how finished blocks reach the cache (decoding/block_causal.py)
+            if value not in APPEND_MODES:
+                raise ValueError(f"{spec.name}: append={value!r}; choose one of {', '.join(APPEND_MODES)}")
+            append = value
+            continue
         if key not in fields:
             raise ValueError(f"{spec.name}: unknown setting {key!r}; valid settings: "
-                             f"{', '.join(sorted(fields | {'cache'}))}")
+                             f"{', '.join(sorted(fields | {'cache', 'append'}))}")
         kwargs[key] = _convert(key, value, hints[key], spec.name)
     method = cls(cls.Config(**kwargs), gen)
     method.cache = cache
+    method.block_append = append
     if cache != "none" and method.cfg_scale > 0:
         raise ValueError(f"{spec.name}: cache={cache} cannot be combined with cfg_scale > 0 "
                          f"(the unconditional copy has no cache); use cache=none")

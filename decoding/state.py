@@ -25,9 +25,12 @@ class Counters:
     step: torch.Tensor            # steps taken in total
     done: torch.Tensor            # bool: the row stopped (all blocks, EOS in a finished block, or the cap)
     capped: torch.Tensor          # bool: the step cap ended the row
+    # generated index j lies in block (j + shift) // block_length; None: shift 0. A block-causal model's
+    # blocks are counted from the row's first prompt token (decoding/block_causal.py); never changes.
+    shift: torch.Tensor | None = None
 
     def take(self, rows) -> "Counters":
-        return Counters(*(t[rows] for t in dataclasses.astuple(self)))
+        return Counters(*(None if t is None else t[rows] for t in dataclasses.astuple(self)))
 
     def put(self, rows, sub: "Counters") -> None:
         for name in ("block", "step_in_block", "step", "done", "capped"):
@@ -44,6 +47,12 @@ class Constants:
     block_length: int
     num_blocks: int
     early_stop: bool
+
+    def block_of(self, shift: torch.Tensor | None) -> torch.Tensor:
+        """Block index of each generated position: [G], or [b, G] with per-row shifts [b]."""
+        if shift is None:
+            return self.pos // self.block_length
+        return (self.pos.unsqueeze(0) + shift.unsqueeze(1)) // self.block_length
 
 
 @dataclass
@@ -68,12 +77,13 @@ class DecodeState:
         """The StepView of `rows` (an index tensor, or slice(None) with `every` = all indices)."""
         gen_a = self.tokens[rows, self.P:]
         block = self.rows.block[rows]
-        candidates = (gen_a == self.k.mask_id) & ((self.k.pos // self.k.block_length) == block.unsqueeze(1))
+        shift = None if self.rows.shift is None else self.rows.shift[rows]
+        candidates = (gen_a == self.k.mask_id) & (self.k.block_of(shift) == block.unsqueeze(1))
         if act is not None:
             candidates &= act.unsqueeze(1)
         return StepView(rows=every if isinstance(rows, slice) else rows, tokens=gen_a, candidates=candidates,
                         block=block, step_in_block=self.rows.step_in_block[rows], step=self.rows.step[rows],
-                        prompt_len=self.prompt_len[rows], mask_id=self.k.mask_id, block_end=(block + 1) * self.k.block_length,
+                        prompt_len=self.prompt_len[rows], mask_id=self.k.mask_id, block_end=(block + 1) * self.k.block_length - (0 if shift is None else shift),
                         history=None if self.history is None else self.history.take(rows))
 
 
@@ -87,7 +97,8 @@ def apply_decision(state: DecodeState, rows, view: StepView, out: StepOutput, de
     if dec.edit is not None and dec.edit_tokens is None:
         raise ValueError("Decision.edit needs Decision.edit_tokens (the replacement token at each edited position)")
     commit = dec.commit & view.candidates
-    written = (gen_a != k.mask_id) & ((k.pos // k.block_length) == view.block.unsqueeze(1))
+    in_block = k.block_of(None if state.rows.shift is None else state.rows.shift[rows]) == view.block.unsqueeze(1)
+    written = (gen_a != k.mask_id) & in_block
     if act is not None:
         written &= act.unsqueeze(1)
     new = torch.where(commit, out.x0, gen_a)
@@ -107,7 +118,6 @@ def apply_decision(state: DecodeState, rows, view: StepView, out: StepOutput, de
     if state.trace is not None:
         _record(state.trace, view, out, commit, remask, edit, k.mask_id)
     sub = state.rows if isinstance(rows, slice) else state.rows.take(rows)
-    in_block = (k.pos // k.block_length) == view.block.unsqueeze(1)
     state.tokens[rows, state.P:] = advance(new, out.x0, in_block, act, sub, k, dec.hold)
     if not isinstance(rows, slice):
         state.rows.put(rows, sub)
@@ -129,7 +139,7 @@ def advance(gen_a, x0, in_block, act, r: Counters, k: Constants, hold=None):
     if act is not None:
         finished_block &= act
     next_block = r.block + finished_block.long()
-    upto = k.pos.unsqueeze(0) < (next_block * k.block_length).unsqueeze(1)
+    upto = k.block_of(r.shift) < next_block.unsqueeze(1)
     has_eos = (torch.isin(gen_a, k.eos) & upto).any(1)
     row_done = next_block >= k.num_blocks
     if k.early_stop:

@@ -1,0 +1,216 @@
+"""Speed of a block-causal model's block step against its floor, and the decode loop's overhead
+(GPU; random bf16 weights). bench/bench_speed.py calls `run_block` when --config names a
+block-causal model (sdar-8b, llada2-mini, fast-dllm-v2-7b, ...):
+
+    python -m bench.bench_speed --config llada2-mini --prompt 512 --gen 256 --batch 1,8 \
+        --out results/speed/llada2-mini_h200.json
+
+Measured per batch size b (prompt P, gen G, the model's block bs; each row's prompt P whole blocks
+when bs divides P):
+  - block step: `block_forward` of the current block (bs tokens) against a cache holding the
+    prompt (first block) and P + G - bs positions (last block), as the loop calls it;
+  - fold step: a block's first step under append=fold, the finished block and the next one fed
+    together (2 bs tokens, the first bs appended);
+  - each against its floor max(FLOPs / matmul rate, bytes / copy bandwidth) (the ceilings measured
+    as bench_speed.py measures them), where bytes are the *active* weights (every matrix outside
+    the routed experts, plus, per MoE layer, the distinct experts this step's tokens route to,
+    counted by recording the router in an untimed forward of the same inputs) and the K/V cache
+    read; FLOPs are 2 * (dense params + top_k routed experts) per token plus attention
+    4 * tokens * keys * (heads * head_dim) per layer;
+  - decode loop overhead: a decode of b rows (acceleration.Decoder, the reference loop for these
+    models) with each method given; the forwards inside it timed by CUDA events around each block
+    forward (bench/measure.EventForwardTimer), the overhead the rest of the step time.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ParamSplit:
+    """Matrix parameters of a block-causal model, split by what a step reads."""
+    dense: int                 # every matrix outside the routed experts (attention, dense MLPs,
+                               # shared experts, routers, output head; the input embedding is a gather)
+    per_expert: int            # one routed expert's parameters (0: no MoE)
+    moe_layers: int            # layers with routed experts
+    top_k: int                 # experts per token
+
+
+def param_split(net) -> ParamSplit:
+    dense, experts = 0, {}
+    for name, p in net.named_parameters():
+        if p.dim() != 2:
+            continue
+        if ".mlp.experts." in name:                       # model.layers.L.mlp.experts.E.{gate,up,down}_proj
+            key = name.split(".mlp.experts.")[0], name.split(".mlp.experts.")[1].split(".")[0]
+            experts[key] = experts.get(key, 0) + p.numel()
+        elif "embed" not in name:
+            dense += p.numel()
+    cfg = net.cfg
+    if getattr(cfg, "tie_word_embeddings", False):        # the head reads the embedding matrix
+        dense += cfg.vocab_size * cfg.hidden_size
+    layers = {k[0] for k in experts}
+    per_expert = next(iter(experts.values())) if experts else 0
+    return ParamSplit(dense, per_expert, len(layers), getattr(cfg, "num_experts_per_tok", 0) if experts else 0)
+
+
+def kv_bytes_per_position(net, dtype_bytes: int = 2) -> int:
+    """K and V of one position over every layer."""
+    c = net.cfg
+    return 2 * c.num_key_value_heads * c.head_dim * c.num_hidden_layers * dtype_bytes
+
+
+def block_step_cost(split: ParamSplit, distinct_experts: list[int], tokens: int, key_positions: int,
+                    kv_per_position: int, q_dim: int, n_layers: int, batch: int,
+                    dtype_bytes: int = 2) -> tuple[int, int]:
+    """(FLOPs, bytes) of one block forward: `tokens` fed in all (batch rows together), each row
+    reading `key_positions` cached + fed positions; `distinct_experts` per MoE layer this step."""
+    active = split.dense + split.per_expert * sum(distinct_experts)
+    flops = 2 * tokens * (split.dense + split.top_k * split.per_expert * split.moe_layers)
+    flops += 4 * tokens * key_positions * q_dim * n_layers
+    nbytes = active * dtype_bytes + batch * key_positions * kv_per_position
+    return flops, nbytes
+
+
+@contextmanager
+def routed_experts():
+    """Record, per MoE layer call, how many distinct experts the call's tokens route to."""
+    from models import moe
+    counts: list[int] = []
+    inner = moe.route
+
+    def recording(*a, **k):
+        idx, w = inner(*a, **k)
+        counts.append(int(torch.unique(idx).numel()))
+        return idx, w
+    moe.route = recording
+    try:
+        yield counts
+    finally:
+        moe.route = inner
+
+
+def _tokens(cfg, shape, dev, g):
+    """Random ordinary token ids (clear of the special ids at the vocabulary's ends)."""
+    lo, hi = (2000, 100000) if cfg.vocab_size > 100000 else (0, cfg.vocab_size // 2)
+    return torch.randint(lo, hi, shape, device=dev, generator=g)
+
+
+def _prefilled(net, b, P, capacity, dev, g):
+    ids = _tokens(net.cfg, (b, P), dev, g)
+    cache = net.new_block_cache(b, capacity)
+    if P:
+        net.block_forward(ids, cache, commit=P)
+    return cache
+
+
+def _step_point(net, cache, ids, commit, ceil, split, kvp, q_dim, n_layers, cuda_time, floor):
+    """Time block_forward(ids, cache, commit) at the cache's current length (restored before each
+    call) and give its floor."""
+    b, W = ids.shape
+    base = cache.length.clone()
+
+    def call():
+        cache.length = base
+        net.block_forward(ids, cache, commit=commit)
+    with routed_experts() as counts:
+        call()
+    t = cuda_time(call, warmup=3, reps=20)
+    cache.length = base
+    keys = int(base.max()) + W
+    flops, nbytes = block_step_cost(split, counts, b * W, keys, kvp, q_dim, n_layers, b)
+    f = floor(flops, nbytes, ceil)
+    return {"time_s": t, "tokens": b * W, "key_positions": keys, "distinct_experts_per_layer": counts,
+            **f, "ratio_to_floor": t / f["floor_s"]}
+
+
+def run_block(args, model, ceil) -> dict:
+    from acceleration import Decoder
+    from bench.bench_speed import cuda_time, floor
+    from bench.measure import EventForwardTimer
+    from decoding.base import GenConfig
+    from decoding.registry import build_method, parse_methods
+    dev = model.device
+    net, cfg, bs = model.module, model.module.cfg, model.block_size
+    P, G = args.prompt, args.gen
+    if G % bs:
+        raise SystemExit(f"error: --gen {G} must be a multiple of {args.config}'s block size {bs}")
+    split = param_split(net)
+    kvp = kv_bytes_per_position(net)
+    q_dim, n_layers = cfg.num_attention_heads * cfg.head_dim, cfg.num_hidden_layers
+    out = {"config": args.config, "regime": "block_causal", "block": bs, "prompt": P, "gen": G, "ceilings": ceil,
+           "params": {"dense_matrix": split.dense, "per_routed_expert": split.per_expert,
+                      "moe_layers": split.moe_layers, "top_k": split.top_k},
+           "env": {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev)}, "batches": {}}
+    decoder = Decoder(model)
+    methods = ["fixed", "threshold"] if args.methods == ["all"] else [
+        m for m in args.methods if "cache=" not in m]     # cache modes mean nothing for these models
+    for b in args.batch:
+        g = torch.Generator(device=dev).manual_seed(0)
+        r = {}
+        pre = P // bs * bs
+        for point, length in (("first_block", pre), ("last_block", pre + G - bs)):
+            cache = _prefilled(net, b, length, pre + G + 2 * bs, dev, g)
+            blk = _tokens(cfg, (b, 2 * bs), dev, g)
+            blk[:, bs:] = model.mask_id
+            r[f"step_{point}"] = _step_point(net, cache, blk[:, bs:], 0, ceil, split, kvp, q_dim, n_layers,
+                                             cuda_time, floor)
+            if point == "last_block":   # the fold step: finished block appended with the next one's first step
+                cache.length = cache.length - bs
+                r["fold_step"] = _step_point(net, cache, blk, bs, ceil, split, kvp, q_dim, n_layers, cuda_time, floor)
+            del cache
+            torch.cuda.empty_cache()
+        for k in ("step_first_block", "step_last_block", "fold_step"):
+            s = r[k]
+            routed = s["distinct_experts_per_layer"]
+            print(f"b={b} {k}: {s['time_s'] * 1e3:.3f} ms, floor {s['floor_s'] * 1e3:.3f} ms ({s['bound']}), ratio "
+                  f"{s['ratio_to_floor']:.2f}" + (f"; distinct experts routed per MoE layer: mean "
+                                                   f"{sum(routed) / len(routed):.1f}, max {max(routed)}" if routed else ""),
+                  flush=True)
+        gen = GenConfig(gen_length=G, block_length=bs, early_stop=False)
+        warm = GenConfig(gen_length=G, block_length=bs, early_stop=False, max_steps=G // bs)
+        prompts = _tokens(cfg, (b, P), "cpu", torch.Generator().manual_seed(1)).tolist()
+        r["decode"] = {}
+        for spec in methods:
+            decoder(build_method(parse_methods(spec)[0], warm), prompts, warm)
+            torch.cuda.synchronize()
+            m = build_method(parse_methods(spec)[0], gen)
+            with EventForwardTimer(model, [dev]) as timer:
+                t0 = time.perf_counter()
+                res = decoder(m, prompts, gen)
+                torch.cuda.synchronize()
+                total = time.perf_counter() - t0
+            fwd, n_fwd = timer.take()
+            steps = int(res.steps.max())
+            row = {"total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": total / steps,
+                   "forward_calls": n_fwd, "forward_s_per_step": fwd / steps,
+                   "overhead_s_per_step": (total - fwd) / steps, "overhead_pct": 100 * (total - fwd) / total}
+            r["decode"][spec] = row
+            print(f"b={b} decode {spec}: {steps} steps, {row['step_s'] * 1e3:.2f} ms/step, forwards "
+                  f"{row['forward_s_per_step'] * 1e3:.2f} ms/step ({n_fwd} calls), loop overhead {row['overhead_pct']:.2f}%",
+                  flush=True)
+        out["batches"][str(b)] = r
+    return out
+
+
+def table(res: dict) -> str:
+    c = res["ceilings"]
+    lines = [f"{res['config']} (block-causal, block {res['block']}), prompt {res['prompt']}, gen {res['gen']}; device "
+             f"{res['env']['gpu']}, torch {res['env']['torch']}; measured ceilings: bf16 matmul "
+             f"{c['matmul_tflops']:.0f} TFLOP/s, copy {c['copy_tb_s']:.2f} TB/s",
+             "| batch | what | measured (ms) | floor (ms) | bound | measured / floor |", "|---|---|---|---|---|---|"]
+    for b, r in res["batches"].items():
+        for k in ("step_first_block", "step_last_block", "fold_step"):
+            f = r[k]
+            lines.append(f"| {b} | {k} | {f['time_s'] * 1e3:.3f} | {f['floor_s'] * 1e3:.3f} | {f['bound']} | "
+                         f"{f['ratio_to_floor']:.2f} |")
+    lines += ["", "| batch | method | steps | step (ms) | forwards (ms/step) | loop overhead |", "|---|---|---|---|---|---|"]
+    for b, r in res["batches"].items():
+        for k, d in r["decode"].items():
+            lines.append(f"| {b} | {k} | {d['steps']} | {d['step_s'] * 1e3:.2f} | {d['forward_s_per_step'] * 1e3:.2f} | "
+                         f"{d['overhead_pct']:.2f}% |")
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""bench/bench_speed_block.py on CPU: it imports, and the block step's floor arithmetic (active
+parameters, routed experts, cache bytes, FLOPs) is right on tiny configs. No timing here."""
+import torch
+
+import bench.bench_speed  # noqa: F401  (the entry point that calls the block-causal timing imports on CPU)
+from bench.bench_speed_block import (ParamSplit, block_step_cost, kv_bytes_per_position, param_split,
+                                     routed_experts)
+from models import load_model
+
+
+def test_param_split_of_an_moe_model_counts_from_its_config():
+    m = load_model("llada2-tiny", no_weights=True)
+    c = m.module.cfg
+    d, hd, H, Hk = c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads
+    attention = d * (H + 2 * Hk) * hd + H * hd * d
+    dense_mlp = 3 * d * c.intermediate_size
+    moe_layers = c.num_hidden_layers - c.first_k_dense_replace
+    router_and_shared = c.num_experts * d + 3 * d * c.moe_intermediate_size * c.num_shared_experts
+    head = c.vocab_size * d
+    s = param_split(m.module)
+    assert s.dense == c.num_hidden_layers * attention + c.first_k_dense_replace * dense_mlp \
+        + moe_layers * router_and_shared + head
+    assert (s.per_expert, s.moe_layers, s.top_k) == (3 * d * c.moe_intermediate_size, moe_layers, c.num_experts_per_tok)
+    assert kv_bytes_per_position(m.module) == 2 * Hk * hd * c.num_hidden_layers * 2
+
+
+def test_param_split_of_a_dense_model_and_tied_embeddings():
+    m = load_model("sdar-tiny", no_weights=True)
+    c = m.module.cfg
+    s = param_split(m.module)
+    want = sum(p.numel() for n, p in m.module.named_parameters() if p.dim() == 2 and "embed" not in n)
+    assert (s.dense, s.per_expert, s.moe_layers, s.top_k) == (want, 0, 0, 0)
+    import dataclasses
+    from models.sdar import SDAR
+    tied = SDAR(dataclasses.replace(c, tie_word_embeddings=True))
+    assert param_split(tied).dense == want   # the head is the embedding matrix: still read once per step
+
+
+def test_block_step_cost_reads_only_the_routed_experts():
+    s = ParamSplit(dense=100, per_expert=10, moe_layers=2, top_k=2)
+    flops, nbytes = block_step_cost(s, [3, 5], tokens=4, key_positions=6, kv_per_position=8, q_dim=16,
+                                    n_layers=2, batch=1)
+    assert nbytes == 2 * (100 + 10 * (3 + 5)) + 1 * 6 * 8          # bf16 active weights + the K/V read
+    assert flops == 2 * 4 * (100 + 2 * 10 * 2) + 4 * 4 * 6 * 16 * 2  # top_k experts per token + attention
+    f2, b2 = block_step_cost(s, [8, 8], tokens=4, key_positions=6, kv_per_position=8, q_dim=16, n_layers=2, batch=1)
+    assert f2 == flops and b2 == nbytes + 2 * 10 * 8                # more experts routed: more bytes, same FLOPs
+
+
+def test_routed_experts_are_recorded_per_moe_layer():
+    m = load_model("llada2-tiny", no_weights=True)
+    c, net = m.module.cfg, m.module
+    cache = net.new_block_cache(2, 32)
+    ids = torch.randint(0, 400, (2, c.block_size))
+    with routed_experts() as counts:
+        net.block_forward(ids, cache)
+    assert len(counts) == c.num_hidden_layers - c.first_k_dense_replace
+    assert all(c.num_experts_per_tok <= n <= min(c.num_experts, ids.numel() * c.num_experts_per_tok) for n in counts)
+    from models import moe
+    assert moe.route.__name__ == "route"                            # the recorder is removed afterwards

@@ -1,0 +1,202 @@
+"""Block-causal models in the decode loop (decoding/block_causal.py): token-for-token parity with
+the standalone reference-matching block decoder (tests/block_decode_helpers.py), NFE accounting of
+append=fold|separate, the prompt layout, batches equal to single runs, early stop, refusals, and
+the accelerated Decoder running the reference loop for these models."""
+import dataclasses
+
+import pytest
+import torch
+
+from acceleration import Decoder
+from decoding.base import GenConfig
+from decoding.block_causal import block_layout, check, model_gen
+from decoding.loop import decode
+from decoding.registry import build_method, parse_methods
+from models import load_model
+from tests.block_decode_helpers import fdv2_decode, threshold_decode
+from tests.test_block_causal import peaked
+
+
+@pytest.fixture(scope="module")
+def models():
+    out = {}
+    for n in ("sdar-tiny", "llada2-tiny", "fast-dllm-v2-tiny"):
+        m = load_model(n, no_weights=True, seed=1)
+        peaked(m.module)
+        with torch.no_grad():
+            m.module.lm_head.weight[m.mask_id].zero_()      # MASK is never proposed (a real model's head)
+        out[n] = m
+    return out
+
+
+def method(text, gen):
+    return build_method(parse_methods(text)[0], gen)
+
+
+def prompt_of(P, seed=None):
+    return torch.randint(0, 400, (P,), generator=torch.Generator().manual_seed(P if seed is None else seed)).tolist()
+
+
+def gen_for(m, blocks=2, **kw):
+    return GenConfig(gen_length=blocks * m.block_size, block_length=m.block_size, **kw)
+
+
+@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny"])
+def test_threshold_equals_the_reference_decoder_tokens_and_nfe(models, name):
+    """threshold:tau on the loop == SDAR's block_diffusion_generate (low_confidence_dynamic, steps =
+    block) as tests/block_decode_helpers.py runs it: same tokens; append=separate runs the
+    reference's forwards (prefill + steps + one store per finished block), fold the steps alone."""
+    m = models[name]
+    bs = m.block_size
+    gen = gen_for(m, early_stop=False)
+    for P in (5, bs, 11):                     # a tail, whole blocks only, a tail after whole blocks
+        prompt = prompt_of(P)
+        ref = threshold_decode(m.module, prompt, m.mask_id, gen.gen_length, steps=bs, threshold=0.6)
+        n_blocks = -(-(P + gen.gen_length) // bs)
+        assert ref.tokens.shape[1] - P == n_blocks * bs - P                   # the row's region
+        sep = decode(m, method("threshold:tau=0.6,append=separate", gen), [prompt], gen)
+        fold = decode(m, method("threshold:tau=0.6", gen), [prompt], gen)
+        for r in (sep, fold):
+            assert r.tokens[0].tolist() == ref.tokens[0, P:].tolist()
+            assert int(r.gen_tokens[0]) == n_blocks * bs - P                  # no EOS was generated here
+        assert int(sep.nfe[0]) == ref.nfe
+        decoded_blocks = n_blocks - P // bs
+        assert int(fold.nfe[0]) == ref.nfe - (P >= bs) - decoded_blocks == int(fold.steps[0])
+        assert int(fold.nfe[0]) < n_blocks * bs - P                           # tau committed > 1 token some steps
+
+
+@pytest.mark.parametrize("sub", [8, 4])
+def test_fast_dllm_v2_equals_its_reference_decoder(models, sub):
+    """Fast-dLLM v2 (tests/block_decode_helpers.fdv2_decode, which matched the authors' generate):
+    AR first token of each block from the appending forward, sub-blocks of `sub` (the loop's
+    block_length) inside the model's block, shifted logits, gen_length // block blocks, its stop
+    rule; tokens and NFE equal, with and without a stop."""
+    m = models["fast-dllm-v2-tiny"]             # block 8
+    gen = GenConfig(gen_length=24, block_length=sub)
+    for P in (5, 8, 11, 16):
+        prompt = prompt_of(P)
+        free = fdv2_decode(m.module, [prompt], m.mask_id, -1, 24, threshold=0.6, small_block=sub)
+        late = free.rows[0][P + 10:]
+        never = min(set(range(m.mask_id)) - set(free.rows[0]))
+        for stop in (never, max(set(late), key=late.count)):   # no stop; a token it writes past the first block
+            ref = fdv2_decode(m.module, [prompt], m.mask_id, stop, 24, threshold=0.6, small_block=sub)
+            m.eos_ids = (stop,)
+            try:
+                r = decode(m, method("threshold:tau=0.6", gen), [prompt], gen)
+            finally:
+                m.eos_ids = (501,)
+            n = int(r.gen_tokens[0])
+            want = ref.rows[0][P:]
+            got = r.tokens[0, :n].tolist() + ([stop] if n < len(want) else [])
+            assert got == want, (P, sub, stop)
+            assert int(r.nfe[0]) == ref.nfe, (P, sub, stop)
+
+
+@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny", "fast-dllm-v2-tiny"])
+def test_left_padded_batch_equals_single_runs(models, name):
+    """Rows with different prompt tails (one with none: its region starts a block later) decode
+    in one batch exactly as alone: tokens, NFE and steps, for methods reading logits or not."""
+    m = models[name]
+    bs = m.block_size
+    prompts = [prompt_of(n, seed=10 + n) for n in (bs + 3, 2 * bs, 5, bs - 1)]
+    gen = gen_for(m, early_stop=False)
+    for text in ("threshold:tau=0.6", "fixed", "eb:gamma=0.5", "threshold:tau=0.6,append=separate"):
+        batch = decode(m, method(text, gen), prompts, gen)
+        for i, p in enumerate(prompts):
+            one = decode(m, method(text, gen), [p], gen)
+            n = int(one.gen_tokens[0])
+            if m.logit_shift:   # Fast-dLLM v2: gen_length // block blocks from the tail's, then the AR token
+                length = gen.gen_length // bs * bs - len(p) % bs + 1
+            else:               # SDAR/LLaDA2: up to the end of the block holding position P + gen_length - 1
+                length = -(-(len(p) + gen.gen_length) // bs) * bs - len(p)
+            assert int(batch.gen_tokens[i]) == n == length
+            assert batch.tokens[i, :n].tolist() == one.tokens[0, :n].tolist(), (text, i)
+            assert (int(batch.nfe[i]), int(batch.steps[i])) == (int(one.nfe[0]), int(one.steps[0])), (text, i)
+
+
+def test_fixed_commits_one_token_per_step_and_prompt_layout(models):
+    m = models["sdar-tiny"]                 # block 4
+    gen = gen_for(m, blocks=3, early_stop=False)
+    prompt = prompt_of(6)                   # one whole block cached, a tail of 2 shares the first decoded block
+    r = decode(m, method("fixed", gen), [prompt], gen, trace=True)
+    n = 5 * 4 - 6                           # up to the end of the block holding position 6 + 12 - 1 (16..19)
+    assert int(r.gen_tokens[0]) == n and int(r.steps[0]) == n == int(r.nfe[0])
+    assert all(len(e["commit"]) == 1 for e in r.trace[0])
+    # the first step's candidates are the 2 masks sharing the tail's block, then blocks of 4
+    committed = [e["commit"][0] for e in r.trace[0]]
+    assert sorted(committed[:2]) == [0, 1] and sorted(committed[2:6]) == [2, 3, 4, 5]
+    lay = block_layout(torch.tensor([6, 8, 3]), 12, 4)
+    assert lay.shift.tolist() == [2, 4, 3] and lay.end.tolist() == [14, 12, 13] and lay.num_blocks == 4
+
+
+def test_early_stop_at_the_block_holding_eos(models):
+    """As SDAR's generate: a row stops after the first block whose generated tokens hold EOS."""
+    m = models["sdar-tiny"]
+    eos = m.eos_ids[0]
+    gen = gen_for(m, blocks=8)
+    prompt = prompt_of(5)
+    plain = decode(m, method("threshold:tau=0.6", gen), [prompt], dataclasses.replace(gen, early_stop=False))
+    late = plain.tokens[0, 12:].tolist()                    # a token the model writes after the first blocks
+    with torch.no_grad():
+        w = m.module.lm_head.weight
+        saved = w[eos].clone()
+        w[eos] = 1.05 * w[max(set(late), key=late.count)]   # EOS wins where that token did
+    try:
+        full = decode(m, method("threshold:tau=0.6", gen), [prompt], dataclasses.replace(gen, early_stop=False))
+        first = full.tokens[0].tolist().index(eos) if eos in full.tokens[0].tolist() else None
+        assert first is not None and first < gen.gen_length - 8, "the test needs an EOS before the last blocks"
+        r = decode(m, method("threshold:tau=0.6,append=separate", gen), [prompt], gen, trace=True)
+        assert int(r.gen_tokens[0]) == first
+        assert r.tokens[0, :first].tolist() == full.tokens[0, :first].tolist()
+        eos_block_end = (5 + first) // 4 * 4 + 4 - 5          # generated index one past the EOS's block
+        assert max(max(e["commit"]) for e in r.trace[0]) == eos_block_end - 1   # no block after it was decoded
+        assert int(r.nfe[0]) == 1 + int(r.steps[0]) + -(-(eos_block_end + 1) // 4)   # prefill + steps + stores
+    finally:
+        with torch.no_grad():
+            m.module.lm_head.weight[eos] = saved
+
+
+def test_refusals_name_the_method_and_the_model(models):
+    m = models["sdar-tiny"]
+    gen = gen_for(m)
+    with pytest.raises(ValueError, match=r"^threshold: cache=dual means nothing new for block-causal model sdar-tiny"):
+        decode(m, method("threshold:cache=dual", gen), [prompt_of(5)], gen)
+    with pytest.raises(ValueError, match=r"^slowfast does not apply to block-causal model sdar-tiny"):
+        decode(m, method("slowfast", gen), [prompt_of(5)], gen)
+    with pytest.raises(ValueError, match="cfg_scale > 0 is not supported on block-causal model sdar-tiny"):
+        check(m, method("fixed:cfg_scale=1.0", gen), gen)
+    g8 = GenConfig(gen_length=16, block_length=8)
+    with pytest.raises(ValueError, match="decodes its own blocks of 4 tokens, or sub-blocks .* got block_length 8: use --block-length 4"):
+        decode(m, method("threshold", g8), [prompt_of(5)], g8)
+    assert model_gen(m, g8, block_length_given=False).block_length == 4        # a task default gives way
+    fd = models["fast-dllm-v2-tiny"]
+    assert model_gen(fd, GenConfig(gen_length=32, block_length=32), block_length_given=False).block_length == 8
+    assert model_gen(m, GenConfig(gen_length=16, block_length=2), block_length_given=True).block_length == 2
+    with pytest.raises(ValueError, match="--block-length 8: use 4"):
+        model_gen(m, g8, block_length_given=True)
+    with pytest.raises(ValueError, match="multiple of block-causal model llada2-tiny's block size \\(8\\)"):
+        model_gen(models["llada2-tiny"], GenConfig(gen_length=12, block_length=4), block_length_given=False)
+    with pytest.raises(ValueError, match="append='x'; choose one of fold, separate"):
+        method("threshold:append=x", gen)
+    with pytest.raises(ValueError, match="needs a non-empty prompt"):
+        fd = models["fast-dllm-v2-tiny"]
+        decode(fd, method("threshold", gen_for(fd)), [[]], gen_for(fd))
+
+
+def test_decoder_runs_the_reference_loop_for_block_causal_models(models, monkeypatch):
+    """On a GPU the Decoder would graph forwards; for a block-causal model it runs the reference
+    loop instead (acceleration/policy.model_blocker): same tokens, no graphed calls built."""
+    import sys
+    accel = sys.modules["acceleration.decode"]
+    from acceleration.pool import GraphPool
+    m = models["llada2-tiny"]
+    gen = gen_for(m, early_stop=False)
+    prompts = [prompt_of(5), prompt_of(11)]
+    want = decode(m, method("threshold:tau=0.6", gen), prompts, gen)
+    monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
+
+    def no_graphs(*a, **k):
+        raise AssertionError("a block-causal model's forwards were handed to the graph pool")
+    monkeypatch.setattr(accel, "GraphedCalls", no_graphs)
+    got = Decoder(m)(method("threshold:tau=0.6", gen), prompts, gen)
+    assert torch.equal(got.tokens, want.tokens) and torch.equal(got.nfe, want.nfe)
