@@ -35,6 +35,8 @@ from .measure import EnergyMeter, ForwardTimer, devices_in_use, timed
 from models import load_model
 from .results import RunDir
 from .score import score_run, summarize
+from .threads import apply_threads
+from .validate import check_device, check_fits, check_spec, removed_on_failure
 
 
 @dataclass
@@ -58,6 +60,7 @@ class RunSpec:
     no_weights: bool = False         # random weights (speed/energy runs); accuracy not applicable
     model_backend: str = "native"    # native (ours, KV cache) or hf (the authors' remote code)
     chat: str = "none"               # none | single-turn | multiturn
+    threads: int | None = None       # CPU intra-op threads of the decode; None: bench/threads.py's choice
     # data source and permissions: recorded in run.json but not part of the spec compared on
     # resume (a run may be built, decoded and scored on different machines)
     data_dir: str | None = None      # local data (the ../shared/data layout); None: the HF hub
@@ -73,7 +76,7 @@ class RunSpec:
     def key(self) -> dict:
         d = dataclasses.asdict(self)
         for k in ("out_dir", "run_id", "resume", "progress", "data_dir", "allow_code_exec", "code_timeout",
-                  "stop_after"):
+                  "stop_after", "threads"):
             d.pop(k)
         return d
 
@@ -88,6 +91,7 @@ PSEUDO_MODELS = ("oracle",)   # return each request's gold completion: checks th
 
 
 def resolve_device(name: str) -> torch.device:
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -113,7 +117,20 @@ def _batched(items: list, size: int):
 
 def run(spec: RunSpec, log=print) -> dict:
     """Build requests, decode every method on every task, score; returns the summary (also
-    written to summary.json). Each stage reads and writes files in the run directory."""
+    written to summary.json). Each stage reads and writes files in the run directory. A start
+    that fails before decoding a sample leaves no directory behind (bench/validate.py)."""
+    check_spec(spec)
+    if not spec.run_id:
+        spec = dataclasses.replace(spec, run_id=_default_run_id(spec))
+    with removed_on_failure(Path(spec.out_dir) / spec.run_id):
+        return _run(spec, log)
+
+
+def _default_run_id(spec: RunSpec) -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + hashlib.sha1(json.dumps(spec.key(), sort_keys=True).encode()).hexdigest()[:6]
+
+
+def _run(spec: RunSpec, log) -> dict:
     if spec.batch_size <= 0:
         raise ValueError("--batch-size must be positive")
     if spec.limit is not None and spec.limit <= 0:
@@ -142,8 +159,7 @@ def run(spec: RunSpec, log=print) -> dict:
         if spec.model not in MODELS:
             raise ValueError(f"unknown model {spec.model!r}; available: {', '.join(sorted(MODELS) + list(PSEUDO_MODELS))}")
 
-    run_id = spec.run_id or time.strftime("%Y%m%d-%H%M%S-") + hashlib.sha1(
-        json.dumps(spec.key(), sort_keys=True).encode()).hexdigest()[:6]
+    run_id = spec.run_id or _default_run_id(spec)
     out = RunDir(Path(spec.out_dir) / run_id)
     first = methods[task_names[0]]
     protocols = {t: {**dataclasses.asdict(load_task(t).protocol), **dataclasses.asdict(gens[t]), "chat": spec.chat}
@@ -193,11 +209,15 @@ IDLE_SECONDS = 3.0   # idle power is measured this long before a GPU run
 def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session, log) -> None:
     """Stage 2: prompts.jsonl -> requests.jsonl (generations, NFE, latency, energy). No lm-eval."""
     oracle = spec.model in PSEUDO_MODELS
+    threads = apply_threads(spec.threads, device)
     model = None if oracle else load_model(spec.model, device=str(device), dtype=dtype, path=spec.model_path,
                                            no_weights=spec.no_weights, backend=spec.model_backend, seed=spec.seed)
     devices = devices_in_use(model.module, device) if model is not None else [device]
     meter = EnergyMeter.for_devices(devices) if model is not None else EnergyMeter(None)
+    if model is not None:
+        check_fits(spec, model, methods, gens, prompts, _encode)
     info = json.loads(out.run_json.read_text())
+    info["threads"] = info["sessions"][-1]["threads"] = threads
     if model is not None:
         meter.measure_idle(IDLE_SECONDS)
         info["model_info"] = model.info
@@ -239,14 +259,23 @@ def _encode(model, batch: list[dict]) -> list[list[int]]:
     return [model.tokenizer.encode(render_prompt(model, p["prompt"], p["messages"])) for p in batch]
 
 
+def warmup_gen(gen: GenConfig) -> GenConfig:
+    """The warm-up decodes the first batch at its timed shapes but only about its first block: a
+    step cap of one block's worth of single-token steps (at least one step per block, as GenConfig
+    requires), so a run of one batch is not decoded twice over."""
+    return dataclasses.replace(gen, max_steps=min(gen.step_cap, max(gen.block_length, gen.num_blocks)))
+
+
 def _decode_method(spec, out, model, task, label, method, gen, batches, devices, meter, fwd, gen_torch, session):
     for k in range(spec.warmup_batches):  # excluded from results, recorded in warmup.jsonl
         ids = _encode(model, batches[0][1])
         gen_torch.manual_seed(_batch_seed(spec.seed, batches[0][0]))
+        wgen = warmup_gen(gen)
         with timed(devices, meter) as w:
-            decode(model, method, ids, gen, generator=gen_torch)
+            res = decode(model, method, ids, wgen, generator=gen_torch)
         out.append_warmup({"task": task, "method": label, "warmup_index": k, "session": session,
-                           "batch_size": len(ids), "latency_s": w.seconds,
+                           "batch_size": len(ids), "max_steps": wgen.max_steps, "nfe": int(res.nfe.sum()),
+                           "latency_s": w.seconds,
                            # a window under the counter's resolution has no trustworthy energy of its own
                            "energy_j": None if w.short else w.energy_j, "energy_short": w.short,
                            "peak_mem_bytes": w.peak_mem_bytes})
