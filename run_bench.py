@@ -182,14 +182,18 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _limit_note(summary) -> str | None:
-    """Say when --limit cut a task short (the run's rows hold exactly `limit` problems)."""
+def _run_info(summary) -> dict:
     import json
     from pathlib import Path
     try:
-        limit = json.loads((Path(summary["path"]) / "run.json").read_text())["spec"].get("limit")
+        return json.loads((Path(summary["path"]) / "run.json").read_text())
     except (OSError, KeyError, ValueError):
-        return None
+        return {}
+
+
+def _limit_note(summary) -> str | None:
+    """Say when --limit cut a task short (the run's rows hold exactly `limit` problems)."""
+    limit = _run_info(summary).get("spec", {}).get("limit")
     cut = sorted({r["task"] for r in summary["rows"] if limit is not None and r.get("n") == limit})
     if not cut:
         return None
@@ -203,6 +207,8 @@ def _print_summary(summary) -> None:
     note = _limit_note(summary)
     if note:
         print(note)
+    for w in _run_info(summary).get("warnings", []):
+        print(f"warning: {w}")
     for note in sorted({r["accuracy_note"] for r in summary["rows"] if r.get("accuracy_note")}):
         print(f"accuracy: {note}")
     if summary.get("energy_note"):

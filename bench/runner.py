@@ -214,9 +214,12 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
                                            no_weights=spec.no_weights, backend=spec.model_backend, seed=spec.seed)
     devices = devices_in_use(model.module, device) if model is not None else [device]
     meter = EnergyMeter.for_devices(devices) if model is not None else EnergyMeter(None)
-    if model is not None:
-        check_fits(spec, model, methods, gens, prompts, _encode)
+    warnings = check_fits(spec, model, methods, gens, prompts, _encode) if model is not None else []
+    for w in warnings:
+        log(f"warning: {w}")
     info = json.loads(out.run_json.read_text())
+    if warnings:
+        info["warnings"] = warnings
     info["threads"] = info["sessions"][-1]["threads"] = threads
     if model is not None:
         meter.measure_idle(IDLE_SECONDS)

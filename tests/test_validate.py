@@ -78,14 +78,15 @@ def test_a_failure_never_removes_an_earlier_start_or_decoded_samples(tmp_path, c
     assert len((tmp_path / "s" / "requests.jsonl").read_text().splitlines()) == 2
 
 
-def test_prompts_longer_than_the_model_are_refused(tmp_path, capsys):
+def test_prompts_longer_than_the_model_are_named_in_the_table_and_run_json(tmp_path, capsys):
     from lmeval_helpers import data_dir
     d = data_dir()
     pytest.importorskip("lm_eval")
-    assert run(tmp_path, "--model", "tiny", "--tasks", "gsm8k", "--data-dir", str(d), "--run-id", "g") == 2
-    err = capsys.readouterr().err
-    assert "model tiny takes at most 256 positions; the longest gsm8k prompt has" in err
-    assert not (tmp_path / "g").exists()
+    assert run(tmp_path, "--model", "tiny", "--tasks", "gsm8k", "--data-dir", str(d), "--run-id", "g", "--limit", "1",
+               "--gen-length", "8", "--block-length", "8", "--warmup-batches", "0") == 0
+    want = "model tiny takes 256 positions, but 1 of 1 gsm8k prompts plus gen_length 8 exceed them"
+    assert f"warning: {want}" in capsys.readouterr().out
+    assert want in json.loads((tmp_path / "g" / "run.json").read_text())["warnings"][0]
 
 
 def test_warmup_of_a_single_batch_run_decodes_one_block_only(tmp_path):
