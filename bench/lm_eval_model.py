@@ -39,6 +39,7 @@ from decoding.registry import MethodSpec, build_method
 from tasks.lmeval_tasks import LMEVAL_TASKS
 from .generate import cut_at_stops, render_prompt
 from .measure import EnergyMeter, devices_in_use, timed
+from .runner import warmup_gen
 
 
 @register_model("dllm_bench")
@@ -114,9 +115,10 @@ class DllmBenchLM(LM):
                 continue
             gen, method = self._gen(task)
             encoded = {i: self.model.tokenizer.encode(requests[i].args[0]) for i in idx}
-            for _ in range(self.warmup_batches):   # untimed, as in run_bench.py
+            for _ in range(self.warmup_batches):   # untimed, about the first block only, as in run_bench.py
                 self.generator.manual_seed(self.seed)
-                decode(self.model, method, [encoded[i] for i in idx[:self.batch_size]], gen, generator=self.generator)
+                decode(self.model, method, [encoded[i] for i in idx[:self.batch_size]], warmup_gen(gen),
+                       generator=self.generator)
             self.generator.manual_seed(self.seed)
             for b in range(0, len(idx), self.batch_size):
                 batch = idx[b:b + self.batch_size]

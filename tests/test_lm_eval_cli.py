@@ -34,3 +34,22 @@ def test_code_execution_advice_names_a_flag_it_accepts(env, capsys):
     assert "pass --allow-code-exec" in err
     assert lm_eval_model.main(["--data-dir", d, *ORACLE, "--tasks", "mbpp", "--allow-code-exec"]) == 0
     assert "pass_at_1" in capsys.readouterr().out
+
+
+def test_warm_up_decodes_about_the_first_block_only(monkeypatch):
+    from types import SimpleNamespace
+    from tasks.arith import test_problems
+    lm = lm_eval_model.DllmBenchLM(model="tiny", method="fixed", gen_length=48, block_length=16, batch_size=2,
+                                   warmup_batches=1, device="cpu")
+    real, caps = lm_eval_model.decode, []
+
+    def counting(model, method, ids, gen, **kw):
+        res = real(model, method, ids, gen, **kw)
+        caps.append((gen.max_steps, int(res.nfe.sum())))
+        return res
+    monkeypatch.setattr(lm_eval_model, "decode", counting)
+    reqs = [SimpleNamespace(task_name="arith", doc_id=i, args=(p.prompt, {"until": []}))
+            for i, p in enumerate(test_problems(2))]
+    lm.generate_until(reqs)
+    (warm_cap, warm_nfe), (timed_cap, timed_nfe) = caps
+    assert warm_cap == 16 and timed_cap is None and warm_nfe <= 2 * 16 < timed_nfe

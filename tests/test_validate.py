@@ -111,3 +111,13 @@ def test_cpu_threads_are_chosen_and_recorded(tmp_path, monkeypatch):
     assert run(tmp_path, "--run-id", "t3", "--device", "cpu", "--warmup-batches", "0") == 0
     t = json.loads((tmp_path / "t3" / "run.json").read_text())["threads"]
     assert t["intra_op"] == 3 and t["source"] == "OMP_NUM_THREADS"
+
+
+def test_a_missing_chat_template_leaves_no_directory(tmp_path, capsys):
+    from lmeval_helpers import data_dir
+    d = data_dir()
+    pytest.importorskip("lm_eval")
+    assert run(tmp_path, "--model", "tiny", "--tasks", "gsm8k", "--data-dir", str(d), "--limit", "1",
+               "--chat", "multiturn", "--run-id", "c") == 2
+    assert "has no chat template; use --chat none" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
