@@ -8,13 +8,14 @@
     python run_bench.py score results/runs/RUN --allow-code-exec   # re-score stored generations
     python run_bench.py report results/runs/A results/runs/B --baseline fixed --out report/
     python run_bench.py check --baseline results/baselines/tiny-arith.json results/runs/ci
+    python run_bench.py trace --method threshold:tau=0.7 --doc 3 --out trace.png   # one sample's decode
 
     python run_bench.py --model llada --model-path GSAI-ML/LLaDA-8B-Instruct --methods threshold:cache=dual
     python run_bench.py --model llada-8b --no-weights --methods fixed,threshold:cache=dual   # speed, no download
     python run_bench.py verify-model /models/LLaDA-8B-Instruct      # our logits vs the authors' code
 
 Subcommands: run (the default), decode RUN, score RUN, list, report RUN..., check RUN,
-verify-model CHECKPOINT. Every option of a run: `run_bench.py run --help`; of a subcommand:
+trace, verify-model CHECKPOINT. Every option of a run: `run_bench.py run --help`; of a subcommand:
 `run_bench.py SUBCOMMAND --help`.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import dataclasses
 import os
 import sys
 
-SUBCOMMANDS = ("run", "decode", "score", "list", "report", "check", "verify-model")
+SUBCOMMANDS = ("run", "decode", "score", "list", "report", "check", "trace", "verify-model")
 
 
 def _offline_default(argv: list[str]) -> None:
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"dllm-bench {version()}")
     sub = ap.add_subparsers(dest="command", metavar="SUBCOMMAND",
                             help="run (the default when the first argument is an option), decode, score, list, "
-                                 "report, check, verify-model; each has --help")
+                                 "report, check, trace, verify-model; each has --help")
     r = sub.add_parser("run", help="decode, score and write result files (the default)")
     r.add_argument("--model", default=d.model, help="model name (see `list`); default %(default)s")
     r.add_argument("--task", "--tasks", dest="task", default=d.task, help="task name; default %(default)s")
@@ -95,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default %(default)s")
     r.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the random numbers (random weights, sampling), reseeded per batch; default %(default)s")
-    r.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="problems decoded together (greedy methods give the same tokens at any size); default %(default)s")
+    r.add_argument("--batch-size", default=str(d.batch_size),
+                   help="batch size, or a comma-separated sweep such as 1,8,32 (bench/sweep.py); default %(default)s")
     r.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU intra-op threads of the decode; default 1 on the CPU (or OMP_NUM_THREADS if set), "
                         "torch's on a GPU; recorded in run.json (threads)")
@@ -120,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None,
                    help="local data for lm-eval tasks (the ../shared/data layout); sets the HF offline "
                         "variables; default: the Hugging Face hub")
-    r.add_argument("--chat", default=d.chat, choices=["none", "single-turn", "multiturn"],
+    r.add_argument("--chat", default=d.chat,
                    help="chat template use: none, single-turn (whole few-shot prompt as one user message), "
-                        "multiturn (each shot a turn); default %(default)s")
+                        "multiturn (each shot a turn), or a comma-separated sweep such as none,single-turn; "
+                        "default %(default)s")
     r.add_argument("--allow-code-exec", action="store_true",
                    help="let MBPP/HumanEval scoring run generated code in the sandbox (tasks/sandbox.py)")
     r.add_argument("--code-timeout", type=float, default=d.code_timeout, metavar="SECONDS",
@@ -155,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native (ours, with KV cache) or hf (transformers AutoModel, trust_remote_code)")
     sub.add_parser("list", help="list models, tasks and methods, one line each, with the methods' settings")
     v = sub.add_parser("verify-model", help="compare our native model's logits with the authors' remote code")
-    v.add_argument("checkpoint", help="hub id or local directory of a LLaDA or Dream checkpoint")
-    v.add_argument("--family", choices=("llada", "dream"), default=None, help="default: from config.json model_type")
+    v.add_argument("checkpoint", help="hub id or local directory of a checkpoint (LLaDA, Dream, SDAR/TraDo, ...)")
+    v.add_argument("--family", choices=("llada", "dream", "sdar", "trado", "llada2", "fast-dllm-v2"), default=None,
+                   help="default: from config.json model_type")
     v.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N; default %(default)s")
     v.add_argument("--dtype", default="float32", help="float32 (default; exact comparison) or bfloat16")
     rp = sub.add_parser("report", help="leaderboard tables (markdown, LaTeX, CSV) and Pareto plot from result files")
@@ -164,6 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--baseline", default=None, help="method label for speedups (within each run); default each run's own")
     rp.add_argument("--format", default="md", choices=("md", "latex", "csv"), help="what to print; default %(default)s")
     rp.add_argument("--out", default=None, help="also write report.md, report.tex, report.csv and pareto.png here")
+    tp = sub.add_parser("trace", help="one sample's decode as a step x position picture (trace.png + trace.json)")
+    tp.add_argument("--model", default="tiny", help="model name (see `list`); default %(default)s")
+    tp.add_argument("--model-path", default=None, help="as for run: hub id or local checkpoint directory")
+    tp.add_argument("--no-weights", action="store_true", help="as for run: random weights of a named architecture")
+    tp.add_argument("--task", default="arith", help="default %(default)s")
+    tp.add_argument("--method", default="threshold", help="one method spec, e.g. threshold:tau=0.7; default %(default)s")
+    tp.add_argument("--doc", type=int, default=0, help="index of the task's request to decode; default %(default)s")
+    tp.add_argument("--seed", type=int, default=0, help="seed of the random numbers; default %(default)s")
+    tp.add_argument("--gen-length", type=int, default=None, help="default: the task's protocol")
+    tp.add_argument("--block-length", type=int, default=None, help="default: the task's protocol")
+    tp.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N; default %(default)s")
+    tp.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16; default %(default)s")
+    tp.add_argument("--data-dir", default=None, help="local data for lm-eval tasks")
+    tp.add_argument("--chat", default="none", choices=["none", "single-turn", "multiturn"],
+                    help="chat template use, as for run; default %(default)s")
+    tp.add_argument("--from", dest="from_json", default=None, metavar="TRACE_JSON",
+                    help="redraw a saved trace.json instead of decoding")
+    tp.add_argument("--out", default="trace.png", help="picture to write; the trace goes beside it as .json")
     cp = sub.add_parser("check", help="regression gate: exit 1 with a diff table when a run is worse than a baseline")
     cp.add_argument("run", metavar="RUN", help="run directory to check")
     cp.add_argument("--baseline", required=True, help="baseline file, e.g. results/baselines/tiny-arith.json")
@@ -172,13 +193,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from bench.runner import RunSpec, run
+    from bench.runner import RunSpec
+    from bench.sweep import parse_list
+    sizes = parse_list(args.batch_size, int, "--batch-size")
+    chats = parse_list(args.chat, str, "--chat")
     fields = {f.name for f in dataclasses.fields(RunSpec)}
-    spec = RunSpec(**{k: v for k, v in vars(args).items() if k in fields})
+    spec = RunSpec(**{**{k: v for k, v in vars(args).items() if k in fields}, "batch_size": sizes[0], "chat": chats[0]})
+    from bench.validate import check_resume
+    check_resume(spec, sweep=len(chats) > 1 or len(sizes) > 1)
     if spec.data_dir:
         from tasks.lmeval_tasks import set_offline
         set_offline()
-    _print_summary(run(spec, log=lambda m: print(m, file=sys.stderr)))
+    return _run_and_print(spec, chats, sizes)
+
+
+def _run_and_print(spec, chats=None, sizes=None) -> int:
+    """One process, or one rank under torchrun (bench/distributed.py): rank 0 prints the summary.
+    Several chat modes or batch sizes: a sweep (bench/sweep.py), one run per point."""
+    from pathlib import Path
+    from bench.distributed import Ranks, ReportedByRankZero, finish, run_distributed
+    from bench.runner import run
+    from bench.sweep import run_sweep, write_sensitivity
+    log = lambda m: print(m, file=sys.stderr)
+    ranks = Ranks.from_env()
+    one = (lambda s: run(s, log=log)) if ranks is None else (lambda s: run_distributed(s, ranks, log=log))
+    try:
+        if len(chats or []) > 1 or len(sizes or []) > 1:
+            summary = run_sweep(spec, chats, sizes, one, rank=ranks.rank if ranks else 0, log=log)
+        else:
+            summary = one(spec)
+            if summary is not None and summary.get("rows"):
+                summary["sensitivity"] = write_sensitivity(Path(summary["path"]),
+                                                           [(spec.chat, spec.batch_size, Path(summary["path"]))])
+    except ReportedByRankZero:
+        return 2
+    finally:
+        finish()
+    if summary is not None:
+        _print_summary(summary)
     return 0
 
 
@@ -209,6 +261,8 @@ def _print_summary(summary) -> None:
         print(note)
     for w in _run_info(summary).get("warnings", []):
         print(f"warning: {w}")
+    if summary.get("sensitivity"):
+        print("\n" + summary["sensitivity"])
     for note in sorted({r["accuracy_note"] for r in summary["rows"] if r.get("accuracy_note")}):
         print(f"accuracy: {note}")
     if summary.get("energy_note"):
@@ -219,7 +273,7 @@ def _print_summary(summary) -> None:
 def cmd_decode(args) -> int:
     import json
     from pathlib import Path
-    from bench.runner import RunSpec, run
+    from bench.runner import RunSpec
     run_json = Path(args.run_dir) / "run.json"
     if not run_json.exists():
         raise FileNotFoundError(f"{run_json} not found; give a run directory made by `run_bench.py run`")
@@ -227,8 +281,7 @@ def cmd_decode(args) -> int:
     spec.out_dir, spec.run_id, spec.resume = str(Path(args.run_dir).parent), Path(args.run_dir).name, True
     spec.progress, spec.stop_after, spec.allow_code_exec = args.progress, args.stop_after, args.allow_code_exec
     spec.code_timeout = args.code_timeout
-    _print_summary(run(spec, log=lambda m: print(m, file=sys.stderr)))
-    return 0
+    return _run_and_print(spec)
 
 
 def cmd_score(args) -> int:
@@ -274,10 +327,9 @@ def cmd_verify(args) -> int:
     from models.checkpoint import read_config, resolve_dir
     from bench.runner import resolve_device, resolve_dtype
     from bench.verify import verify
+    from models.families import family_of_config
     d = resolve_dir(args.checkpoint)
-    family = args.family or {"llada": "llada", "dream": "dream"}.get(str(read_config(d).get("model_type", "")).lower())
-    if family is None:
-        raise ValueError(f"cannot tell the model family from {d / 'config.json'}; pass --family llada or dream")
+    family = args.family or family_of_config(read_config(d), str(d / "config.json"))
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     ours = load_model(family, device=str(device), dtype=dtype, path=str(d))
@@ -298,7 +350,29 @@ def cmd_report(args) -> int:
         print(f"note: {n}", file=sys.stderr)
     if args.out:
         print(f"written: {args.out}/report.md, report.tex, report.csv" +
-              ("" if any("Pareto" in n for n in notes) else ", pareto.png"), file=sys.stderr)
+              ("" if any("Pareto plot skipped" in n for n in notes) else ", pareto.png"), file=sys.stderr)
+    return 0
+
+
+def cmd_trace(args) -> int:
+    from pathlib import Path
+    from bench import trajectory
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: give a .png path (the trace is written beside it as .json)")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("trace draws with matplotlib, which is not installed: pip install 'dllm-bench[plot]'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        trace = trajectory.load(args.from_json)
+    else:
+        fields = {f for f in trajectory.TraceSpec.__dataclass_fields__}
+        trace = trajectory.record(trajectory.TraceSpec(**{k: v for k, v in vars(args).items() if k in fields}))
+        trajectory.save(trace, out.with_suffix(".json"))
+    trajectory.draw(trace, out)
+    print(f"written: {out}" + ("" if args.from_json else f", {out.with_suffix('.json')}"), file=sys.stderr)
     return 0
 
 
@@ -321,7 +395,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "decode": cmd_decode, "score": cmd_score, "list": cmd_list,
-                "report": cmd_report, "check": cmd_check, "verify-model": cmd_verify}[args.command](args)
+                "report": cmd_report, "check": cmd_check, "trace": cmd_trace, "verify-model": cmd_verify}[args.command](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

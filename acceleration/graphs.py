@@ -7,17 +7,13 @@ GPU work (H100, results/speed/REPORT.md). Replaying a captured graph launches it
 - `GraphedCall`: fn(*tensors) captured once for fixed input shapes; later calls copy their
   inputs into the captured (static) buffers and replay. The outputs are static too: valid until
   the next replay, so the loop consumes them within its step.
-- `full_forward_graph`: the no-cache loop's full forward, graphed when it is launch-bound
-  (`launch_bound`). The graph always carries every row of the batch (rows that finished are
-  computed and ignored), so one decode call needs one graph rather than one per number of rows
-  still decoding; for a launch-bound forward the extra rows cost next to nothing. A few graphs
-  are kept per model (least recently used dropped), as batches of the same shape recur.
-- `CapturedStep`: the rest of a graphed no-cache step (token stats, the method's selection, the
-  loop's bookkeeping) in a second graph, so a step launches two graphs and syncs once.
+- `CapturedStep`: the rest of a step (token statistics, the method's decision, the loop's
+  bookkeeping: decoding.loop.decide_and_apply) in a second graph, so a step launches two graphs
+  and syncs once (acceleration/captured.py).
+- `launch_bound`: whether a forward is small enough for its launches to dominate.
+The graphs a model keeps across decode calls live in a GraphPool (acceleration/pool.py).
 """
 from __future__ import annotations
-
-from collections import OrderedDict
 
 import torch
 
@@ -27,7 +23,6 @@ from kernels.compiled import compiling_for_graph
 # rate (parameters x tokens <= 8e12, i.e. 2 x 8e12 FLOP): then its ~1000 kernel launches (LLaDA-8B;
 # ~30 per layer at ~25 us of host time each) take longer than the GPU needs for the work.
 LAUNCH_BOUND_WORK = 8e12
-GRAPHS_PER_MODEL = 4
 
 
 class GraphedCall:
@@ -47,13 +42,13 @@ class GraphedCall:
 
 
 class CapturedStep:
-    """fn(*state), captured once and replayed on the same state tensors, which it updates in place:
-    a decode step's bookkeeping (decoding/loop.py). Not a forward, so the forward timers
-    (bench/measure.py) neither time nor count it. Its warm-up runs on copies of the state, so
-    building it changes nothing."""
+    """fn(state), captured once and replayed on the same state tensors, which it updates in place:
+    a decode step's decision and bookkeeping (decoding/loop.py). Not a forward, so the forward
+    timers (bench/measure.py) neither time nor count it. Its warm-up runs on a copy of the state
+    (`copy_state`), so building it changes nothing."""
 
-    def __init__(self, fn, *state: torch.Tensor):
-        self.graph, _ = _capture(lambda: fn(*[t.clone() for t in state]), lambda: fn(*state))
+    def __init__(self, fn, state, copy_state):
+        self.graph, _ = _capture(lambda: fn(copy_state(state)), lambda: fn(state))
 
     def replay(self) -> None:
         self.graph.replay()
@@ -88,37 +83,15 @@ class _blas_library:
             torch.backends.cuda.preferred_blas_library(self.saved)
 
 
-def launch_bound(model, tokens: int) -> bool:
-    """Whether a forward over `tokens` tokens is launch-bound; False for a model spread over
-    several devices (one stream capture cannot hold it)."""
-    n = getattr(model, "_n_params", None)
-    if n is None:
-        params = list(model.module.parameters())
-        one_device = len({p.device for p in params}) <= 1
-        n = model._n_params = sum(p.numel() for p in params) if one_device else float("inf")
+def model_params(model) -> float:
+    """Parameters of a model on one device; inf for a model spread over several devices (one
+    stream capture cannot hold it)."""
+    params = list(model.module.parameters())
+    return sum(p.numel() for p in params) if len({p.device for p in params}) <= 1 else float("inf")
+
+
+def launch_bound(model, tokens: int, n_params: float | None = None) -> bool:
+    """Whether a forward over `tokens` tokens is launch-bound (`n_params`: model_params(model),
+    if already known)."""
+    n = model_params(model) if n_params is None else n_params
     return n * tokens <= LAUNCH_BOUND_WORK
-
-
-def full_forward_graph(model, x: torch.Tensor, attn: torch.Tensor | None, need_hidden: bool) -> GraphedCall | None:
-    """The graph for model.forward(x, attn) over the whole batch, or None where graphs do not
-    apply (CPU, graphs switched off on the adapter, or a forward big enough to hide its launches)."""
-    if x.device.type != "cuda" or not model.cuda_graphs or not launch_bound(model, x.numel()):
-        return None
-    graphs = model.__dict__.setdefault("_full_graphs", OrderedDict())
-    key = _full_graph_key(x, attn, need_hidden)
-    if key in graphs:
-        graphs.move_to_end(key)
-        return graphs[key]
-    while len(graphs) >= GRAPHS_PER_MODEL:
-        graphs.popitem(last=False)
-    graphs[key] = GraphedCall(lambda ids, am: model.forward(ids, am, output_hidden=need_hidden), x, attn)
-    return graphs[key]
-
-
-def kept_full_forward_graph(model, x: torch.Tensor, attn: torch.Tensor | None, need_hidden: bool) -> GraphedCall | None:
-    """The graph full_forward_graph would return, if the model keeps one; never builds one."""
-    return model.__dict__.get("_full_graphs", {}).get(_full_graph_key(x, attn, need_hidden))
-
-
-def _full_graph_key(x, attn, need_hidden) -> tuple:
-    return tuple(x.shape), attn is not None, need_hidden

@@ -9,8 +9,10 @@ Measured in one process, on one device:
   - full forward (prompt + gen tokens, batch b) vs floor max(FLOPs / matmul rate, weight bytes / copy bw);
   - dual-cache window step (the block's tokens against the cached K/V) vs its floor
     max(FLOPs / rate, (weight bytes + K/V bytes read) / bw);
-  - decode loop overhead: the share of decode() time outside its forwards, for fixed and
-    threshold, cache none and dual. The forwards are timed inside the loop by CUDA events around
+  - decode loop overhead: the share of decode time (acceleration.Decoder, as the harness runs it)
+    outside its forwards, for the methods given (`--methods all`: every registered method, cache
+    none and dual where it allows; prr with a random controller of the model's hidden size), with
+    whether the method's step was captured in a CUDA graph (acceleration/policy.py). The forwards are timed inside the loop by CUDA events around
     each call (no added syncs), so they run under the loop's own clocks; a GPU that runs a long
     decode at a lower clock than a short timing burst would otherwise put the slowdown on the loop.
     Also given: the overhead against the forward timed apart (as the loop runs it: a CUDA graph
@@ -26,17 +28,20 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from bench.measure import EventForwardTimer
 from models import load_model
+from models.calibrate import calibrate_confidence_
 from models.layers import CacheCall
 from decoding.base import GenConfig
-from decoding.cache import _GraphedWindow
-from acceleration.graphs import GraphedCall, full_forward_graph, launch_bound
-from decoding.loop import decode
-from decoding.registry import build_method, parse_methods
+from decoding.registry import METHODS, build_method, parse_methods
+from acceleration import Decoder
+from acceleration.graphs import GraphedCall, launch_bound
+from acceleration.policy import capture_blocker
+from acceleration.pool import graphed_window
 
 
 def cuda_time(fn, warmup: int = 3, reps: int = 10) -> float:
@@ -116,6 +121,13 @@ def run(args) -> dict:
     model = load_model(args.config, device="cuda", dtype=torch.bfloat16, no_weights=True)
     torch.cuda.synchronize()
     print(f"built {args.config} (random bf16) in {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.confident_share is not None:   # realistic confidence: multi-token commits (models/calibrate.py)
+        g = torch.Generator(device=dev).manual_seed(1)
+        sample = torch.randint(2000, 100000, (1, args.prompt), device=dev, generator=g)
+        sample = torch.cat([sample, torch.full((1, args.gen), model.mask_id, device=dev)], 1)
+        cal = calibrate_confidence_(model, sample, args.confident_share, tau=0.9)
+        print(f"confidence calibrated: final norm x{cal.scale:.1f}, {cal.measured_share:.3f} of "
+              f"{cal.positions} masked positions at top-1 >= 0.9", flush=True)
     net, cfg = model.module, model.module.cfg
     d_model = getattr(cfg, "d_model", None) or cfg.hidden_size
     n_layers = getattr(cfg, "n_layers", None) or cfg.num_hidden_layers
@@ -126,7 +138,9 @@ def run(args) -> dict:
     L = P + G
     out = {"config": args.config, "prompt": P, "gen": G, "block": BL, "ceilings": ceil,
            "matmul_params": Nm, "env": {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev)},
-           "batches": {}}
+           "batches": {}, "confidence": model.info.get("confidence")}
+    decoder = Decoder(model)   # the model's graphs and caches, kept across calls as the harness keeps them
+    methods = all_methods(model, d_model) if args.methods == ["all"] else args.methods
     for b in args.batch:
         g = torch.Generator(device=dev).manual_seed(0)
         prompt = torch.randint(2000, 100000, (b, P), device=dev, generator=g)
@@ -139,7 +153,7 @@ def run(args) -> dict:
         fl = floor(2 * Nm * b * L + attn_flops, w_bytes, ceil)
         t_eager = cuda_time(lambda: model.forward(x, attn))
         t_eager_nomask = cuda_time(lambda: model.forward(x, None))
-        graph = full_forward_graph(model, x, None, False)
+        graph = decoder.pool.full_graph(x, None, False)
         t_graph = cuda_time(lambda: graph(x, None)) if graph is not None else None
         t_full = t_graph if graph is not None else t_eager_nomask
         t_full_wall = wall_time(lambda: graph(x, None)) if graph is not None else wall_time(lambda: model.forward(x, None))
@@ -163,7 +177,7 @@ def run(args) -> dict:
         ids = x.gather(1, pos)
         call = CacheCall(cache, pos=pos)
         t_win_eager = cuda_time(lambda: model.forward(ids, None, positions=pos, kv=call), warmup=5, reps=30)
-        graphed = _GraphedWindow(model, cache, ids, pos, call, False)
+        graphed = graphed_window(model, cache, ids, pos, call, False)
         t_win = cuda_time(lambda: graphed(ids, pos, pos, None), warmup=5, reps=30)
         kv_bytes = 2 * b * L * kv_dim * n_layers * 2
         flw = floor(2 * Nm * b * BL + 4 * b * BL * L * d_model * n_layers, w_bytes + kv_bytes, ceil)
@@ -182,13 +196,13 @@ def run(args) -> dict:
         warm = GenConfig(gen_length=G, block_length=BL, early_stop=False, max_steps=G // BL)  # same shapes
         prompts = prompt.tolist()
         r["decode"] = {}
-        for spec in args.methods:
+        for spec in methods:
             m = build_method(parse_methods(spec)[0], gen)
-            decode(model, build_method(parse_methods(spec)[0], warm), prompts, warm)
+            decoder(build_method(parse_methods(spec)[0], warm), prompts, warm)
             torch.cuda.synchronize()
             with EventForwardTimer(model, [dev]) as timer:   # events around each forward, no syncs
                 t0 = time.perf_counter()
-                res = decode(model, m, prompts, gen)
+                res = decoder(m, prompts, gen)
                 torch.cuda.synchronize()
                 total = time.perf_counter() - t0
             fwd_in_loop, n_fwd = timer.take()
@@ -197,7 +211,8 @@ def run(args) -> dict:
             fwd = (blocks * t_refresh + (steps - blocks) * t_win) / steps if m.cache == "dual" else t_full
             step = total / steps
             fwd_wall = fwd if m.cache == "dual" else t_full_wall
-            row = {"total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": step,
+            row = {"captured": capture_blocker(m) is None, "not_captured_because": capture_blocker(m),
+                   "total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": step,
                    "forward_s_per_step": fwd, "overhead_s_per_step": step - fwd,
                    "overhead_pct": 100 * (step - fwd) / step,
                    "forward_wall_s_per_step": fwd_wall,
@@ -206,7 +221,7 @@ def run(args) -> dict:
                    "forward_calls_in_loop": n_fwd, "forward_s_per_step_in_loop": fwd_in_loop / steps,
                    "overhead_in_loop_pct": 100 * (total - fwd_in_loop) / total}
             if m.cache == "none":   # the same number of forwards back to back: the forward under sustained load
-                again = full_forward_graph(model, x, None, False)   # the loop's graph (kept per model)
+                again = decoder.pool.full_graph(x, None, False)   # the loop's graph (kept in the pool)
                 call = (lambda: again(x, None)) if again is not None else (lambda: model.forward(x, None))
                 t0 = time.perf_counter()
                 for _ in range(steps):
@@ -222,6 +237,28 @@ def run(args) -> dict:
         out["batches"][str(b)] = r
         torch.cuda.empty_cache()
     return out
+
+
+def all_methods(model, d_model: int) -> list[str]:
+    """Every registered method with its defaults, at cache none and dual where it allows a cache;
+    prr with a random-weight controller of the model's hidden size (its cost, not its choices)."""
+    import tempfile
+    from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
+    gen = GenConfig(gen_length=32, block_length=32)
+    ctl = Path(tempfile.mkdtemp()) / "random-controller"
+    torch.manual_seed(0)
+    save_controller(Controller(ControllerConfig(d_model=d_model)), ctl, {"note": "random weights, speed only"})
+    specs = []
+    for name in METHODS:
+        base = f"prr:controller={ctl}" if name == "prr" else name
+        for cache in ("none", "dual"):
+            spec = base if cache == "none" else f"{base}{',' if ':' in base else ':'}cache={cache}"
+            try:
+                build_method(parse_methods(spec)[0], gen)
+            except ValueError:   # e.g. slowfast's truncated forwards take no cache
+                continue
+            specs.append(spec)
+    return specs
 
 
 def table(res: dict) -> str:
@@ -252,7 +289,10 @@ def main(argv=None):
     ap.add_argument("--batch", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8])
     ap.add_argument("--methods", type=lambda s: s.split(";"),
                     default=["fixed", "threshold", "fixed:cache=dual", "threshold:cache=dual"],
-                    help="method specs separated by ';'")
+                    help="method specs separated by ';', or 'all' (every registered method, cache none and dual)")
+    ap.add_argument("--confident-share", type=float, default=None,
+                    help="scale the random model's final norm so this share of masked positions predicts with "
+                         "top-1 >= 0.9 (models/calibrate.py), so adaptive methods commit several tokens per step")
     ap.add_argument("--out", default=None, help="write the full results as JSON here")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():

@@ -5,10 +5,24 @@ import sys
 
 MODEL_LINES = {
     "tiny": "the built-in model (weights in models/tiny/, 256 positions): for the arith task, CPU-fast",
-    "llada": "LLaDA from a checkpoint: --model-path hub id or directory (default GSAI-ML/LLaDA-8B-Instruct)",
-    "dream": "Dream from a checkpoint: --model-path hub id or directory (default Dream-org/Dream-v0-Instruct-7B)",
     "oracle": "answers every request with its gold completion: checks the scoring pipeline, decodes nothing",
 }
+# checkpoint families, longest name first (a named config starts with its family's name)
+FAMILY_NAMES = {"fast-dllm-v2": "Fast-dLLM v2 (block-causal)", "llada2": "LLaDA2 (MoE, block-causal)",
+                "llada": "LLaDA", "dream": "Dream", "sdar": "SDAR (block-causal)",
+                "trado": "TraDo (block-causal, SDAR architecture)"}
+
+
+def _hub(family: str) -> str | None:
+    from models.real import FAMILIES
+    try:
+        from models.block_causal_real import FAMILIES as BLOCK
+    except ImportError:
+        BLOCK = {}
+    spec = FAMILIES.get(family) or BLOCK.get(family) or {}
+    return spec.get("hub")
+
+
 TASK_LINES = {
     "arith": "built-in synthetic arithmetic word problems, exact match of `#### N` (5000 test problems)",
     "gsm8k": "GSM8K test set, 1319 problems, 5-shot, lm-eval's prompts and strict match",
@@ -21,8 +35,13 @@ TASK_LINES = {
 def model_line(name: str) -> str:
     if name in MODEL_LINES:
         return MODEL_LINES[name]
-    family = "LLaDA" if name.startswith("llada") else "Dream" if name.startswith("dream") else name
-    return f"{family} architecture {name}, random weights only (--no-weights): speed and energy without a download"
+    family = next((f for f in FAMILY_NAMES if name == f or name.startswith(f + "-")), None)
+    if family is None:
+        return "a registered model (models/__init__.py)"
+    if name == family:
+        return (f"{FAMILY_NAMES[family]} from a checkpoint: --model-path hub id or directory "
+                f"(default {_hub(family)}); --no-weights for its default architecture with random weights")
+    return f"{FAMILY_NAMES[family]} architecture {name}, random weights only (--no-weights): speed and energy without a download"
 
 
 def task_line(name: str) -> str:

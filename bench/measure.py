@@ -76,6 +76,10 @@ class NvmlBackend:
     def temperature_c(self, h) -> float:
         return float(self.nvml.nvmlDeviceGetTemperature(h, self.nvml.NVML_TEMPERATURE_GPU))
 
+    def compute_pids(self, h) -> list[int]:
+        """Process ids with a compute context on the GPU (bench/load.py)."""
+        return [p.pid for p in self.nvml.nvmlDeviceGetComputeRunningProcesses(h)]
+
 
 def torch_uuids(devices) -> list[str]:
     """NVML UUIDs ("GPU-...") of torch CUDA devices, as seen through CUDA_VISIBLE_DEVICES."""

@@ -77,6 +77,8 @@ def summarize_method(reqs: list[dict]) -> dict:
         "nfe_mean": nfe / n,
         # forwards fed only part of the sequence (SlowFast's fast phase); each still counts 1 NFE
         "nfe_truncated_mean": sum(r.get("nfe_truncated", 0) for r in reqs) / n,
+        "remasks_mean": sum(r.get("remasks", 0) for r in reqs) / n,
+        "edits_mean": sum(r.get("edits", 0) for r in reqs) / n,
         "gen_tokens_mean": toks / n,
         "tpf": toks / nfe if nfe else None,
         "latency_s_mean": statistics.fmean(lat),

@@ -2,11 +2,12 @@
 
     python run_bench.py report results/runs/A results/runs/B --baseline fixed --out report/
 
-Tables: markdown (stdout by default), LaTeX (booktabs; the best value of each column in bold,
-within each group of rows that share model, task and machine) and CSV (full precision). The
-Pareto plot (accuracy against NFE and against latency p50) needs matplotlib, an optional extra:
-`pip install 'dllm-bench[plot]'`; without it the tables are still written and a note says why
-the plot is missing.
+Rows come from bench/frame.py (one per run, model, task and method); then a table of AUP per
+method family (bench/aup.py). Tables: markdown (stdout by default), LaTeX (booktabs; the best
+value of each column in bold, within each group of rows that share model, task and machine) and
+CSV (full precision; the family's AUP as a column). The Pareto plot (bench/plots.py) needs
+matplotlib, an optional extra: `pip install 'dllm-bench[plot]'`; without it the tables are still
+written and a note says why the plot is missing.
 
 Speedup is always computed inside one run (one machine, one session of measurements): the
 baseline method's total decode time over the method's, on the same samples. A run that lacks the
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import metrics
+from . import aup, frame
+from .plots import pareto_front, pareto_png  # noqa: F401  (pareto_front: part of this module's API)
 
 # key, header, format, better ("max" / "min" / None)
 COLUMNS = [
@@ -37,7 +39,7 @@ COLUMNS = [
 ]
 CSV_EXTRA = ["accuracy_stderr", "latency_s_mean", "latency_s_p90", "time_per_sample_s", "decode_time_s",
              "energy_net_j_per_sample", "energy_net_j_per_token", "energy_method", "peak_mem_gb", "forward_frac",
-             "tokens_per_s_fastdllm", "gen_tokens_mean", "baseline"]
+             "tokens_per_s_fastdllm", "gen_tokens_mean", "baseline", "expected_n", "complete", "family", "aup"]
 
 
 @dataclass
@@ -54,36 +56,43 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    path = Path(path)
-    run_json, reqs_file = path / "run.json", path / "requests.jsonl"
-    if not run_json.exists():
-        raise FileNotFoundError(f"{path} is not a run directory (no run.json); pass results/runs/<run_id>")
-    info = json.loads(run_json.read_text())
-    reqs = [json.loads(l) for l in reqs_file.read_text().splitlines() if l.strip()] if reqs_file.exists() else []
-    if not reqs:
-        raise ValueError(f"{path} holds no finished samples (requests.jsonl is empty or missing)")
-    labels = list(info.get("methods") or dict.fromkeys(r["method"] for r in reqs))
-    rows = []
-    for label in labels:
-        mine = [r for r in reqs if r["method"] == label]
-        if mine:
-            rows.append({"run": info.get("run_id", path.name), "model": mine[0]["model"], "task": mine[0]["task"],
-                         "method": label, **metrics.summarize_method(mine)})
-    return Run(path, info, rows)
+    """One run directory's method rows (those with samples); for the regression gate."""
+    res = frame.load([path])
+    if not res.runs:
+        raise ValueError(f"{path} holds no finished samples")
+    (run,) = res.runs.values()
+    rows = [r for r in frame.records(res.methods()) if r["n"] > 0]
+    return Run(run.path, run.info, rows)
 
 
-def build_rows(runs: list[Run], baseline: str | None = None) -> tuple[list[dict], list[str]]:
-    """One row per (run, method), speedup within each run; notes explain missing speedups."""
-    out, notes = [], []
-    for run in runs:
+def build_rows(res: frame.Results, baseline: str | None = None) -> tuple[list[dict], list[dict], list[str]]:
+    """Method rows (one per run, model, task, method; speedup within each run and task), AUP rows
+    (one per run, model, task and method family with several operating points) and notes."""
+    rows = frame.records(res.methods(baseline))
+    notes = []
+    for rid, run in res.runs.items():
         base = baseline or run.info.get("baseline")
-        rows = [dict(r, machine=run.machine, baseline=base) for r in run.rows]
-        metrics.add_speedup(rows, base)
-        if not any(r["method"] == base for r in rows):
-            notes.append(f"run {run.info.get('run_id')}: baseline {base!r} not in this run, so no speedup "
+        if not any(r["method"] == base and r["n"] > 0 for r in rows if r["run"] == rid):
+            notes.append(f"run {rid}: baseline {base!r} not in this run, so no speedup "
                          f"(speedups are never taken across runs)")
-        out += rows
-    return out, notes
+    for r in rows:
+        if not r["complete"]:
+            have = "no samples" if r["n"] == 0 else f"{r['n']} of {r['expected_n']} samples"
+            notes.append(f"* incomplete: run {r['run']}, {r['model']}/{r['task']}, {r['method']}: {have}")
+    aups = aup.family_aups([r for r in rows if r["n"] > 0], group=("run", "model", "task"))
+    by_family = {(a["run"], a["model"], a["task"], a["family"]): a for a in aups}
+    for r in rows:
+        a = by_family.get((r["run"], r["model"], r["task"], r["family"]))
+        r["aup"] = a["aup"] if a else None
+    for a in aups:
+        where = f"run {a['run']}, {a['model']}/{a['task']}, {a['family']}"
+        if a["aup"] is None:
+            notes.append(f"no AUP for {where} ({len(a['methods'])} points): {a['reason']}")
+        elif a["dropped"]:
+            notes.append(f"AUP of {where} leaves out {len(a['dropped'])} of {len(a['methods'])} points, more than "
+                         f"{aup.DROP_POINTS:g} accuracy points below its lowest-TPF point: "
+                         + ", ".join(f"TPF {r:.2f} at {y:.1f}%" for r, y in a["dropped"]))
+    return rows, aups, notes
 
 
 def _fmt(v, spec) -> str:
@@ -93,14 +102,33 @@ def _fmt(v, spec) -> str:
 
 
 def _cell(row, key, spec) -> str:
+    if key == "n" and not row.get("complete", True):
+        return f"{row['n']} of {row['expected_n']}*" if row.get("expected_n") is not None else f"{row['n']}*"
     if key == "accuracy" and row.get("accuracy") is not None and row.get("accuracy_stderr") is not None:
         return f"{row['accuracy']:{spec}} ± {row['accuracy_stderr']:{spec}}"
     return _fmt(row.get(key), spec)
 
 
-def markdown(rows: list[dict]) -> str:
-    return tabulate([[_cell(r, k, s) for k, _, s, _ in COLUMNS] for r in rows],
+AUP_COLUMNS = [("run", "run"), ("model", "model"), ("task", "task"), ("family", "method family"),
+               ("points", "points used"), ("y_max", "best accuracy (%)"), ("aup", "AUP")]
+AUP_TITLE = ("AUP (accuracy under parallelism, d3LLM): area under accuracy (%) vs TPF, weighted by "
+             "min(exp(-3(1 - acc/best)), 1); points over 5 below the lowest-TPF point dropped")
+
+
+def _aup_cells(a: dict) -> list[str]:
+    pts = f"{len(a['points'])} of {len(a['methods'])}"
+    return [str(a["run"]), str(a["model"]), str(a["task"]), a["family"], pts, _fmt(a["y_max"], ".1f"),
+            _fmt(a["aup"], ".1f")]
+
+
+def markdown(rows: list[dict], aups: list[dict] | None = None) -> str:
+    text = tabulate([[_cell(r, k, s) for k, _, s, _ in COLUMNS] for r in rows],
                     headers=[h for _, h, _, _ in COLUMNS], tablefmt="github", disable_numparse=True)
+    if aups:
+        text += "\n\n" + AUP_TITLE + "\n\n" + tabulate([_aup_cells(a) for a in aups],
+                                                       headers=[h for _, h in AUP_COLUMNS], tablefmt="github",
+                                                       disable_numparse=True)
+    return text
 
 
 def _best(rows: list[dict]) -> set[tuple[int, str]]:
@@ -129,7 +157,7 @@ def _tex(text: str) -> str:
     return text
 
 
-def latex(rows: list[dict]) -> str:
+def latex(rows: list[dict], aups: list[dict] | None = None) -> str:
     best = _best(rows)
     align = "".join("r" if spec else "l" for _, _, spec, _ in COLUMNS)
     lines = [r"% needs \usepackage{booktabs}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
@@ -141,10 +169,16 @@ def latex(rows: list[dict]) -> str:
             cells.append(rf"\textbf{{{c}}}" if (i, key) in best else c)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if aups:
+        lines += ["", "% " + AUP_TITLE, r"\begin{tabular}{llllrrr}", r"\toprule",
+                  " & ".join(_tex(h) for _, h in AUP_COLUMNS) + r" \\", r"\midrule"]
+        lines += [" & ".join(_tex(c) for c in _aup_cells(a)) + r" \\" for a in aups]
+        lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: list[dict]) -> str:
+def to_csv(rows: list[dict], aups: list[dict] | None = None) -> str:
+    """One line per row; a row's family AUP is its `aup` column (`aups` is taken for a uniform call)."""
     keys = [k for k, _, _, _ in COLUMNS] + CSV_EXTRA
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -156,71 +190,24 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated (lower cost x and higher accuracy y), sorted by cost."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best_y = [], -math.inf
-    for i in order:
-        if points[i][1] > best_y:
-            front.append(i)
-            best_y = points[i][1]
-    return front
-
-
-def pareto_png(rows: list[dict], path: str | Path) -> str | None:
-    """Accuracy vs NFE and vs latency p50, one colour per machine; returns a note if skipped."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "Pareto plot skipped: matplotlib is not installed (pip install 'dllm-bench[plot]')"
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "nfe_mean", "NFE (forward calls per sample)"),
-                           (axes[1], "latency_s_p50", "latency p50 (s)")):
-        for machine in dict.fromkeys(r["machine"] for r in rows):
-            pts = [r for r in rows if r["machine"] == machine and r.get(key) is not None
-                   and r.get("accuracy") is not None]
-            if not pts:
-                continue
-            xy = [(r[key], r["accuracy"]) for r in pts]
-            sc = ax.scatter([p[0] for p in xy], [p[1] for p in xy], label=machine, zorder=3)
-            front = pareto_front(xy)
-            ax.step([xy[i][0] for i in front], [xy[i][1] for i in front], where="post",
-                    color=sc.get_facecolor()[0], alpha=0.5)
-            labelled = set()
-            for r, (x, y) in zip(pts, xy):   # repeats of a method: label its first point only
-                if r["method"] not in labelled:
-                    labelled.add(r["method"])
-                    ax.annotate(r["method"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel(label)
-        ax.set_ylabel("accuracy")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    fig.suptitle("accuracy vs cost (Pareto front: step line)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return None
-
-
 def report(run_paths: list[str], baseline: str | None = None, out_dir: str | None = None,
            fmt: str = "md") -> tuple[str, list[str]]:
     """Returns the table in `fmt` and notes; with out_dir also writes report.md/.tex/.csv and pareto.png."""
-    if not run_paths:
-        raise ValueError("report needs at least one run directory, e.g. results/runs/<run_id>")
-    runs = [load_run(p) for p in run_paths]
-    rows, notes = build_rows(runs, baseline)
     render = {"md": markdown, "latex": latex, "csv": to_csv}
     if fmt not in render:
         raise ValueError(f"unknown format {fmt!r}; choose md, latex or csv")
+    if not run_paths:
+        raise ValueError("report needs at least one run directory, e.g. results/runs/<run_id>")
+    res = frame.load(run_paths)
+    rows, aups, notes = build_rows(res, baseline)
+    notes = res.notes + notes
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(markdown(rows) + "\n" + "".join(f"\n- {n}" for n in notes) + "\n")
-        (out / "report.tex").write_text(latex(rows))
+        (out / "report.md").write_text(markdown(rows, aups) + "\n" + "".join(f"\n- {n}" for n in notes) + "\n")
+        (out / "report.tex").write_text(latex(rows, aups))
         (out / "report.csv").write_text(to_csv(rows))
-        note = pareto_png(rows, out / "pareto.png")
+        note = pareto_png(rows, aups, out / "pareto.png")
         if note:
             notes.append(note)
-    return render[fmt](rows), notes
+    return render[fmt](rows, aups), notes

@@ -4,9 +4,48 @@ the score stage fills in extracted/correct/scores), summary.json (one row per mo
 and lm_eval/ (lm-eval's own results and samples files, for lm-eval tasks)."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
+
+
+class CorruptLine(ValueError):
+    """A line of a result file that is not a JSON object: names the file and line."""
+
+
+def parse_jsonl(text: str, path: Path, allow_cut_tail: bool = False) -> tuple[list[dict], str | None]:
+    """The JSON objects of a .jsonl text, one a line (blank lines skipped). A line that does not
+    parse stops with its file and line number: nothing is dropped silently. With allow_cut_tail,
+    a last line without its newline that does not parse (a run still writing, or killed mid-line)
+    is left out and named in the returned note instead."""
+    lines = text.split("\n")
+    cut = not text.endswith("\n") and lines[-1].strip() != ""
+    out, note = [], None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if cut and i == len(lines) and allow_cut_tail:
+                note = f"{path} line {i}: the last line is cut off (a run still writing, or killed); not counted"
+                continue
+            what = "is cut off (a crash mid-write?)" if cut and i == len(lines) else f"is not valid JSON ({e.msg})"
+            raise CorruptLine(f"{path} line {i} {what}; the file was left as it is: repair or remove that line")
+        if not isinstance(obj, dict):
+            raise CorruptLine(f"{path} line {i} is not a JSON object; the file was left as it is: "
+                              f"repair or remove that line")
+        out.append(obj)
+    return out, note
+
+
+def read_text(path: Path) -> str:
+    """A result file's text; `.gz` files (committed runs) are decompressed."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt") as f:
+            return f.read()
+    return path.read_text()
 
 SUMMARY_FIELDS = ("model", "task", "method", "n", "accuracy", "nfe_mean", "tpf", "latency_s_mean",
                   "latency_s_p50", "tokens_per_s", "energy_j_per_sample", "energy_j_per_token", "speedup")
@@ -23,6 +62,14 @@ class RunDir:
     @property
     def requests_jsonl(self) -> Path:
         return self.path / "requests.jsonl"
+
+    @property
+    def requests_file(self) -> Path | None:
+        """requests.jsonl, or requests.jsonl.gz (committed runs), or None."""
+        for p in (self.requests_jsonl, self.path / "requests.jsonl.gz"):
+            if p.exists():
+                return p
+        return None
 
     @property
     def prompts_jsonl(self) -> Path:
@@ -91,7 +138,7 @@ class RunDir:
         data = self.requests_jsonl.read_bytes()
         if data and not data.endswith(b"\n"):
             data = data[:data.rfind(b"\n") + 1]
-        lines = [json.loads(l) for l in data.decode().splitlines() if l.strip()]
+        lines, _ = parse_jsonl(data.decode(), self.requests_jsonl)
         count: dict[str, int] = {}
         for r in lines:
             count[r.get("batch_id")] = count.get(r.get("batch_id"), 0) + 1
@@ -125,12 +172,9 @@ class RunDir:
         os.replace(tmp, self.requests_jsonl)
 
     def load_requests(self) -> list[dict]:
-        if not self.requests_jsonl.exists():
+        """Every line of requests.jsonl (or .gz). A line that does not parse raises CorruptLine
+        naming the file and line: a stage that rewrites the file (score) must never drop it."""
+        path = self.requests_file
+        if path is None:
             return []
-        out = []
-        for line in self.requests_jsonl.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a crash: that sample is redone
-                continue
-        return out
+        return parse_jsonl(read_text(path), path)[0]

@@ -24,10 +24,12 @@ from pathlib import Path
 import torch
 
 from decoding.base import GenConfig
-from decoding.loop import decode
+from acceleration import Decoder
 from decoding.registry import build_method, parse_methods
 from tasks import is_lmeval, load_task, parse_tasks
 from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT, CodeExecutionNotAllowed
+from . import load
+from .accounting import committed_tokens, tokens_digest
 from .build import build_prompts
 from .env import environment
 from .generate import cut_at_stops, render_prompt
@@ -115,22 +117,25 @@ def _batched(items: list, size: int):
         yield items[i:i + size]
 
 
-def run(spec: RunSpec, log=print) -> dict:
-    """Build requests, decode every method on every task, score; returns the summary (also
-    written to summary.json). Each stage reads and writes files in the run directory. A start
-    that fails before decoding a sample leaves no directory behind (bench/validate.py)."""
+@dataclass
+class Plan:
+    """A validated run: what to decode, where, on which device. Making one writes nothing."""
+    spec: RunSpec
+    run_id: str
+    out: RunDir
+    task_names: list[str]
+    gens: dict
+    methods: dict            # task -> [(label, method)]
+    baseline: str
+    device: torch.device
+    dtype: torch.dtype
+    identity: dict
+    protocols: dict
+
+
+def plan_run(spec: RunSpec, device: torch.device | None = None) -> Plan:
+    """Check every input (a one-line ValueError naming the fix) before any work or write."""
     check_spec(spec)
-    if not spec.run_id:
-        spec = dataclasses.replace(spec, run_id=_default_run_id(spec))
-    with removed_on_failure(Path(spec.out_dir) / spec.run_id):
-        return _run(spec, log)
-
-
-def _default_run_id(spec: RunSpec) -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + hashlib.sha1(json.dumps(spec.key(), sort_keys=True).encode()).hexdigest()[:6]
-
-
-def _run(spec: RunSpec, log) -> dict:
     if spec.batch_size <= 0:
         raise ValueError("--batch-size must be positive")
     if spec.limit is not None and spec.limit <= 0:
@@ -152,14 +157,15 @@ def _run(spec: RunSpec, log) -> dict:
     baseline = spec.baseline or labels[0]
     if baseline not in labels:
         raise ValueError(f"--baseline {baseline!r} is not one of the methods run: {labels}")
-    device = resolve_device(spec.device)
+    device = device if device is not None else resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     if spec.model not in PSEUDO_MODELS:
         from models import MODELS
         if spec.model not in MODELS:
             raise ValueError(f"unknown model {spec.model!r}; available: {', '.join(sorted(MODELS) + list(PSEUDO_MODELS))}")
 
-    run_id = spec.run_id or _default_run_id(spec)
+    run_id = spec.run_id or time.strftime("%Y%m%d-%H%M%S-") + hashlib.sha1(
+        json.dumps(spec.key(), sort_keys=True).encode()).hexdigest()[:6]
     out = RunDir(Path(spec.out_dir) / run_id)
     first = methods[task_names[0]]
     protocols = {t: {**dataclasses.asdict(load_task(t).protocol), **dataclasses.asdict(gens[t]), "chat": spec.chat}
@@ -170,27 +176,58 @@ def _run(spec: RunSpec, log) -> dict:
                 "model": {"name": spec.model},
                 "machine": {"device_type": device.type,
                             "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
-    out.check(identity, resume=spec.resume)   # before any work: never mix two runs in one directory
+    return Plan(spec, run_id, out, task_names, gens, methods, baseline, device, dtype, identity, protocols)
 
-    # stage 1: build (skipped when a resumed run already has its requests)
-    if out.prompts_jsonl.exists() and spec.resume:
-        prompts = out.load_prompts()
-    else:
-        prompts = build_prompts(task_names, spec.limit, spec.data_dir, spec.chat)
+
+def prompts_for(plan: Plan) -> list[dict]:
+    """Stage 1's requests: built now, or (resume) read from the run directory."""
+    if plan.out.prompts_jsonl.exists() and plan.spec.resume:
+        return plan.out.load_prompts()
+    spec = plan.spec
+    return build_prompts(plan.task_names, spec.limit, spec.data_dir, spec.chat)
+
+
+def start_run(plan: Plan, prompts: list[dict], extra: dict | None = None) -> str:
+    """Create (or, resuming, reopen) the run directory: run.json and prompts.jsonl. Returns the
+    session id of this process."""
+    spec, out = plan.spec, plan.out
     session = {"session": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out.start({**identity, "run_id": run_id, "tasks": task_names, "protocols": protocols, "baseline": baseline,
+    out.start({**plan.identity, "run_id": plan.run_id, "tasks": plan.task_names, "protocols": plan.protocols,
+               "baseline": plan.baseline,
                "data": {"data_dir": spec.data_dir, "source": "local" if spec.data_dir else "hub"},
-               "env": environment(device), "energy": {"available": False, "reason": "not decoded yet"},
+               "env": environment(plan.device), "energy": {"available": False, "reason": "not decoded yet"},
                "seeding": "torch.Generator on the run device, reseeded per batch with seed * 1000003 + batch index "
                           "(batches of batch_size over each task's docs in order)",
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, resume=spec.resume, session=session)
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})},
+              resume=spec.resume, session=session)
     if not out.prompts_jsonl.exists():
         out.write_prompts(prompts)
-    if spec.stop_after == "build":
-        log(f"run {run_id}: built {len(prompts)} requests in {out.prompts_jsonl}")
-        return {"run_id": run_id, "rows": [], "energy_note": None, "path": str(out.path)}
+    return session["session"]
 
-    decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session["session"], log)
+
+def run(spec: RunSpec, log=print) -> dict:
+    """Build requests, decode every method on every task, score; returns the summary (also
+    written to summary.json). Each stage reads and writes files in the run directory. A start
+    that fails before decoding a sample leaves no directory behind (bench/validate.py)."""
+    plan = plan_run(spec)
+    with removed_on_failure(plan.out.path):
+        return _run(plan, log)
+
+
+def _run(plan: Plan, log) -> dict:
+    spec, out = plan.spec, plan.out
+    out.check(plan.identity, resume=spec.resume)   # before any work: never mix two runs in one directory
+    if out.run_json.exists() and json.loads(out.run_json.read_text()).get("distributed"):
+        w = json.loads(out.run_json.read_text())["distributed"]["world_size"]
+        raise ValueError(f"{out.path} was decoded by torchrun with {w} ranks; continue it with "
+                         f"torchrun --nproc-per-node {w} run_bench.py ... --resume")
+    prompts = prompts_for(plan)
+    session = start_run(plan, prompts)
+    if spec.stop_after == "build":
+        log(f"run {plan.run_id}: built {len(prompts)} requests in {out.prompts_jsonl}")
+        return {"run_id": plan.run_id, "rows": [], "energy_note": None, "path": str(out.path)}
+
+    decode_stage(spec, out, prompts, plan.task_names, plan.gens, plan.methods, plan.device, plan.dtype, session, log)
     if spec.stop_after == "decode":
         return summarize(out)
     return score_run(out, allow_code_exec=spec.allow_code_exec, data_dir=spec.data_dir, log=log,
@@ -206,8 +243,11 @@ def _gen_config(spec: RunSpec, task: str) -> GenConfig:
 IDLE_SECONDS = 3.0   # idle power is measured this long before a GPU run
 
 
-def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session, log) -> None:
-    """Stage 2: prompts.jsonl -> requests.jsonl (generations, NFE, latency, energy). No lm-eval."""
+def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, session, log, keep=None,
+                 launch=None) -> None:
+    """Stage 2: prompts.jsonl -> requests.jsonl (generations, NFE, latency, energy). No lm-eval.
+    keep(task, batch_index): which batches this process decodes (bench/distributed.py); None: all.
+    launch: the id shared by the ranks of one torchrun (loads.jsonl); None: this session."""
     oracle = spec.model in PSEUDO_MODELS
     threads = apply_threads(spec.threads, device)
     model = None if oracle else load_model(spec.model, device=str(device), dtype=dtype, path=spec.model_path,
@@ -218,9 +258,9 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
     for w in warnings:
         log(f"warning: {w}")
     info = json.loads(out.run_json.read_text())
+    info["threads"] = info["sessions"][-1]["threads"] = threads
     if warnings:
         info["warnings"] = warnings
-    info["threads"] = info["sessions"][-1]["threads"] = threads
     if model is not None:
         meter.measure_idle(IDLE_SECONDS)
         info["model_info"] = model.info
@@ -238,6 +278,7 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
     log(f"run {out.path.name}: {len(prompts)} requests ({', '.join(task_names)}) x {len(methods[task_names[0]])} "
         f"methods, model {spec.model} on {device}" + (f" (resuming: {len(done)} samples already done)" if done else ""))
     gen_torch = torch.Generator(device=device)
+    decoder = Decoder(model) if model is not None else None   # keeps the model's graphs across batches
     fwd = ForwardTimer(model, devices) if spec.time_forwards and model is not None else None
     try:
         for task in task_names:
@@ -246,14 +287,14 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
                 # Fixed batch boundaries and a per-batch seed: a resumed run redoes exactly the
                 # batches an interrupted one lost, with the same inputs and random numbers.
                 batches = [(i, b) for i, b in enumerate(_batched(mine, spec.batch_size))
-                           if any((task, label, p["doc_id"]) not in done for p in b)]
+                           if (keep is None or keep(task, i)) and any((task, label, p["doc_id"]) not in done for p in b)]
                 if not batches:
                     continue
                 if oracle:
                     out.append_requests([_oracle_line(spec, label, p) for _, b in batches for p in b])
                     continue
-                _decode_method(spec, out, model, task, label, method, gens[task], batches, devices, meter, fwd,
-                               gen_torch, session)
+                _decode_method(spec, out, decoder, task, label, method, gens[task], batches, devices, meter,
+                               fwd, gen_torch, session, launch)
     finally:
         meter.close()
 
@@ -269,13 +310,15 @@ def warmup_gen(gen: GenConfig) -> GenConfig:
     return dataclasses.replace(gen, max_steps=min(gen.step_cap, max(gen.block_length, gen.num_blocks)))
 
 
-def _decode_method(spec, out, model, task, label, method, gen, batches, devices, meter, fwd, gen_torch, session):
+def _decode_method(spec, out, decoder, task, label, method, gen, batches, devices, meter, fwd, gen_torch, session,
+                   launch=None):
+    model = decoder.model
     for k in range(spec.warmup_batches):  # excluded from results, recorded in warmup.jsonl
         ids = _encode(model, batches[0][1])
         gen_torch.manual_seed(_batch_seed(spec.seed, batches[0][0]))
         wgen = warmup_gen(gen)
         with timed(devices, meter) as w:
-            res = decode(model, method, ids, wgen, generator=gen_torch)
+            res = decoder(method, ids, wgen, generator=gen_torch)
         out.append_warmup({"task": task, "method": label, "warmup_index": k, "session": session,
                            "batch_size": len(ids), "max_steps": wgen.max_steps, "nfe": int(res.nfe.sum()),
                            "latency_s": w.seconds,
@@ -283,6 +326,7 @@ def _decode_method(spec, out, model, task, label, method, gen, batches, devices,
                            "energy_j": None if w.short else w.energy_j, "energy_short": w.short,
                            "peak_mem_bytes": w.peak_mem_bytes})
     bar = _progress(sum(len(b) for _, b in batches), f"{task} {label}", spec.progress)
+    load_start = load.snapshot(meter)   # the machine's load around the timed decode (bench/load.py)
     for index, batch in batches:
         t_wall = time.perf_counter()   # Fast-dLLM's throughput window starts before tokenization
         batch_ids = _encode(model, batch)
@@ -290,15 +334,17 @@ def _decode_method(spec, out, model, task, label, method, gen, batches, devices,
         if fwd is not None:
             fwd.take()
         with (fwd if fwd is not None else contextlib.nullcontext()), timed(devices, meter) as w:
-            res = decode(model, method, batch_ids, gen, generator=gen_torch)
+            res = decoder(method, batch_ids, gen, generator=gen_torch)
         if fwd is not None:
             w.forward_s, w.forward_calls = fwd.take()
-        lines = _request_lines(model, task, label, batch, res, w, meter)
+        lines = _request_lines(model, task, label, batch, res, w, meter, gen, batch_ids)
         for line in lines:
             line.update(batch_index=index, session=session, batch_wall_s=time.perf_counter() - t_wall)
         out.append_requests(lines)
         bar.update(len(batch))
     bar.close()
+    load.record(out.path, task, label, session, launch, load_start, load.snapshot(meter),
+                load.decode_threads(devices[0]))
 
 
 def _batch_seed(seed: int, index: int) -> int:
@@ -308,12 +354,12 @@ def _batch_seed(seed: int, index: int) -> int:
 def _oracle_line(spec, label, p) -> dict:
     return {"task": p["task"], "doc_id": p["doc_id"], "model": spec.model, "method": label,
             "prompt_hash": p["prompt_hash"], "output": p["gold"], "extracted": None, "target": p.get("target"),
-            "correct": None, "nfe": 0, "steps": 0, "gen_tokens": 0, "capped": False, "stop_hit": False,
+            "correct": None, "nfe": 0, "steps": 0, "gen_tokens": 0, "committed_tokens": 0, "capped": False, "stop_hit": False,
             "batch_id": f"oracle-{p['task']}-{p['doc_id']}", "batch_size": 1, "batch_latency_s": 0.0,
             "batch_energy_j": None, "batch_energy_net_j": None, "energy_j": None}
 
 
-def _request_lines(model, task, label, batch, res, w, meter) -> list[dict]:
+def _request_lines(model, task, label, batch, res, w, meter, gen, batch_ids) -> list[dict]:
     batch_id = uuid.uuid4().hex[:12]
     net = None
     if w.energy_j is not None and meter.idle_w is not None:
@@ -334,6 +380,10 @@ def _request_lines(model, task, label, batch, res, w, meter) -> list[dict]:
             "correct": None, "nfe": int(res.nfe[i]),
             "nfe_truncated": int(res.nfe_truncated[i]) if res.nfe_truncated is not None else 0,
             "steps": int(res.steps[i]), "gen_tokens": n,
+            "committed_tokens": committed_tokens(n, gen.gen_length, gen.block_length, gen.early_stop,
+                                                 bool(res.capped[i])),
+            "prompt_tokens": len(batch_ids[i]), "tokens_sha": tokens_digest(res.tokens[i].tolist()),
+            "remasks": int(res.remasks[i]), "edits": int(res.edits[i]),
             "capped": bool(res.capped[i]), "stop_hit": stop_hit,
             "batch_id": batch_id, "batch_size": len(batch), "batch_latency_s": w.seconds,
             "batch_t_start": w.t_start, "batch_t_end": w.t_end, "batch_cpu_s": w.cpu_s,

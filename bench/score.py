@@ -15,7 +15,8 @@ import json
 from tasks import is_lmeval, load_task
 from tasks.base import Doc
 from tasks.sandbox import DEFAULT_TIMEOUT_S as DEFAULT_CODE_TIMEOUT
-from . import metrics
+from . import accounting, load, metrics
+from .aup import family_aups
 from .results import RunDir
 
 
@@ -92,6 +93,7 @@ def summarize(out: RunDir, lm_metrics: dict | None = None) -> dict:
     baseline = info["baseline"]
     model = info["model"]["name"]
     rows = []
+    loads = load.read(out.path)
     for task in tasks:
         task_rows = []
         for label in labels:
@@ -99,6 +101,8 @@ def summarize(out: RunDir, lm_metrics: dict | None = None) -> dict:
             if not mine:
                 continue
             row = {"model": model, "task": task, "method": label, **metrics.summarize_method(mine)}
+            row.update(accounting.totals(mine, row["decode_time_s"]))
+            row.update(load.summary_fields(loads, task, label))
             if _accuracy_note(info):
                 row["accuracy_note"] = _accuracy_note(info)
             if is_lmeval(task):
@@ -110,8 +114,10 @@ def summarize(out: RunDir, lm_metrics: dict | None = None) -> dict:
                     row["accuracy_flexible_extract"] = row["metrics"]["exact_match,flexible-extract"]
             task_rows.append(row)
         metrics.add_speedup(task_rows, baseline)
+        load.flag_speedups(task_rows, baseline)
         rows += task_rows
     summary = {"run_id": info["run_id"], "baseline": baseline, "rows": rows,
+               "aup": family_aups(rows),   # per model, task and method family with several points (bench/aup.py)
                "energy_note": None if info["energy"]["available"] else info["energy"]["reason"],
                "machine": info.get("machine"), "path": str(out.path)}
     out.write_json(out.summary_json, summary)

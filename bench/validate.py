@@ -1,7 +1,7 @@
 """Checks of a run's settings before any work, and the cleanup of a start that failed.
 
 - `check_spec`: every value of a RunSpec that can be wrong on its own (counts, lengths, device,
-  threads, --resume without a run to resume), as one-line errors naming the fix.
+  threads), as one-line errors naming the fix; `check_resume`: --resume names an existing run.
 - `check_fits`: what needs the loaded model: a chat template when --chat asks for one, a PRR
   controller of the model's hidden size (the error gives the training command for this model and
   task); a warning, recorded in run.json and printed under the table, when prompts plus the
@@ -45,13 +45,19 @@ def check_spec(spec) -> None:
     if not isinstance(spec.warmup_batches, int) or spec.warmup_batches < 0:
         raise ValueError(f"--warmup-batches {spec.warmup_batches}: give 0 (no warm-up) or more")
     check_device(spec.device)
-    if spec.resume:
-        if not spec.run_id:
-            raise ValueError("--resume continues an existing run: give its --run-id")
-        run_json = Path(spec.out_dir) / spec.run_id / "run.json"
-        if not run_json.exists():
-            raise ValueError(f"--resume: there is no run {spec.run_id!r} in {spec.out_dir} ({run_json} not found); "
-                             f"drop --resume to start it, or give the --run-id of an existing run")
+
+
+def check_resume(spec, sweep: bool = False) -> None:
+    """--resume names a run (or sweep) that exists. Checked where the user's command is read, not
+    per run: the points of a resumed sweep that never started are started then."""
+    if not spec.resume:
+        return
+    if not spec.run_id:
+        raise ValueError("--resume continues an existing run: give its --run-id")
+    marker = Path(spec.out_dir) / spec.run_id / ("sweep.json" if sweep else "run.json")
+    if not marker.exists():
+        raise ValueError(f"--resume: there is no {'sweep' if sweep else 'run'} {spec.run_id!r} in {spec.out_dir} "
+                         f"({marker} not found); drop --resume to start it, or give the --run-id of an existing one")
 
 
 def train_command(spec, task: str, gen) -> str:

@@ -6,6 +6,8 @@ per prompt the max absolute error, the max error relative to the reference's lar
 the argmax agreement over all positions, then a verdict. Tolerances depend on the dtype: in fp32
 the two must agree to rounding; in bf16 the order of operations differs (fused norms, products),
 so logits differ by a few bf16 ulps and argmax may flip only where the top two nearly tie.
+Block-causal families (SDAR/TraDo, ...) are compared on whole-sequence forwards under the
+block-causal mask, which the hf backend hands to the authors' forward (models/block_causal_real.py).
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""The method interface: a policy that picks which masked positions to commit at each step.
+"""The generation protocol and the method base class.
 
 A method is a small class with a `Config` dataclass. The shared loop (decoding/loop.py) owns the
-model calls, the blocks, the tokens and the counters; a method only scores and selects. Adding a
-method means one file in decoding/methods/ and one line in decoding/registry.py.
+model calls, the blocks, the tokens and the counters; a method plans forwards and decides what to
+commit, remask or edit (decoding/contract.py). Adding a method means one file in
+decoding/methods/ and one line in decoding/registry.py.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+
+from .contract import Decision, Plan, Reads, StepOutput, StepView
 
 
 @dataclass(frozen=True)
@@ -40,34 +43,18 @@ class GenConfig:
         return self.max_steps if self.max_steps is not None else self.gen_length
 
 
-@dataclass
-class StepContext:
-    """What a method sees at one step, for the b rows still decoding (all [b, N] over the
-    generated region unless noted)."""
-    rows: torch.Tensor            # [b] indices of these rows in the batch
-    x0: torch.Tensor              # proposed tokens
-    conf: torch.Tensor            # probability of x0 (fp32)
-    logits: torch.Tensor | None   # [b, N, V] fp32 logits of the generated region (None on KV-cache
-                                  # window steps of methods with uses_logits = False)
-    candidates: torch.Tensor      # masked and inside the row's current block
-    block: torch.Tensor           # [b] current block index
-    step_in_block: torch.Tensor   # [b] steps already taken in the current block
-    step: torch.Tensor            # [b] steps already taken in total
-    hidden: torch.Tensor | None = None  # [b, N, d] last hidden states, if the method asked
-    prompt_len: torch.Tensor | None = None  # [b] real (unpadded) prompt lengths
-    fed: torch.Tensor | None = None  # [b] generated positions computed fresh this step (see Method.extent)
-
-
 class Method:
+    """A decoding policy on the shared loop: `start` before a batch, `plan` the next forward,
+    `decide` what to commit, remask and edit (decoding/contract.py, docs/decode-loop.md).
+    `reads()` declares what plan/decide read: the loop builds only that, and acceleration/
+    decides from it whether the step may be captured in a CUDA graph.
+
+    Every method treats each row on its own: its decision for a row never depends on the other
+    rows of the batch (a captured step runs every row, finished ones without candidates)."""
     name: ClassVar[str]
     Config: ClassVar[type]
-    needs_hidden: ClassVar[bool] = False
-    uses_logits: ClassVar[bool] = True   # False: select() reads only x0/conf (KV-cache window steps
-                                         # then skip building full-width logits; ctx.logits may be None)
+    READS: ClassVar[Reads] = Reads()
     cache: str = "none"                  # KV cache mode, set by the registry (decoding/cache.py)
-    # True: select() treats each row on its own, draws no random numbers and never syncs with the
-    # host, so on GPU the loop may capture it in a CUDA graph run over every row (decoding/loop.py).
-    graph_step: ClassVar[bool] = False
 
     def __init__(self, cfg, gen: GenConfig):
         self.cfg, self.gen = cfg, gen
@@ -76,7 +63,11 @@ class Method:
     def validate(self) -> None:
         """Raise ValueError naming the bad setting and the fix."""
 
-    # Sampling knobs read by the loop; methods with such settings override these.
+    def reads(self) -> Reads:
+        """What this method (with its settings) reads; the class's READS unless settings change it."""
+        return self.READS
+
+    # Sampling knobs read by the forward; methods with such settings override these.
     @property
     def temperature(self) -> float:
         return 0.0
@@ -85,19 +76,17 @@ class Method:
     def cfg_scale(self) -> float:
         return 0.0
 
-    def start(self, batch_size: int, device: torch.device, generator: torch.Generator | None) -> None:
+    def start(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> None:
         """Called before each batch: reset per-row state kept by the method. `generator` is the
-        run's seeded RNG for methods that draw random numbers."""
+        run's seeded RNG for methods that draw random numbers (Reads.rng)."""
 
-    def extent(self, rows: torch.Tensor) -> torch.Tensor | None:
-        """Truncated forwards (SlowFast): how many generated positions to feed at the next forward,
-        [b] counts in 1..gen_length for these rows, or None to feed everything. Positions beyond a
-        row's count are not computed: x0 and conf there repeat the row's last full forward, and
-        logits/hidden there are zeros. A truncated forward still counts one NFE (also counted
-        apart, as `nfe_truncated`)."""
-        return None
+    def plan(self, view: StepView) -> Plan:
+        """What the next forward feeds for these rows (Plan.extent: truncated forwards, which need
+        Reads.truncated). A truncated forward still counts one NFE (also counted apart, as
+        `nfe_truncated`); positions beyond a row's extent are not fresh."""
+        return Plan()
 
-    def select(self, ctx: StepContext) -> torch.Tensor:
+    def decide(self, view: StepView, out: StepOutput) -> Decision:
         raise NotImplementedError
 
     def settings(self) -> dict:

@@ -106,7 +106,7 @@ def build_method(spec: MethodSpec, gen: GenConfig) -> Method:
     if cache != "none" and method.cfg_scale > 0:
         raise ValueError(f"{spec.name}: cache={cache} cannot be combined with cfg_scale > 0 "
                          f"(the unconditional copy has no cache); use cache=none")
-    if cache != "none" and type(method).extent is not Method.extent:
+    if cache != "none" and method.reads().truncated:
         raise ValueError(f"{spec.name}: cache={cache} cannot be combined with this method's truncated "
-                         f"forwards (Method.extent); use cache=none")
+                         f"forwards (Plan.extent); use cache=none")
     return method

@@ -5,6 +5,7 @@ the reference twin of its compiled kernel. Imports nothing of this project.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -41,7 +42,8 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[in
     memory passes on small inputs: below COMPILE_MIN_TOKENS tokens it runs eager, except while a
     CUDA graph is captured; `min_numel` replaces that test by one on x's element count (for
     functions whose rows are long, like a reduction over the vocabulary). DLLM_COMPILE=0 turns it off.
-    `row_args`: the positional arguments whose dim 0 is the tokens dim; it is marked dynamic from
+    `row_args`: the positional arguments whose dim 0 is the tokens dim (a dataclass argument: all
+    its tensor fields); it is marked dynamic from
     the first call, so the first compile (in a warm-up) serves every later size; otherwise the second
     size recompiles, seconds of work that landed inside a timed decode call."""
     if fn is None:
@@ -60,8 +62,8 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[in
             compiled = torch.compile(fn, fullgraph=True)
         if x.shape[0] > 1:
             for i in row_args:
-                if (x, *args)[i] is not None:
-                    torch._dynamo.mark_dynamic((x, *args)[i], 0)
+                for t in _tensors((x, *args)[i]):
+                    torch._dynamo.mark_dynamic(t, 0)
         # No automatic dynamic shapes: a second model of another width in the same process must
         # recompile with its own constant feature dims (automatic dynamic made them symbolic: the
         # RoPE kernel then ran 10x slower, measured on the H200).
@@ -71,3 +73,10 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[in
     wrapper.__doc__ = fn.__doc__
     wrapper.__wrapped__, wrapper.row_args = fn, row_args   # for tests: what it compiles, and how
     return wrapper
+
+
+def _tensors(arg) -> list:
+    """The tensors of an argument: itself, or a dataclass's tensor fields (none for other values)."""
+    if dataclasses.is_dataclass(arg):
+        return [v for v in vars(arg).values() if isinstance(v, torch.Tensor)]
+    return [arg] if isinstance(arg, torch.Tensor) else []

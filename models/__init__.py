@@ -6,6 +6,10 @@
   8B/7B config when no path is given) with random weights.
 - `llada-8b`, `dream-7b`, `llada-small`, `dream-small`, `llada-tiny`, `dream-tiny`: named
   architectures, random weights only (`--no-weights`), for speed and energy runs without a download.
+- block-causal families (models/block_causal_real.py): `sdar`, `trado`, `llada2`, `fast-dllm-v2`
+  (real checkpoints) and their named configs (`sdar-8b`, `sdar-4b`, `sdar-1.7b`, `trado-8b`,
+  `trado-4b`, `sdar-small`, `sdar-tiny`, `llada2-mini`, `llada2-small`, `llada2-tiny`,
+  `fast-dllm-v2-7b`, `fast-dllm-v2-1.5b`, `fast-dllm-v2-small`, `fast-dllm-v2-tiny`).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import functools
 import torch
 
 from .base import ModelAdapter
+from .block_causal_real import FAMILIES as BLOCK_CAUSAL_FAMILIES, load_block_causal
 from .dream import CONFIGS as DREAM_CONFIGS
 from .llada import CONFIGS as LLADA_CONFIGS
 from .real import load_real
@@ -38,6 +43,17 @@ MODELS = {"tiny": _tiny,
           "dream": functools.partial(_real, "dream", "dream")}
 MODELS.update({n: functools.partial(_real, "llada", n) for n in LLADA_CONFIGS})
 MODELS.update({n: functools.partial(_real, "dream", n) for n in DREAM_CONFIGS})
+
+
+def _block_causal(family, name, device, dtype, path=None, no_weights=False, backend="native", seed=0):
+    return load_block_causal(family, path=path, name=name, no_weights=no_weights, device=device, dtype=dtype,
+                             backend=backend, seed=seed)
+
+
+for _fam, _spec in BLOCK_CAUSAL_FAMILIES.items():
+    MODELS[_fam] = functools.partial(_block_causal, _fam, _fam)
+    MODELS.update({n: functools.partial(_block_causal, _fam, n) for n in _spec["configs"]
+                   if n.startswith(_fam + "-")})
 
 
 def load_model(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, path: str | None = None,

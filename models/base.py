@@ -36,6 +36,10 @@ class ModelAdapter:
     logit_shift: bool = False           # Dream: position i is predicted from hidden state i-1
     chat_template: str | None = None    # None: the model has no chat format
     info: dict = field(default_factory=dict)  # config, weights origin; recorded in run.json
+    # "bidirectional" (LLaDA, Dream, tiny) or "block_causal" (SDAR/TraDo, LLaDA2, Fast-dLLM v2: causal
+    # across blocks of block_size positions, bidirectional inside one; exact cache in models/block_cache.py)
+    regime: str = "bidirectional"
+    block_size: int | None = None
     # on GPU, launch-bound forwards (KV-cache windows, small full forwards) replay CUDA graphs
     # (acceleration/graphs.py); DLLM_CUDA_GRAPHS=0 turns them off for every model
     cuda_graphs: bool = field(default_factory=lambda: os.environ.get("DLLM_CUDA_GRAPHS", "1") != "0")

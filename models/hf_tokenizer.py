@@ -1,5 +1,7 @@
 """Tokenizers of the real models: transformers' AutoTokenizer from the checkpoint directory (with
-its chat template), and a byte tokenizer for random-weight runs that have no tokenizer files."""
+its chat template), a byte tokenizer for random-weight runs that have no tokenizer files, and
+MissingTokenizer for a directory of real weights without tokenizer files: the model loads and
+decodes token ids; only turning text into ids or back raises, naming the directory and the fix."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,6 +29,28 @@ class HFTokenizer:
         """The messages in the checkpoint's template: text, or ids with tokenize=True (transformers'
         signature, which bench/generate.py calls)."""
         return self.tok.apply_chat_template(messages, tokenize=tokenize, add_generation_prompt=add_generation_prompt)
+
+
+# Files any transformers tokenizer is loaded from (fast, sentencepiece, BPE vocab).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def has_tokenizer(path: str | Path) -> bool:
+    return any((Path(path) / f).exists() for f in TOKENIZER_FILES)
+
+
+class MissingTokenizer:
+    """Stands for the tokenizer of a checkpoint directory that has none: ids-only use works."""
+    chat_template = None
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _fail(self, *a, **k):
+        raise ValueError(f"{self.path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...), and this "
+                         f"run needs text; copy the checkpoint's tokenizer files there, or pass token ids")
+
+    encode = decode = apply_chat_template = _fail
 
 
 class ByteTokenizer:

@@ -14,7 +14,7 @@ import torch
 from . import dream, llada
 from .base import ModelAdapter
 from .checkpoint import load_weights, random_init_, read_config, resolve_dir
-from .hf_tokenizer import ByteTokenizer, HFTokenizer
+from .hf_tokenizer import ByteTokenizer, HFTokenizer, MissingTokenizer, has_tokenizer
 
 FAMILIES = {
     "llada": dict(net=llada.LLaDA, cfg=llada.LLaDAConfig, configs=llada.CONFIGS, hub=llada.DEFAULT_HUB_ID,
@@ -58,7 +58,9 @@ def load_real(family: str, path: str | None = None, name: str | None = None, no_
     else:
         d = resolve_dir(path or fam["hub"])
         cfg, origin = fam["cfg"].from_hf(read_config(d)), str(d)
-        tok = HFTokenizer(d)
+        # a directory without tokenizer files: random weights take the byte tokenizer as a named
+        # config does; real weights decode token ids, and only text needs the files
+        tok = HFTokenizer(d) if has_tokenizer(d) else ByteTokenizer() if no_weights else MissingTokenizer(d)
 
     with torch.device("meta"):
         net = fam["net"](cfg)
@@ -113,7 +115,7 @@ def _load_hf(family: str, path: str, device, dtype) -> ModelAdapter:
     except ImportError as e:   # a package the authors' modeling code imports
         raise ValueError(f"the authors' modeling code in {d} cannot be imported: {e}") from None
     cfg = FAMILIES[family]["cfg"].from_hf(read_config(d))
-    tok = HFTokenizer(d)
+    tok = HFTokenizer(d) if has_tokenizer(d) else MissingTokenizer(d)
     return ModelAdapter(name=family, module=HFModule(hf, family), tokenizer=tok, logit_shift=FAMILIES[family]["shift"],
                         chat_template=tok.chat_template, **family_ids(family, cfg),
                         info={"family": family, "backend": "hf", "weights": str(d), "config": asdict(cfg),

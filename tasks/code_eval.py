@@ -3,8 +3,10 @@
 lm-eval's mbpp and humaneval metrics call `evaluate.load("code_eval")` when their utils module is
 imported, which downloads a script from the hub (impossible offline) and runs programs with
 exec() in forked workers. We hand those modules this object instead, so their metric code runs
-unchanged and only the executor differs: the program is `candidate + "\\n" + test`, exactly as
-code_eval assembles it, run in the sandbox.
+unchanged and only the executor differs: each (candidate, test) pair goes to the sandbox, which
+runs the candidate there and the test in a judge outside it (tasks/sandbox_split.py); a test that
+cannot be split runs as `candidate + "\\n" + test`, exactly as code_eval assembles it. Verdicts
+are cached under that joined text.
 
 Whether code may run is decided at call time (`allow_code_exec`), so tasks can be built and
 prompts rendered without the flag; scoring then refuses with a clear error.
@@ -36,19 +38,18 @@ class SandboxCodeEval:
     def compute(self, references, predictions, k=(1,), num_workers=None, timeout=None):
         if self.self_test:   # lm-eval probes code_eval at import; nothing is executed then
             return {f"pass@{kk}": 0.0 for kk in k}, {}
-        programs, owners = [], []
+        pairs, owners = [], []
         for i, (cands, test) in enumerate(zip(predictions, references)):
             for cand in cands:
-                programs.append(program_text(cand, test))
+                pairs.append((cand, test))
                 owners.append(i)
         if self.collect is not None:
-            self.collect.extend(programs)
+            self.collect.extend(pairs)
             return {f"pass@{kk}": 0.0 for kk in k}, {}
         if not self.allow:
             raise CodeExecutionNotAllowed()
-        todo = [p for p in dict.fromkeys(programs) if p not in self.cache]
-        self.cache.update(zip(todo, run_programs(todo, self.config, allow=True)))
-        results = [self.cache[p] for p in programs]
+        self.run(pairs)
+        results = [self.cache[program_text(*p)] for p in pairs]
         per_task: dict[int, list[bool]] = {}
         for i, r in zip(owners, results):
             per_task.setdefault(i, []).append(r.passed)
@@ -59,6 +60,12 @@ class SandboxCodeEval:
         details = {i: [(j, {"passed": r.passed, "result": r.status}) for j, r in enumerate(
             [res for o, res in zip(owners, results) if o == i])] for i in per_task}
         return scores, details
+
+    def run(self, pairs: list[tuple[str, str]]) -> None:
+        """Run the (candidate, test) pairs not cached yet, in parallel."""
+        todo = list({program_text(*p): p for p in pairs if program_text(*p) not in self.cache}.items())
+        results = run_programs([p for _, p in todo], self.config, allow=True)
+        self.cache.update(zip([key for key, _ in todo], results))
 
 
 def program_text(candidate: str, test: str) -> str:
@@ -81,11 +88,10 @@ def collecting():
         CODE_EVAL.collect = None
 
 
-def prefetch(programs: list[str]) -> None:
+def prefetch(pairs: list[tuple[str, str]]) -> None:
     if not CODE_EVAL.allow:
         raise CodeExecutionNotAllowed()
-    todo = [p for p in dict.fromkeys(programs) if p not in CODE_EVAL.cache]
-    CODE_EVAL.cache.update(zip(todo, run_programs(todo, CODE_EVAL.config, allow=True)))
+    CODE_EVAL.run(pairs)
 
 
 def configure(allow: bool, config: SandboxConfig | None = None) -> None:

@@ -1,4 +1,4 @@
-"""GSM8K, GSM8K-CoT, MBPP and HumanEval as lm-eval defines them.
+"""GSM8K, GSM8K-CoT (8-shot and zero-shot), MBPP and HumanEval as lm-eval defines them.
 
 The task objects are lm-eval's own: its YAML files (shipped inside the installed `lm_eval`
 package) are loaded by lm-eval's loader and built into `ConfigurableTask`s, so prompts, few-shot
@@ -56,6 +56,10 @@ LMEVAL_TASKS: dict[str, LMEvalTaskDef] = {
     "gsm8k_cot": LMEvalTaskDef(
         "gsm8k_cot", "gsm8k/gsm8k-cot.yaml", {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"},
         "exact_match,strict-match", TaskProtocol(gen_length=256, block_length=32, shots=8),
+        oracle=_cot_oracle),
+    "gsm8k_cot_zeroshot": LMEvalTaskDef(
+        "gsm8k_cot_zeroshot", "gsm8k/gsm8k-cot-zeroshot.yaml", {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"},
+        "exact_match,strict-match", TaskProtocol(gen_length=256, block_length=32, shots=0),
         oracle=_cot_oracle),
     "mbpp": LMEvalTaskDef(
         "mbpp", "mbpp/mbpp.yaml", {"test": "mbpp/mbpp_test.jsonl"},

@@ -5,11 +5,12 @@ Checked on CPU with dynamo's eager backend (tracing only, no code generation).""
 import torch
 
 from models.layers import _add_rms_norm_rows, _rms_norm_rows, _rope_qk_rows, _swiglu_rows
-from decoding.loop import _bookkeep_
+from decoding.state import Constants, Counters, advance
 from decoding.select import _chosen_prob_rows, _greedy_rows
+from kernels.compiled import _tensors
 
 
-def _bookkeep_args(n: int, g: torch.Generator):
+def _advance_args(n: int, g: torch.Generator):
     G, mask = 12, 99
     gen_a = torch.where(torch.rand(n, G, generator=g) < 0.6, mask, torch.randint(0, 9, (n, G), generator=g))
     x0 = torch.randint(0, 9, (n, G), generator=g)
@@ -17,10 +18,11 @@ def _bookkeep_args(n: int, g: torch.Generator):
     block = torch.randint(0, 3, (n,), generator=g)
     in_block = (torch.arange(G) // 4) == block.unsqueeze(1)
     act = torch.rand(n, generator=g) < 0.8
-    state = [block, torch.randint(0, 4, (n,), generator=g), torch.randint(0, 9, (n,), generator=g),
-             torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)]
-    return [gen_a, x0, commit, in_block, act, *state, torch.tensor([7]), torch.arange(G), mask, 4, 3,
-            torch.tensor(8), True]
+    rows = Counters(block, torch.randint(0, 4, (n,), generator=g), torch.randint(0, 9, (n,), generator=g),
+                    torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool))
+    k = Constants(eos=torch.tensor([7]), pos=torch.arange(G), step_cap=torch.tensor(8), mask_id=mask,
+                  block_length=4, num_blocks=3, early_stop=True)
+    return [torch.where(commit, x0, gen_a), x0, in_block, act, rows, k]
 
 
 CASES = {
@@ -32,12 +34,16 @@ CASES = {
                                           torch.randn(n, 1, 8, generator=g), 4]),
     "greedy": (_greedy_rows, lambda n, g: [torch.randn(n, 640, generator=g)]),
     "chosen_prob": (_chosen_prob_rows, lambda n, g: [torch.randn(n, 640, generator=g), torch.randint(0, 640, (n,), generator=g)]),
-    "bookkeep": (_bookkeep_, _bookkeep_args),
+    "bookkeep": (advance, _advance_args),
 }
 
 
 def _clone(args):
-    return [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    import dataclasses
+    one = lambda a: (a.clone() if isinstance(a, torch.Tensor) else
+                     dataclasses.replace(a, **{k: one(v) for k, v in vars(a).items()}) if dataclasses.is_dataclass(a)
+                     else a)
+    return [one(a) for a in args]
 
 
 def test_gpu_compiled_functions_trace_whole_and_equal_eager_for_any_row_count():
@@ -55,8 +61,8 @@ def test_gpu_compiled_functions_trace_whole_and_equal_eager_for_any_row_count():
             args = make(n, g)
             eager_args, compiled_args = _clone(args), _clone(args)
             for i in row_args:
-                if compiled_args[i] is not None:
-                    torch._dynamo.mark_dynamic(compiled_args[i], 0)
+                for t in _tensors(compiled_args[i]):
+                    torch._dynamo.mark_dynamic(t, 0)
             with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
                 got = compiled(*compiled_args)
             want = fn(*eager_args)
@@ -64,7 +70,7 @@ def test_gpu_compiled_functions_trace_whole_and_equal_eager_for_any_row_count():
             for a, b in zip(got, want):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
             for a, b in zip(compiled_args, eager_args):   # in-place updates (the bookkeeping's state)
-                if isinstance(a, torch.Tensor):
-                    assert torch.equal(a, b), name
+                for ta, tb in zip(_tensors(a), _tensors(b)):
+                    assert torch.equal(ta, tb), name
         assert len(graphs) == 1, f"{name}: compiled {len(graphs)} times for 3 and 5 rows"
     torch._dynamo.reset()

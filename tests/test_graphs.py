@@ -2,11 +2,15 @@
 their token-for-token parity with eager forwards is recorded in results/speed/REPORT.md)."""
 import torch
 
+import acceleration.graphs as graphs
 import decoding.loop as loop
+from acceleration import Decoder
+from acceleration.graphs import GraphedCall, launch_bound
+from acceleration.policy import capture_blocker
+from acceleration.pool import GraphedCalls, GraphPool
 from bench.measure import ForwardTimer
 from models.llada import LLaDA, LLaDAConfig
 from kernels.compiled import compiling_for_graph
-from acceleration.graphs import GraphedCall, full_forward_graph, launch_bound
 from decoding.base import GenConfig
 
 from decode_helpers import encode, method
@@ -25,9 +29,14 @@ def test_launch_bound_graphs_llada8b_at_batch_1_not_batch_8():
     assert not launch_bound(m, 8 * 768)     # ~150 ms of GPU work hides its launches: eager
 
 
-def test_no_graph_on_cpu(builtin_model):
-    x = torch.zeros((2, 10), dtype=torch.long)
-    assert full_forward_graph(builtin_model, x, None, False) is None
+def test_no_graph_on_cpu(builtin_model, prompts):
+    decoder = Decoder(builtin_model)
+    assert not decoder.pool.graphs_apply()
+    gen = GenConfig(gen_length=24, block_length=8)
+    ids = encode(builtin_model, prompts)
+    res = decoder(method("threshold", gen), ids, gen)
+    assert torch.equal(res.tokens, loop.decode(builtin_model, method("threshold", gen), ids, gen).tokens)
+    assert not decoder.pool.full_graphs and not decoder.pool.caches and not decoder.pool.decodes
 
 
 class _EagerGraphedCall:
@@ -62,41 +71,55 @@ def _copy_into(static, out):
             static.hidden.copy_(out.hidden)
 
 
-def _eager_full_graph(model, x, attn, need_hidden):
-    return _EagerGraphedCall(lambda ids, am: model.forward(ids.clone(), am, output_hidden=need_hidden), x, attn)
-
-
 class _EagerStep:
-    """CapturedStep without a GPU: each replay runs the step function on the same state tensors."""
+    """CapturedStep without a GPU: each replay runs the step function on the same state."""
     built = 0
 
-    def __init__(self, fn, *state):
+    def __init__(self, fn, state, copy_state):
+        copy_state(state)                      # the warm-up's copy must be buildable
         self.fn, self.state = fn, state
         _EagerStep.built += 1
 
     def replay(self):
-        self.fn(*self.state)
+        self.fn(self.state)
+
+
+def _stand_in_graphs(monkeypatch):
+    """Run acceleration's graph paths on CPU: graphs apply, every forward is launch-bound, graphs
+    are eager stand-ins. Returns the list that counts eager (uncaptured) steps."""
+    monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
+    monkeypatch.setattr(GraphPool, "launch_bound", lambda self, n: True)
+    monkeypatch.setattr(graphs, "GraphedCall", _EagerGraphedCall)
+    monkeypatch.setattr(graphs, "CapturedStep", _EagerStep)
+    eager_steps, step = [], loop.step
+    monkeypatch.setattr(loop, "step", lambda *a: eager_steps.append(1) or step(*a))
+    return eager_steps
+
+
+FIELDS = ("tokens", "nfe", "steps", "capped", "gen_tokens", "nfe_truncated", "remasks", "edits")
 
 
 def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts, monkeypatch):
     # The graph branch forwards every row of the batch (finished rows too) and keeps the rows still
-    # decoding; for fixed and threshold the rest of the step is a second graph over every row, with
-    # finished rows masked. Stand in eager calls for both graphs and compare with the normal path:
-    # rows finish at different steps (early stop), prompts are left-padded, a step cap ends rows.
+    # decoding; for a capturable method the rest of the step (decoding.loop.decide_and_apply) is a
+    # second graph over every row, with finished rows masked. Stand in eager calls for both graphs
+    # and compare with the reference loop: rows finish at different steps (early stop), prompts are
+    # left-padded, a step cap ends rows.
     prompts = encode(builtin_model, prompts)
     gens = [GenConfig(gen_length=48, block_length=16), GenConfig(gen_length=48, block_length=16, max_steps=7)]
     for spec, graphs_step in (("fixed", True), ("threshold", True), ("threshold:tau=0.5", True),
                               ("fixed:steps=24", True), ("localleap", True), ("fixed:remasking=random", False),
-                              ("prr", False), ("eb", False)):
+                              ("prr", True), ("prr:profile=true", False), ("eb", True),
+                              ("slowfast", False), ("slowfast:reuse=false", True)):
         for gen in gens:
             eager = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
-            monkeypatch.setattr(loop, "full_forward_graph", _eager_full_graph)
-            monkeypatch.setattr(loop, "CapturedStep", _EagerStep)
+            _stand_in_graphs(monkeypatch)
             built = _EagerStep.built
-            graphed = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
+            graphed = Decoder(builtin_model)(method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
             monkeypatch.undo()
             assert (_EagerStep.built > built) == graphs_step, spec
-            for field in ("tokens", "nfe", "steps", "capped", "gen_tokens"):
+            assert (capture_blocker(method(spec, gen)) is None) == graphs_step, spec
+            for field in FIELDS:
                 assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, gen.max_steps, field)
             if spec == "threshold" and gen.max_steps is None:
                 assert eager.steps.min() < eager.steps.max(), "rows should finish at different steps"
@@ -105,11 +128,10 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
 
 
 def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, monkeypatch):
-    # With the dual cache, fixed and threshold run refresh and window steps as a forward graph plus
+    # With the dual cache, capturable methods run refresh and window steps as a forward graph plus
     # a step graph over every row (finished rows take their last block's window, masked); a step
     # where some rows start a block and others do not runs eagerly. Stand in eager calls for the
     # graphs on CPU and compare with the eager loop, for LLaDA-style (no shift) and Dream (shift).
-    import decoding.cache as cache
     from models import load_model
     dream = load_model("dream-tiny", no_weights=True)
     torch.manual_seed(0)
@@ -120,115 +142,104 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
     for model, ids in cases:
         for spec, graphs_step in (("threshold:cache=dual", True), ("threshold:tau=0.5:cache=dual", True),
                                   ("fixed:steps=24:cache=dual", True), ("localleap:cache=dual", True),
-                                  ("fixed:cache=prefix", False),
-                                  ("eb:cache=dual", False)):
+                                  ("fixed:cache=prefix", False), ("eb:cache=dual", True),
+                                  ("prr:controller=zero,tau=0.7,cache=dual", True)):
             for gen in gens:
                 eager = loop.decode(model, method(spec, gen), ids, gen)
-                monkeypatch.setattr(loop, "CapturedStep", _EagerStep)
-                monkeypatch.setattr(cache, "GraphedCall", _EagerGraphedCall)
-                monkeypatch.setattr(cache, "launch_bound", lambda m, n: True)
-                monkeypatch.setattr(cache, "_cache_and_graphs", lambda m, n, L: (m.new_cache(n, L), {}))
-                built, eager_steps = _EagerStep.built, []
-                eager_step = loop._eager_step
-                monkeypatch.setattr(loop, "_eager_step", lambda *a: eager_steps.append(1) or eager_step(*a))
-                graphed = loop.decode(model, method(spec, gen), ids, gen)
+                eager_steps = _stand_in_graphs(monkeypatch)
+                built = _EagerStep.built
+                graphed = Decoder(model)(method(spec, gen), ids, gen)
                 monkeypatch.undo()
                 where = (model.name, spec, gen.max_steps)
                 assert (_EagerStep.built > built) == graphs_step, where
                 if spec == "fixed:steps=24:cache=dual":
                     assert _EagerStep.built - built == 2, where   # a refresh and a window step graph
-                for field in ("tokens", "nfe", "steps", "capped", "gen_tokens"):
+                for field in FIELDS:
                     assert torch.equal(getattr(eager, field), getattr(graphed, field)), (*where, field)
                 if model is builtin_model and graphs_step and spec.startswith("threshold") and gen.max_steps is None:
                     assert 0 < len(eager_steps) < int(graphed.steps.max()), where   # some mixed steps, most graphed
 
 
 def test_graphed_decode_kept_for_the_next_call_reads_nothing_stale(builtin_model, prompts, monkeypatch):
-    # The model keeps a graphed decode (its state tensors and step graphs) for the next call of the
-    # same shapes and method settings; that call refills the state. Stand the graphs in on CPU:
-    # the second call builds no step graph and gives exactly what the eager loop gives.
-    from collections import OrderedDict
-    import decoding.cache as cache
-    import acceleration.graphs as graphs
-
-    def kept_full_graph(model, x, attn, need):   # full_forward_graph's keeping, eager stand-in
-        store = model.__dict__.setdefault("_full_graphs", OrderedDict())
-        key = graphs._full_graph_key(x, attn, need)
-        if key not in store:
-            store[key] = _eager_full_graph(model, x, attn, need)
-        return store[key]
-
+    # A Decoder's pool keeps a captured decode (its state tensors and step graphs) for the next call
+    # of the same shapes and method settings; that call refills the state and rebinds its method
+    # object. Stand the graphs in on CPU: the second call builds no step graph and gives exactly
+    # what the eager loop gives.
     first = encode(builtin_model, prompts)[:4]
     second = first[1:] + first[:1]             # other prompt in every row, same (batch, length)
     gen = GenConfig(gen_length=48, block_length=16)
     for spec, other_spec in (("threshold", "threshold:tau=0.5"), ("fixed", "fixed:steps=24"),
                              ("threshold:cache=dual", "threshold:tau=0.5:cache=dual"),
-                             ("fixed:steps=24:cache=dual", "fixed:steps=48:cache=dual")):
+                             ("fixed:steps=24:cache=dual", "fixed:steps=48:cache=dual"),
+                             ("slowfast:reuse=false", "slowfast:reuse=false,tau_high=0.5"), ("prr", "prr:tau=0.5")):
         eager = loop.decode(builtin_model, method(spec, gen), second, gen)
         eager_other = loop.decode(builtin_model, method(other_spec, gen), second, gen)
-        monkeypatch.setattr(loop, "CapturedStep", _EagerStep)
-        monkeypatch.setattr(loop, "full_forward_graph", kept_full_graph)
-        monkeypatch.setattr(cache, "GraphedCall", _EagerGraphedCall)
-        monkeypatch.setattr(cache, "launch_bound", lambda m, n: True)
-        monkeypatch.setattr(cache, "_cache_and_graphs", cache._shared_cache)
-        loop.decode(builtin_model, method(spec, gen), first, gen)
+        _stand_in_graphs(monkeypatch)
+        decoder = Decoder(builtin_model)
+        decoder(method(spec, gen), first, gen)
         built = _EagerStep.built
-        again = loop.decode(builtin_model, method(spec, gen), second, gen)
+        m = method(spec, gen)
+        again = decoder(m, second, gen)
         assert _EagerStep.built == built, spec                       # the kept step graphs replayed
-        other = loop.decode(builtin_model, method(other_spec, gen), second, gen)
+        kept = next(iter(decoder.pool.decodes.values()))
+        assert kept.method is m, spec                                # ... with this call's method object
+        other = decoder(method(other_spec, gen), second, gen)
         assert _EagerStep.built > built, spec                        # other settings: their own graphs
-        for name in ("_full_graphs", "_cache_graphs"):               # forward graphs dropped: so is the decode
-            builtin_model.__dict__.pop(name, None)
+        decoder.pool.full_graphs.clear()                             # forward graphs dropped: so is the decode
+        decoder.pool.caches.clear()
         built = _EagerStep.built
-        fresh = loop.decode(builtin_model, method(spec, gen), second, gen)
+        fresh = decoder(method(spec, gen), second, gen)
         assert _EagerStep.built > built, spec
         builtin_model.cuda_graphs = False                            # graphs off: the eager loop, nothing kept
+        monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: self.model.cuda_graphs)
         built = _EagerStep.built
-        off = loop.decode(builtin_model, method(spec, gen), second, gen)
+        off = decoder(method(spec, gen), second, gen)
         builtin_model.cuda_graphs = True
         assert _EagerStep.built == built and torch.equal(off.tokens, eager.tokens), spec
         monkeypatch.undo()
-        for name in ("_full_graphs", "_cache_graphs", "_graphed_decodes"):
-            builtin_model.__dict__.pop(name, None)
         for label, res in (("again", again), ("fresh", fresh)):
-            for field in ("tokens", "nfe", "steps", "capped", "gen_tokens"):
+            for field in FIELDS:
                 assert torch.equal(getattr(eager, field), getattr(res, field)), (spec, label, field)
         for field in ("tokens", "nfe", "steps"):
             assert torch.equal(getattr(eager_other, field), getattr(other, field)), (other_spec, field)
 
 
-def test_graph_step_methods_select_each_row_on_its_own():
-    # The step graph runs select over every row, finished ones included (with no candidates), where
-    # the eager loop passes only the rows still decoding: a graph_step method's choice for a row
+def test_captured_methods_decide_each_row_on_its_own():
+    # The step graph runs decide over every row, finished ones included (with no candidates), where
+    # the eager loop passes only the rows still decoding: a capturable method's choice for a row
     # must not depend on the other rows.
-    from decoding.base import StepContext
+    from decoding.contract import History, step_inputs
     from decoding.registry import METHODS
     gen = GenConfig(gen_length=24, block_length=8)
     g = torch.Generator().manual_seed(0)
-    B, N = 5, 24
+    B, N, V = 5, 24, 11
     conf = torch.rand((B, N), generator=g)
+    logits = torch.randn((B, N, V), generator=g)
     candidates = (torch.rand((B, N), generator=g) < 0.6) & ((torch.arange(N) // 8) == torch.tensor([0, 1, 2, 0, 1])[:, None])
     candidates[3] = False                       # a finished row: no candidates
     step_in_block = torch.tensor([0, 1, 2, 0, 2])
     checked = []
-    for name in sorted(METHODS):
-        m = method(name, gen)
-        if not m.graph_step:
+    for spec in sorted(METHODS) + ["slowfast:reuse=false"]:
+        m = method(spec, gen)
+        if capture_blocker(m) is not None:
             continue
-        m.start(B, torch.device("cpu"), None)
+        d = m.ctrl.cfg.d_model if getattr(m, "ctrl", None) is not None else 4
+        hidden = torch.randn((B, N, d), generator=g)
 
-        def ctx(rows):
-            return StepContext(rows=rows, x0=torch.zeros((len(rows), N), dtype=torch.long), conf=conf[rows],
-                               logits=None, candidates=candidates[rows], block=step_in_block[rows] * 0,
-                               step_in_block=step_in_block[rows], step=step_in_block[rows],
-                               prompt_len=torch.full((len(rows),), 4))
-        every = m.select(ctx(torch.arange(B))) & candidates
+        def decide(rows):
+            m.start(B, torch.device("cpu"), None)
+            hist = History.empty(B, N, "cpu").take(rows)
+            view, out = step_inputs(rows=rows, conf=conf[rows], logits=logits[rows], hidden=hidden[rows],
+                                    candidates=candidates[rows], block=step_in_block[rows] * 0,
+                                    step_in_block=step_in_block[rows], step=step_in_block[rows],
+                                    prompt_len=torch.full((len(rows),), 4), history=hist)
+            return m.decide(view, out).commit & candidates[rows]
+        every = decide(torch.arange(B))
         for i in range(B):
-            one = m.select(ctx(torch.tensor([i]))) & candidates[i:i + 1]
-            assert torch.equal(every[i:i + 1], one), (name, i)
+            assert torch.equal(every[i:i + 1], decide(torch.tensor([i]))), (spec, i)
         assert not every[3].any()
-        checked.append(name)
-    assert {"fixed", "threshold", "localleap"} <= set(checked)
+        checked.append(spec.split(":")[0])
+    assert {"fixed", "threshold", "localleap", "eb", "prr", "slowfast"} <= set(checked)
 
 
 def test_forward_timer_counts_graph_replays_not_graph_building(builtin_model):
@@ -251,40 +262,45 @@ def test_forward_timer_counts_graph_replays_not_graph_building(builtin_model):
     assert GraphedCall.__call__.__name__ == "__call__" and "forward" not in builtin_model.__dict__
 
 
-def test_cache_kept_across_decode_calls_reads_nothing_stale(builtin_model, prompts, monkeypatch):
-    # On a GPU the model keeps the KV cache (and its captured graphs) of a (batch, length) for the
-    # next decode call. Stand that in on CPU: a second batch decoded on the first batch's cache
-    # gives exactly what it gives on a fresh cache.
-    import decoding.cache as cache
+def test_cache_kept_across_decode_calls_reads_nothing_stale(builtin_model, prompts):
+    # A GraphPool keeps the KV cache (and its captured graphs) of a (batch, length) for the next
+    # decode call. Keep the cache on CPU (no graphs): a second batch decoded on the first batch's
+    # cache gives exactly what it gives on a fresh cache.
+    class CacheOnly(GraphedCalls):
+        def refresh(self, *a):
+            return None
+
+        def window(self, *a):
+            return None
+
     first = encode(builtin_model, prompts)[:4]
     second = first[1:] + first[:1]         # other prompt in every row, same (batch, length)
     key = (4, max(map(len, first)) + 48)
     gen = GenConfig(gen_length=48, block_length=16)
     for spec in ("threshold:cache=dual", "fixed:cache=prefix"):
         fresh = loop.decode(builtin_model, method(spec, gen), second, gen)
-        monkeypatch.setattr(cache, "_cache_and_graphs", lambda m, n, L: (cache._shared_cache(m, n, L)[0], None))
-        loop.decode(builtin_model, method(spec, gen), first, gen)
-        kept = builtin_model._cache_graphs[key][0]
-        reused = loop.decode(builtin_model, method(spec, gen), second, gen)
-        assert builtin_model._cache_graphs[key][0] is kept
-        monkeypatch.undo()
-        del builtin_model._cache_graphs
+        pool = GraphPool(builtin_model)
+        loop.decode(builtin_model, method(spec, gen), first, gen, calls=CacheOnly(pool))
+        kept = pool.caches[key][0]
+        reused = loop.decode(builtin_model, method(spec, gen), second, gen, calls=CacheOnly(pool))
+        assert pool.caches[key][0] is kept
         assert torch.equal(fresh.tokens, reused.tokens) and torch.equal(fresh.nfe, reused.nfe), spec
 
 
-def test_shared_cache_keeps_the_most_recent_shapes():
-    from decoding.cache import CACHES_PER_MODEL, _shared_cache
+def test_pool_keeps_the_most_recent_cache_shapes():
+    from acceleration.pool import CACHES
 
     class Model:
         def new_cache(self, batch, length):
             return object()
 
-    m = Model()
-    first = _shared_cache(m, 1, 10)
-    assert _shared_cache(m, 1, 10) is first            # same shape: the same cache and graphs
-    for n in range(2, 2 + CACHES_PER_MODEL):
-        _shared_cache(m, n, 10)
-    assert (1, 10) not in m._cache_graphs and len(m._cache_graphs) == CACHES_PER_MODEL
+    pool = GraphPool(Model())
+    first = pool.cache(1, 10)
+    assert pool.cache(1, 10) is first            # same shape: the same cache and graphs
+    for n in range(2, 2 + CACHES):
+        pool.cache(n, 10)
+    assert (1, 10) not in pool.caches and len(pool.caches) == CACHES
+    assert not any(k.startswith("_") for k in vars(Model()))   # nothing stored on the model
 
 
 def test_graphs_switch_from_the_environment_and_recorded_in_run_env(monkeypatch):

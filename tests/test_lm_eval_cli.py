@@ -41,13 +41,13 @@ def test_warm_up_decodes_about_the_first_block_only(monkeypatch):
     from tasks.arith import test_problems
     lm = lm_eval_model.DllmBenchLM(model="tiny", method="fixed", gen_length=48, block_length=16, batch_size=2,
                                    warmup_batches=1, device="cpu")
-    real, caps = lm_eval_model.decode, []
+    real, caps = lm._decode, []
 
-    def counting(model, method, ids, gen, **kw):
-        res = real(model, method, ids, gen, **kw)
+    def counting(method, ids, gen):
+        res = real(method, ids, gen)
         caps.append((gen.max_steps, int(res.nfe.sum())))
         return res
-    monkeypatch.setattr(lm_eval_model, "decode", counting)
+    monkeypatch.setattr(lm, "_decode", counting)
     reqs = [SimpleNamespace(task_name="arith", doc_id=i, args=(p.prompt, {"until": []}))
             for i, p in enumerate(test_problems(2))]
     lm.generate_until(reqs)

@@ -67,6 +67,8 @@ def test_oracle_scores_the_full_test_sets(oracle_run):
     info = json.loads((oracle_run / "run.json").read_text())
     assert info["data"]["source"] == "local" and info["protocols"]["mbpp"]["shots"] == 3
     assert info["scoring"]["code_exec"]["timeout_cpu_s"] == 20.0 and "code_timeout" not in info["spec"]
+    code_exec = info["scoring"]["code_exec"]      # how programs were isolated, a fallback never silent
+    assert code_exec["isolation"] == "namespaces" or "no OS isolation" in code_exec["isolation_warning"]
 
 
 def test_code_timeout_is_validated_and_a_new_limit_drops_cached_verdicts(tmp_path, capsys):

@@ -62,7 +62,7 @@ def _stock_requests(tmp_path, name: str, chat: bool = False) -> list:
     return sorted(seen, key=lambda i: i.doc_id)
 
 
-@pytest.mark.parametrize("name", ["gsm8k", "gsm8k_cot", "mbpp", "humaneval"])
+@pytest.mark.parametrize("name", ["gsm8k", "gsm8k_cot", "gsm8k_cot_zeroshot", "mbpp", "humaneval"])
 def test_prompts_and_stop_strings_are_lm_evals(tmp_path, name):
     ours = build_requests([name], str(data_dir()), N, "none")
     stock = _stock_requests(tmp_path, name)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from decoding.base import GenConfig, StepContext
+from decoding.base import GenConfig
+from decoding.contract import step_inputs
 from decoding.loop import decode
 from tasks.arith import test_problems as arith_problems
 from decoding.select import entropy, entropy_budget_commit, local_leap_commit
@@ -46,8 +47,7 @@ def test_localleap_relaxed_threshold_only_near_anchors():
 def _ctx(conf, cand, block=0, step=0):
     b = conf.shape[0]
     z = torch.zeros(b, dtype=torch.long)
-    return StepContext(rows=torch.arange(b), x0=torch.zeros_like(conf, dtype=torch.long), conf=conf,
-                       logits=torch.zeros((*conf.shape, 3)), candidates=cand, block=z + block,
+    return step_inputs(conf=conf, logits=torch.zeros((*conf.shape, 3)), candidates=cand, block=z + block,
                        step_in_block=z + step, step=z + step)
 
 
@@ -58,18 +58,18 @@ def test_slowfast_slow_then_fast_span():
     cand = torch.ones((1, 8), dtype=torch.bool)
     conf = torch.tensor([[0.6, 0.5, 0.4, 0.35, 0.1, 0.1, 0.1, 0.1]])
     # slow step 1: top-1 only (nothing >= 0.9); candidate end = 3 (farthest conf >= 0.3)
-    assert m.select(_ctx(conf, cand)).tolist() == [[T, F, F, F, F, F, F, F]]
-    assert m.extent(torch.tensor([0])).tolist() == [8]
+    assert m.decide(*_ctx(conf, cand)).commit.tolist() == [[T, F, F, F, F, F, F, F]]
+    assert m.plan(_ctx(conf, cand)[0]).extent.tolist() == [8]
     cand = torch.tensor([[F, T, T, T, T, T, T, T]])
     # slow step 2: two tokens >= 0.9 -> both commit; candidate end 3 again -> stable, e_cycle = 3
     conf2 = torch.tensor([[0.0, 0.95, 0.92, 0.35, 0.1, 0.1, 0.1, 0.1]])
-    assert m.select(_ctx(conf2, cand, step=1)).tolist() == [[F, T, T, F, F, F, F, F]]
+    assert m.decide(*_ctx(conf2, cand, step=1)).commit.tolist() == [[F, T, T, F, F, F, F, F]]
     assert int(m.e[0]) == 3 and int(m.phase[0]) == 1
     # first fast step: full forward; only position 3 is left in the span; below tau_high -> top-1 of span
-    assert m.extent(torch.tensor([0])).tolist() == [8]
+    assert m.plan(_ctx(conf, cand)[0]).extent.tolist() == [8]
     cand = torch.tensor([[F, F, F, T, T, T, T, T]])
     conf3 = torch.tensor([[0.0, 0.0, 0.0, 0.5, 0.99, 0.99, 0.1, 0.1]])
-    assert m.select(_ctx(conf3, cand, step=2)).tolist() == [[F, F, F, T, F, F, F, F]]
+    assert m.decide(*_ctx(conf3, cand, step=2)).commit.tolist() == [[F, F, F, T, F, F, F, F]]
     # span done -> next cycle (slow) starting after e_cycle
     assert int(m.phase[0]) == 0 and int(m.s[0]) == 4
 
@@ -80,15 +80,15 @@ def test_slowfast_fast_phase_feeds_truncated_span():
     m.start(1, torch.device("cpu"))
     cand = torch.ones((1, 8), dtype=torch.bool)
     conf = torch.tensor([[0.6, 0.5, 0.4, 0.35, 0.34, 0.1, 0.1, 0.1]])
-    m.select(_ctx(conf, cand))
+    m.decide(*_ctx(conf, cand))
     cand = torch.tensor([[F, T, T, T, T, T, T, T]])
-    m.select(_ctx(conf, cand, step=1))         # K = 2 reached: e_cycle = 4
+    m.decide(*_ctx(conf, cand, step=1))         # K = 2 reached: e_cycle = 4
     assert int(m.e[0]) == 4
     cand = torch.tensor([[F, F, T, T, T, T, T, T]])
     # fast step with nothing above tau_high: top-1 inside [s, e] only (position 5 is outside)
     conf3 = torch.tensor([[0.0, 0.0, 0.3, 0.4, 0.2, 0.8, 0.1, 0.1]])
-    assert m.select(_ctx(conf3, cand, step=2)).tolist() == [[F, F, F, T, F, F, F, F]]
-    assert m.extent(torch.tensor([0])).tolist() == [5]     # prompt + x[:e_cycle + 1]
+    assert m.decide(*_ctx(conf3, cand, step=2)).commit.tolist() == [[F, F, F, T, F, F, F, F]]
+    assert m.plan(_ctx(conf, cand)[0]).extent.tolist() == [5]     # prompt + x[:e_cycle + 1]
 
 
 @pytest.mark.parametrize("spec", ["slowfast", "slowfast:preset=paper", "slowfast:tau_high=0.3",
@@ -133,7 +133,8 @@ def test_slowfast_counts_truncated_forwards_on_the_builtin_model(builtin_model):
 
 def test_truncated_rows_in_a_batch_see_only_their_span(random_model, prompts):
     """A row in its fast phase must get the same logits in a mixed batch as alone."""
-    from decoding.loop import _truncate, left_pad
+    from decoding.forward import truncate as _truncate
+    from decoding.loop import left_pad
     ids, attn = left_pad(encode(random_model, prompts[:3]), random_model.pad_id)
     P, G = ids.shape[1], 8
     x = torch.cat([ids, torch.full((3, G), random_model.mask_id)], 1)

@@ -11,6 +11,7 @@ from models.layers import CacheCall
 from models.llada import LLaDA, LLaDAConfig
 from decoding.base import GenConfig
 from decoding.cache import CacheStepper
+from decoding.contract import Reads
 from decoding.loop import decode, left_pad
 from decoding.registry import build_method, parse_methods
 
@@ -123,7 +124,10 @@ def _setup(m, prompts, G=16, BL=8):
 
 
 class _M:  # the parts of a method the stepper reads
-    needs_hidden, uses_logits, temperature = True, True, 0.0
+    temperature = 0.0
+
+
+READ_ALL = Reads(logits=True, hidden=True)
 
 
 @pytest.mark.parametrize("name", FAMILIES + ["tiny"])
@@ -139,13 +143,17 @@ def test_cached_window_equals_full_forward_when_cache_is_fresh(models, name, mod
     ref_logits = full.logits[:, P:].float()
     st = CacheStepper(m, mode, len(prompts), x.shape[1], P, G, BL, padded)
     rows = torch.arange(len(prompts))
-    x0r, confr, lr, _ = st._refresh(rows, x, attn, torch.zeros(2, dtype=torch.long), _M, None)
+    r = st._refresh(rows, x, attn, torch.zeros(2, dtype=torch.long), _M, READ_ALL, None)
+    x0r, lr = r.x0, r.logits
     torch.testing.assert_close(lr, ref_logits, rtol=1e-5, atol=1e-5)
+    assert r.fresh.all()
     for blk in (0, 1):
         block = torch.full((2,), blk)
-        x0, conf, logits, hidden = st._windows(rows, x, attn, block, _M, None)
+        w = st._windows(rows, x, attn, block, _M, READ_ALL, None)
+        x0, logits, hidden = w.x0, w.logits, w.hidden
         lo = blk * BL
         hi = lo + BL if mode == "dual" else G
+        assert w.fresh[:, lo:hi].all() and not w.fresh[:, :lo].any() and not w.fresh[:, hi:].any()
         torch.testing.assert_close(logits[:, lo:hi], ref_logits[:, lo:hi], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(hidden[:, lo:hi], full.hidden[:, P + lo:P + hi], rtol=1e-4, atol=1e-4)
         assert torch.equal(x0[:, lo:hi], ref_logits[:, lo:hi].argmax(-1))

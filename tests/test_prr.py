@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from decoding.base import GenConfig, StepContext
+from decoding.base import GenConfig
+from decoding.contract import History as LoopHistory, step_inputs
 from decoding.loop import decode
 from decoding.methods.prr.controller import Controller, ControllerConfig, load_controller, save_controller
 from decoding.methods.prr.features import History, N_FEATURES, step_features, token_features
@@ -65,9 +66,9 @@ class ConstController(torch.nn.Module):
 def _ctx(conf, cand, hidden_d=4):
     b, n = conf.shape
     z = torch.zeros(b, dtype=torch.long)
-    return StepContext(rows=torch.arange(b), x0=torch.zeros_like(conf, dtype=torch.long), conf=conf,
-                       logits=torch.log(torch.stack([conf, 1 - conf], -1)), candidates=cand, block=z,
-                       step_in_block=z, step=z, hidden=torch.zeros(b, n, hidden_d), prompt_len=z + 4)
+    return step_inputs(conf=conf, logits=torch.log(torch.stack([conf, 1 - conf], -1)), candidates=cand, block=z,
+                       step_in_block=z, step=z, hidden=torch.zeros(b, n, hidden_d), prompt_len=z + 4,
+                       history=LoopHistory.empty(b, n, "cpu"))
 
 
 def test_commit_is_quota_union_shaped_above_tau():
@@ -78,7 +79,7 @@ def test_commit_is_quota_union_shaped_above_tau():
     m.start(1, torch.device("cpu"))
     conf = torch.tensor([[0.5, 0.84, 0.2, 0.2, 0.84, 0.81, 0.5, 0.95]])
     cand = torch.tensor([[T, T, T, T, T, T, T, F]])
-    out = m.select(_ctx(conf, cand))
+    out = m.decide(*_ctx(conf, cand)).commit
     # quota: 1 (top shaped score: position 4, 0.84 -> 0.84 + 0.5*0.84*0.16 = 0.907);
     # shaped > 0.85: 4 (0.907) and 5 (0.81 -> 0.887); 1 (s = 0) stays 0.84; 7 is no candidate
     assert out.tolist() == [[F, F, F, F, T, T, F, F]]
@@ -90,11 +91,11 @@ def test_ablations_off_is_quota_and_zero_is_quota_plus_threshold():
     cand = torch.ones_like(conf, dtype=torch.bool)
     off = method("prr:controller=off", gen)
     off.start(1, torch.device("cpu"))
-    assert off.select(_ctx(conf, cand)).tolist() == [[F, T, F, F, F, F, F, F]]
+    assert off.decide(*_ctx(conf, cand)).commit.tolist() == [[F, T, F, F, F, F, F, F]]
     zero = method("prr:controller=zero,tau=0.9", gen)
     zero.start(1, torch.device("cpu"))
-    assert zero.select(_ctx(conf, cand)).tolist() == [[F, T, F, T, F, F, F, F]]
-    assert not off.needs_hidden and not zero.needs_hidden
+    assert zero.decide(*_ctx(conf, cand)).commit.tolist() == [[F, T, F, T, F, F, F, F]]
+    assert not off.reads().hidden and not zero.reads().hidden
 
 
 @pytest.mark.parametrize("steps", [None, 12])
@@ -119,7 +120,7 @@ def test_committed_controller_loads_and_decodes(builtin_model):
     from tasks.arith import test_problems
     gen = GenConfig(gen_length=48, block_length=16)
     m = method("prr", gen)
-    assert m.needs_hidden and m.ctrl.cfg.d_model == builtin_model.module.cfg.d_model
+    assert m.reads().hidden and m.ctrl.cfg.d_model == builtin_model.module.cfg.d_model
     ids = encode(builtin_model, [p.prompt for p in test_problems(4)])
     batch = decode(builtin_model, m, ids, gen)
     assert not (batch.tokens == builtin_model.mask_id).any()
@@ -216,13 +217,13 @@ def test_prr_with_a_kv_cache_keeps_its_ablations(builtin_model, cache):
         b = decode(builtin_model, method(ref, gen), ids, gen)
         assert torch.equal(a.tokens, b.tokens) and torch.equal(a.nfe, b.nfe), ours
     m = method(f"prr:cache={cache}", gen)
-    select = m.select
+    decide = m.decide
 
-    def checked(ctx):   # the controller must see real hidden states at every candidate
-        assert ctx.hidden[ctx.candidates].abs().sum(-1).gt(0).all()
-        return select(ctx)
+    def checked(view, out):   # the controller must see real hidden states at every candidate
+        assert out.hidden[view.candidates].abs().sum(-1).gt(0).all()
+        return decide(view, out)
 
-    m.select = checked
+    m.decide = checked
     full = decode(builtin_model, m, ids, gen)
     assert not (full.tokens == builtin_model.mask_id).any()
     assert full.nfe.sum() < decode(builtin_model, method(f"fixed:cache={cache}", gen), ids, gen).nfe.sum()

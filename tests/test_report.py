@@ -14,7 +14,10 @@ def test_two_saved_runs_match_the_expected_tables(tmp_path):
     text, notes = report(RUNS, baseline="fixed", out_dir=str(tmp_path))
     for name in ("report.md", "report.tex", "report.csv"):
         assert (tmp_path / name).read_text() == (DATA / "expected" / name).read_text(), name
-    assert text + "\n" == (DATA / "expected" / "report.md").read_text().split("\n\n")[0] + "\n"
+    # stdout is report.md without its notes: the method table, then the AUP table
+    assert (DATA / "expected" / "report.md").read_text().startswith(text + "\n\n- ")
+    assert "| cpu-a | tiny    | arith  | threshold       | 1 of 2        | 87.5                | 225.0 |" in text
+    assert any("leaves out 1 of 2 points" in n and "TPF 3.50 at 62.5%" in n for n in notes)
 
 
 def test_cli_prints_each_format(capsys):
@@ -34,7 +37,7 @@ def test_speedup_is_never_taken_across_runs(capsys):
 
 def test_bad_run_directory_is_named(tmp_path, capsys):
     assert run_bench.main(["report", str(tmp_path)]) == 2
-    assert "is not a run directory" in capsys.readouterr().err
+    assert "not a run directory (no run.json)" in capsys.readouterr().err
 
 
 def test_pareto_front():
@@ -46,3 +49,20 @@ def test_pareto_png_when_matplotlib_is_installed(tmp_path):
     pytest.importorskip("matplotlib")
     report(RUNS, baseline="fixed", out_dir=str(tmp_path))
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_point_labels_never_overlap_even_when_crowded():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bench.plots import place_labels
+    fig, ax = plt.subplots(figsize=(4, 3))
+    pts = [(5 + 0.05 * i, 0.9 + 0.001 * (i % 5)) for i in range(30)]   # 30 points in a small cloud
+    ax.plot(*zip(*pts), "o")
+    ax.set_xlim(4, 7)
+    ax.set_ylim(0.85, 0.95)
+    anns, left_out = place_labels(ax, [(x, y, f"tau=0.{i:02d}", "k") for i, (x, y) in enumerate(pts)])
+    boxes = [a.get_window_extent(fig.canvas.get_renderer()) for a in anns]
+    assert len(anns) + left_out == 30 and len(anns) >= 5
+    assert not any(boxes[i].overlaps(boxes[j]) for i in range(len(boxes)) for j in range(i + 1, len(boxes)))
+    plt.close(fig)

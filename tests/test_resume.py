@@ -6,7 +6,7 @@ import pytest
 import run_bench
 from bench import results
 
-TIME_KEYS = ("latency", "time", "tokens_per_s", "speedup", "forward_frac")
+TIME_KEYS = ("latency", "time", "tokens_per_s", "speedup", "forward_frac", "load", "decode_wall_s")
 ARGS = ["--limit", "6", "--batch-size", "2", "--methods", "fixed:steps=3,threshold:tau=0.5", "--warmup-batches", "0",
         "--no-progress"]
 

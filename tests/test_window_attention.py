@@ -40,7 +40,7 @@ def test_which_path_a_window_step_takes(monkeypatch):
     import types
 
     import torch
-    from models import window_attention as wa
+    from kernels import window_attention as wa
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("DLLM_TRITON_ATTN", raising=False)
     assert not wa.available(torch.zeros(1, 32, 96, 128), 32)          # CPU tensors: SDPA

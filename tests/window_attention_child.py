@@ -6,7 +6,8 @@ import os
 import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1"
-from models import load_model, window_attention as wa                    # noqa: E402
+from models import load_model                                           # noqa: E402
+from kernels import window_attention as wa                               # noqa: E402
 from models.layers import CacheCall, KVCache, attend, fused_qkv_rope, rope_cos_sin  # noqa: E402
 from decoding.base import GenConfig                                              # noqa: E402
 from decoding.loop import decode                                                 # noqa: E402

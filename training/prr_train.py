@@ -39,7 +39,8 @@ from models import MODELS, load_model
 from models.limits import hidden_size, max_positions
 from tasks.train_splits import TRAIN_TASKS, TrainSplit, load_train_split
 from decoding.base import GenConfig
-from decoding.loop import decode, first_eos_index
+from acceleration import decode
+from decoding.loop import first_eos_index
 from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
 from decoding.methods.prr.labels import convergence_labels
 from decoding.methods.prr.method import PRRConfig, PRRMethod

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import Method, StepContext
+from ..base import Method
+from ..contract import Decision, Reads, StepOutput, StepView
 from ..select import entropy, entropy_budget_commit
 
 
@@ -21,10 +22,11 @@ class EBConfig:
 class EBMethod(Method):
     name = "eb"
     Config = EBConfig
+    READS = Reads(logits=True)
 
     def validate(self) -> None:
         if self.cfg.gamma < 0:
             raise ValueError(f"eb: gamma={self.cfg.gamma} must be >= 0 (e.g. eb:gamma=0.1)")
 
-    def select(self, ctx: StepContext):
-        return entropy_budget_commit(entropy(ctx.logits), ctx.candidates, self.cfg.gamma)
+    def decide(self, view: StepView, out: StepOutput) -> Decision:
+        return Decision(entropy_budget_commit(entropy(out.logits), view.candidates, self.cfg.gamma))

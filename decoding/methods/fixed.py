@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import Method, StepContext
+from ..base import Method
+from ..contract import Decision, Reads, StepOutput, StepView
 from ..select import quota_schedule, top1_commit, topk_commit
 
 
@@ -24,7 +25,6 @@ class FixedConfig:
 
 class FixedMethod(Method):
     name = "fixed"
-    uses_logits = False
     Config = FixedConfig
 
     def validate(self) -> None:
@@ -53,19 +53,19 @@ class FixedMethod(Method):
     def cfg_scale(self) -> float:
         return self.cfg.cfg_scale
 
-    @property
-    def graph_step(self) -> bool:   # random remasking draws numbers per step
-        return self.cfg.remasking == "low_confidence"
+    def reads(self) -> Reads:   # random remasking and sampling draw numbers per step
+        return Reads(rng=self.cfg.remasking == "random" or self.cfg.temperature > 0)
 
     def start(self, batch_size: int, device: torch.device, generator: torch.Generator | None) -> None:
         self.quota = self.quota.to(device)
         self.generator = generator
 
-    def select(self, ctx: StepContext) -> torch.Tensor:
+    def decide(self, view: StepView, out: StepOutput) -> Decision:
         if self.cfg.remasking == "random":
-            scores = torch.rand(ctx.conf.shape, device=ctx.conf.device, generator=self.generator)
+            scores = torch.rand(out.conf.shape, device=out.conf.device, generator=self.generator)
         else:
-            scores = ctx.conf
+            scores = out.conf
         if self.one_per_step:
-            return top1_commit(scores, ctx.candidates)
-        return topk_commit(scores, ctx.candidates, self.quota[ctx.step_in_block.clamp(max=self.steps_per_block - 1)])
+            return Decision(top1_commit(scores, view.candidates))
+        k = self.quota[view.step_in_block.clamp(max=self.steps_per_block - 1)]
+        return Decision(topk_commit(scores, view.candidates, k))

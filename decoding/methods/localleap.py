@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import Method, StepContext
+from ..base import Method
+from ..contract import Decision, StepOutput, StepView
 from ..select import local_leap_commit
 
 
@@ -24,8 +25,6 @@ class LocalLeapConfig:
 class LocalLeapMethod(Method):
     name = "localleap"
     Config = LocalLeapConfig
-    uses_logits = False   # reads conf only
-    graph_step = True
 
     def validate(self) -> None:
         c = self.cfg
@@ -35,6 +34,6 @@ class LocalLeapMethod(Method):
         if c.radius < 0:
             raise ValueError(f"localleap: radius={c.radius} must be >= 0")
 
-    def select(self, ctx: StepContext):
+    def decide(self, view: StepView, out: StepOutput) -> Decision:
         c = self.cfg
-        return local_leap_commit(ctx.conf, ctx.candidates, c.tau_anchor, c.tau_relaxed, c.radius)
+        return Decision(local_leap_commit(out.conf, view.candidates, c.tau_anchor, c.tau_relaxed, c.radius))

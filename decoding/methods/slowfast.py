@@ -9,7 +9,7 @@ Within a block, decoding alternates cycles of two phases (per row):
   last candidate) or after K slow steps (then e_cycle = the mean of the last W, rounded).
 - fast (accelerate), on [s, e_cycle] until it has no masks: commit every token with confidence >
   tau_high, else the most confident one. The first fast step is a full forward; later fast
-  steps feed only prompt + x[:e_cycle] (`Method.extent`), and positions beyond keep the tokens
+  steps feed only prompt + x[:e_cycle] (`Plan.extent`), and positions beyond keep the tokens
   and confidences of that full forward. A truncated forward counts one NFE like any other, and
   is also counted in `nfe_truncated`.
 - the next cycle starts after e_cycle; a new block starts a new cycle at the block start.
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import Method, StepContext
+from ..base import Method
+from ..contract import Decision, Plan, Reads, StepOutput, StepView
 from ..select import top1_commit
 
 PRESETS = {"code": dict(tau_min=0.3, tau_high=0.9, max_slow=6, window=2, sigma=1.0),
@@ -68,16 +69,22 @@ class SlowFastMethod(Method):
         self.phase, self.s, self.e, self.n_slow, self.block = z(), z(), z(), z(), z()
         self.hist = torch.zeros((batch_size, self.p["window"]), device=device)
 
-    def extent(self, rows):
-        G = self.gen.gen_length
-        if not self.cfg.reuse:
-            return None
-        return torch.where(self.phase[rows] == FAST, self.e[rows] + 1, G)
+    def reads(self) -> Reads:
+        return Reads(truncated=self.cfg.reuse)
 
-    def select(self, ctx: StepContext) -> torch.Tensor:
+    def plan(self, view: StepView) -> Plan:
+        if not self.cfg.reuse:
+            return Plan()
+        rows = view.rows
+        return Plan(extent=torch.where(self.phase[rows] == FAST, self.e[rows] + 1, self.gen.gen_length))
+
+    def decide(self, view: StepView, out: StepOutput) -> Decision:
+        return Decision(self._commit(view, out.conf))
+
+    def _commit(self, ctx: StepView, conf: torch.Tensor) -> torch.Tensor:
         p, rows, BL = self.p, ctx.rows, self.gen.block_length
-        N = ctx.conf.shape[1]
-        pos = torch.arange(N, device=ctx.conf.device).unsqueeze(0)
+        N = conf.shape[1]
+        pos = torch.arange(N, device=conf.device).unsqueeze(0)
         # a row that entered a new block starts a fresh cycle at the block start
         new = ctx.block != self.block[rows]
         self.block[rows] = ctx.block
@@ -89,10 +96,10 @@ class SlowFastMethod(Method):
 
         # slow rows
         cand_slow = ctx.candidates & (pos >= s.unsqueeze(1))
-        high = cand_slow & (ctx.conf >= p["tau_high"])
-        top1 = top1_commit(ctx.conf, cand_slow)
+        high = cand_slow & (conf >= p["tau_high"])
+        top1 = top1_commit(conf, cand_slow)
         commit_slow = torch.where((high.sum(1) > 1).unsqueeze(1), high, top1)
-        reach = cand_slow & (ctx.conf >= p["tau_min"])
+        reach = cand_slow & (conf >= p["tau_min"])
         first_masked = torch.where(cand_slow, pos, N).min(1).values
         e_cand = torch.where(reach.any(1), torch.where(reach, pos, -1).max(1).values, first_masked)
         n_slow_new = n_slow + 1
@@ -109,8 +116,8 @@ class SlowFastMethod(Method):
 
         # fast rows
         span = ctx.candidates & (pos >= s.unsqueeze(1)) & (pos <= e.unsqueeze(1))
-        hi_fast = span & (ctx.conf > p["tau_high"])
-        commit_fast = torch.where(hi_fast.any(1, keepdim=True), hi_fast, top1_commit(ctx.conf, span))
+        hi_fast = span & (conf > p["tau_high"])
+        commit_fast = torch.where(hi_fast.any(1, keepdim=True), hi_fast, top1_commit(conf, span))
 
         slow = (phase == SLOW).unsqueeze(1)
         commit = torch.where(slow, commit_slow, commit_fast)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import Method, StepContext
+from ..base import Method
+from ..contract import Decision, StepOutput, StepView
 from ..select import factor_commit, threshold_commit
 
 
@@ -20,8 +21,6 @@ class ThresholdConfig:
 
 class ThresholdMethod(Method):
     name = "threshold"
-    uses_logits = False
-    graph_step = True
     Config = ThresholdConfig
 
     def validate(self) -> None:
@@ -30,7 +29,7 @@ class ThresholdMethod(Method):
         if self.cfg.factor is not None and self.cfg.factor <= 0:
             raise ValueError(f"threshold: factor={self.cfg.factor} must be > 0")
 
-    def select(self, ctx: StepContext):
+    def decide(self, view: StepView, out: StepOutput) -> Decision:
         if self.cfg.factor is not None:
-            return factor_commit(ctx.conf, ctx.candidates, self.cfg.factor)
-        return threshold_commit(ctx.conf, ctx.candidates, self.cfg.tau)
+            return Decision(factor_commit(out.conf, view.candidates, self.cfg.factor))
+        return Decision(threshold_commit(out.conf, view.candidates, self.cfg.tau))

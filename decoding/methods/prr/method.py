@@ -12,7 +12,9 @@ temperature shapings that is `threshold` at the same tau). `controller` otherwis
 checkpoint: a committed one (`tiny`, the default, trained for the built-in model) or a path.
 
 The controller's cost is kept apart from the model's: `ctrl_time_s` accumulates the wall time of
-the features + controller (synchronized when `profile=true`), `ctrl_calls` the steps.
+the features + controller (synchronized when `profile=true`, which keeps the step off CUDA graphs),
+`ctrl_calls` the steps; a captured step (acceleration/) runs them inside its graph, uncounted.
+The controller reads the loop's history (steps since each position's argmax last changed).
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ...base import Method, StepContext
+from ...base import Method
+from ...contract import Decision, Reads, StepOutput, StepView
 from ...select import quota_schedule, topk_commit
 from .controller import load_controller
-from .features import History, step_features, token_features
+from .features import step_features, token_features
 from .shaping import STRATEGIES, shape
 
 
@@ -61,51 +64,53 @@ class PRRMethod(Method):
         self.recorder = None            # set by decoding.methods.prr.trajectory to log rollouts
         self.ctrl_time_s, self.ctrl_calls = 0.0, 0
 
-    @property
-    def needs_hidden(self) -> bool:     # instance-level: only a real controller needs h
-        return self.ctrl is not None or self.recorder is not None
+    def reads(self) -> Reads:
+        """A real controller (or a rollout recorder) reads hidden states, logits (its token
+        features) and the history; the recorder copies to the host, and so does profile=true."""
+        learned = self.ctrl is not None or self.recorder is not None
+        return Reads(logits=learned, hidden=learned, history=learned,
+                     host=self.recorder is not None or self.cfg.profile)
 
     def start(self, batch_size, device, generator=None) -> None:
         self.quota = self.quota.to(device)
-        self.history = History.empty(batch_size, self.gen.gen_length, device)
         if self.ctrl is not None:
             self.ctrl = self.ctrl.to(device)
 
-    def progress(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def progress(self, view: StepView, out: StepOutput) -> tuple[torch.Tensor, torch.Tensor | None]:
         """s [b, N] (0 outside candidates) and the features [b, N, 11] (None when not needed)."""
-        since = self.history.update(ctx.rows, ctx.x0, ctx.step)
-        s = torch.zeros_like(ctx.conf)
         if self.ctrl is None and self.recorder is None:
-            return s, None
-        feats = step_features(candidates=ctx.candidates, block=ctx.block, step=ctx.step,
-                              step_in_block=ctx.step_in_block, since_change=since,
-                              prompt_len=ctx.prompt_len, block_length=self.gen.block_length,
-                              total_steps=self.total_steps, tok=token_features(ctx.logits, ctx.conf))
+            return torch.zeros_like(out.conf), None
+        h = view.history
+        since = torch.where(out.x0 != h.argmax, 0, h.stable + 1)   # steps since the argmax last changed
+        feats = step_features(candidates=view.candidates, block=view.block, step=view.step,
+                              step_in_block=view.step_in_block, since_change=since,
+                              prompt_len=view.prompt_len, block_length=self.gen.block_length,
+                              total_steps=self.total_steps, tok=token_features(out.logits, out.conf))
+        s = torch.zeros_like(out.conf)
         if self.ctrl is not None:
-            if ctx.hidden.shape[-1] != self.ctrl.cfg.d_model:
+            if out.hidden.shape[-1] != self.ctrl.cfg.d_model:
                 raise ValueError(f"prr: controller {self.cfg.controller!r} was trained for hidden size "
-                                 f"{self.ctrl.cfg.d_model}, the model has {ctx.hidden.shape[-1]}; train one "
+                                 f"{self.ctrl.cfg.d_model}, the model has {out.hidden.shape[-1]}; train one "
                                  f"for this model (python -m training.prr_train) or use prr:controller=off")
-            idx = ctx.candidates.nonzero(as_tuple=True)
-            s[idx] = torch.sigmoid(self.ctrl(ctx.hidden[idx], feats[idx]))
+            s = torch.where(view.candidates, torch.sigmoid(self.ctrl(out.hidden, feats)), 0.0)
         return s, feats
 
-    def select(self, ctx: StepContext) -> torch.Tensor:
-        sync = self.cfg.profile and ctx.conf.is_cuda
+    def decide(self, view: StepView, out: StepOutput) -> Decision:
+        sync = self.cfg.profile and out.conf.is_cuda
         if sync:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        s, feats = self.progress(ctx)
+        s, feats = self.progress(view, out)
         if sync:
             torch.cuda.synchronize()
         self.ctrl_time_s += time.perf_counter() - t0
         self.ctrl_calls += 1
-        k = self.quota[ctx.step_in_block.clamp(max=self.steps_per_block - 1)]
+        k = self.quota[view.step_in_block.clamp(max=self.steps_per_block - 1)]
         if self.cfg.controller == "off":
-            commit = topk_commit(ctx.conf, ctx.candidates, k)
+            commit = topk_commit(out.conf, view.candidates, k)
         else:
-            shaped = shape(ctx.conf, s, self.cfg.shaping, self.cfg.alpha)
-            commit = topk_commit(shaped, ctx.candidates, k) | (ctx.candidates & (shaped > self.cfg.tau))
+            shaped = shape(out.conf, s, self.cfg.shaping, self.cfg.alpha)
+            commit = topk_commit(shaped, view.candidates, k) | (view.candidates & (shaped > self.cfg.tau))
         if self.recorder is not None:
-            self.recorder.add(ctx, feats, commit)
-        return commit
+            self.recorder.add(view, out, feats, commit)
+        return Decision(commit)

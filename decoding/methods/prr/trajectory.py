@@ -65,12 +65,12 @@ class Recorder:
         self.parts: list[dict] = []
         self.offset = 0
 
-    def add(self, ctx, feats, commit) -> None:
-        idx = ctx.candidates.nonzero(as_tuple=True)
+    def add(self, view, out, feats, commit) -> None:
+        idx = view.candidates.nonzero(as_tuple=True)
         b, p = idx
-        self.parts.append({"row": (ctx.rows[b] + self.offset).cpu(), "step": ctx.step[b].cpu(), "pos": p.cpu(),
-                           "hidden": ctx.hidden[idx].half().cpu(), "feats": feats[idx].float().cpu(),
-                           "argmax": ctx.x0[idx].cpu(), "p1": ctx.conf[idx].float().cpu(),
+        self.parts.append({"row": (view.rows[b] + self.offset).cpu(), "step": view.step[b].cpu(), "pos": p.cpu(),
+                           "hidden": out.hidden[idx].half().cpu(), "feats": feats[idx].float().cpu(),
+                           "argmax": out.x0[idx].cpu(), "p1": out.conf[idx].float().cpu(),
                            "commit": commit[idx].cpu()})
 
     def finish(self, **extra) -> Trajectories:

@@ -1,0 +1,160 @@
+"""A captured decode: every step is the forward's graph plus one graph of the rest of the step,
+decoding.loop.decide_and_apply over every row (finished rows masked), so a step launches two
+graphs and syncs once (on counts the step graph copies out). Same tokens and counts as the
+reference loop: decide treats each row on its own (decoding/base.py, Method).
+
+The kinds of step come from the forward: without a cache one (the full forward graph, whose input
+buffer holds the tokens meanwhile); with the dual cache a refresh and a window. A step whose rows
+need different kinds (some at a block start, some not) runs eagerly (decoding.loop.step).
+
+A GraphPool keeps it for the next decode call of the same shapes and method settings: that call
+refills its state tensors and rebinds the new method object onto the tensors the graphs read
+(`load`), so the step graphs replay as they are (building one took 4-8 ms on an H200,
+results/speed/REPORT.md). It is kept only while the forward graphs and cache it reads are kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from decoding import loop
+from decoding.contract import StepOutput
+from decoding.select import token_stats
+from . import graphs
+
+
+def copy_tree(obj):
+    """A copy of a state: tensors cloned, dataclasses and lists rebuilt, everything else shared."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: copy_tree(getattr(obj, f.name))
+                                           for f in dataclasses.fields(obj) if f.init})
+    if isinstance(obj, list):
+        return [copy_tree(v) for v in obj]
+    return obj
+
+
+def fill_tree(dst, src) -> None:
+    """Copy every tensor of `src` into the same place of `dst` (same structure and shapes)."""
+    if isinstance(dst, torch.Tensor):
+        dst.copy_(src)
+    elif dataclasses.is_dataclass(dst):
+        for f in dataclasses.fields(dst):
+            fill_tree(getattr(dst, f.name), getattr(src, f.name))
+
+
+def method_tensors(method) -> dict:
+    return {k: v for k, v in vars(method).items() if isinstance(v, torch.Tensor)}
+
+
+class CapturedDecode:
+    def __init__(self, model, method, state, forward, kinds, choose, current):
+        self.model, self.method, self.state, self.forward = model, method, state, forward
+        self.kinds, self.choose, self.current = kinds, choose, current
+        dev = state.tokens.device
+        self.counts = torch.zeros(2, dtype=torch.long, pin_memory=state.tokens.is_cuda)  # decoding; at a block start
+        self.every = torch.arange(state.tokens.shape[0], device=dev)
+        self.steps: dict[str, graphs.CapturedStep] = {}
+
+    @classmethod
+    def build(cls, pool, calls, model, method, state, generator) -> "CapturedDecode | None":
+        """None where the forwards are not graphed (too large to be launch-bound, prefix cache)."""
+        reads = method.reads()
+        forward = loop.new_forward(model, method, state, generator, calls)
+        P = state.P
+        if forward.stepper is None:
+            fwd = pool.full_graph(state.tokens, state.attn_fwd, reads.hidden)
+            if fwd is None:
+                return None
+            fwd.inputs[0].copy_(state.tokens)
+            state.tokens = fwd.inputs[0]     # the graph's input buffer holds the tokens: no copy per step
+            if state.attn_fwd is not None:   # the graph's mask buffer too (a kept decode refills it)
+                fwd.inputs[1].copy_(state.attn_fwd)
+                state.attn_fwd = fwd.inputs[1]
+
+            def stats():
+                logits = fwd.out.logits[:, P:]
+                x0, conf = token_stats(logits)
+                hidden = fwd.out.hidden[:, P:] if fwd.out.hidden is not None else None
+                return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
+                                  logits.float() if reads.logits else None, hidden)
+            kinds = {"full": (lambda: fwd(*fwd.inputs), stats)}
+            attn_fwd, tokens = state.attn_fwd, state.tokens
+            return cls(model, method, state, forward, kinds, lambda n_active, n_start: "full",
+                       lambda: pool.kept_full_graph(tokens, attn_fwd, reads.hidden) is fwd)
+        st = forward.stepper
+        if st.mode != "dual":
+            return None
+        kinds, every = {}, torch.arange(st.B, device=state.tokens.device)
+        mask = state.attn if st.padded else None
+        x = state.tokens
+        g = calls.refresh_graph(st, x, mask, reads.hidden)
+        if g is not None:
+            kinds["refresh"] = (lambda: g(x, mask),
+                                lambda: st.refresh_output(every, g.out.logits, g.out.hidden, 0.0, reads, None))
+        window = {}
+
+        def launch_window():
+            window["out"], window["pos"] = calls.window(st, x, state.attn, state.rows.block, st.BL + st.shift, reads.hidden)
+        kinds["window"] = (launch_window, lambda: st.window_output(every, window["out"].logits, window["out"].hidden,
+                                                                  window["pos"], 0.0, reads, None))
+        choose = lambda n_active, n_start: ("refresh" if n_start == n_active and "refresh" in kinds
+                                            else "window" if n_start == 0 else None)
+        kept = pool.cache(st.B, st.L)
+        return cls(model, method, state, forward, kinds, choose, lambda: pool.caches.get((st.B, st.L)) is kept)
+
+    def load(self, method, state, generator) -> None:
+        """Refill with a new call's state (same shapes) and rebind the call's method object: its
+        tensors become the ones the captured graphs read, holding the new object's values."""
+        tokens = self.state.tokens
+        fill_tree(self.state, state)
+        for name, t in method_tensors(self.method).items():
+            new = getattr(method, name, None)
+            if isinstance(new, torch.Tensor) and new.shape == t.shape and new.dtype == t.dtype:
+                t.copy_(new)
+                setattr(method, name, t)
+        self.method = self.forward.method = method
+        self.forward.generator = generator
+        assert self.state.tokens is tokens
+
+    def run(self) -> None:
+        state, counts = self.state, self.counts
+        synced = torch.cuda.Event() if state.tokens.is_cuda else None
+        _count(state, counts)
+        while True:
+            if synced is not None:
+                synced.record()
+                synced.synchronize()   # the step's one host sync
+            n_active, n_start = counts.tolist()
+            if n_active == 0:
+                break
+            kind = self.choose(n_active, n_start)
+            if kind is None:
+                loop.step(state, self.method, self.forward, (~state.rows.done).nonzero().squeeze(1))
+                _count(state, counts)
+                continue
+            launch, stats = self.kinds[kind]
+            launch()
+            if kind not in self.steps:
+                saved = {k: v.clone() for k, v in method_tensors(self.method).items()}
+                self.steps[kind] = graphs.CapturedStep(lambda s, stats=stats: self._step(stats, s), state, copy_tree)
+                for k, v in saved.items():   # the warm-up ran the method on the copy's rows
+                    getattr(self.method, k).copy_(v)
+            self.steps[kind].replay()
+
+    def _step(self, stats, state) -> None:
+        """What a step graph holds: the NFE, the token statistics of the forward graph's output,
+        and decoding.loop.decide_and_apply over every row (state passed in: the warm-up runs on
+        a copy)."""
+        act = ~state.rows.done
+        state.nfe += act.long()
+        loop.decide_and_apply(state, self.method, slice(None), self.every, stats(), act)
+        _count(state, self.counts)
+
+
+def _count(state, counts: torch.Tensor) -> None:
+    """counts <- [rows still decoding, of them at the first step of a block] (to pinned host memory)."""
+    act = ~state.rows.done
+    counts.copy_(torch.stack([act.sum(), (act & (state.rows.step_in_block == 0)).sum()]), non_blocking=True)

@@ -1,0 +1,153 @@
+"""GraphPool: the CUDA graphs and KV caches one model keeps across decode calls, owned by the caller
+(through acceleration.Decoder), and GraphedCalls: the model calls of a step, run as graphs.
+
+- full forwards: graphed when launch-bound (acceleration/graphs.py). The graph always carries
+  every row of the batch (finished rows are computed and ignored), so a decode needs one graph,
+  not one per number of rows still decoding; for a launch-bound forward the extra rows cost next
+  to nothing. A few are kept, least recently used dropped, as batches of the same shape recur.
+- KV caches, one per (batch, length), with their refresh and window graphs: a graph writes the
+  cache tensors it was captured with, so cache and graphs are kept together (a capture costs
+  more than many steps; every row's first step refreshes its whole cache row, so nothing stale
+  is read).
+- captured decodes (acceleration/captured.py), kept for the next call of the same shapes and
+  method settings while the forward graphs and cache they read are still kept.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from decoding.forward import ModelCalls
+from models.layers import CacheCall
+from . import graphs
+from .graphs import model_params
+
+FULL_GRAPHS = 4
+CACHES = 2
+CAPTURED_DECODES = 4
+# Windows of at most this many tokens capture their matrix products through cuBLASLt: on an H200,
+# LLaDA-8B dual-cache steps of 32 and 64 tokens took 3.6% and 3.2% less time than through the
+# default cuBLAS path (3.4% and 2.8% with the Triton attention); at 128 and 256 tokens the two were
+# within 1.3% in two runs (results/speed/window_attention_h200.txt).
+LT_WINDOW_TOKENS = 64
+
+
+class GraphPool:
+    def __init__(self, model):
+        self.model = model
+        self.full_graphs: OrderedDict = OrderedDict()   # (shape, masked, hidden) -> GraphedCall
+        self.caches: OrderedDict = OrderedDict()        # (batch, length) -> (KV cache, {key: GraphedCall})
+        self.decodes: OrderedDict = OrderedDict()       # (shapes, method settings) -> CapturedDecode
+        self._n_params = None
+
+    def graphs_apply(self) -> bool:
+        """Whether this model's forwards may replay CUDA graphs (a GPU, and graphs not switched off
+        with DLLM_CUDA_GRAPHS=0)."""
+        return self.model.device.type == "cuda" and self.model.cuda_graphs
+
+    def launch_bound(self, tokens: int) -> bool:
+        if self._n_params is None:
+            self._n_params = model_params(self.model)
+        return graphs.launch_bound(self.model, tokens, self._n_params)
+
+    def full_graph(self, x: torch.Tensor, attn: torch.Tensor | None, need_hidden: bool):
+        """The graph of model.forward(x, attn) over the whole batch, or None where it does not pay
+        (a forward big enough to hide its launches)."""
+        if not self.launch_bound(x.numel()):
+            return None
+        key = (tuple(x.shape), attn is not None, need_hidden)
+        if key in self.full_graphs:
+            self.full_graphs.move_to_end(key)
+            return self.full_graphs[key]
+        while len(self.full_graphs) >= FULL_GRAPHS:
+            self.full_graphs.popitem(last=False)
+        model = self.model
+        self.full_graphs[key] = graphs.GraphedCall(lambda ids, am: model.forward(ids, am, output_hidden=need_hidden),
+                                                   x, attn)
+        return self.full_graphs[key]
+
+    def kept_full_graph(self, x, attn, need_hidden):
+        """The graph full_graph would return, if kept; never builds one."""
+        return self.full_graphs.get((tuple(x.shape), attn is not None, need_hidden))
+
+    def cache(self, batch: int, length: int):
+        """The kept (KV cache, its graphs) for this shape, least recently used dropped."""
+        key = (batch, length)
+        if key in self.caches:
+            self.caches.move_to_end(key)
+            return self.caches[key]
+        while len(self.caches) >= CACHES:
+            self.caches.popitem(last=False)
+        self.caches[key] = (self.model.new_cache(batch, length), {})
+        return self.caches[key]
+
+    def cache_graphs(self, cache) -> dict:
+        """The graphs kept with this KV cache (a stepper's cache is the pool's while it decodes)."""
+        for c, g in self.caches.values():
+            if c is cache:
+                return g
+        raise RuntimeError("a KV cache not kept by this GraphPool was given to its graphed calls")
+
+    def clear(self) -> None:
+        self.full_graphs.clear()
+        self.caches.clear()
+        self.decodes.clear()
+
+
+class GraphedCalls(ModelCalls):
+    """A step's model calls as CUDA graphs from a GraphPool, where they are launch-bound."""
+
+    def __init__(self, pool: GraphPool):
+        super().__init__(pool.model)
+        self.pool = pool
+
+    def new_cache(self, batch, length):
+        return self.pool.cache(batch, length)[0]
+
+    def full(self, x, attn, need_hidden):
+        g = self.pool.full_graph(x, attn, need_hidden)
+        return None if g is None else g(x, attn)
+
+    def refresh_graph(self, stepper, x, mask, need_hidden):
+        """A refresh of every row (a full forward storing all K/V) as a graph, or None."""
+        if not self.pool.launch_bound(x.numel()):
+            return None
+        store = self.pool.cache_graphs(stepper.cache)
+        key = ("refresh", tuple(x.shape), need_hidden, mask is not None)
+        if key not in store:
+            model, cache = self.model, stepper.cache
+            store[key] = graphs.GraphedCall(
+                lambda ids, m: model.forward(ids, m, output_hidden=need_hidden, kv=CacheCall(cache)), x, mask)
+        return store[key]
+
+    def refresh(self, stepper, x, mask, need_hidden):
+        g = self.refresh_graph(stepper, x, mask, need_hidden)
+        return None if g is None else g(x, mask)
+
+    def window_graph(self, stepper, x, attn, block, width, need_hidden):
+        """A window forward of every row captured with the building of its inputs from the tokens,
+        mask and blocks (a handful of tiny kernels that cost ~0.2 ms of host time per step when
+        launched eagerly between the host sync and the forward, results/speed/REPORT.md):
+        call it with (tokens [B, L], mask [B, L] or None, blocks [B]) -> (output, pos)."""
+        store = self.pool.cache_graphs(stepper.cache)
+        key = ("window", tuple(x.shape), width, need_hidden, stepper.padded)
+        if key not in store:
+            every = torch.arange(stepper.B, device=x.device)
+            fn = lambda x, attn, block: stepper.window_call(every, x, attn, block, width, need_hidden)
+            blas = "cublaslt" if x.shape[0] * width <= LT_WINDOW_TOKENS else None
+            store[key] = graphs.GraphedCall(fn, x, attn if stepper.padded else None, block, blas=blas)
+        return store[key]
+
+    def window(self, stepper, x, attn, block, width, need_hidden):
+        return self.window_graph(stepper, x, attn, block, width, need_hidden)(x, attn if stepper.padded else None, block)
+
+
+def graphed_window(model, cache, ids, positions, call, need_hidden):
+    """A window forward alone captured as a CUDA graph: call it with (ids, positions, pos, key_mask);
+    the cache tensors are static (written in place by the graph). bench/bench_speed.py times it."""
+    def window(ids, positions, pos, key_mask):
+        kv = CacheCall(cache, rows=None, pos=pos, key_mask=key_mask)
+        return model.forward(ids, None, output_hidden=need_hidden, positions=positions, kv=kv)
+    blas = "cublaslt" if ids.numel() <= LT_WINDOW_TOKENS else None
+    return graphs.GraphedCall(window, ids, positions, call.pos, call.key_mask, blas=blas)

@@ -1,0 +1,118 @@
+"""The method contract: what a method declares, sees, plans and decides at one step.
+
+    plan = method.plan(view)          -> Plan        what the next forward feeds
+    out  = forward(...)               -> StepOutput  x0, conf, fresh (+ fp32 logits / hidden if read)
+    dec  = method.decide(view, out)   -> Decision    commit (mask -> x0), remask (token -> MASK),
+                                                     edit (token -> another token)
+
+`view` is a StepView: the loop's state (decoding/state.py) of the b rows taking the step. All
+per-position tensors cover the generated region, [b, G]. See docs/decode-loop.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a method's plan/decide read beyond x0, conf, fresh, the candidates and the row counters.
+    The loop builds only what is read; acceleration/ decides from it whether the step may be
+    captured in a CUDA graph (acceleration/policy.py)."""
+    logits: bool = False     # StepOutput.logits: fp32 [b, G, V] (zeros where not fresh)
+    hidden: bool = False     # StepOutput.hidden: [b, G, d] last hidden states (zeros where not fresh)
+    history: bool = False    # StepView.history: argmax, conf, stable steps, commit step (before this step)
+    topk: int = 0            # ... and the previous distribution's top-k log-probs and ids (k = topk)
+    rng: bool = False        # draws random numbers from the run's generator
+    host: bool = False       # syncs with the host or keeps Python-side state per step
+    truncated: bool = False  # plan() may return truncated forwards (Plan.extent)
+
+    def __post_init__(self):
+        if self.topk < 0:
+            raise ValueError(f"Reads.topk={self.topk} must be >= 0 (0: no top-k history)")
+
+
+@dataclass
+class Plan:
+    """What the next forward feeds, for the b rows of a step. The KV cache mode (Method.cache)
+    adds the cache's own plan: a refresh at a block's first step, a window forward otherwise."""
+    extent: torch.Tensor | None = None   # [b] feed prompt + the first extent[i] generated positions
+                                         # (a truncated forward); None: every position
+
+
+@dataclass
+class History:
+    """Per row and generated position, as of the row's previous step (kept by the loop for methods
+    with Reads.history; [B, G] unless noted)."""
+    argmax: torch.Tensor        # last x0 (-1 before the first forward)
+    conf: torch.Tensor          # last conf (fp32)
+    stable: torch.Tensor        # steps since the argmax last changed (0: it changed at the last step)
+    commit_step: torch.Tensor   # step at which the position was written (-1: masked)
+    topk_logp: torch.Tensor | None = None   # [B, G, k] previous top-k log-probabilities (Reads.topk)
+    topk_ids: torch.Tensor | None = None    # [B, G, k] their token ids
+
+    @classmethod
+    def empty(cls, B: int, G: int, device, topk: int = 0) -> "History":
+        z = lambda dt, v: torch.full((B, G), v, dtype=dt, device=device)
+        tk = (lambda dt: torch.zeros((B, G, topk), dtype=dt, device=device)) if topk else (lambda dt: None)
+        return cls(z(torch.long, -1), z(torch.float32, 0.0), z(torch.long, 0), z(torch.long, -1),
+                   tk(torch.float32), tk(torch.long))
+
+    def take(self, rows) -> "History":
+        pick = lambda t: None if t is None else t[rows]
+        return History(pick(self.argmax), pick(self.conf), pick(self.stable), pick(self.commit_step),
+                       pick(self.topk_logp), pick(self.topk_ids))
+
+
+@dataclass
+class StepView:
+    """The state of the b rows taking this step (tensors [b] or [b, G])."""
+    rows: torch.Tensor              # [b] indices of these rows in the batch
+    tokens: torch.Tensor            # generated tokens before the step (MASK where masked)
+    candidates: torch.Tensor        # masked and inside the row's current block (and the row active)
+    block: torch.Tensor             # [b] current block index
+    step_in_block: torch.Tensor     # [b] steps already taken in the current block
+    step: torch.Tensor              # [b] steps already taken in total
+    prompt_len: torch.Tensor        # [b] real (unpadded) prompt lengths
+    mask_id: int = -1               # the model's MASK id (tokens == mask_id: not written)
+    block_end: torch.Tensor | None = None   # [b] generated index one past the current block
+    history: History | None = None  # Reads.history
+
+
+@dataclass
+class StepOutput:
+    """One forward's token statistics for the b rows of a step ([b, G] unless noted)."""
+    x0: torch.Tensor                     # proposed tokens (argmax, or sampled at a temperature)
+    conf: torch.Tensor                   # fp32 probability of x0
+    fresh: torch.Tensor                  # bool: positions this forward computed; elsewhere x0/conf
+                                         # repeat the row's last computation (cache windows, truncated forwards)
+    logits: torch.Tensor | None = None   # [b, G, V] fp32 (Reads.logits); zeros where not fresh
+    hidden: torch.Tensor | None = None   # [b, G, d] (Reads.hidden); zeros where not fresh
+
+
+@dataclass
+class Decision:
+    """A method's choice for one step ([b, G] bool unless noted). The loop applies `commit` only at
+    candidates, and `remask` / `edit` only at written positions before the row's block end."""
+    commit: torch.Tensor                       # masked -> x0
+    remask: torch.Tensor | None = None         # written token -> MASK (revocation)
+    edit: torch.Tensor | None = None           # written token -> edit_tokens
+    edit_tokens: torch.Tensor | None = None    # [b, G] long
+
+
+def step_inputs(*, conf, candidates, x0=None, logits=None, hidden=None, rows=None, block=None,
+                step_in_block=None, step=None, prompt_len=None, tokens=None, fresh=None,
+                history=None, mask_id: int = -1) -> tuple[StepView, StepOutput]:
+    """A (StepView, StepOutput) pair from hand-made tensors, for calling a method's decide() in tests
+    and probes; counters default to zeros, x0 to zeros, tokens to MASK at candidates."""
+    b, G = conf.shape
+    z = torch.zeros(b, dtype=torch.long, device=conf.device)
+    or_ = lambda t, d: d if t is None else t
+    x0 = or_(x0, torch.zeros((b, G), dtype=torch.long, device=conf.device))
+    tokens = or_(tokens, torch.where(candidates, mask_id, x0))
+    view = StepView(rows=or_(rows, torch.arange(b, device=conf.device)), tokens=tokens, candidates=candidates,
+                    block=or_(block, z), step_in_block=or_(step_in_block, z), step=or_(step, z),
+                    prompt_len=or_(prompt_len, z), mask_id=mask_id, history=history)
+    out = StepOutput(x0=x0, conf=conf, fresh=or_(fresh, torch.ones_like(candidates)), logits=logits, hidden=hidden)
+    return view, out

@@ -1,0 +1,122 @@
+"""The exact K/V cache of block-causal dLLMs (SDAR/TraDo, LLaDA2.x, Fast-dLLM v2) and their
+attention masks.
+
+Block-causal attention: the sequence is cut into blocks of `block_size` positions counted from
+each row's first real token (position 0); a token at position p sees every token at position k
+with k // block_size <= p // block_size. Finished blocks therefore never see later tokens, and
+their K/V, once computed from their final tokens, are exact for the rest of the generation.
+
+The cache holds, per row, the K/V of positions [0, length) (whole finished blocks), stored at the
+index equal to the position (per layer [B, capacity + 1, 2 * H_kv, head_dim], token-major, K heads
+then V heads, RoPE applied; the last slot takes the writes of padding tokens and is never read).
+A block forward feeds the next tokens of each row (the current block, optionally preceded by
+blocks to append), writes their fresh K/V at their positions, attends to the cached prefix plus
+the fed tokens under the block-causal mask, and, when asked, appends the first `commit` fed
+tokens of each row (which must be whole finished blocks) by moving `length` past them: the K/V
+written by that forward are the cache; nothing is recomputed.
+
+    cache = model.new_block_cache(batch, capacity)
+    logits, hidden = model.block_forward(prompt_ids, cache, valid=prompt_mask, commit=n_full)  # prefill
+    logits, hidden = model.block_forward(block_ids, cache)                    # a denoising step
+    logits, hidden = model.block_forward(block_ids, cache, commit=block_size)  # final: append it
+
+A row's fed tokens are its next positions: valid token j of row b gets position
+length[b] + (number of valid tokens before j); padding (valid False) must come first (left padding).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def block_causal_mask(positions: torch.Tensor, block_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, 1, L, L] bool mask of a whole-sequence forward: query p sees key k when k is a real
+    token and k // block_size <= p // block_size. Padding queries see every key (their outputs are
+    ignored; a row of all-False would give NaN)."""
+    blk = positions // block_size
+    m = blk[:, None, :] <= blk[:, :, None]
+    if valid is not None:
+        v = valid.bool()
+        m = (m & v[:, None, :]) | ~v[:, :, None]
+    return m[:, None]
+
+
+@dataclass
+class BlockStep:
+    """How one block forward reads and writes the cache (computed once, shared by the layers)."""
+    positions: torch.Tensor    # [B, W] positions of the fed tokens (padding: its row's length)
+    write_idx: torch.Tensor    # [B, W] cache index each fed token's K/V is written to (padding: the dump slot)
+    key_mask: torch.Tensor     # [B, 1, W, K] bool
+    key_len: int               # K: cache slots read
+    new_length: torch.Tensor   # [B] length after this forward (length + commit)
+    rows: torch.Tensor         # [B, 1] row index for the indexed writes
+
+
+@dataclass
+class BlockKVCache:
+    kv: list[torch.Tensor]     # per layer [B, capacity + 1, 2 * H_kv, head_dim]: K heads, then V heads
+    length: torch.Tensor       # [B] long: positions [0, length) hold finished blocks
+    block_size: int
+
+    @classmethod
+    def empty(cls, n_layers: int, batch: int, n_kv_heads: int, capacity: int, head_dim: int, block_size: int,
+              dtype: torch.dtype, device) -> "BlockKVCache":
+        shape = (batch, capacity + 1, 2 * n_kv_heads, head_dim)
+        return cls([torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)],
+                   torch.zeros(batch, dtype=torch.long, device=device), block_size)
+
+    @property
+    def capacity(self) -> int:
+        return self.kv[0].shape[1] - 1
+
+    def step(self, valid: torch.Tensor, commit: int | torch.Tensor = 0, key_len: int | None = None) -> BlockStep:
+        """The positions, writes and mask of feeding `valid` [B, W] (bool; padding first) next tokens,
+        `commit` of which (per row, int or [B]) are appended. `key_len`: cache slots to read (default:
+        the largest end position, one host sync)."""
+        B, W = valid.shape
+        if B != self.length.shape[0]:
+            raise ValueError(f"block forward of {B} rows on a cache of {self.length.shape[0]} rows")
+        valid = valid.bool()
+        n = valid.sum(-1)
+        pos = self.length[:, None] + valid.long().cumsum(-1) - 1
+        pos = torch.where(valid, pos, self.length[:, None])
+        end = self.length + n
+        commit = torch.as_tensor(commit, device=valid.device).expand(B)
+        new_length = self.length + commit
+        if bool(((commit < 0) | (commit > n) | (new_length % self.block_size != 0) & (commit > 0)).any()):
+            raise ValueError(f"commit {commit.tolist()} must be whole blocks of {self.block_size} among the "
+                             f"{n.tolist()} fed tokens, ending at a block boundary (cache lengths {self.length.tolist()})")
+        K = int(end.max()) if key_len is None else key_len
+        if K > self.capacity:
+            raise ValueError(f"block forward reaches position {K}; the cache holds {self.capacity}: make it longer")
+        write_idx = torch.where(valid, pos, self.capacity)
+        k = torch.arange(K, device=valid.device)
+        qb = pos // self.block_size
+        mask = (k[None, None, :] < end[:, None, None]) & (k[None, None, :] // self.block_size <= qb[:, :, None])
+        mask = mask | ~valid[:, :, None]
+        rows = torch.arange(B, device=valid.device)[:, None]
+        return BlockStep(pos, write_idx, mask[:, None], K, new_length, rows)
+
+    def advance(self, step: BlockStep) -> None:
+        self.length = step.new_length
+
+
+def attend_block(qkv: torch.Tensor, n_heads: int, layer: int, cache: BlockKVCache | None, step: BlockStep | None,
+                 mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention over a token-major qkv [B, W, H + 2 H_kv, hd] (RoPE applied) -> [B, W, H * hd].
+    Without a cache: the fed sequence alone under `mask` ([B, 1, W, W], block_causal_mask).
+    With one: the fed K/V are written at step.write_idx, then the queries read the first
+    step.key_len cache slots under step.key_mask."""
+    B, W = qkv.shape[:2]
+    kv = qkv[:, :, n_heads:]
+    if cache is not None:
+        buf = cache.kv[layer]
+        buf.index_put_((step.rows, step.write_idx), kv)
+        kv, mask = buf[:, :step.key_len], step.key_mask
+    n_kv = kv.shape[2] // 2
+    q = qkv[:, :, :n_heads].transpose(1, 2)
+    k, v = kv[:, :, :n_kv].transpose(1, 2), kv[:, :, n_kv:].transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=n_heads != n_kv)
+    return out.transpose(1, 2).reshape(B, W, -1)

@@ -1,0 +1,216 @@
+"""LLaDA2.0 / 2.1 (inclusionAI: LLaDA2.0-mini, 16B MoE) in plain PyTorch: the Ling-2.0
+(BailingMoeV2) architecture with block-causal attention, block 32, mask id 156895; logits not
+shifted.
+
+Facts from the authors' modeling_llada2_moe.py and configuration_llada2_moe.py (the LLaDA2.0-mini
+Hugging Face files, as vendored in ZHZisZZ/dllm `dllm/pipelines/llada2/models/`):
+- names: `model.word_embeddings`, `model.layers.N.attention.{query_key_value,dense}` (fused q/k/v,
+  token-major heads q|k|v), `attention.{query,key}_layernorm` (per-head RMSNorm before RoPE),
+  `model.layers.N.{input,post_attention}_layernorm`, layer 0..first_k_dense_replace-1:
+  `mlp.{gate,up,down}_proj`; later layers: `mlp.gate.weight`, `mlp.gate.expert_bias`,
+  `mlp.experts.E.{gate,up,down}_proj`, `mlp.shared_experts.{gate,up,down}_proj`; `model.norm`,
+  `lm_head`.
+- RoPE on the first head_dim * partial_rotary_factor dims of each head (rotate-half inside them),
+  frequencies over that width, tables cast to the activation dtype; logits returned in fp32.
+- MoE routing: models/moe.py.
+- generate(): block_length 32, steps 32, threshold 0.95, eos_id 156892, mask_id 156895; the
+  sequence is cut into blocks from the first prompt token, the prompt's tail shares a block with
+  the first masks, and every step recomputes the whole prefix under the block-causal mask (no
+  cache); a block with an EOS ends the generation.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .block_cache import BlockKVCache, attend_block, block_causal_mask
+from .layers import default_positions, rope_cos_sin
+from .moe import Expert, SparseMoE
+from .qwen_block_causal import rms_norm_cast_scale
+
+MASK_ID, EOS_ID = 156895, 156892
+BLOCK = 32
+
+
+@dataclass
+class LLaDA2Config:
+    vocab_size: int = 157184
+    hidden_size: int = 2048
+    intermediate_size: int = 5120
+    num_hidden_layers: int = 20
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 4
+    head_dim: int = 128
+    hidden_act: str = "silu"
+    use_qkv_bias: bool = False
+    use_qk_norm: bool = True
+    use_bias: bool = False
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 32768
+    rope_theta: float = 600000.0
+    rope_scaling: dict | None = None
+    partial_rotary_factor: float = 0.5
+    num_experts: int = 256
+    num_shared_experts: int = 1
+    num_experts_per_tok: int = 8
+    n_group: int = 8
+    topk_group: int = 4
+    routed_scaling_factor: float = 2.5
+    moe_intermediate_size: int = 512
+    first_k_dense_replace: int = 1
+    score_function: str = "sigmoid"
+    use_sliding_window: bool = False
+    block_size: int = BLOCK
+    mask_token_id: int = MASK_ID
+    eos_token_id: int = EOS_ID
+    pad_token_id: int = EOS_ID
+
+    @property
+    def rope_dim(self) -> int:
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @classmethod
+    def from_hf(cls, d: dict) -> "LLaDA2Config":
+        names = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        bad = {k: getattr(cfg, k) for k, ok in (("hidden_act", "silu"), ("score_function", "sigmoid"),
+                                                 ("use_sliding_window", False)) if getattr(cfg, k) != ok}
+        if cfg.rope_scaling not in (None, {}) and cfg.rope_scaling.get("rope_type", cfg.rope_scaling.get("type")) != "default":
+            bad["rope_scaling"] = cfg.rope_scaling
+        if bad:
+            raise ValueError(f"LLaDA2 config uses settings this implementation does not support: {bad}")
+        return cfg
+
+    def to_hf(self) -> dict:
+        return {"model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"], **asdict(self)}
+
+
+# llada2-mini is field for field inclusionAI/LLaDA2.0-mini's config.json as copied in third-party code
+# (vocab 157184, hidden 2048, intermediate 5120, 20 layers, 16 heads, 4 kv heads, head_dim 128, 256 experts,
+# top-8, 8 groups / top-4 groups, 1 shared expert, moe_intermediate 512, routed_scaling 2.5, first dense
+# layer 1, rope_theta 600000, partial_rotary 0.5, pad 156892). LLaDA2.1-mini (same model_type
+# llada2_moe, 20 layers, 16 heads per the SGLang cookbook) and LLaDA2.0/2.1-flash (100B) have no config
+# here: their config.json could not be read to verify the sizes.
+CONFIGS = {
+    "llada2-mini": LLaDA2Config(),
+    "llada2-small": LLaDA2Config(hidden_size=512, intermediate_size=1280, num_hidden_layers=4, num_attention_heads=8,
+                                 num_key_value_heads=2, head_dim=64, num_experts=32, num_experts_per_tok=4,
+                                 n_group=4, topk_group=2, moe_intermediate_size=128),
+    # CPU-test size; small vocabulary with its own special ids
+    "llada2-tiny": LLaDA2Config(vocab_size=512, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=8,
+                                num_experts_per_tok=2, n_group=4, topk_group=2, moe_intermediate_size=32,
+                                block_size=8, mask_token_id=500, eos_token_id=501, pad_token_id=501),
+}
+
+
+class Norm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return rms_norm_cast_scale(x, self.weight, self.eps)
+
+
+def partial_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on the first cos.shape[-1] dims of each head of t [B, W, h, hd]."""
+    r = cos.shape[-1]
+    x, rest = t[..., :r], t[..., r:]
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x * cos + torch.cat([-x2, x1], dim=-1) * sin, rest], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: LLaDA2Config):
+        super().__init__()
+        self.H, self.Hk, self.hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.query_key_value = nn.Linear(c.hidden_size, (self.H + 2 * self.Hk) * self.hd, bias=c.use_qkv_bias)
+        self.dense = nn.Linear(self.H * self.hd, c.hidden_size, bias=c.use_bias)
+        if c.use_qk_norm:
+            self.query_layernorm = Norm(self.hd, c.rms_norm_eps)
+            self.key_layernorm = Norm(self.hd, c.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, layer, cache, step):
+        B, W, _ = x.shape
+        H, Hk = self.H, self.Hk
+        t = self.query_key_value(x).view(B, W, H + 2 * Hk, self.hd)
+        q, k, v = t[:, :, :H], t[:, :, H:H + Hk], t[:, :, H + Hk:]
+        if hasattr(self, "query_layernorm"):
+            q, k = self.query_layernorm(q), self.key_layernorm(k)
+        heads = torch.cat([partial_rope(q, cos, sin), partial_rope(k, cos, sin), v], dim=2)
+        return self.dense(attend_block(heads, H, layer, cache, step, mask))
+
+
+class Layer(nn.Module):
+    def __init__(self, c: LLaDA2Config, i: int):
+        super().__init__()
+        self.attention = Attention(c)
+        self.mlp = SparseMoE(c) if c.num_experts and i >= c.first_k_dense_replace else Expert(c.hidden_size, c.intermediate_size)
+        self.input_layernorm = Norm(c.hidden_size, c.rms_norm_eps)
+        self.post_attention_layernorm = Norm(c.hidden_size, c.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, layer, cache, step):
+        x = x + self.attention(self.input_layernorm(x), cos, sin, mask, layer, cache, step)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class _Base(nn.Module):
+    def __init__(self, c: LLaDA2Config):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList(Layer(c, i) for i in range(c.num_hidden_layers))
+        self.norm = Norm(c.hidden_size, c.rms_norm_eps)
+
+
+class LLaDA2(nn.Module):
+    """forward(input_ids, attention_mask, positions) -> (fp32 logits [B, L, V], last hidden);
+    block_forward(input_ids, cache, valid, commit): the cached forward of block_cache.py."""
+
+    def __init__(self, cfg: LLaDA2Config):
+        super().__init__()
+        self.cfg = cfg
+        self.model = _Base(cfg)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    @property
+    def block_size(self) -> int:
+        return self.cfg.block_size
+
+    def new_block_cache(self, batch: int, capacity: int, dtype=None, device=None) -> BlockKVCache:
+        p, c = self.model.word_embeddings.weight, self.cfg
+        return BlockKVCache.empty(c.num_hidden_layers, batch, c.num_key_value_heads, capacity, c.head_dim,
+                                  c.block_size, dtype or p.dtype, device or p.device)
+
+    def _run(self, input_ids, positions, mask, cache, step, logits_last):
+        c, m = self.cfg, self.model
+        x = m.word_embeddings(input_ids)
+        cos, sin = rope_cos_sin(positions, c.rope_dim, c.rope_theta, x.dtype)
+        for i, layer in enumerate(m.layers):
+            x = layer(x, cos, sin, mask, i, cache, step)
+        h = m.norm(x if logits_last is None else x[:, -logits_last:])
+        w = m.word_embeddings.weight if c.tie_word_embeddings else self.lm_head.weight
+        return F.linear(h, w).float(), h
+
+    def forward(self, input_ids, attention_mask=None, positions=None, kv=None):
+        if kv is not None:
+            raise ValueError("block-causal models take their cache through block_forward, not a CacheCall; "
+                             "cache=prefix|dual do not apply to them")
+        positions = default_positions(input_ids, positions)
+        return self._run(input_ids, positions, block_causal_mask(positions, self.cfg.block_size, attention_mask),
+                         None, None, None)
+
+    def block_forward(self, input_ids, cache: BlockKVCache, valid=None, commit=0, logits_last: int | None = None,
+                      key_len: int | None = None):
+        if valid is None:
+            valid = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        step = cache.step(valid, commit, key_len)
+        out = self._run(input_ids, step.positions, None, cache, step, logits_last)
+        cache.advance(step)
+        return out

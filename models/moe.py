@@ -1,0 +1,121 @@
+"""Mixture-of-experts pieces of LLaDA2.x (Ling/BailingMoeV2 layout): the router and a grouped
+expert product.
+
+Routing (as LLaDA2MoeGate computes it): router logits in fp32; scores = sigmoid(logits); the
+choice uses scores + expert_bias, group-limited: experts are split into n_group groups, a group's
+score is the sum of its top-2 biased scores, the topk_group best groups stay eligible, and the
+top_k experts among them are chosen; the weights are the *unbiased* sigmoid scores of the chosen
+experts, normalised to sum 1 (+1e-20) when top_k > 1, times routed_scaling_factor. Shared experts
+are a plain SwiGLU MLP added to the routed sum.
+
+Expert product: the experts' weights live in two stacked tensors ([E, 2F, d] gate/up and
+[E, d, F] down; each expert's gate_proj/up_proj/down_proj parameters are views into them, so the
+checkpoint names are kept). Tokens are sorted by expert, laid out per active expert in a padded
+[A, C, d] buffer (A experts with work, C their largest load), and multiplied in two batched
+matmuls; the outputs go back to their (token, slot) places and are summed over the top_k slots in
+fp32, weighted, as the reference does.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def route(x: torch.Tensor, weight: torch.Tensor, expert_bias: torch.Tensor, top_k: int, n_group: int,
+          topk_group: int, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [T, d] -> (expert ids [T, top_k], fp32 weights [T, top_k])."""
+    T = x.shape[0]
+    scores = torch.sigmoid(F.linear(x.float(), weight.float()))
+    biased = scores + expert_bias
+    group_scores = biased.view(T, n_group, -1).topk(2, dim=-1)[0].sum(-1)
+    groups = group_scores.topk(topk_group, dim=-1, sorted=False)[1]
+    keep = torch.zeros_like(group_scores).scatter_(1, groups, 1.0).bool()
+    keep = keep[:, :, None].expand(T, n_group, scores.shape[1] // n_group).reshape(T, -1)
+    idx = biased.masked_fill(~keep, float("-inf")).topk(top_k, dim=-1)[1]
+    w = scores.gather(1, idx)
+    if top_k > 1:
+        w = w / (w.sum(-1, keepdim=True) + 1e-20)
+    return idx, w * scaling
+
+
+def grouped_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, gate_up: torch.Tensor,
+                    down: torch.Tensor) -> torch.Tensor:
+    """sum_j w[t, j] * expert_{idx[t, j]}(x[t]) for x [T, d], idx/w [T, k], gate_up [E, 2F, d],
+    down [E, d, F] -> [T, d] in x's dtype (the weighted sum in fp32)."""
+    T, k = idx.shape
+    E = gate_up.shape[0]
+    flat = idx.reshape(-1)
+    order = flat.argsort(stable=True)
+    counts = torch.bincount(flat, minlength=E)
+    active = counts.nonzero().squeeze(1)                          # experts with work (one host sync)
+    C = int(counts.max())
+    start = torch.cumsum(counts, 0) - counts                      # first sorted slot of each expert
+    e_sorted = flat[order]
+    slot = torch.arange(T * k, device=x.device) - start[e_sorted]
+    rank = torch.zeros(E, dtype=torch.long, device=x.device)
+    rank[active] = torch.arange(active.numel(), device=x.device)
+    buf = x.new_zeros(active.numel(), C, x.shape[1])
+    buf[rank[e_sorted], slot] = x[order // k]
+    h = torch.bmm(buf, gate_up[active].transpose(1, 2))
+    g, u = h.chunk(2, dim=-1)
+    out = torch.bmm(F.silu(g) * u, down[active].transpose(1, 2))
+    y = torch.empty(T * k, x.shape[1], dtype=x.dtype, device=x.device)
+    y[order] = out[rank[e_sorted], slot]
+    return (y.view(T, k, -1).float() * w[..., None]).sum(1).to(x.dtype)
+
+
+class Expert(nn.Module):
+    def __init__(self, d: int, f: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(d, f, bias=False)
+        self.up_proj = nn.Linear(d, f, bias=False)
+        self.down_proj = nn.Linear(f, d, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Gate(nn.Module):
+    def __init__(self, d: int, n_experts: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_experts, d))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)     # nn.Linear's default, as the reference's
+        self.register_buffer("expert_bias", torch.zeros(n_experts))
+
+
+class SparseMoE(nn.Module):
+    """mlp.gate.{weight, expert_bias}, mlp.experts.N.{gate,up,down}_proj, mlp.shared_experts.*"""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        self.gate = Gate(c.hidden_size, c.num_experts)
+        self.experts = nn.ModuleList(Expert(c.hidden_size, c.moe_intermediate_size) for _ in range(c.num_experts))
+        if c.num_shared_experts:
+            self.shared_experts = Expert(c.hidden_size, c.moe_intermediate_size * c.num_shared_experts)
+
+    @torch.no_grad()
+    def stack_(self) -> None:
+        """Stack the experts' weights ([E, 2F, d] gate/up, [E, d, F] down); the per-expert
+        parameters become views into them (state_dict names unchanged, no extra memory)."""
+        ex = self.experts
+        self.w_gate_up = torch.stack([torch.cat([e.gate_proj.weight, e.up_proj.weight]) for e in ex])
+        self.w_down = torch.stack([e.down_proj.weight for e in ex])
+        f = self.c.moe_intermediate_size
+        for i, e in enumerate(ex):
+            e.gate_proj.weight = nn.Parameter(self.w_gate_up[i, :f], requires_grad=False)
+            e.up_proj.weight = nn.Parameter(self.w_gate_up[i, f:], requires_grad=False)
+            e.down_proj.weight = nn.Parameter(self.w_down[i], requires_grad=False)
+
+    def forward(self, x):
+        if not hasattr(self, "w_gate_up"):
+            self.stack_()
+        c, shape = self.c, x.shape
+        h = x.reshape(-1, shape[-1])
+        idx, w = route(h, self.gate.weight, self.gate.expert_bias, c.num_experts_per_tok, c.n_group, c.topk_group,
+                       c.routed_scaling_factor)
+        y = grouped_experts(h, idx, w, self.w_gate_up, self.w_down).view(shape)
+        if c.num_shared_experts:
+            y = y + self.shared_experts(x)
+        return y

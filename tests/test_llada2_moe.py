@@ -1,0 +1,102 @@
+"""LLaDA2 MoE: checkpoint names and round trip, and the grouped expert product and router against
+a dense reference (every expert on every token, a Python loop) on small shapes."""
+import pytest
+import torch
+
+from models.checkpoint import load_weights, read_config, save_checkpoint
+from models.llada2 import CONFIGS, LLaDA2, LLaDA2Config
+from models.moe import grouped_experts, route
+
+
+def dense_moe(x, idx, w, gate_up, down):
+    """Every expert applied to every token, then picked by idx and weighted: the plain definition."""
+    F_ = down.shape[2]
+    outs = []
+    for e in range(gate_up.shape[0]):
+        g, u = x @ gate_up[e, :F_].T, x @ gate_up[e, F_:].T
+        outs.append((torch.nn.functional.silu(g) * u) @ down[e].T)
+    allout = torch.stack(outs, 1)                                    # [T, E, d]
+    picked = allout.gather(1, idx[..., None].expand(-1, -1, x.shape[1]))
+    return (picked * w[..., None]).sum(1)
+
+
+def dense_route(x, weight, bias, top_k, n_group, topk_group, scaling):
+    """The router written out token by token: best groups by the sum of their two best biased
+    scores, best experts inside them, unbiased weights normalised and scaled."""
+    scores = torch.sigmoid(x.double() @ weight.double().T)
+    E = scores.shape[1]
+    per = E // n_group
+    idx, w = [], []
+    for s in scores:
+        b = s + bias.double()
+        gs = torch.stack([b[g * per:(g + 1) * per].sort(descending=True).values[:2].sum() for g in range(n_group)])
+        groups = gs.argsort(descending=True)[:topk_group]
+        allowed = torch.cat([torch.arange(g * per, (g + 1) * per) for g in groups.tolist()])
+        chosen = allowed[b[allowed].argsort(descending=True)[:top_k]]
+        ws = s[chosen] / s[chosen].sum()
+        idx.append(chosen)
+        w.append(ws * scaling)
+    return torch.stack(idx), torch.stack(w)
+
+
+@pytest.mark.parametrize("T,E,k,groups,topk_group", [(1, 8, 2, 4, 2), (7, 16, 4, 4, 2), (33, 32, 8, 8, 4)])
+def test_router_and_grouped_experts_equal_dense_reference(T, E, k, groups, topk_group):
+    g = torch.Generator().manual_seed(T)
+    d, F_ = 24, 16
+    x = torch.randn(T, d, generator=g)
+    weight, bias = torch.randn(E, d, generator=g), torch.randn(E, generator=g) * 0.3
+    idx, w = route(x, weight, bias, k, groups, topk_group, 2.5)
+    ridx, rw = dense_route(x, weight, bias, k, groups, topk_group, 2.5)
+    assert torch.equal(idx.sort(1).values, ridx.sort(1).values)
+    torch.testing.assert_close(w.gather(1, idx.argsort(1)).double(), rw.gather(1, ridx.argsort(1)), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(w.sum(1), torch.full((T,), 2.5))
+    gate_up, down = torch.randn(E, 2 * F_, d, generator=g) * 0.3, torch.randn(E, d, F_, generator=g) * 0.3
+    torch.testing.assert_close(grouped_experts(x, idx, w, gate_up, down), dense_moe(x, idx, w, gate_up, down),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_expert_bias_changes_the_choice_not_the_weights():
+    x = torch.randn(5, 8)
+    weight = torch.randn(4, 8)
+    bias = torch.tensor([0.0, 0.0, 0.0, 10.0])            # expert 3 always chosen, one group
+    idx, w = route(x, weight, bias, 1, 1, 1, 1.0)
+    assert (idx[:, 0] == 3).all()
+    torch.testing.assert_close(w[:, 0], torch.sigmoid(x @ weight[3]))   # top_k 1: the raw sigmoid score
+
+
+def test_llada2_checkpoint_names_and_round_trip(tmp_path):
+    cfg = CONFIGS["llada2-tiny"]
+    torch.manual_seed(0)
+    a = LLaDA2(cfg).eval()
+    with torch.no_grad():
+        a.model.layers[1].mlp.gate.expert_bias.normal_()
+    names = set(a.state_dict())
+    for n in ["model.word_embeddings.weight", "model.norm.weight", "lm_head.weight",
+              "model.layers.0.attention.query_key_value.weight", "model.layers.0.attention.dense.weight",
+              "model.layers.0.attention.query_layernorm.weight", "model.layers.0.attention.key_layernorm.weight",
+              "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.down_proj.weight",
+              "model.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.expert_bias",
+              "model.layers.1.mlp.experts.7.gate_proj.weight", "model.layers.1.mlp.experts.7.up_proj.weight",
+              "model.layers.1.mlp.experts.7.down_proj.weight", "model.layers.2.mlp.shared_experts.up_proj.weight",
+              "model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight"]:
+        assert n in names
+    assert "model.layers.0.mlp.gate.weight" not in names                # first_k_dense_replace = 1
+    ids = torch.randint(0, 500, (2, 13))
+    ref = a(ids)[0]                                                      # stacks the experts; names must survive
+    assert ref.dtype == torch.float32
+    save_checkpoint(a, cfg.to_hf(), tmp_path, shard_size=40_000)
+    hf = read_config(tmp_path)
+    assert (hf["model_type"], hf["num_experts"], hf["partial_rotary_factor"]) == ("llada2_moe", 8, 0.5)
+    with torch.device("meta"):
+        b = LLaDA2(LLaDA2Config.from_hf(hf))
+    load_weights(b, tmp_path, "cpu", torch.float32)
+    assert torch.equal(b.eval()(ids)[0], ref)
+
+
+def test_published_llada2_mini_fields():
+    c = CONFIGS["llada2-mini"]
+    assert (c.num_experts, c.num_experts_per_tok, c.n_group, c.topk_group, c.routed_scaling_factor,
+            c.moe_intermediate_size, c.num_shared_experts, c.first_k_dense_replace) == (256, 8, 8, 4, 2.5, 512, 1, 1)
+    assert (c.block_size, c.mask_token_id, c.eos_token_id, c.rope_dim) == (32, 156895, 156892, 64)
+    with pytest.raises(ValueError, match="score_function"):
+        LLaDA2Config.from_hf({**c.to_hf(), "score_function": "softmax"})
