@@ -33,8 +33,8 @@ def check_spec(spec) -> None:
         if value is None and allow_none:
             return
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{flag} {value}: give a positive whole number" +
-                             (" (or leave it out for the default)" if allow_none else ""))
+            raise ValueError(f"{flag} must be positive (got {value}): give a whole number >= 1" +
+                             (", or leave it out for the default" if allow_none else ""))
     positive("--batch-size", spec.batch_size, allow_none=False)
     positive("--gen-length", spec.gen_length)
     positive("--block-length", spec.block_length)

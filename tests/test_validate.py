@@ -23,12 +23,12 @@ def _keep_threads():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--gen-length", "0"], "--gen-length 0: give a positive whole number"),
-    (["--block-length", "0"], "--block-length 0: give a positive whole number"),
-    (["--max-steps", "0"], "--max-steps 0"),
+    (["--gen-length", "0"], "--gen-length must be positive (got 0)"),
+    (["--block-length", "0"], "--block-length must be positive (got 0)"),
+    (["--max-steps", "0"], "--max-steps must be positive (got 0)"),
     (["--warmup-batches", "-1"], "--warmup-batches -1: give 0 (no warm-up) or more"),
     (["--limit", "0"], "--limit 0: give a positive number of problems, or `all`"),
-    (["--threads", "0"], "--threads 0"),
+    (["--threads", "0"], "--threads must be positive (got 0)"),
     (["--device", "tpu"], "--device 'tpu': choose auto, cpu, cuda or cuda:N"),
     (["--resume"], "--resume continues an existing run: give its --run-id"),
     (["--resume", "--run-id", "never-made"], "there is no run 'never-made'"),
