@@ -84,11 +84,13 @@ def check_fits(spec, model, methods: dict, gens: dict, prompts: list[dict], enco
     exceed the model's configured positions (RoPE models run past them, outside what they were
     trained for). methods: task -> [(label, method)]; encode(model, prompts) -> token ids."""
     from models.limits import hidden_size, max_positions
-    d = hidden_size(model)
     for task, pairs in methods.items():
         for label, m in pairs:
             ctrl = getattr(m, "ctrl", None)
-            if isinstance(ctrl, torch.nn.Module) and getattr(ctrl, "cfg", None) is not None and ctrl.cfg.d_model != d:
+            if not (isinstance(ctrl, torch.nn.Module) and getattr(ctrl, "cfg", None) is not None):
+                continue
+            d = hidden_size(model)
+            if ctrl.cfg.d_model != d:
                 raise ValueError(f"{label}: the controller was trained for hidden size {ctrl.cfg.d_model}, model "
                                  f"{spec.model} has {d}; train one for this model with "
                                  f"`{train_command(spec, task, gens[task])}` and run prr:controller="
