@@ -15,7 +15,8 @@
     python run_bench.py verify-model /models/LLaDA-8B-Instruct      # our logits vs the authors' code
 
 Subcommands: run (the default), decode RUN, score RUN, list, report RUN..., check RUN,
-trace, verify-model CHECKPOINT.
+trace, verify-model CHECKPOINT. Every option of a run: `run_bench.py run --help`; of a subcommand:
+`run_bench.py SUBCOMMAND --help`.
 """
 from __future__ import annotations
 
@@ -54,21 +55,52 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _limit(text: str) -> int | None:
+    if text.lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of problems or `all`, got {text!r}") from None
+
+
+def version() -> str:
+    """The project's version, from the installed package or else pyproject.toml next to this file."""
+    from pathlib import Path
+    pyproject = Path(__file__).resolve().parent / "pyproject.toml"
+    if pyproject.exists():
+        import re
+        m = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M)
+        if m:
+            return m.group(1)
+    from importlib.metadata import version as installed
+    return installed("dllm-bench")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bench.runner import RunSpec
     d = RunSpec()
     ap = argparse.ArgumentParser(prog="run_bench.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command")
+    ap.add_argument("--version", action="version", version=f"dllm-bench {version()}")
+    sub = ap.add_subparsers(dest="command", metavar="SUBCOMMAND",
+                            help="run (the default when the first argument is an option), decode, score, list, "
+                                 "report, check, trace, verify-model; each has --help")
     r = sub.add_parser("run", help="decode, score and write result files (the default)")
     r.add_argument("--model", default=d.model, help="model name (see `list`); default %(default)s")
     r.add_argument("--task", "--tasks", dest="task", default=d.task, help="task name; default %(default)s")
     r.add_argument("--methods", default=d.methods,
                    help="comma-separated method specs, e.g. fixed,threshold:tau=0.7; default %(default)s")
-    r.add_argument("--limit", type=int, default=d.limit, help="number of problems; default %(default)s")
-    r.add_argument("--seed", type=int, default=d.seed)
+    r.add_argument("--limit", type=_limit, default=d.limit,
+                   help="the first N problems of each task, or `all` (GSM8K 1319, MBPP 500, HumanEval 164); "
+                        "default %(default)s")
+    r.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the random numbers (random weights, sampling), reseeded per batch; default %(default)s")
     r.add_argument("--batch-size", default=str(d.batch_size),
                    help="batch size, or a comma-separated sweep such as 1,8,32 (bench/sweep.py); default %(default)s")
+    r.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU intra-op threads of the decode; default 1 on the CPU (or OMP_NUM_THREADS if set), "
+                        "torch's on a GPU; recorded in run.json (threads)")
     r.add_argument("--gen-length", type=int, default=None, help="default: the task's protocol")
     r.add_argument("--block-length", type=int, default=None, help="default: the task's protocol")
     r.add_argument("--early-stop", type=_bool, default=d.early_stop,
@@ -82,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synchronize and time every model forward to split latency into forward / other "
                         "(perturbs timing: use for a separate instrumented run); default %(default)s")
     r.add_argument("--baseline", default=None, help="method label that speedups are relative to; default the first")
-    r.add_argument("--out-dir", default=d.out_dir)
+    r.add_argument("--out-dir", default=d.out_dir, help="where run directories go; default %(default)s")
     r.add_argument("--run-id", default=None, help="directory name under --out-dir; default time + spec hash")
     r.add_argument("--resume", action="store_true", help="continue the run in --run-id, skipping finished samples")
-    r.add_argument("--no-progress", dest="progress", action="store_false")
+    r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     r.add_argument("--data-dir", default=None,
                    help="local data for lm-eval tasks (the ../shared/data layout); sets the HF offline "
                         "variables; default: the Hugging Face hub")
@@ -101,13 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stop-after", default=d.stop_after, choices=["build", "decode", "score"],
                    help="stop after this stage (build: prompts.jsonl; decode: requests.jsonl); default %(default)s")
     dec = sub.add_parser("decode", help="decode a run directory's built requests (no lm-eval needed)")
-    dec.add_argument("run_dir")
-    dec.add_argument("--no-progress", dest="progress", action="store_false")
-    dec.add_argument("--stop-after", default="decode", choices=["decode", "score"])
-    dec.add_argument("--allow-code-exec", action="store_true")
-    dec.add_argument("--code-timeout", type=float, default=d.code_timeout, metavar="SECONDS")
+    dec.add_argument("run_dir", help="a run directory made by `run --stop-after build` (or an interrupted run)")
+    dec.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    dec.add_argument("--stop-after", default="decode", choices=["decode", "score"],
+                     help="score too (needs lm-eval for lm-eval tasks); default %(default)s")
+    dec.add_argument("--allow-code-exec", action="store_true",
+                     help="with --stop-after score: let MBPP/HumanEval scoring run generated code in the sandbox")
+    dec.add_argument("--code-timeout", type=float, default=d.code_timeout, metavar="SECONDS",
+                     help="CPU seconds each generated program may run; default %(default)s")
     sc = sub.add_parser("score", help="(re-)score the generations of a run directory from its files")
-    sc.add_argument("run_dir")
+    sc.add_argument("run_dir", help="a run directory holding requests.jsonl")
     sc.add_argument("--allow-code-exec", action="store_true",
                     help="let MBPP/HumanEval scoring run generated code in the sandbox")
     sc.add_argument("--code-timeout", type=float, default=d.code_timeout, metavar="SECONDS",
@@ -120,12 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "without a download; accuracy is reported as not applicable")
     r.add_argument("--model-backend", default="native", choices=("native", "hf"),
                    help="native (ours, with KV cache) or hf (transformers AutoModel, trust_remote_code)")
-    sub.add_parser("list", help="list models, tasks and methods with their settings")
+    sub.add_parser("list", help="list models, tasks and methods, one line each, with the methods' settings")
     v = sub.add_parser("verify-model", help="compare our native model's logits with the authors' remote code")
     v.add_argument("checkpoint", help="hub id or local directory of a checkpoint (LLaDA, Dream, SDAR/TraDo, ...)")
     v.add_argument("--family", choices=("llada", "dream", "sdar", "trado", "llada2", "fast-dllm-v2"), default=None,
                    help="default: from config.json model_type")
-    v.add_argument("--device", default="auto")
+    v.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N; default %(default)s")
     v.add_argument("--dtype", default="float32", help="float32 (default; exact comparison) or bfloat16")
     rp = sub.add_parser("report", help="leaderboard tables (markdown, LaTeX, CSV) and Pareto plot from result files")
     rp.add_argument("runs", nargs="+", metavar="RUN", help="run directories (results/runs/<run_id>)")
@@ -134,18 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="also write report.md, report.tex, report.csv and pareto.png here")
     tp = sub.add_parser("trace", help="one sample's decode as a step x position picture (trace.png + trace.json)")
     tp.add_argument("--model", default="tiny", help="model name (see `list`); default %(default)s")
-    tp.add_argument("--model-path", default=None)
-    tp.add_argument("--no-weights", action="store_true")
+    tp.add_argument("--model-path", default=None, help="as for run: hub id or local checkpoint directory")
+    tp.add_argument("--no-weights", action="store_true", help="as for run: random weights of a named architecture")
     tp.add_argument("--task", default="arith", help="default %(default)s")
     tp.add_argument("--method", default="threshold", help="one method spec, e.g. threshold:tau=0.7; default %(default)s")
     tp.add_argument("--doc", type=int, default=0, help="index of the task's request to decode; default %(default)s")
-    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--seed", type=int, default=0, help="seed of the random numbers; default %(default)s")
     tp.add_argument("--gen-length", type=int, default=None, help="default: the task's protocol")
     tp.add_argument("--block-length", type=int, default=None, help="default: the task's protocol")
-    tp.add_argument("--device", default="cpu")
-    tp.add_argument("--dtype", default="float32")
+    tp.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N; default %(default)s")
+    tp.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16; default %(default)s")
     tp.add_argument("--data-dir", default=None, help="local data for lm-eval tasks")
-    tp.add_argument("--chat", default="none", choices=["none", "single-turn", "multiturn"])
+    tp.add_argument("--chat", default="none", choices=["none", "single-turn", "multiturn"],
+                    help="chat template use, as for run; default %(default)s")
     tp.add_argument("--from", dest="from_json", default=None, metavar="TRACE_JSON",
                     help="redraw a saved trace.json instead of decoding")
     tp.add_argument("--out", default="trace.png", help="picture to write; the trace goes beside it as .json")
@@ -163,6 +199,8 @@ def cmd_run(args) -> int:
     chats = parse_list(args.chat, str, "--chat")
     fields = {f.name for f in dataclasses.fields(RunSpec)}
     spec = RunSpec(**{**{k: v for k, v in vars(args).items() if k in fields}, "batch_size": sizes[0], "chat": chats[0]})
+    from bench.validate import check_resume
+    check_resume(spec, sweep=len(chats) > 1 or len(sizes) > 1)
     if spec.data_dir:
         from tasks.lmeval_tasks import set_offline
         set_offline()
@@ -196,9 +234,33 @@ def _run_and_print(spec, chats=None, sizes=None) -> int:
     return 0
 
 
+def _run_info(summary) -> dict:
+    import json
+    from pathlib import Path
+    try:
+        return json.loads((Path(summary["path"]) / "run.json").read_text())
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def _limit_note(summary) -> str | None:
+    """Say when --limit cut a task short (the run's rows hold exactly `limit` problems)."""
+    limit = _run_info(summary).get("spec", {}).get("limit")
+    cut = sorted({r["task"] for r in summary["rows"] if limit is not None and r.get("n") == limit})
+    if not cut:
+        return None
+    return (f"limit: the first {limit} problems of {', '.join(cut)} (--limit {limit}); "
+            f"--limit all runs the full sets")
+
+
 def _print_summary(summary) -> None:
     from bench.table import summary_table
     print(summary_table(summary["rows"]))
+    note = _limit_note(summary)
+    if note:
+        print(note)
+    for w in _run_info(summary).get("warnings", []):
+        print(f"warning: {w}")
     if summary.get("sensitivity"):
         print("\n" + summary["sensitivity"])
     for note in sorted({r["accuracy_note"] for r in summary["rows"] if r.get("accuracy_note")}):
@@ -244,12 +306,18 @@ def cmd_list(args) -> int:
     from decoding.registry import METHODS
     from tasks import TASKS
     from bench.runner import PSEUDO_MODELS
-    print("models: " + ", ".join(sorted(MODELS) + list(PSEUDO_MODELS)))
-    print("tasks:  " + ", ".join(sorted(TASKS)))
-    print("methods:")
+    from bench.catalog import method_line, model_line, task_line
+    print("models:")
+    for name in sorted(MODELS) + list(PSEUDO_MODELS):
+        print(f"  {name} - {model_line(name)}")
+    print("tasks:")
+    for name in sorted(TASKS):
+        print(f"  {name} - {task_line(name)}")
+    print("methods (settings as name:key=value,...):")
     for name, cls in sorted(METHODS.items()):
         settings = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Config))
-        print(f"  {name}: {settings}")
+        print(f"  {name} - {method_line(cls)}")
+        print(f"      {name}: {settings}")
     print("  every method also takes cache=none|prefix|dual (KV cache, decoding/cache.py)")
     return 0
 
@@ -321,7 +389,7 @@ def cmd_check(args) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
+    if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help", "--version"):
         argv.insert(0, "run")
     _offline_default(argv)
     args = build_parser().parse_args(argv)

@@ -10,9 +10,10 @@
 
 (lm-eval's CLI finds models only in its own registry, which this module adds to on import;
 `python -m bench.lm_eval_model` is lm-eval's CLI with `dllm_bench` registered, code execution
-routed to our sandbox (allowed by lm-eval's own `--confirm_run_unsafe_code`), and an optional
-`--data-dir` that points gsm8k/gsm8k_cot/mbpp/humaneval at local data and sets the HF offline
-variables.)
+routed to our sandbox (allowed by lm-eval's own `--confirm_run_unsafe_code` or its alias
+`--allow-code-exec`, run_bench.py's flag), and an optional `--data-dir` that points
+gsm8k/gsm8k_cot/mbpp/humaneval at local data and sets the HF offline variables; without it, a
+machine that cannot reach the hub gets a one-line error unless the data is cached.)
 
 model_args: `model` (a bench model or `oracle`), `model_path` (llada/dream: a checkpoint directory
 or hub id, as run_bench.py's --model-path), `no_weights`, `model_backend` (native / hf), `method`
@@ -38,6 +39,7 @@ from decoding.registry import MethodSpec, build_method
 from tasks.lmeval_tasks import LMEVAL_TASKS
 from .generate import cut_at_stops, render_prompt
 from .measure import EnergyMeter, devices_in_use, timed
+from .runner import warmup_gen
 
 
 @register_model("dllm_bench")
@@ -113,9 +115,9 @@ class DllmBenchLM(LM):
                 continue
             gen, method = self._gen(task)
             encoded = {i: self.model.tokenizer.encode(requests[i].args[0]) for i in idx}
-            for _ in range(self.warmup_batches):   # untimed, as in run_bench.py
+            for _ in range(self.warmup_batches):   # untimed, about the first block only, as in run_bench.py
                 self.generator.manual_seed(self.seed)
-                self._decode(method, [encoded[i] for i in idx[:self.batch_size]], gen)
+                self._decode(method, [encoded[i] for i in idx[:self.batch_size]], warmup_gen(gen))
             self.generator.manual_seed(self.seed)
             for b in range(0, len(idx), self.batch_size):
                 batch = idx[b:b + self.batch_size]
@@ -150,8 +152,30 @@ class DllmBenchLM(LM):
                 f.write(json.dumps(line) + "\n")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """lm-eval's command line with `dllm_bench` registered (see the module doc)."""
+HUB_PROBE_S = 3.0   # how long main() waits for the hub before treating the machine as offline
+
+
+def hub_reachable(timeout: float = HUB_PROBE_S) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect (HF_ENDPOINT or huggingface.co)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """lm-eval's command line with `dllm_bench` registered (see the module doc). Besides lm-eval's
+    options: `--data-dir DIR` (local data, offline) and `--allow-code-exec` (= lm-eval's
+    `--confirm_run_unsafe_code`: MBPP/HumanEval run generated code in our sandbox). Without
+    --data-dir on a machine that cannot reach the hub, the hub is switched off (cached data
+    still loads) and missing data is a one-line error instead of a minute of retries."""
+    import os
     import sys
     import tempfile
     import evaluate
@@ -159,11 +183,19 @@ def main(argv: list[str] | None = None) -> None:
     from tasks import code_eval
     from tasks.lmeval_tasks import set_offline, write_local_task_dir
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv = ["--confirm_run_unsafe_code" if a == "--allow-code-exec" else a for a in argv]
     data_dir = None
     if "--data-dir" in argv:
         i = argv.index("--data-dir")
+        if i + 1 >= len(argv):
+            print("error: --data-dir needs a directory (the ../shared/data layout)", file=sys.stderr)
+            return 2
         data_dir = argv[i + 1]
         del argv[i:i + 2]
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    if not data_dir and not offline and not hub_reachable():
+        set_offline()
+        offline = True
     code_eval.configure(allow="--confirm_run_unsafe_code" in argv)
     real = evaluate.load
     evaluate.load = lambda path, *a, **k: code_eval.CODE_EVAL if path == "code_eval" else real(path, *a, **k)
@@ -173,8 +205,20 @@ def main(argv: list[str] | None = None) -> None:
             write_local_task_dir(data_dir, tmp)
             argv += ["--include_path", tmp]
         sys.argv = [sys.argv[0], *argv]
-        cli_evaluate()
+        try:
+            cli_evaluate()
+        except ConnectionError as e:   # the hub unreachable, the data not cached
+            where = "the hub is unreachable or offline" if offline else "the hub did not answer"
+            print(f"error: {str(e).splitlines()[0]} ({where}, and the data is not cached); pass --data-dir DIR "
+                  f"with local data (the ../shared/data layout) to run offline", file=sys.stderr)
+            return 2
+        except ValueError as e:       # ours (e.g. code execution not allowed) and lm-eval's bad input
+            text = (str(e).splitlines() or [repr(e)])[0].strip("'\"")
+            print(f"error: {text}", file=sys.stderr)
+            return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    sys.exit(main())

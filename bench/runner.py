@@ -38,6 +38,8 @@ from .measure import EnergyMeter, ForwardTimer, devices_in_use, timed
 from models import load_model
 from .results import RunDir
 from .score import score_run, summarize
+from .threads import apply_threads
+from .validate import check_device, check_fits, check_spec, removed_on_failure
 
 
 @dataclass
@@ -61,6 +63,7 @@ class RunSpec:
     no_weights: bool = False         # random weights (speed/energy runs); accuracy not applicable
     model_backend: str = "native"    # native (ours, KV cache) or hf (the authors' remote code)
     chat: str = "none"               # none | single-turn | multiturn
+    threads: int | None = None       # CPU intra-op threads of the decode; None: bench/threads.py's choice
     # data source and permissions: recorded in run.json but not part of the spec compared on
     # resume (a run may be built, decoded and scored on different machines)
     data_dir: str | None = None      # local data (the ../shared/data layout); None: the HF hub
@@ -76,7 +79,7 @@ class RunSpec:
     def key(self) -> dict:
         d = dataclasses.asdict(self)
         for k in ("out_dir", "run_id", "resume", "progress", "data_dir", "allow_code_exec", "code_timeout",
-                  "stop_after"):
+                  "stop_after", "threads"):
             d.pop(k)
         return d
 
@@ -91,6 +94,7 @@ PSEUDO_MODELS = ("oracle",)   # return each request's gold completion: checks th
 
 
 def resolve_device(name: str) -> torch.device:
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -132,6 +136,7 @@ class Plan:
 
 def plan_run(spec: RunSpec, device: torch.device | None = None) -> Plan:
     """Check every input (a one-line ValueError naming the fix) before any work or write."""
+    check_spec(spec)
     if spec.batch_size <= 0:
         raise ValueError("--batch-size must be positive")
     if spec.limit is not None and spec.limit <= 0:
@@ -203,9 +208,15 @@ def start_run(plan: Plan, prompts: list[dict], extra: dict | None = None) -> str
 
 def run(spec: RunSpec, log=print) -> dict:
     """Build requests, decode every method on every task, score; returns the summary (also
-    written to summary.json). Each stage reads and writes files in the run directory."""
+    written to summary.json). Each stage reads and writes files in the run directory. A start
+    that fails before decoding a sample leaves no directory behind (bench/validate.py)."""
     plan = plan_run(spec)
-    out = plan.out
+    with removed_on_failure(plan.out.path):
+        return _run(plan, log)
+
+
+def _run(plan: Plan, log) -> dict:
+    spec, out = plan.spec, plan.out
     out.check(plan.identity, resume=spec.resume)   # before any work: never mix two runs in one directory
     if out.run_json.exists() and json.loads(out.run_json.read_text()).get("distributed"):
         w = json.loads(out.run_json.read_text())["distributed"]["world_size"]
@@ -239,13 +250,20 @@ def decode_stage(spec, out, prompts, task_names, gens, methods, device, dtype, s
     keep(task, batch_index): which batches this process decodes (bench/distributed.py); None: all.
     launch: the id shared by the ranks of one torchrun (loads.jsonl); None: this session."""
     oracle = spec.model in PSEUDO_MODELS
+    threads = apply_threads(spec.threads, device)
     model = None if oracle else load_model(spec.model, device=str(device), dtype=dtype, path=spec.model_path,
                                            no_weights=spec.no_weights, backend=spec.model_backend, seed=spec.seed)
     if model is not None and model.regime == "block_causal":   # its own blocks; methods checked before any work
         gens, methods = _block_causal_plan(spec, model, task_names, gens, methods)
     devices = devices_in_use(model.module, device) if model is not None else [device]
     meter = EnergyMeter.for_devices(devices) if model is not None else EnergyMeter(None)
+    warnings = check_fits(spec, model, methods, gens, prompts, _encode) if model is not None else []
+    for w in warnings:
+        log(f"warning: {w}")
     info = json.loads(out.run_json.read_text())
+    info["threads"] = info["sessions"][-1]["threads"] = threads
+    if warnings:
+        info["warnings"] = warnings
     if model is not None:
         meter.measure_idle(IDLE_SECONDS)
         info["model_info"] = model.info
@@ -299,16 +317,25 @@ def _encode(model, batch: list[dict]) -> list[list[int]]:
     return [model.tokenizer.encode(render_prompt(model, p["prompt"], p["messages"])) for p in batch]
 
 
+def warmup_gen(gen: GenConfig) -> GenConfig:
+    """The warm-up decodes the first batch at its timed shapes but only about its first block: a
+    step cap of one block's worth of single-token steps (at least one step per block, as GenConfig
+    requires), so a run of one batch is not decoded twice over."""
+    return dataclasses.replace(gen, max_steps=min(gen.step_cap, max(gen.block_length, gen.num_blocks)))
+
+
 def _decode_method(spec, out, decoder, task, label, method, gen, batches, devices, meter, fwd, gen_torch, session,
                    launch=None):
     model = decoder.model
     for k in range(spec.warmup_batches):  # excluded from results, recorded in warmup.jsonl
         ids = _encode(model, batches[0][1])
         gen_torch.manual_seed(_batch_seed(spec.seed, batches[0][0]))
+        wgen = warmup_gen(gen)
         with timed(devices, meter) as w:
-            decoder(method, ids, gen, generator=gen_torch)
+            res = decoder(method, ids, wgen, generator=gen_torch)
         out.append_warmup({"task": task, "method": label, "warmup_index": k, "session": session,
-                           "batch_size": len(ids), "latency_s": w.seconds,
+                           "batch_size": len(ids), "max_steps": wgen.max_steps, "nfe": int(res.nfe.sum()),
+                           "latency_s": w.seconds,
                            # a window under the counter's resolution has no trustworthy energy of its own
                            "energy_j": None if w.short else w.energy_j, "energy_short": w.short,
                            "peak_mem_bytes": w.peak_mem_bytes})

@@ -1,24 +1,32 @@
 """Train a PRR controller: rollouts -> convergence labels -> class-weighted BCE -> progressive rounds.
 
-    python -m training.prr_train --out decoding/decoding/methods/prr/checkpoints/tiny --rounds 3 --train-problems 2000
+    python -m training.prr_train --out decoding/methods/prr/checkpoints/tiny --rounds 3 --train-problems 2000
+    python -m training.prr_train --model llada --model-path GSAI-ML/LLaDA-8B-Instruct --task gsm8k \
+        --data-dir ../shared/data --out controllers/llada-gsm8k
+    python -m training.prr_train --model llada-small --no-weights --rounds 1 --train-problems 16 \
+        --heldout-problems 8 --out /tmp/smoke            # a smoke run: random weights, no download
+    python run_bench.py --model llada --model-path ... --methods prr:controller=controllers/llada-gsm8k
 
-Round 0 decodes training problems (the task's train split, never the test set) with the plain
+Any model run_bench.py loads (`--model`, `--model-path`, `--no-weights`), on the train split of a
+task (`--task arith`, the built-in stream; `gsm8k` and `mbpp` from `--data-dir`, see
+tasks/train_splits.py; never the test set). Round 0 decodes training problems with the plain
 quota policy (one token per step; the controller off), logs every step (decoding.methods.prr.trajectory),
 labels each record by empirical convergence progress from the rollout itself (decoding.methods.prr.labels)
-and trains the controller (backbone frozen) with BCE, positives reweighted by neg/pos.
+and trains the controller (backbone frozen) with BCE, positives reweighted by neg/pos. Round 0
+keeps only rollouts with a correct answer (`--all-rollouts`: all of them; implied by
+`--no-weights`, whose answers are noise).
 Each further round decodes fresh training problems with PRR and the newest controller, relabels
 every logged state by a full-fidelity branch continuation (so tokens the controller committed
 early get their observed future), and fine-tunes the controller on the new records plus a replay
 sample of earlier rounds. After every round PRR is scored on held-out training-split problems;
 the rounds stop when held-out accuracy drops by more than --stop-tol, keeping the last good
 controller. The checkpoint is <out>.safetensors plus <out>.json, the training record (command,
-arguments, seeds, data, per-round losses and held-out numbers).
+arguments, seeds, data, per-round losses and held-out numbers); `prr:controller=<out>` loads it.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
+import dataclasses
 import math
 import sys
 import time
@@ -27,8 +35,9 @@ from dataclasses import asdict
 import torch
 import torch.nn.functional as F
 
-from models import load_model
-from tasks.arith import extract_answer, train_problems
+from models import MODELS, load_model
+from models.limits import hidden_size, max_positions
+from tasks.train_splits import TRAIN_TASKS, TrainSplit, load_train_split
 from decoding.base import GenConfig
 from acceleration import decode
 from decoding.loop import first_eos_index
@@ -36,8 +45,7 @@ from decoding.methods.prr.controller import Controller, ControllerConfig, save_c
 from decoding.methods.prr.labels import convergence_labels
 from decoding.methods.prr.method import PRRConfig, PRRMethod
 from decoding.methods.prr.trajectory import Trajectories, branch_labels, rollout
-
-HELDOUT_SHARD = 1000
+from decoding.methods.threshold import ThresholdConfig, ThresholdMethod
 
 
 def make_policy(ctrl: Controller | None, gen: GenConfig, tau: float, shaping: str, alpha: float) -> PRRMethod:
@@ -48,18 +56,18 @@ def make_policy(ctrl: Controller | None, gen: GenConfig, tau: float, shaping: st
     return m
 
 
-def scorer(model, problems):
+def scorer(model, split: TrainSplit, docs):
     eos = model.eos_ids
 
     def score(i: int, tokens: torch.Tensor) -> bool:
         n = int(first_eos_index(tokens.unsqueeze(0), eos)[0])
-        return extract_answer(model.tokenizer.decode(tokens[:n].tolist())) == problems[i].answer
+        return split.correct(docs[i], model.tokenizer.decode(tokens[:n].tolist()))
     return score
 
 
-def evaluate(model, method, problems, gen, batch_size) -> dict:
-    prompts = [model.tokenizer.encode(p.prompt) for p in problems]
-    score = scorer(model, problems)
+def evaluate(model, method, split: TrainSplit, docs, gen, batch_size) -> dict:
+    prompts = [model.tokenizer.encode(p.prompt) for p in docs]
+    score = scorer(model, split, docs)
     ok, nfe = [], []
     for i in range(0, len(prompts), batch_size):
         res = decode(model, method, prompts[i:i + batch_size], gen)
@@ -70,9 +78,26 @@ def evaluate(model, method, problems, gen, batch_size) -> dict:
             "nfe_mean": sum(nfe) / len(nfe)}
 
 
+class _NoMaskProposals(torch.nn.Module):
+    """The model with the mask token's logit at -inf. Branch continuations commit the argmax until
+    no mask is left in the block; a model whose argmax is the mask token itself (random weights do
+    this) would otherwise never finish (decoding/methods/prr/trajectory.py `_continue`)."""
+
+    def __init__(self, inner: torch.nn.Module, mask_id: int):
+        super().__init__()
+        self.inner, self.mask_id = inner, mask_id
+
+    def forward(self, *args, **kwargs):
+        logits, hidden = self.inner(*args, **kwargs)
+        logits = logits.clone()
+        logits[..., self.mask_id] = float("-inf")
+        return logits, hidden
+
+
 def label_records(model, traj: Trajectories, gen, from_branches: bool, batch_size: int):
     if from_branches:
-        return branch_labels(model, traj, gen, batch_size=batch_size)
+        safe = dataclasses.replace(model, module=_NoMaskProposals(model.module, model.mask_id), cuda_graphs=False)
+        return branch_labels(safe, traj, gen, batch_size=batch_size)
     return convergence_labels(traj.row, traj.pos, traj.step, traj.argmax, traj.commit)
 
 
@@ -134,34 +159,58 @@ def _val(ctrl, H, Fe, Y, va, pos_weight) -> dict:
             "val_recall": round(((pred & y.bool()).sum() / y.sum().clamp(min=1)).item(), 4)}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training.prr_train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--out", required=True, help="checkpoint path without suffix, e.g. decoding/decoding/methods/prr/checkpoints/tiny")
-    ap.add_argument("--rounds", type=int, default=3, help="training rounds (round 0 = baseline rollouts)")
-    ap.add_argument("--train-problems", type=int, default=2000, help="fresh training problems per round")
-    ap.add_argument("--heldout-problems", type=int, default=500)
-    ap.add_argument("--gen-length", type=int, default=48)
-    ap.add_argument("--block-length", type=int, default=16)
-    ap.add_argument("--tau", type=float, default=0.9, help="PRR policy of rounds >= 1 and held-out scoring")
-    ap.add_argument("--shaping", default="weighted")
-    ap.add_argument("--alpha", type=float, default=1.0)
-    ap.add_argument("--hidden", type=int, default=256, help="controller hidden size H")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--finetune-lr", type=float, default=5e-4)
-    ap.add_argument("--train-batch", type=int, default=2048)
-    ap.add_argument("--decode-batch", type=int, default=256)
-    ap.add_argument("--class-weight", default="balanced", help="balanced (positives weighted neg/pos) or none")
-    ap.add_argument("--replay", type=float, default=0.5, help="replayed old records per new record")
-    ap.add_argument("--all-rollouts", action="store_true", help="round 0: keep rollouts with wrong answers too")
-    ap.add_argument("--stop-tol", type=float, default=0.01, help="stop when held-out accuracy drops by more")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data-seed", type=int, default=0)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--save-trajectories", default=None, help="directory to save each round's trajectories")
-    a = ap.parse_args(argv)
+    m = ap.add_argument_group("model (as run_bench.py loads it)")
+    m.add_argument("--model", default="tiny", help="model name (run_bench.py list); default %(default)s")
+    m.add_argument("--model-path", default=None, help="llada/dream: hub id or local Hugging Face directory")
+    m.add_argument("--no-weights", action="store_true",
+                   help="random weights (llada-small, llada-8b, dream-7b, ...): a smoke run of the pipeline")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N; default %(default)s")
+    m.add_argument("--dtype", default="float32", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="model weights (auto: bf16 on GPU, fp32 on CPU); the controller trains in fp32; "
+                        "default %(default)s")
+    d = ap.add_argument_group("data (train split only; the held-out problems come from it too)")
+    d.add_argument("--task", default="arith", choices=TRAIN_TASKS, help="default %(default)s")
+    d.add_argument("--data-dir", default=None, help="gsm8k, mbpp: local data (the ../shared/data layout)")
+    d.add_argument("--shots", type=int, default=None,
+                   help="few-shot examples before each prompt; default the scored task's (gsm8k 5, mbpp 3, arith 0)")
+    d.add_argument("--allow-code-exec", action="store_true",
+                   help="mbpp: run generated programs in the sandbox (tasks/sandbox.py) to score rollouts")
+    d.add_argument("--code-timeout", type=float, default=3.0, help="mbpp: CPU seconds per program; default %(default)s")
+    d.add_argument("--train-problems", type=int, default=2000, help="fresh training problems per round; default %(default)s")
+    d.add_argument("--heldout-problems", type=int, default=500, help="held-out problems scored after every round")
+    d.add_argument("--data-seed", type=int, default=0, help="arith: the stream; gsm8k/mbpp: the shuffle")
+    d.add_argument("--gen-length", type=int, default=48, help="generation length (the task's protocol: arith 48, "
+                   "gsm8k/mbpp 256); default %(default)s")
+    d.add_argument("--block-length", type=int, default=16, help="block length (arith 16, gsm8k/mbpp 32); default %(default)s")
+    t = ap.add_argument_group("training")
+    t.add_argument("--out", default=None, help="checkpoint path without suffix: writes <out>.safetensors and "
+                   "<out>.json; default controllers/<model>")
+    t.add_argument("--rounds", type=int, default=3, help="training rounds (round 0 = baseline rollouts)")
+    t.add_argument("--tau", type=float, default=0.9, help="PRR policy of rounds >= 1 and held-out scoring")
+    t.add_argument("--shaping", default="weighted", help="temperature, weighted or gating; default %(default)s")
+    t.add_argument("--alpha", type=float, default=1.0, help="shaping strength")
+    t.add_argument("--hidden", type=int, default=256, help="controller hidden size H")
+    t.add_argument("--epochs", type=int, default=4, help="epochs per round")
+    t.add_argument("--lr", type=float, default=1e-3, help="round 0's learning rate")
+    t.add_argument("--finetune-lr", type=float, default=5e-4, help="learning rate of rounds >= 1")
+    t.add_argument("--train-batch", type=int, default=2048, help="records per optimizer step")
+    t.add_argument("--decode-batch", type=int, default=256, help="rollouts decoded together")
+    t.add_argument("--class-weight", default="balanced", help="balanced (positives weighted neg/pos) or none")
+    t.add_argument("--replay", type=float, default=0.5, help="replayed old records per new record")
+    t.add_argument("--all-rollouts", action="store_true", help="round 0: keep rollouts with wrong answers too")
+    t.add_argument("--stop-tol", type=float, default=0.01, help="stop when held-out accuracy drops by more")
+    t.add_argument("--seed", type=int, default=0, help="controller init, batches and random weights")
+    t.add_argument("--save-trajectories", default=None, help="directory to save each round's trajectories")
+    return ap
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = build_parser().parse_args(argv)
+    a.command = "python -m training.prr_train " + " ".join(argv)
     try:
         return run(a)
     except (ValueError, FileNotFoundError) as e:
@@ -169,39 +218,77 @@ def main(argv=None) -> int:
         return 2
 
 
+def _check(a) -> None:
+    for name in ("rounds", "train_problems", "heldout_problems", "gen_length", "block_length", "epochs",
+                 "train_batch", "decode_batch", "hidden"):
+        if getattr(a, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(a, name)} must be >= 1")
+    if a.gen_length % a.block_length:
+        raise ValueError(f"--gen-length {a.gen_length} must be a multiple of --block-length {a.block_length}")
+    if a.model not in MODELS:
+        raise ValueError(f"unknown model {a.model!r}; available: {', '.join(sorted(MODELS))}")
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asked for a GPU but torch sees none; use --device cpu")
+    return name
+
+
 def run(a) -> int:
     t_start = time.time()
-    if a.rounds < 1:
-        raise ValueError("--rounds must be >= 1")
-    device = "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
-    model = load_model(a.model, device=device, dtype=torch.float32)
+    _check(a)
+    split = load_train_split(a.task, a.data_dir, a.shots, a.data_seed, a.allow_code_exec, a.code_timeout)
+    split.check_size(a.rounds, a.train_problems, a.heldout_problems)
+    device = _device(a.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
+        a.dtype, torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    model = load_model(a.model, device=device, dtype=dtype, path=a.model_path, no_weights=a.no_weights, seed=a.seed)
+    out = a.out or f"controllers/{a.model}"
     gen = GenConfig(gen_length=a.gen_length, block_length=a.block_length)
-    heldout = list(itertools.islice(train_problems(a.data_seed, shard=HELDOUT_SHARD), a.heldout_problems))
+    heldout = split.heldout(a.heldout_problems)
+    longest = max(len(model.tokenizer.encode(p.prompt)) for p in heldout + split.round_docs(0, a.train_problems,
+                                                                                             a.heldout_problems))
+    limit = max_positions(model)
+    if limit is not None and longest + a.gen_length > limit:
+        raise ValueError(f"model {a.model} takes at most {limit} positions; the longest {a.task} prompt has {longest} "
+                         f"tokens + --gen-length {a.gen_length}: use fewer --shots or a model with a longer context")
+    all_rollouts = a.all_rollouts or a.no_weights
     log = lambda m: print(m, flush=True)
-    d_model = model.info.get("config", {}).get("d_model") or model.module.cfg.d_model
-    ccfg = ControllerConfig(d_model=d_model, hidden=a.hidden)
-    record = {"command": "python -m training.prr_train " + " ".join(sys.argv[1:]), "args": vars(a),
-              "model": a.model, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-              "torch": torch.__version__, "gen": asdict(gen), "train_split": f"arith train stream, data_seed "
-              f"{a.data_seed}, shard r for round r", "heldout": f"arith train stream shard {HELDOUT_SHARD}, "
-              f"first {a.heldout_problems}", "rounds": []}
-    ref = {"quota": evaluate(model, make_policy(None, gen, a.tau, a.shaping, a.alpha), heldout, gen, a.decode_batch)}
-    from ..threshold import ThresholdConfig, ThresholdMethod
-    ref["threshold"] = evaluate(model, ThresholdMethod(ThresholdConfig(tau=a.tau), gen), heldout, gen, a.decode_batch)
+    ccfg = ControllerConfig(d_model=hidden_size(model), hidden=a.hidden)
+    train_desc, heldout_desc = split.describe(a.rounds, a.train_problems, a.heldout_problems)
+    args = {k: v for k, v in vars(a).items() if k != "command"}
+    record = {"command": a.command, "args": args,
+              "model": a.model, "model_path": a.model_path, "no_weights": a.no_weights,
+              "model_config": model.info.get("config_from") or a.model, "task": a.task,
+              "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+              "torch": torch.__version__, "gen": asdict(gen), "train_split": train_desc, "heldout": heldout_desc,
+              "round0_rollouts": "all" if all_rollouts else "correct only", "rounds": []}
+    ref = {"quota": evaluate(model, make_policy(None, gen, a.tau, a.shaping, a.alpha), split, heldout, gen,
+                             a.decode_batch)}
+    ref["threshold"] = evaluate(model, ThresholdMethod(ThresholdConfig(tau=a.tau), gen), split, heldout, gen,
+                                a.decode_batch)
     record["heldout_reference"] = ref
     log(f"held-out reference: {ref}")
     ctrl, best, replay = None, None, []
     for r in range(a.rounds):
         t0 = time.time()
-        probs = list(itertools.islice(train_problems(a.data_seed, shard=r), a.train_problems))
+        probs = split.round_docs(r, a.train_problems, a.heldout_problems)
         prompts = [model.tokenizer.encode(p.prompt) for p in probs]
         policy = make_policy(ctrl, gen, a.tau, a.shaping, a.alpha)
-        traj = rollout(model, policy, prompts, gen, batch_size=a.decode_batch, score=scorer(model, probs))
+        traj = rollout(model, policy, prompts, gen, batch_size=a.decode_batch, score=scorer(model, split, probs))
         info = {"round": r, "policy": "quota (controller off)" if ctrl is None else
                 f"prr {a.shaping} alpha={a.alpha} tau={a.tau} with round {r - 1}'s controller",
                 "rollouts": len(prompts), "rollout_accuracy": float(traj.correct.float().mean()),
                 "rollout_nfe_mean": float(traj.nfe.float().mean())}
-        if ctrl is None and not a.all_rollouts:
+        if ctrl is None and not all_rollouts:
+            if not traj.correct.any():
+                raise ValueError(f"round 0: none of {len(prompts)} rollouts answered correctly, so there is nothing "
+                                 f"to learn convergence from; pass --all-rollouts to train on every rollout")
             traj = traj.subset_rows(traj.correct)
             info["rollouts_kept"] = int(traj.correct.sum())
         label, valid = label_records(model, traj, gen, from_branches=ctrl is not None, batch_size=4 * a.decode_batch)
@@ -229,7 +316,7 @@ def run(a) -> int:
                                       lr=a.lr if ctrl is None else a.finetune_lr, batch_size=a.train_batch,
                                       seed=a.seed + r, device=device, class_weight=a.class_weight, log=log)
         info["train"] = tlog
-        info["heldout"] = evaluate(model, make_policy(cand, gen, a.tau, a.shaping, a.alpha), heldout, gen,
+        info["heldout"] = evaluate(model, make_policy(cand, gen, a.tau, a.shaping, a.alpha), split, heldout, gen,
                                    a.decode_batch)
         info["time_s"] = round(time.time() - t0, 1)
         log(f"round {r} held-out: {info['heldout']}")
@@ -243,11 +330,11 @@ def run(a) -> int:
         ctrl, best = cand, info["heldout"]
         record["kept_round"] = r
         record["train_time_s"] = round(time.time() - t_start, 1)
-        save_controller(ctrl, a.out, record)        # after every accepted round: an interrupted run keeps it
+        save_controller(ctrl, out, record)        # after every accepted round: an interrupted run keeps it
     record["kept_round"] = max(i["round"] for i in record["rounds"] if i["kept"])
     record["train_time_s"] = round(time.time() - t_start, 1)
-    w, j = save_controller(ctrl, a.out, record)
-    log(f"wrote {w} and {j}")
+    w, j = save_controller(ctrl, out, record)
+    log(f"wrote {w} and {j}; decode with --methods prr:controller={w.with_suffix('')}")
     return 0
 
 

@@ -5,9 +5,10 @@
       -> Linear(H, 1) -> sigmoid
 
 as the reference code (H = 1024 for d = 4096, about 6.3M parameters); H is a setting, scaled down
-for small models. A checkpoint is
-`<name>.pt` (weights and architecture, loaded with weights_only=True) plus `<name>.json` (the
-training record written by training.prr_train).
+for small models. A checkpoint is `<name>.safetensors` (the weights; the architecture in its
+metadata) plus `<name>.json` (the architecture and the training record written by
+training.prr_train). Checkpoints in the earlier `<name>.pt` format (a dict of config and
+state_dict, loaded with weights_only=True) still load.
 """
 from __future__ import annotations
 
@@ -53,34 +54,71 @@ class Controller(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+SUFFIXES = (".safetensors", ".pt", ".json")
+TRAIN_HINT = ("train one with `python -m training.prr_train --model MODEL --out PATH` (add --model-path and "
+              "--no-weights as for the run), then use prr:controller=PATH")
+
+
+def _stem(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in SUFFIXES else p
+
+
 def save_controller(ctrl: Controller, path: str | Path, record: dict) -> tuple[Path, Path]:
-    path = Path(path).with_suffix("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, j = path.with_suffix(".pt"), path.with_suffix(".json")
+    """Write <path>.safetensors and <path>.json (a given suffix is replaced)."""
+    from safetensors.torch import save_file
+    stem = _stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    w, j = stem.parent / (stem.name + ".safetensors"), stem.parent / (stem.name + ".json")
     state = {k: v.detach().float().cpu().contiguous() for k, v in ctrl.state_dict().items()}
-    torch.save({"config": asdict(ctrl.cfg), "state_dict": state}, str(w))
+    save_file(state, str(w), metadata={"format": "dllm-bench prr controller",
+                                       "config": json.dumps(asdict(ctrl.cfg))})
     j.write_text(json.dumps({"config": asdict(ctrl.cfg), "params": ctrl.n_params, **record}, indent=1) + "\n")
     return w, j
 
 
 def resolve_checkpoint(name: str) -> Path:
-    """A path to a .pt checkpoint (suffix optional), or the name of a committed one (e.g. `tiny`)."""
-    p = Path(name)
-    cands = [p, p.with_suffix(".pt"), CHECKPOINT_DIR / f"{name}.pt"]
+    """A path to a checkpoint (.safetensors or the earlier .pt; suffix optional), or the name of a
+    committed one (e.g. `tiny`)."""
+    stem = _stem(name)
+    cands = [Path(name)] if Path(name).suffix in (".safetensors", ".pt") else []
+    cands += [stem.parent / (stem.name + s) for s in (".safetensors", ".pt")]
+    cands += [CHECKPOINT_DIR / f"{name}{s}" for s in (".safetensors", ".pt")]
     for c in cands:
         if c.is_file():
             return c
-    have = sorted(x.stem for x in CHECKPOINT_DIR.glob("*.pt"))
+    have = sorted({x.stem for x in CHECKPOINT_DIR.glob("*.safetensors")} | {x.stem for x in CHECKPOINT_DIR.glob("*.pt")})
     raise FileNotFoundError(f"prr: no controller checkpoint {name!r} (looked at {', '.join(map(str, cands))}); "
-                            f"committed ones: {', '.join(have) or 'none'}; train one with "
-                            f"`python -m training.prr_train --out <path>`, or use prr:controller=off")
+                            f"committed ones: {', '.join(have) or 'none'}; {TRAIN_HINT}, or use prr:controller=off")
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """(architecture, state dict) of a checkpoint file."""
+    if path.suffix == ".pt":   # the earlier format
+        blob = torch.load(str(path), map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
+            raise ValueError(f"prr: {path} is not a controller checkpoint written by training.prr_train")
+        return blob["config"], blob["state_dict"]
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise ValueError(f"prr: {path} is not a safetensors file ({e})") from None
+    if "config" in meta:
+        cfg = json.loads(meta["config"])
+    else:
+        side = path.with_suffix(".json")
+        if not side.is_file() or "config" not in json.loads(side.read_text()):
+            raise ValueError(f"prr: {path} holds no controller architecture (neither in its metadata nor in {side})")
+        cfg = json.loads(side.read_text())["config"]
+    return cfg, load_file(str(path))
 
 
 def load_controller(name: str, device="cpu") -> Controller:
     path = resolve_checkpoint(name)
-    blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
-        raise ValueError(f"prr: {path} is not a controller checkpoint written by training.prr_train")
-    ctrl = Controller(ControllerConfig(**blob["config"]))
-    ctrl.load_state_dict(blob["state_dict"])
+    cfg, state = _read(path)
+    ctrl = Controller(ControllerConfig(**cfg))
+    ctrl.load_state_dict(state)
     return ctrl.to(device).eval()
