@@ -227,3 +227,25 @@ def test_prr_with_a_kv_cache_keeps_its_ablations(builtin_model, cache):
     full = decode(builtin_model, m, ids, gen)
     assert not (full.tokens == builtin_model.mask_id).any()
     assert full.nfe.sum() < decode(builtin_model, method(f"fixed:cache={cache}", gen), ids, gen).nfe.sum()
+
+
+def test_branch_continuation_ends_when_the_model_predicts_the_mask_token():
+    # A random model's argmax can be the mask id; the continuation commits one position per step
+    # and must end after the block's positions, not loop forever on "still masked" positions.
+    from types import SimpleNamespace
+    from decoding.methods.prr.trajectory import _continue
+    V, mask = 12, 11
+
+    class AlwaysMask:
+        device = torch.device("cpu")
+        mask_id = mask
+
+        def forward(self, x, attn):
+            logits = torch.zeros(*x.shape, V)
+            logits[..., mask] = 5.0
+            return SimpleNamespace(logits=logits)
+
+    ids, attn = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
+    gen_x = torch.full((1, 8), mask)
+    final, stable = _continue(AlwaysMask(), ids, attn, gen_x, torch.tensor([1]), 4)
+    assert final[0].tolist() == [mask] * 4 and stable.all()

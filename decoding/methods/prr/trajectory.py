@@ -141,8 +141,9 @@ def _continue(model, ids, attn, gen_x, block, BL):
     final = torch.full((n, BL), -1, dtype=torch.long, device=dev)
     stable = torch.ones((n, BL), dtype=torch.bool, device=dev)
     first = True
+    open_ = x.gather(1, cols) == model.mask_id   # not yet committed (a committed mask id stays committed)
     while True:
-        masked = x.gather(1, cols) == model.mask_id
+        masked = open_
         active = masked.any(1)
         if not active.any():
             break
@@ -156,6 +157,7 @@ def _continue(model, ids, attn, gen_x, block, BL):
         seen[a] = torch.where(m, x0, seen[a])
         com = top1_commit(conf, m)
         final[a] = torch.where(com, x0, final[a])
+        open_[a] = m & ~com
         xa = x[a]
         xa.scatter_(1, cols[a], torch.where(com, x0, xa.gather(1, cols[a])))
         x[a] = xa
