@@ -14,7 +14,7 @@ import torch
 from . import fast_dllm_v2, llada2, sdar
 from .base import ModelAdapter
 from .block_cache import block_causal_mask
-from .checkpoint import load_weights, random_init_, read_config, resolve_dir
+from .checkpoint import load_remote_code, load_weights, random_init_, read_config, resolve_dir
 from .families import family_of_config
 from .hf_tokenizer import ByteTokenizer, HFTokenizer
 
@@ -111,19 +111,7 @@ class HFBlockCausal(torch.nn.Module):
 
 
 def _load_hf(family: str, path: str, device, dtype) -> ModelAdapter:
-    try:
-        from transformers import AutoModelForCausalLM
-    except ImportError:
-        raise ValueError("--model-backend hf needs transformers: pip install transformers") from None
-    d = resolve_dir(path)
-    if "AutoModelForCausalLM" not in read_config(d).get("auto_map", {}):
-        raise ValueError(f"{d}/config.json has no auto_map entry for AutoModelForCausalLM, so transformers cannot "
-                         f"find the authors' modeling code; --model-backend hf and verify-model need the checkpoint "
-                         f"as published (config.json with auto_map and its modeling_*.py files)")
-    try:
-        hf = AutoModelForCausalLM.from_pretrained(str(d), trust_remote_code=True, torch_dtype=dtype).to(device).eval()
-    except ImportError as e:
-        raise ValueError(f"the authors' modeling code in {d} cannot be imported: {e}") from None
+    hf, d = load_remote_code(path, "AutoModelForCausalLM", device, dtype)
     cfg = FAMILIES[family]["cfg"].from_hf(read_config(d))
     tok = HFTokenizer(d)
     return ModelAdapter(name=family, module=HFBlockCausal(hf, family, cfg.block_size), tokenizer=tok,

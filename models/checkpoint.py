@@ -111,3 +111,24 @@ def random_init_(module: torch.nn.Module, seed: int = 0, std: float = 0.02) -> N
             p.fill_(1.0)
         else:
             p.normal_(0.0, std, generator=g)
+
+
+def load_remote_code(path: str, auto_class: str, device, dtype):
+    """The authors' modeling code of checkpoint `path` through transformers' remote code
+    (`trust_remote_code=True`) as `auto_class` (e.g. "AutoModel"); returns (model, resolved dir).
+    One-line errors when transformers, the config's auto_map entry or an import of that code is
+    missing."""
+    try:
+        import transformers
+    except ImportError:
+        raise ValueError("--model-backend hf needs transformers: pip install transformers") from None
+    d = resolve_dir(path)
+    if auto_class not in read_config(d).get("auto_map", {}):
+        raise ValueError(f"{d}/config.json has no auto_map entry for {auto_class}, so transformers cannot find the "
+                         f"authors' modeling code; --model-backend hf and verify-model need the checkpoint as "
+                         f"published (config.json with auto_map and its modeling_*.py files)")
+    try:
+        hf = getattr(transformers, auto_class).from_pretrained(str(d), trust_remote_code=True, torch_dtype=dtype)
+    except ImportError as e:   # a package the authors' modeling code imports
+        raise ValueError(f"the authors' modeling code in {d} cannot be imported: {e}") from None
+    return hf.to(device).eval(), d

@@ -13,7 +13,7 @@ import torch
 
 from . import dream, llada
 from .base import ModelAdapter
-from .checkpoint import load_weights, random_init_, read_config, resolve_dir
+from .checkpoint import load_remote_code, load_weights, random_init_, read_config, resolve_dir
 from .hf_tokenizer import ByteTokenizer, HFTokenizer, MissingTokenizer, has_tokenizer
 
 FAMILIES = {
@@ -101,19 +101,7 @@ class HFModule(torch.nn.Module):
 
 
 def _load_hf(family: str, path: str, device, dtype) -> ModelAdapter:
-    try:
-        from transformers import AutoModel
-    except ImportError:
-        raise ValueError("--model-backend hf needs transformers: pip install transformers") from None
-    d = resolve_dir(path)
-    if "AutoModel" not in read_config(d).get("auto_map", {}):
-        raise ValueError(f"{d}/config.json has no auto_map entry for AutoModel, so transformers cannot find the "
-                         f"authors' modeling code; --model-backend hf and verify-model need the checkpoint as "
-                         f"published (config.json with auto_map and its modeling_*.py files)")
-    try:
-        hf = AutoModel.from_pretrained(str(d), trust_remote_code=True, torch_dtype=dtype).to(device).eval()
-    except ImportError as e:   # a package the authors' modeling code imports
-        raise ValueError(f"the authors' modeling code in {d} cannot be imported: {e}") from None
+    hf, d = load_remote_code(path, "AutoModel", device, dtype)
     cfg = FAMILIES[family]["cfg"].from_hf(read_config(d))
     tok = HFTokenizer(d) if has_tokenizer(d) else MissingTokenizer(d)
     return ModelAdapter(name=family, module=HFModule(hf, family), tokenizer=tok, logit_shift=FAMILIES[family]["shift"],
