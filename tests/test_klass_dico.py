@@ -273,3 +273,22 @@ def test_captured_decode_equals_the_loop_and_a_kept_one_reads_nothing_stale(spec
     for w, g in zip(want, got):
         for field in ("tokens", "nfe", "steps"):
             assert torch.equal(getattr(w, field), getattr(g, field)), (spec, field)
+
+
+@pytest.mark.parametrize("spec", ["klass", "dico"])
+def test_block_causal_model_batch_equals_single_runs(spec):
+    # a block-causal model rounds each row's region up to its blocks (G > gen_length)
+    from models import load_model
+    from tests.test_block_causal import peaked
+    m = load_model("sdar-tiny", no_weights=True, seed=1)
+    peaked(m.module)
+    with torch.no_grad():
+        m.module.lm_head.weight[m.mask_id].zero_()
+    gen = GenConfig(gen_length=2 * m.block_size, block_length=m.block_size, early_stop=False)
+    g = torch.Generator().manual_seed(3)
+    ids = [torch.randint(0, 400, (n,), generator=g).tolist() for n in (5, 11)]
+    batch = decode(m, method(spec, gen), ids, gen)
+    for i, p in enumerate(ids):
+        one = decode(m, method(spec, gen), [p], gen)
+        n = one.tokens.shape[1]                              # the row's own region (the batch's is the longest)
+        assert torch.equal(batch.tokens[i, :n], one.tokens[0]) and batch.nfe[i] == one.nfe[0], (spec, i)

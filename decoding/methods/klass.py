@@ -98,7 +98,7 @@ class KLASSMethod(Method):
             h = view.history
             kl = kl_topk(h.topk_ids, h.topk_logp, logp)
             return torch.where(seen, kl, torch.inf)
-        if getattr(self, "prev", None) is None or self.prev.shape[-1] != logp.shape[-1]:
+        if getattr(self, "prev", None) is None or self.prev.shape[1:] != logp.shape[1:]:
             B, G = self.seen.shape
             self.prev = torch.zeros((B, G, logp.shape[-1]), dtype=torch.float64, device=logp.device)
         prev = self.prev[view.rows]
@@ -108,6 +108,11 @@ class KLASSMethod(Method):
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         c, rows, fresh = self.cfg, view.rows, out.fresh
+        if self.run.shape[1] != fresh.shape[1]:   # a block-causal model rounds G up to its blocks (reference loop only)
+            B, G = self.run.shape[0], fresh.shape[1]
+            self.run = torch.zeros((B, G), dtype=torch.long, device=fresh.device)
+            self.seen = torch.zeros((B, G), dtype=torch.bool, device=fresh.device)
+            self.prev = None
         logp = torch.log_softmax(out.logits.double(), -1)
         kl = self.kl(view, out, logp)
         run = torch.where(fresh, stable_run(self.run[rows], kl, c.kl_tol), self.run[rows])
