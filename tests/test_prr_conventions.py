@@ -115,7 +115,7 @@ def test_feature_set_is_the_one_the_controller_was_trained_with(tmp_path):
     assert method("prr", GEN8).feature_set == "ours"
     assert method("prr:features=reference", GEN8).feature_set == "reference"
     assert method("prr:controller=off", GEN8).feature_set == "reference"
-    for ext in (".pt", ".json"):
+    for ext in (".safetensors", ".json"):
         shutil.copy(CHECKPOINT_DIR / f"tiny{ext}", tmp_path / f"mine{ext}")
     rec = json.loads((tmp_path / "mine.json").read_text())
     (tmp_path / "mine.json").write_text(json.dumps({**rec, "features": "reference"}))
