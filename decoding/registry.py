@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from .base import GenConfig, Method
 from .block_causal import APPEND_MODES
 from .cache import CACHE_MODES
+from .methods.dico import DiCoMethod
 from .methods.eb import EBMethod
 from .methods.edit import EditMethod
 from .methods.fixed import FixedMethod
+from .methods.klass import KLASSMethod
 from .methods.localleap import LocalLeapMethod
 from .methods.prr.method import PRRMethod
 from .methods.slowfast import SlowFastMethod
@@ -34,6 +36,8 @@ METHODS: dict[str, type[Method]] = {
     PRRMethod.name: PRRMethod,
     WinoMethod.name: WinoMethod,
     EditMethod.name: EditMethod,
+    KLASSMethod.name: KLASSMethod,
+    DiCoMethod.name: DiCoMethod,
 }
 
 

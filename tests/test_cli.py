@@ -38,7 +38,7 @@ def test_run_writes_result_files_with_the_contract_fields(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "nope"], "unknown method 'nope'; available: eb, edit, fixed, localleap, prr, slowfast, threshold, wino"),
+    (["--methods", "nope"], "unknown method 'nope'; available: dico, eb, edit, fixed, klass, localleap, prr, slowfast, threshold, wino"),
     (["--methods", "threshold:tau=1.5"], "tau=1.5 must be in (0, 1]"),
     (["--methods", "threshold:tua=0.5"], "unknown setting 'tua'"),
     (["--methods", "fixed:steps=7"], "steps=7 must be a positive multiple"),

@@ -48,10 +48,11 @@ from decoding.methods.prr.trajectory import Trajectories, branch_labels, rollout
 from decoding.methods.threshold import ThresholdConfig, ThresholdMethod
 
 
-def make_policy(ctrl: Controller | None, gen: GenConfig, tau: float, shaping: str, alpha: float) -> PRRMethod:
-    """PRR with an in-memory controller (None: the quota baseline)."""
+def make_policy(ctrl: Controller | None, gen: GenConfig, tau: float, shaping: str, alpha: float,
+                features: str = "reference") -> PRRMethod:
+    """PRR with an in-memory controller (None: the quota baseline), its features in `features`."""
     m = PRRMethod(PRRConfig(controller="off" if ctrl is None else "zero", tau=tau, shaping=shaping,
-                            alpha=alpha), gen)
+                            alpha=alpha, features=features), gen)
     m.ctrl = ctrl.eval() if ctrl is not None else None
     return m
 
@@ -204,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stop-tol", type=float, default=0.01, help="stop when held-out accuracy drops by more")
     t.add_argument("--seed", type=int, default=0, help="controller init, batches and random weights")
     t.add_argument("--save-trajectories", default=None, help="directory to save each round's trajectories")
+    t.add_argument("--features", default="reference", choices=("reference", "ours"),
+                   help="PRR feature convention (decoding/methods/prr/features.py), recorded in the JSON; "
+                        "default %(default)s")
     return ap
 
 
@@ -267,8 +271,8 @@ def run(a) -> int:
               "model_config": model.info.get("config_from") or a.model, "task": a.task,
               "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
               "torch": torch.__version__, "gen": asdict(gen), "train_split": train_desc, "heldout": heldout_desc,
-              "round0_rollouts": "all" if all_rollouts else "correct only", "rounds": []}
-    ref = {"quota": evaluate(model, make_policy(None, gen, a.tau, a.shaping, a.alpha), split, heldout, gen,
+              "round0_rollouts": "all" if all_rollouts else "correct only", "features": a.features, "rounds": []}
+    ref = {"quota": evaluate(model, make_policy(None, gen, a.tau, a.shaping, a.alpha, a.features), split, heldout, gen,
                              a.decode_batch)}
     ref["threshold"] = evaluate(model, ThresholdMethod(ThresholdConfig(tau=a.tau), gen), split, heldout, gen,
                                 a.decode_batch)
@@ -279,7 +283,7 @@ def run(a) -> int:
         t0 = time.time()
         probs = split.round_docs(r, a.train_problems, a.heldout_problems)
         prompts = [model.tokenizer.encode(p.prompt) for p in probs]
-        policy = make_policy(ctrl, gen, a.tau, a.shaping, a.alpha)
+        policy = make_policy(ctrl, gen, a.tau, a.shaping, a.alpha, a.features)
         traj = rollout(model, policy, prompts, gen, batch_size=a.decode_batch, score=scorer(model, split, probs))
         info = {"round": r, "policy": "quota (controller off)" if ctrl is None else
                 f"prr {a.shaping} alpha={a.alpha} tau={a.tau} with round {r - 1}'s controller",
@@ -316,7 +320,7 @@ def run(a) -> int:
                                       lr=a.lr if ctrl is None else a.finetune_lr, batch_size=a.train_batch,
                                       seed=a.seed + r, device=device, class_weight=a.class_weight, log=log)
         info["train"] = tlog
-        info["heldout"] = evaluate(model, make_policy(cand, gen, a.tau, a.shaping, a.alpha), split, heldout, gen,
+        info["heldout"] = evaluate(model, make_policy(cand, gen, a.tau, a.shaping, a.alpha, a.features), split, heldout, gen,
                                    a.decode_batch)
         info["time_s"] = round(time.time() - t0, 1)
         log(f"round {r} held-out: {info['heldout']}")

@@ -46,7 +46,8 @@ class Controller(nn.Module):
 
     def forward(self, hidden: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Logits [...]: hidden [..., d], feats [..., 11]; s = sigmoid(logits)."""
-        z = self.drop(self.act(self.inp(self.norm(torch.cat([hidden.float(), feats.float()], -1)))))
+        dt = self.inp.weight.dtype   # float32, or bfloat16 for prr:bf16=true
+        z = self.drop(self.act(self.inp(self.norm(torch.cat([hidden.to(dt), feats.to(dt)], -1)))))
         return self.out(z + self.res(z)).squeeze(-1)
 
     @property
@@ -114,6 +115,15 @@ def _read(path: Path) -> tuple[dict, dict]:
             raise ValueError(f"prr: {path} holds no controller architecture (neither in its metadata nor in {side})")
         cfg = json.loads(side.read_text())["config"]
     return cfg, load_file(str(path))
+
+
+def trained_features(name: str) -> str:
+    """The feature set (decoding/methods/prr/features.py) the controller was trained with, from its
+    training record's `features`; a record without it was trained with `ours`."""
+    record = resolve_checkpoint(name).with_suffix(".json")
+    if not record.is_file():
+        return "ours"
+    return json.loads(record.read_text()).get("features", "ours")
 
 
 def load_controller(name: str, device="cpu") -> Controller:

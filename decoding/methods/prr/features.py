@@ -1,19 +1,30 @@
-"""The 11 controller features of PRR, per generated position (the reference code's set).
+"""The 11 controller features of PRR, per generated position (the reference code's set,
+huaxueye/PRR prr_inference.py `compute_features_v2`).
 
      0 global commit rate       (prompt + committed generated tokens) / (prompt + gen_length)
-     1 global step              steps taken / total steps
+     1 global step              step / total steps
      2 block start              (prompt + block start) / (prompt + gen_length)
      3 block length             block_length / (prompt + gen_length)
      4 block commit rate        committed tokens of the block / block_length
      5 in-block position        (position - block start) / block_length
      6 in-block step            steps taken in the block / steps per block
-     7 stability                steps since the position's argmax last changed / steps per block
+     7 since last change        steps since ... / steps per block
      8 top-1 probability
      9 margin                   top-1 - top-2 probability
     10 entropy                  H(p) / log V
 
-Everything is computed from the step's tensors plus `History` (each row's previous argmax and the
-step it last changed), which the method resets per batch.
+Two conventions (`FEATURE_SETS`), chosen by the caller (decoding/methods/prr/method.py):
+
+    reference  as compute_features_v2: feature 1 is nominal, block * steps_per_block + step in block;
+               feature 7 counts in-block steps since the position's commit (reset every block), so
+               a still-masked position reads the in-block step (= feature 6); feature 8 is the max
+               probability; feature 10 is -sum p log(p + 1e-6) / (log V + 1e-6).
+    ours       feature 1 counts the steps the row actually took; feature 7 counts steps since the
+               position's argmax last changed (the loop's history, across blocks); feature 8 is the
+               probability of the proposed token; feature 10 is the exact entropy / log V.
+
+The two differ only in features 1, 7, 8 (with a temperature) and 10; `step_features` takes the
+step and the "since" counts already in the chosen convention (`convention_counts`).
 """
 from __future__ import annotations
 
@@ -23,6 +34,8 @@ from dataclasses import dataclass
 import torch
 
 N_FEATURES = 11
+FEATURE_SETS = ("reference", "ours")
+REF_EPS = 1e-6   # the reference's smoothing of the entropy (inside the log and on log V)
 
 
 @dataclass
@@ -44,12 +57,37 @@ class History:
         return step.unsqueeze(1) - at
 
 
-def token_features(logits: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
-    """[b, N, 3]: top-1 probability, top1 - top2 margin, entropy / log V (fp32)."""
+def token_features(logits: torch.Tensor, conf: torch.Tensor, convention: str = "ours") -> torch.Tensor:
+    """[b, N, 3]: top-1 probability, top1 - top2 margin, normalized entropy (fp32). `reference`: the
+    max probability and -sum p log(p + 1e-6) / (log V + 1e-6); `ours`: conf (the probability of
+    the proposed token) and the exact entropy / log V."""
     logp = torch.log_softmax(logits.float(), -1)
     top2 = logp.topk(2, dim=-1).values.exp()
-    ent = -(logp.exp() * logp).sum(-1) / math.log(logits.shape[-1])
-    return torch.stack([conf.float(), top2[..., 0] - top2[..., 1], ent], -1)
+    V = logits.shape[-1]
+    if convention == "reference":
+        p = logp.exp()
+        ent = -(p * (p + REF_EPS).log()).sum(-1) / (math.log(V) + REF_EPS)
+        p1 = top2[..., 0]
+    else:
+        ent = -(logp.exp() * logp).sum(-1) / math.log(V)
+        p1 = conf.float()
+    return torch.stack([p1, top2[..., 0] - top2[..., 1], ent], -1)
+
+
+def convention_counts(convention: str, *, x0, candidates, block, step, step_in_block, steps_per_block: int,
+                      argmax_prev=None, stable_prev=None, commit_step=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(step [b], since [b, N]) for `step_features` in a convention. reference: the nominal step
+    block * steps_per_block + step_in_block, and since = the in-block step for masked positions (the
+    reference's last_flip_step is reset to 0 at the block start and set only by a commit), steps since
+    the commit for written ones (commit_step: the loop's history, -1 while masked). ours: the steps
+    the row took, and steps since the argmax last changed (argmax_prev / stable_prev: the loop's
+    history before this step)."""
+    if convention == "reference":
+        nominal = block * steps_per_block + step_in_block
+        since = torch.where((commit_step < 0) | candidates, step_in_block.unsqueeze(1),
+                            step.unsqueeze(1) - commit_step)
+        return nominal, since
+    return step, torch.where(x0 != argmax_prev, 0, stable_prev + 1)
 
 
 def step_features(*, candidates: torch.Tensor, block: torch.Tensor, step: torch.Tensor,

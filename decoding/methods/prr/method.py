@@ -14,7 +14,18 @@ checkpoint: a committed one (`tiny`, the default, trained for the built-in model
 The controller's cost is kept apart from the model's: `ctrl_time_s` accumulates the wall time of
 the features + controller (synchronized when `profile=true`, which keeps the step off CUDA graphs),
 `ctrl_calls` the steps; a captured step (acceleration/) runs them inside its graph, uncounted.
-The controller reads the loop's history (steps since each position's argmax last changed).
+The controller reads the loop's history (commit steps; with features=ours, steps since each
+position's argmax last changed).
+
+Conventions (docs/methods-fidelity.md section 2): `features` picks the feature set
+(decoding/methods/prr/features.py): `reference` (the authors' compute_features_v2) or `ours`; by
+default the one the controller was trained with, as its training record says (`features`; a record
+without it was trained with ours, as the committed `tiny` and `tiny-temp` were). `conf` picks the
+score that is shaped and thresholded: `top50`, the reference's exp(l_x0 - logsumexp(top-50 logits))
+(above the softmax probability by the tail's mass), or `exact`, the softmax probability; by default
+top50 with a learned controller and exact for the ablations off and zero (which so equal `fixed`
+and `threshold` token for token). `bf16=true` rounds the hidden states and features to bfloat16 and
+runs the controller in bfloat16, as the reference's inference does.
 """
 from __future__ import annotations
 
@@ -26,8 +37,8 @@ import torch
 from ...base import Method
 from ...contract import Decision, Reads, StepOutput, StepView
 from ...select import quota_schedule, topk_commit
-from .controller import load_controller
-from .features import step_features, token_features
+from .controller import load_controller, trained_features
+from .features import FEATURE_SETS, convention_counts, step_features, token_features
 from .shaping import STRATEGIES, shape
 
 
@@ -39,6 +50,12 @@ class PRRConfig:
     tau: float = 0.9              # commit every masked token whose shaped score > tau (besides the quota)
     steps: int | None = None      # quota schedule's total steps; None = gen_length (1 token per step)
     profile: bool = False         # synchronize around the controller to time it exactly
+    features: str | None = None   # reference | ours; None: what the controller was trained with
+    conf: str | None = None       # top50 | exact; None: top50 with a controller, exact for off/zero
+    bf16: bool = False            # hidden states, features and controller in bfloat16 (the reference's)
+
+CONF_MODES = ("top50", "exact")
+TOP_LSE = 50   # the reference's top-k for its log-sum-exp confidence
 
 
 class PRRMethod(Method):
@@ -60,7 +77,15 @@ class PRRMethod(Method):
         self.total_steps = steps
         self.steps_per_block = steps // g.num_blocks
         self.quota = quota_schedule(g.block_length, self.steps_per_block)
+        if c.features is not None and c.features not in FEATURE_SETS:
+            raise ValueError(f"prr: features={c.features!r}; choose one of {', '.join(FEATURE_SETS)}")
+        if c.conf is not None and c.conf not in CONF_MODES:
+            raise ValueError(f"prr: conf={c.conf!r}; choose one of {', '.join(CONF_MODES)}")
         self.ctrl = None if c.controller in ("off", "zero") else load_controller(c.controller)
+        # the feature set: as set, else as the controller was trained, else the reference's
+        self.feature_set = c.features or (trained_features(c.controller) if self.ctrl is not None else "reference")
+        if c.bf16 and self.ctrl is not None:
+            self.ctrl = self.ctrl.to(torch.bfloat16)
         self.recorder = None            # set by decoding.methods.prr.trajectory to log rollouts
         self.ctrl_time_s, self.ctrl_calls = 0.0, 0
 
@@ -68,32 +93,48 @@ class PRRMethod(Method):
         """A real controller (or a rollout recorder) reads hidden states, logits (its token
         features) and the history; the recorder copies to the host, and so does profile=true."""
         learned = self.ctrl is not None or self.recorder is not None
-        return Reads(logits=learned, hidden=learned, history=learned,
+        return Reads(logits=learned or self.cfg.conf == "top50", hidden=learned, history=learned,
                      host=self.recorder is not None or self.cfg.profile)
 
     def start(self, batch_size, device, generator=None) -> None:
         self.quota = self.quota.to(device)
         if self.ctrl is not None:
             self.ctrl = self.ctrl.to(device)
+            if self.cfg.bf16:
+                self.ctrl = self.ctrl.to(torch.bfloat16)
 
     def progress(self, view: StepView, out: StepOutput) -> tuple[torch.Tensor, torch.Tensor | None]:
         """s [b, N] (0 outside candidates) and the features [b, N, 11] (None when not needed)."""
         if self.ctrl is None and self.recorder is None:
             return torch.zeros_like(out.conf), None
-        h = view.history
-        since = torch.where(out.x0 != h.argmax, 0, h.stable + 1)   # steps since the argmax last changed
-        feats = step_features(candidates=view.candidates, block=view.block, step=view.step,
+        h, fs = view.history, self.feature_set
+        step, since = convention_counts(fs, x0=out.x0, candidates=view.candidates, block=view.block,
+                                        step=view.step, step_in_block=view.step_in_block,
+                                        steps_per_block=self.steps_per_block, argmax_prev=h.argmax,
+                                        stable_prev=h.stable, commit_step=h.commit_step)
+        feats = step_features(candidates=view.candidates, block=view.block, step=step,
                               step_in_block=view.step_in_block, since_change=since,
                               prompt_len=view.prompt_len, block_length=self.gen.block_length,
-                              total_steps=self.total_steps, tok=token_features(out.logits, out.conf))
+                              total_steps=self.total_steps, tok=token_features(out.logits, out.conf, fs))
         s = torch.zeros_like(out.conf)
         if self.ctrl is not None:
             if out.hidden.shape[-1] != self.ctrl.cfg.d_model:
                 raise ValueError(f"prr: controller {self.cfg.controller!r} was trained for hidden size "
                                  f"{self.ctrl.cfg.d_model}, the model has {out.hidden.shape[-1]}; train one "
                                  f"for this model (python -m training.prr_train) or use prr:controller=off")
-            s = torch.where(view.candidates, torch.sigmoid(self.ctrl(out.hidden, feats)), 0.0)
+            hidden = out.hidden
+            if self.cfg.bf16:
+                hidden, feats = hidden.bfloat16(), feats.bfloat16()
+            s = torch.where(view.candidates, torch.sigmoid(self.ctrl(hidden, feats).float()), 0.0)
         return s, feats
+
+    def score(self, out: StepOutput, logits: torch.Tensor | None) -> torch.Tensor:
+        """The confidence that is shaped: top50 (the reference's) or the exact probability (out.conf)."""
+        top50 = self.cfg.conf == "top50" or (self.cfg.conf is None and self.ctrl is not None)
+        if not top50 or logits is None:
+            return out.conf
+        lse = logits.float().topk(min(TOP_LSE, logits.shape[-1]), dim=-1).values.logsumexp(-1)
+        return (logits.float().gather(-1, out.x0.unsqueeze(-1)).squeeze(-1) - lse).exp()
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         sync = self.cfg.profile and out.conf.is_cuda
@@ -109,7 +150,7 @@ class PRRMethod(Method):
         if self.cfg.controller == "off":
             commit = topk_commit(out.conf, view.candidates, k)
         else:
-            shaped = shape(out.conf, s, self.cfg.shaping, self.cfg.alpha)
+            shaped = shape(self.score(out, out.logits), s, self.cfg.shaping, self.cfg.alpha)
             commit = topk_commit(shaped, view.candidates, k) | (view.candidates & (shaped > self.cfg.tau))
         if self.recorder is not None:
             self.recorder.add(view, out, feats, commit)

@@ -1,0 +1,123 @@
+"""`klass`: KL-adaptive stability sampling (arXiv 2511.05664; shkim0116/KLASS, src/model/llada_klass.py,
+`stable_confident_decode`), as the authors compute it for LLaDA.
+
+Each step, at every position the forward computed:
+    kl_t   = sum_v p_t(v) (log(p_t(v) + 1e-12) - log(p_{t-1}(v) + 1e-12))   full vocabulary, float64
+    run    = consecutive steps with kl < kl_tol   ("the last H KL values all < kl_tol" is run >= H)
+then, among the masked positions of the row's current block:
+    ready  = run >= H  &  in-block step >= H - 1  &  conf > tau
+    commit = ready if any is ready, else LLaDA's quota (the top quota[step] by confidence).
+p_{-1} = 0, so a position's first step is never stable; the previous distribution and the runs
+carry across blocks. Defaults: the authors' LLaDA GSM8K script (tau 0.6, kl_tol 0.015, H 2).
+
+`kl=full` (default) is the authors' KL. It needs the previous step's full distribution: the method
+keeps it, [B, G, V] float64 log-probabilities (B * G * V * 8 bytes: 2.1 GB for LLaDA-8B at batch 8,
+G 256, V 126464; plus one such temporary per step). `kl=topk` needs only the loop's top-k summary
+of the previous distribution (Reads.topk, k = `topk`): KL over the k tokens plus the rest as one
+bin, a lower bound of the full KL (decoding/rules/klass.py), so a position can read as stable
+earlier than under the authors' KL: an approximation.
+
+Under a KV cache a forward computes only some positions (StepOutput.fresh: with cache=dual the
+current block, after the block's refresh). Only fresh positions update their KL, run and previous
+distribution; the others keep them, so a position's KL always compares two forwards that computed
+it. Without a cache (the authors' setting) every position is fresh every step. Each step is one
+forward (one NFE), refreshes included.
+
+Differences from the authors' loop (docs/methods-fidelity.md, section 3): our block ends when it has
+no mask, not after steps / blocks forwards (theirs can leave masks behind when a ready step commits
+fewer tokens than the quota, and a quota larger than the masks left can overwrite written tokens);
+with steps = gen_length (their runs) the two agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..base import Method
+from ..contract import Decision, Reads, StepOutput, StepView
+from ..rules.klass import kl_full, kl_topk, klass_select, stable_run
+from ..select import quota_schedule
+
+KL_MODES = ("full", "topk")
+
+
+@dataclass
+class KLASSConfig:
+    tau: float = 0.6              # confidence threshold (conf > tau)
+    kl_tol: float = 0.015         # a step is stable when its KL < kl_tol
+    history: int = 2              # H: stable for the last H steps
+    kl: str = "full"              # full (the authors' KL) | topk (bounded top-k summary, approximate)
+    topk: int = 16                # summary size for kl=topk
+    steps: int | None = None      # the fallback quota's total steps; None = gen_length (1 token per step)
+
+
+class KLASSMethod(Method):
+    name = "klass"
+    Config = KLASSConfig
+
+    def validate(self) -> None:
+        c, g = self.cfg, self.gen
+        if not 0.0 <= c.tau <= 1.0:
+            raise ValueError(f"klass: tau={c.tau} must be in [0, 1] (e.g. klass:tau=0.6)")
+        if not c.kl_tol > 0:
+            raise ValueError(f"klass: kl_tol={c.kl_tol} must be > 0 (e.g. klass:kl_tol=0.015)")
+        if c.history < 1:
+            raise ValueError(f"klass: history={c.history} must be >= 1 (e.g. klass:history=2)")
+        if c.kl not in KL_MODES:
+            raise ValueError(f"klass: kl={c.kl!r}; choose one of {', '.join(KL_MODES)}")
+        if c.topk < 1:
+            raise ValueError(f"klass: topk={c.topk} must be >= 1 (e.g. klass:kl=topk,topk=16)")
+        steps = c.steps if c.steps is not None else g.gen_length
+        if steps <= 0 or steps % g.num_blocks or steps > g.gen_length:
+            raise ValueError(f"klass: steps={steps} must be a multiple of the number of blocks ({g.num_blocks}) "
+                             f"and at most gen_length ({g.gen_length})")
+        self.steps_per_block = steps // g.num_blocks
+        self.quota = quota_schedule(g.block_length, self.steps_per_block)
+
+    def reads(self) -> Reads:
+        if self.cfg.kl == "topk":
+            return Reads(logits=True, history=True, topk=self.cfg.topk)
+        return Reads(logits=True)
+
+    def start(self, batch_size, device, generator=None) -> None:
+        G = self.gen.gen_length
+        self.quota = self.quota.to(device)
+        self.run = torch.zeros((batch_size, G), dtype=torch.long, device=device)   # steps with kl < kl_tol
+        self.seen = torch.zeros((batch_size, G), dtype=torch.bool, device=device)  # a previous distribution exists
+        # [B, G, V] float64 previous log-probs (kl=full), allocated at the first decide (V is known
+        # there). Whatever it holds where `seen` is False is never read: a kept captured decode may
+        # leave the last call's values in it.
+        if getattr(self, "prev", None) is not None and self.prev.shape[:2] != (batch_size, G):
+            self.prev = None
+
+    def kl(self, view: StepView, out: StepOutput, logp: torch.Tensor) -> torch.Tensor:
+        """KL(p_t || p_{t-1}) per position [b, G] (float64; +inf where no previous distribution)."""
+        seen = self.seen[view.rows]
+        if self.cfg.kl == "topk":
+            h = view.history
+            kl = kl_topk(h.topk_ids, h.topk_logp, logp)
+            return torch.where(seen, kl, torch.inf)
+        if getattr(self, "prev", None) is None or self.prev.shape[1:] != logp.shape[1:]:
+            B, G = self.seen.shape
+            self.prev = torch.zeros((B, G, logp.shape[-1]), dtype=torch.float64, device=logp.device)
+        prev = self.prev[view.rows]
+        kl = kl_full(logp, torch.where(seen.unsqueeze(-1), prev, -torch.inf))
+        self.prev[view.rows] = torch.where(out.fresh.unsqueeze(-1), logp, prev)
+        return kl
+
+    def decide(self, view: StepView, out: StepOutput) -> Decision:
+        c, rows, fresh = self.cfg, view.rows, out.fresh
+        if self.run.shape[1] != fresh.shape[1]:   # a block-causal model rounds G up to its blocks (reference loop only)
+            B, G = self.run.shape[0], fresh.shape[1]
+            self.run = torch.zeros((B, G), dtype=torch.long, device=fresh.device)
+            self.seen = torch.zeros((B, G), dtype=torch.bool, device=fresh.device)
+            self.prev = None
+        logp = torch.log_softmax(out.logits.double(), -1)
+        kl = self.kl(view, out, logp)
+        run = torch.where(fresh, stable_run(self.run[rows], kl, c.kl_tol), self.run[rows])
+        self.run[rows] = run
+        self.seen[rows] = self.seen[rows] | fresh
+        k = self.quota[view.step_in_block.clamp(max=self.steps_per_block - 1)]
+        return Decision(klass_select(run, out.conf, view.candidates, k, c.history, c.tau,
+                                     step_in_block=view.step_in_block, strict=True))
