@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import metrics
+from .load import flag_speedups, read as read_loads, summary_fields as load_fields
 from .aup import family
 from .results import RunDir, parse_jsonl, read_text
 
@@ -145,6 +146,10 @@ def method_table(res: Results, baseline: str | None = None) -> pd.DataFrame:
                         row["complete"] = expected is None or row["n"] >= expected
                     task_rows.append(row)
             _speedup(task_rows, base)
+            loads = read_loads(run.path)   # the machine's load around each method's decode (bench/load.py)
+            for row in task_rows:
+                row.update(load_fields(loads, task, row["method"]) if loads else {})
+            flag_speedups(task_rows, base)
             rows += task_rows
     return pd.DataFrame(rows)
 

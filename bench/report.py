@@ -39,7 +39,8 @@ COLUMNS = [
 ]
 CSV_EXTRA = ["accuracy_stderr", "latency_s_mean", "latency_s_p90", "time_per_sample_s", "decode_time_s",
              "energy_net_j_per_sample", "energy_net_j_per_token", "energy_method", "peak_mem_gb", "forward_frac",
-             "tokens_per_s_fastdllm", "gen_tokens_mean", "baseline", "expected_n", "complete", "family", "aup"]
+             "tokens_per_s_fastdllm", "gen_tokens_mean", "baseline", "expected_n", "complete", "family", "aup",
+             "timing_under_load", "speedup_under_load", "load_reason"]
 
 
 @dataclass
@@ -79,6 +80,10 @@ def build_rows(res: frame.Results, baseline: str | None = None) -> tuple[list[di
         if not r["complete"]:
             have = "no samples" if r["n"] == 0 else f"{r['n']} of {r['expected_n']} samples"
             notes.append(f"* incomplete: run {r['run']}, {r['model']}/{r['task']}, {r['method']}: {have}")
+    for r in rows:
+        if r.get("timing_under_load") or r.get("speedup_under_load"):
+            notes.append(f"† timed under load: run {r['run']}, {r['model']}/{r['task']}, {r['method']}: "
+                         f"{r.get('load_reason') or 'its baseline was timed under load'} (bench/load.py)")
     aups = aup.family_aups([r for r in rows if r["n"] > 0], group=("run", "model", "task"))
     by_family = {(a["run"], a["model"], a["task"], a["family"]): a for a in aups}
     for r in rows:
@@ -101,7 +106,13 @@ def _fmt(v, spec) -> str:
     return format(v, spec) if spec else str(v)
 
 
+TIMED = {"latency_s_p50", "tokens_per_s", "time_per_sample_s", "latency_s_mean", "latency_s_p90"}
+
+
 def _cell(row, key, spec) -> str:
+    flagged = row.get("speedup_under_load") if key == "speedup" else row.get("timing_under_load") if key in TIMED else None
+    if flagged and row.get(key) is not None:   # timed under load (bench/load.py): not printed as fact
+        return _cell({**row, "speedup_under_load": None, "timing_under_load": None}, key, spec) + "†"
     if key == "n" and not row.get("complete", True):
         return f"{row['n']} of {row['expected_n']}*" if row.get("expected_n") is not None else f"{row['n']}*"
     if key == "accuracy" and row.get("accuracy") is not None and row.get("accuracy_stderr") is not None:
@@ -165,7 +176,7 @@ def latex(rows: list[dict], aups: list[dict] | None = None) -> str:
     for i, r in enumerate(rows):
         cells = []
         for key, _, spec, _ in COLUMNS:
-            c = _tex(_cell(r, key, spec)).replace("±", r"$\pm$")
+            c = _tex(_cell(r, key, spec)).replace("±", r"$\pm$").replace("†", r"$^\dagger$")
             cells.append(rf"\textbf{{{c}}}" if (i, key) in best else c)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

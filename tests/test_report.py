@@ -66,3 +66,31 @@ def test_point_labels_never_overlap_even_when_crowded():
     assert len(anns) + left_out == 30 and len(anns) >= 5
     assert not any(boxes[i].overlaps(boxes[j]) for i in range(len(boxes)) for j in range(i + 1, len(boxes)))
     plt.close(fig)
+
+
+def test_a_speedup_timed_under_load_is_flagged_not_printed_as_fact(tmp_path):
+    # loads.jsonl (bench/load.py) says the machine was loaded while `threshold` decoded: its
+    # latency, tok/s and speedup carry a dagger in every format, with the reason in a note;
+    # the baseline's speedup (1.00 by definition) and the other columns stay plain.
+    import json
+    import shutil
+    run = tmp_path / "cpu-a"
+    shutil.copytree(DATA / "cpu-a", run)
+    snap = {"time_unix": 0.0, "load1": 0.1}
+    methods = json.loads((run / "run.json").read_text())["methods"]
+    with open(run / "loads.jsonl", "w") as f:
+        for m in methods:
+            loaded = m.startswith("threshold")
+            f.write(json.dumps({"task": "arith", "method": m, "session": "s", "launch": "s", "start": snap,
+                                "end": {**snap, "time_unix": 1.0}, "under_load": loaded,
+                                "load_reason": "1-min load average 7.2 at the start > 1.5" if loaded else None}) + "\n")
+    text, notes = report([str(run)], fmt="md")
+    rows = {line.split("|")[5].strip(): line for line in text.splitlines()[2:] if line.startswith("|")}
+    assert all(c.strip().endswith("†") for c in rows["threshold"].split("|")[10:12])   # latency p50, tok/s
+    assert rows["threshold"].split("|")[-2].strip().endswith("†")                       # speedup
+    assert "†" not in rows["fixed"]
+    assert any(n.startswith("† timed under load") and "7.2" in n for n in notes)
+    tex, _ = report([str(run)], fmt="latex")
+    assert r"$^\dagger$" in tex
+    plain, _ = report([str(DATA / "cpu-a")], fmt="md")
+    assert "†" not in plain
