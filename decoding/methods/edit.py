@@ -10,8 +10,15 @@ remote code inclusionAI/LLaDA2.1-*, modeling_llada2_moe.py). Per forward, in the
   block with no masks until then).
 
 The per-step math is decoding/rules/edit.py; docs/methods-fidelity.md section 5 has the authors'
-rule. Defaults are the authors' (`generate`: threshold 0.7, editing_threshold 0.5,
-max_post_steps 16, minimal_topk 1). On bidirectional models (LLaDA, Dream, tiny) it works per
+rule. Defaults: threshold 0.7, editing_threshold 0.5, max_post_steps 16, minimal_topk 1, as two
+public copies of `generate` and sglang's JointThreshold read; another copy of `generate`
+(docs/block-causal.md) has 0.95 / 0.9 as its defaults, with 0.7 / 0.5 the model card's quality mode.
+Neither was checked against the HF repository itself (not reachable here).
+
+Editing needs a model trained to edit (LLaDA2.1). Masked-diffusion models (LLaDA-1, Dream, the
+built-in tiny) are trained only at masked positions, so their predictions at written positions
+are untrained, and editing with them wrecks the output: on the built-in task (100 problems,
+`python run_bench.py --methods threshold,edit --limit 100`) edit scored 0.07 against threshold's 0.98. On bidirectional models (LLaDA, Dream, tiny) it works per
 block of the generation as the loop defines blocks; forwards on a block with no masks count NFE
 and steps, so the step cap (--max-steps, default gen_length) may end a row before its last block
 settles: give at least gen_length + blocks for the authors' behaviour.
