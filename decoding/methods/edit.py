@@ -18,8 +18,10 @@ Neither was checked against the HF repository itself (not reachable here).
 Editing needs a model trained to edit (LLaDA2.1). Masked-diffusion models (LLaDA-1, Dream, the
 built-in tiny) are trained only at masked positions, so their predictions at written positions
 are untrained, and editing with them wrecks the output: on the built-in task (100 problems,
-`python run_bench.py --methods threshold,edit --limit 100`) edit scored 0.07 against threshold's 0.98. On bidirectional models (LLaDA, Dream, tiny) it works per
-block of the generation as the loop defines blocks; forwards on a block with no masks count NFE
+`python run_bench.py --methods threshold,edit --limit 100`) edit scored 0.07 against
+threshold's 0.98.
+
+On bidirectional models (LLaDA, Dream, tiny) it works per block of the generation as the loop defines blocks; forwards on a block with no masks count NFE
 and steps, so the step cap (--max-steps, default gen_length) may end a row before its last block
 settles: give at least gen_length + blocks for the authors' behaviour.
 """
