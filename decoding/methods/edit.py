@@ -21,8 +21,8 @@ are untrained, and editing with them wrecks the output: on the built-in task (10
 `python run_bench.py --methods threshold,edit --limit 100`) edit scored 0.07 against
 threshold's 0.98.
 
-On bidirectional models (LLaDA, Dream, tiny) it works per block of the generation as the loop defines blocks; forwards on a block with no masks count NFE
-and steps, so the step cap (--max-steps, default gen_length) may end a row before its last block
+On bidirectional models (LLaDA, Dream, tiny) it works per block of the generation as the loop
+defines blocks; forwards on a block with no masks count NFE and steps, so the step cap (--max-steps, default gen_length) may end a row before its last block
 settles: give at least gen_length + blocks for the authors' behaviour.
 """
 from __future__ import annotations
