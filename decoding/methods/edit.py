@@ -22,8 +22,9 @@ are untrained, and editing with them wrecks the output: on the built-in task (10
 threshold's 0.98.
 
 On bidirectional models (LLaDA, Dream, tiny) it works per block of the generation as the loop
-defines blocks; forwards on a block with no masks count NFE and steps, so the step cap (--max-steps, default gen_length) may end a row before its last block
-settles: give at least gen_length + blocks for the authors' behaviour.
+defines blocks; forwards on a block with no masks count NFE and steps, so the step cap
+(--max-steps, default gen_length) may end a row before its last block settles: give at least
+gen_length + blocks for the authors' behaviour.
 """
 from __future__ import annotations
 
