@@ -57,6 +57,7 @@ class CapturedDecode:
         self.counts = torch.zeros(2, dtype=torch.long, pin_memory=state.tokens.is_cuda)  # decoding; at a block start
         self.every = torch.arange(state.tokens.shape[0], device=dev)
         self.steps: dict[str, graphs.CapturedStep] = {}
+        self.replays: dict = {}      # kind -> step graphs replayed (benchmarks read it); "eager" -> eager steps
 
     @classmethod
     def build(cls, pool, calls, model, method, state, generator) -> "CapturedDecode | None":
@@ -74,7 +75,7 @@ class CapturedDecode:
                 fwd.inputs[1].copy_(state.attn_fwd)
                 state.attn_fwd = fwd.inputs[1]
 
-            def stats():
+            def stats(state):
                 logits = fwd.out.logits[:, P:]
                 x0, conf = token_stats(logits)
                 hidden = fwd.out.hidden[:, P:] if fwd.out.hidden is not None else None
@@ -93,12 +94,12 @@ class CapturedDecode:
         g = calls.refresh_graph(st, x, mask, reads.hidden)
         if g is not None:
             kinds["refresh"] = (lambda: g(x, mask),
-                                lambda: st.refresh_output(every, g.out.logits, g.out.hidden, 0.0, reads, None))
+                                lambda state: st.refresh_output(every, g.out.logits, g.out.hidden, 0.0, reads, None))
         window = {}
 
         def launch_window():
             window["out"], window["pos"] = calls.window(st, x, state.attn, state.rows.block, st.BL + st.shift, reads.hidden)
-        kinds["window"] = (launch_window, lambda: st.window_output(every, window["out"].logits, window["out"].hidden,
+        kinds["window"] = (launch_window, lambda state: st.window_output(every, window["out"].logits, window["out"].hidden,
                                                                   window["pos"], 0.0, reads, None))
         choose = lambda n_active, n_start: ("refresh" if n_start == n_active and "refresh" in kinds
                                             else "window" if n_start == 0 else None)
@@ -122,7 +123,7 @@ class CapturedDecode:
     def run(self) -> None:
         state, counts = self.state, self.counts
         synced = torch.cuda.Event() if state.tokens.is_cuda else None
-        _count(state, counts)
+        self.count(state)
         while True:
             if synced is not None:
                 synced.record()
@@ -131,18 +132,32 @@ class CapturedDecode:
             if n_active == 0:
                 break
             kind = self.choose(n_active, n_start)
+            self.replays[kind or "eager"] = self.replays.get(kind or "eager", 0) + 1
             if kind is None:
-                loop.step(state, self.method, self.forward, (~state.rows.done).nonzero().squeeze(1))
-                _count(state, counts)
+                self.eager_step((~state.rows.done).nonzero().squeeze(1))
+                self.count(state)
                 continue
             launch, stats = self.kinds[kind]
             launch()
             if kind not in self.steps:
-                saved = {k: v.clone() for k, v in method_tensors(self.method).items()}
+                saved = [(t, t.clone()) for t in self.kept_by_warm_up()]
                 self.steps[kind] = graphs.CapturedStep(lambda s, stats=stats: self._step(stats, s), state, copy_tree)
-                for k, v in saved.items():   # the warm-up ran the method on the copy's rows
-                    getattr(self.method, k).copy_(v)
-            self.steps[kind].replay()
+                for t, v in saved:   # the warm-up ran on the copy's rows
+                    t.copy_(v)
+            self.replay_step(kind)
+
+    def replay_step(self, kind) -> None:
+        self.steps[kind].replay()
+
+    def eager_step(self, rows: torch.Tensor) -> None:
+        loop.step(self.state, self.method, self.forward, rows)
+
+    def count(self, state) -> None:
+        _count(state, self.counts)
+
+    def kept_by_warm_up(self) -> list[torch.Tensor]:
+        """Tensors outside the state that a step graph's warm-up writes, restored after it."""
+        return list(method_tensors(self.method).values())
 
     def _step(self, stats, state) -> None:
         """What a step graph holds: the NFE, the token statistics of the forward graph's output,
@@ -150,8 +165,8 @@ class CapturedDecode:
         a copy)."""
         act = ~state.rows.done
         state.nfe += act.long()
-        loop.decide_and_apply(state, self.method, slice(None), self.every, stats(), act)
-        _count(state, self.counts)
+        loop.decide_and_apply(state, self.method, slice(None), self.every, stats(state), act)
+        self.count(state)
 
 
 def _count(state, counts: torch.Tensor) -> None:

@@ -1,8 +1,10 @@
 """The fast entry point of decoding: `Decoder(model)(method, prompts, gen)` decodes exactly as the
 reference loop decoding.loop.decode does (same tokens, NFE and counts), choosing once per call how:
 
-- no GPU, graphs off (DLLM_CUDA_GRAPHS=0), a trace asked for, or a block-causal model
-  (policy.model_blocker): the reference loop itself;
+- no GPU, graphs off (DLLM_CUDA_GRAPHS=0), a trace asked for, or a model whose steps are never
+  graphed (policy.model_blocker): the reference loop itself;
+- a block-causal model: a CapturedBlockDecode (acceleration/captured_block.py) where the method's
+  step and the model's block forwards may be captured, else the reference block loop;
 - a method whose step may be captured (acceleration/policy.py): a CapturedDecode, every step a
   forward graph plus a graph of decoding.loop.decide_and_apply (acceleration/captured.py);
 - otherwise: the reference loop's eager steps, with launch-bound forwards replayed as graphs.
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from decoding import loop
+from decoding import block_causal, loop
 from decoding.base import GenConfig, Method
 from .captured import CapturedDecode
-from .policy import capture_blocker, model_blocker
+from .captured_block import CapturedBlockDecode
+from .policy import block_capture_blocker, capture_blocker, model_blocker
 from .pool import CAPTURED_DECODES, GraphedCalls, GraphPool
 
 
@@ -32,6 +35,8 @@ class Decoder:
         model, pool = self.model, self.pool
         if trace or not pool.graphs_apply() or model_blocker(model) is not None:
             return loop.decode(model, method, prompts, gen, generator, trace)
+        if model.regime == "block_causal":
+            return self._block(method, prompts, gen, generator)
         calls = GraphedCalls(pool)
         if capture_blocker(method) is not None:
             return loop.decode(model, method, prompts, gen, generator, calls=calls)
@@ -43,24 +48,52 @@ class Decoder:
         captured.run()
         return loop.result(captured.state, model.eos_ids)
 
+    def _block(self, method, prompts, gen, generator) -> loop.DecodeResult:
+        """A block-causal model: a CapturedBlockDecode where the steps may be captured, else the
+        reference block loop."""
+        model = self.model
+        if capture_blocker(method) is not None or block_capture_blocker(model, method) is not None:
+            return loop.decode(model, method, prompts, gen, generator)
+        block_causal.check(model, method, gen)
+        state, lay = block_causal.new_block_state(model, method, prompts, gen)
+        method.start(len(prompts), model.device, generator)
+        key = ("block", tuple(state.tokens.shape), state.P, state.gen, lay.num_blocks, method.name,
+               repr(sorted(method.settings().items())))
+        kept = self._kept(key)
+        if kept is not None:
+            kept.load(method, state, generator, lay)
+        else:
+            kept = CapturedBlockDecode.build_block(self.pool, model, method, state, lay, generator)
+        self._keep(key, kept)
+        kept.forward.prefill(kept.state)
+        kept.run()
+        return loop.result(kept.state, model.eos_ids)
+
+    def _kept(self, key):
+        store = self.pool.decodes
+        for k in [k for k, d in store.items() if not d.current()]:   # its forward graphs or cache were dropped
+            del store[k]
+        return store.pop(key, None)
+
+    def _keep(self, key, decode) -> None:
+        store = self.pool.decodes
+        while len(store) >= CAPTURED_DECODES:
+            store.popitem(last=False)
+        store[key] = decode
+
     def _captured(self, calls, method, state, generator) -> CapturedDecode | None:
         """The pool's kept captured decode for these shapes and method settings (refilled with this
         call's state and method), or a new one; None where the forwards are not graphed."""
-        store = self.pool.decodes
         key = (tuple(state.tokens.shape), state.P, state.gen, state.attn_fwd is not None, method.name,
                repr(sorted(method.settings().items())))
-        for k in [k for k, d in store.items() if not d.current()]:   # its forward graphs or cache were dropped
-            del store[k]
-        kept = store.pop(key, None)
+        kept = self._kept(key)
         if kept is not None:
             kept.load(method, state, generator)
         else:
             kept = CapturedDecode.build(self.pool, calls, self.model, method, state, generator)
             if kept is None:
                 return None
-        while len(store) >= CAPTURED_DECODES:
-            store.popitem(last=False)
-        store[key] = kept
+        self._keep(key, kept)
         return kept
 
 

@@ -12,17 +12,32 @@ rows masked) as one graph replayed each step, after the forward's own graph. Tha
 Reading fp32 logits, hidden states or the history is allowed: they are static tensors of the
 forward graph or of the state.
 
-Models: a block-causal model's block forwards (decoding/block_causal.py: a width that changes when
-blocks are appended, a cache whose length moves per row) are not graphed; the Decoder runs the
-reference loop for them (model_blocker), on every device.
+Block-causal models (decoding/block_causal.py): a captured step holds the block forward too
+(acceleration/captured_block.py), where every step of a row is one block forward of a fixed width
+(`append=fold`, not a logit-shifted model: block_capture_blocker); otherwise the reference block
+loop runs. A model whose block forward cannot take a fixed width (no `checked` argument: a
+backend without the exact cache) is not captured (model_blocker).
 """
 from __future__ import annotations
 
+import inspect
+
 
 def model_blocker(model) -> str | None:
-    """Why no forward of `model` is graphed (the reference loop decodes it), or None."""
+    """Why no step of `model` is graphed (the reference loop decodes it), or None."""
     if getattr(model, "regime", "bidirectional") == "block_causal":
-        return "block-causal block forwards are not graphed (decoding/block_causal.py runs them eagerly)"
+        fwd = getattr(model.module, "block_forward", None)
+        if fwd is None or "checked" not in inspect.signature(fwd).parameters:
+            return "this block-causal backend has no fixed-width block forward (models/block_cache.py)"
+    return None
+
+
+def block_capture_blocker(model, method) -> str | None:
+    """Why a block-causal model's steps under `method` cannot be captured, or None."""
+    if model.logit_shift:
+        return "a logit-shifted model (Fast-dLLM v2) appends finished blocks by forwards of their own"
+    if method.block_append != "fold":
+        return "append=separate appends finished blocks by forwards of their own"
     return None
 
 

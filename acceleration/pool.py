@@ -37,7 +37,7 @@ class GraphPool:
     def __init__(self, model):
         self.model = model
         self.full_graphs: OrderedDict = OrderedDict()   # (shape, masked, hidden) -> GraphedCall
-        self.caches: OrderedDict = OrderedDict()        # (batch, length) -> (KV cache, {key: GraphedCall})
+        self.caches: OrderedDict = OrderedDict()        # (batch, length) or ("block", batch, capacity) -> (KV cache, {key: GraphedCall})
         self.decodes: OrderedDict = OrderedDict()       # (shapes, method settings) -> CapturedDecode
         self._n_params = None
 
@@ -81,6 +81,20 @@ class GraphPool:
             self.caches.popitem(last=False)
         self.caches[key] = (self.model.new_cache(batch, length), {})
         return self.caches[key]
+
+    def block_cache(self, batch: int, capacity: int):
+        """The kept block-causal cache (models/block_cache.py) of this shape, emptied; kept with the
+        other caches (a captured block decode's graphs write it)."""
+        key = ("block", batch, capacity)
+        if key in self.caches:
+            self.caches.move_to_end(key)
+        else:
+            while len(self.caches) >= CACHES:
+                self.caches.popitem(last=False)
+            self.caches[key] = (self.model.module.new_block_cache(batch, capacity), {})
+        cache = self.caches[key][0]
+        cache.length.zero_()
+        return cache
 
     def cache_graphs(self, cache) -> dict:
         """The graphs kept with this KV cache (a stepper's cache is the pool's while it decodes)."""

@@ -8,7 +8,8 @@ block-causal model (sdar-8b, llada2-mini, fast-dllm-v2-7b, ...):
 Measured per batch size b (prompt P, gen G, the model's block bs; each row's prompt P whole blocks
 when bs divides P):
   - block step: `block_forward` of the current block (bs tokens) against a cache holding the
-    prompt (first block) and P + G - bs positions (last block), as the loop calls it;
+    prompt (first block) and P + G - bs positions (last block), as the captured decode runs it
+    (a CUDA graph, every cache slot read under the mask: graphed_block_step), and eagerly;
   - fold step: a block's first step under append=fold, the finished block and the next one fed
     together (2 bs tokens, the first bs appended);
   - each against its floor max(FLOPs / matmul rate, bytes / copy bandwidth) (the ceilings measured
@@ -17,9 +18,12 @@ when bs divides P):
     counted by recording the router in an untimed forward of the same inputs) and the K/V cache
     read; FLOPs are 2 * (dense params + top_k routed experts) per token plus attention
     4 * tokens * keys * (heads * head_dim) per layer;
-  - decode loop overhead: a decode of b rows (acceleration.Decoder, the reference loop for these
-    models) with each method given; the forwards inside it timed by CUDA events around each block
-    forward (bench/measure.EventForwardTimer), the overhead the rest of the step time.
+  - decode loop overhead: a decode of b rows (acceleration.Decoder: a captured block decode,
+    acceleration/captured_block.py, whose step graph holds the forward and the decision) with each
+    method given, after a first decode of the same shapes that builds the graphs; the overhead is
+    the decode time minus its forwards timed apart: the steps of each fed width (the decode
+    counts them) times that width's graphed block step (the mean of the first- and last-block
+    points for bs; the fold step for 2 bs), plus the eager first step (prompt blocks + block).
 """
 from __future__ import annotations
 
@@ -108,30 +112,49 @@ def _prefilled(net, b, P, capacity, dev, g):
     return cache
 
 
-def _step_point(net, cache, ids, commit, ceil, split, kvp, q_dim, n_layers, cuda_time, floor):
+def graphed_block_step(net, cache, ids: torch.Tensor, commit: int, logits_last: int):
+    """block_forward(ids) at its fixed width as a captured block decode runs it (every cache slot
+    read under the mask, no host sync) in a CUDA graph that first restores the cache's length, so
+    each call is the same step: -> a function that replays it."""
+    from acceleration.graphs import GraphedCall
+    b = ids.shape[0]
+    base = cache.length.clone()
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    commits = torch.full((b,), commit, dtype=torch.long, device=ids.device)
+
+    def step(ids, valid, commits):
+        cache.length.copy_(base)
+        return net.block_forward(ids, cache, valid=valid, commit=commits, logits_last=logits_last,
+                                 key_len=cache.capacity, checked=False)
+    g = GraphedCall(step, ids, valid, commits)
+    return lambda: g(*g.inputs)
+
+
+def _step_point(net, cache, ids, commit, bs, ceil, split, kvp, q_dim, n_layers, cuda_time, floor):
     """Time block_forward(ids, cache, commit) at the cache's current length (restored before each
-    call) and give its floor."""
+    call), eagerly and as the captured decode runs it (a CUDA graph), and give its floor."""
     b, W = ids.shape
     base = cache.length.clone()
 
-    def call():
-        cache.length = base
-        net.block_forward(ids, cache, commit=commit)
+    def eager():
+        cache.length.copy_(base)
+        net.block_forward(ids, cache, commit=commit, logits_last=bs)
     with routed_experts() as counts:
-        call()
-    t = cuda_time(call, warmup=3, reps=20)
-    cache.length = base
+        eager()
+    t_eager = cuda_time(eager, warmup=2, reps=10)
+    graphed = graphed_block_step(net, cache, ids, commit, bs)
+    t = cuda_time(graphed, warmup=3, reps=30)
+    cache.length.copy_(base)
     keys = int(base.max()) + W
     flops, nbytes = block_step_cost(split, counts, b * W, keys, kvp, q_dim, n_layers, b)
     f = floor(flops, nbytes, ceil)
-    return {"time_s": t, "tokens": b * W, "key_positions": keys, "distinct_experts_per_layer": counts,
-            **f, "ratio_to_floor": t / f["floor_s"]}
+    return {"time_s": t, "time_s_eager": t_eager, "tokens": b * W, "key_positions": keys,
+            "distinct_experts_per_layer": counts, **f, "ratio_to_floor": t / f["floor_s"]}
 
 
 def run_block(args, model, ceil) -> dict:
     from acceleration import Decoder
     from bench.bench_speed import cuda_time, floor
-    from bench.measure import EventForwardTimer
     from decoding.base import GenConfig
     from decoding.registry import build_method, parse_methods
     dev = model.device
@@ -157,42 +180,62 @@ def run_block(args, model, ceil) -> dict:
             cache = _prefilled(net, b, length, pre + G + 2 * bs, dev, g)
             blk = _tokens(cfg, (b, 2 * bs), dev, g)
             blk[:, bs:] = model.mask_id
-            r[f"step_{point}"] = _step_point(net, cache, blk[:, bs:], 0, ceil, split, kvp, q_dim, n_layers,
+            r[f"step_{point}"] = _step_point(net, cache, blk[:, bs:], 0, bs, ceil, split, kvp, q_dim, n_layers,
                                              cuda_time, floor)
             if point == "last_block":   # the fold step: finished block appended with the next one's first step
-                cache.length = cache.length - bs
-                r["fold_step"] = _step_point(net, cache, blk, bs, ceil, split, kvp, q_dim, n_layers, cuda_time, floor)
+                cache.length.sub_(bs)
+                r["fold_step"] = _step_point(net, cache, blk, bs, bs, ceil, split, kvp, q_dim, n_layers, cuda_time,
+                                             floor)
             del cache
             torch.cuda.empty_cache()
         for k in ("step_first_block", "step_last_block", "fold_step"):
             s = r[k]
             routed = s["distinct_experts_per_layer"]
-            print(f"b={b} {k}: {s['time_s'] * 1e3:.3f} ms, floor {s['floor_s'] * 1e3:.3f} ms ({s['bound']}), ratio "
+            print(f"b={b} {k}: {s['time_s'] * 1e3:.3f} ms (eager {s['time_s_eager'] * 1e3:.2f}), floor {s['floor_s'] * 1e3:.3f} ms ({s['bound']}), ratio "
                   f"{s['ratio_to_floor']:.2f}" + (f"; distinct experts routed per MoE layer: mean "
                                                    f"{sum(routed) / len(routed):.1f}, max {max(routed)}" if routed else ""),
                   flush=True)
+        # the first step feeds the prompt's whole blocks with the first block (eagerly, not captured)
+        cache = net.new_block_cache(b, pre + G + 2 * bs)
+        ids = _tokens(cfg, (b, pre + bs), dev, g)
+        zero = cache.length.clone()
+
+        def first():
+            cache.length.copy_(zero)
+            net.block_forward(ids, cache, commit=pre, logits_last=bs)
+        r["first_step_s"] = cuda_time(first, warmup=1, reps=5)
+        del cache
+        t_kind = {bs: (r["step_first_block"]["time_s"] + r["step_last_block"]["time_s"]) / 2,
+                  2 * bs: r["fold_step"]["time_s"], "eager": r["first_step_s"]}
         gen = GenConfig(gen_length=G, block_length=bs, early_stop=False)
-        warm = GenConfig(gen_length=G, block_length=bs, early_stop=False, max_steps=G // bs)
         prompts = _tokens(cfg, (b, P), "cpu", torch.Generator().manual_seed(1)).tolist()
         r["decode"] = {}
         for spec in methods:
-            decoder(build_method(parse_methods(spec)[0], warm), prompts, warm)
+            decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)   # builds and keeps the step graphs
             torch.cuda.synchronize()
             m = build_method(parse_methods(spec)[0], gen)
-            with EventForwardTimer(model, [dev]) as timer:
-                t0 = time.perf_counter()
-                res = decoder(m, prompts, gen)
-                torch.cuda.synchronize()
-                total = time.perf_counter() - t0
-            fwd, n_fwd = timer.take()
+            kept = list(decoder.pool.decodes.values())
+            before = dict(kept[-1].replays) if kept else {}
+            t0 = time.perf_counter()
+            res = decoder(m, prompts, gen)
+            torch.cuda.synchronize()
+            total = time.perf_counter() - t0
             steps = int(res.steps.max())
-            row = {"total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": total / steps,
-                   "forward_calls": n_fwd, "forward_s_per_step": fwd / steps,
-                   "overhead_s_per_step": (total - fwd) / steps, "overhead_pct": 100 * (total - fwd) / total}
+            row = {"total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": total / steps}
+            if kept and kept[-1] is list(decoder.pool.decodes.values())[-1]:
+                kinds = {k: v - before.get(k, 0) for k, v in kept[-1].replays.items() if v - before.get(k, 0)}
+                fwd = sum(n * t_kind[k] for k, n in kinds.items())
+                row.update({"captured": True, "steps_by_width": {str(k): n for k, n in kinds.items()},
+                            "forward_s_per_step": fwd / steps, "overhead_s_per_step": (total - fwd) / steps,
+                            "overhead_pct": 100 * (total - fwd) / total})
+                print(f"b={b} decode {spec}: {steps} steps ({row['steps_by_width']}), {row['step_s'] * 1e3:.2f} "
+                      f"ms/step, forwards timed apart {row['forward_s_per_step'] * 1e3:.2f} ms/step, loop overhead "
+                      f"{row['overhead_pct']:.2f}%", flush=True)
+            else:
+                row["captured"] = False
+                print(f"b={b} decode {spec}: {steps} steps, {row['step_s'] * 1e3:.2f} ms/step (not captured)",
+                      flush=True)
             r["decode"][spec] = row
-            print(f"b={b} decode {spec}: {steps} steps, {row['step_s'] * 1e3:.2f} ms/step, forwards "
-                  f"{row['forward_s_per_step'] * 1e3:.2f} ms/step ({n_fwd} calls), loop overhead {row['overhead_pct']:.2f}%",
-                  flush=True)
         out["batches"][str(b)] = r
     return out
 
@@ -202,15 +245,20 @@ def table(res: dict) -> str:
     lines = [f"{res['config']} (block-causal, block {res['block']}), prompt {res['prompt']}, gen {res['gen']}; device "
              f"{res['env']['gpu']}, torch {res['env']['torch']}; measured ceilings: bf16 matmul "
              f"{c['matmul_tflops']:.0f} TFLOP/s, copy {c['copy_tb_s']:.2f} TB/s",
-             "| batch | what | measured (ms) | floor (ms) | bound | measured / floor |", "|---|---|---|---|---|---|"]
+             "| batch | what | CUDA graph (ms) | eager (ms) | floor (ms) | bound | graph / floor |",
+             "|---|---|---|---|---|---|---|"]
     for b, r in res["batches"].items():
         for k in ("step_first_block", "step_last_block", "fold_step"):
             f = r[k]
-            lines.append(f"| {b} | {k} | {f['time_s'] * 1e3:.3f} | {f['floor_s'] * 1e3:.3f} | {f['bound']} | "
-                         f"{f['ratio_to_floor']:.2f} |")
-    lines += ["", "| batch | method | steps | step (ms) | forwards (ms/step) | loop overhead |", "|---|---|---|---|---|---|"]
+            lines.append(f"| {b} | {k} | {f['time_s'] * 1e3:.3f} | {f['time_s_eager'] * 1e3:.2f} | "
+                         f"{f['floor_s'] * 1e3:.3f} | {f['bound']} | {f['ratio_to_floor']:.2f} |")
+    lines += ["", "| batch | method | steps (by fed width) | step (ms) | forwards timed apart (ms/step) | loop overhead |",
+              "|---|---|---|---|---|---|"]
     for b, r in res["batches"].items():
         for k, d in r["decode"].items():
-            lines.append(f"| {b} | {k} | {d['steps']} | {d['step_s'] * 1e3:.2f} | {d['forward_s_per_step'] * 1e3:.2f} | "
-                         f"{d['overhead_pct']:.2f}% |")
+            if d["captured"]:
+                lines.append(f"| {b} | {k} | {d['steps']} {d['steps_by_width']} | {d['step_s'] * 1e3:.2f} | "
+                             f"{d['forward_s_per_step'] * 1e3:.2f} | {d['overhead_pct']:.2f}% |")
+            else:
+                lines.append(f"| {b} | {k} | {d['steps']} | {d['step_s'] * 1e3:.2f} | not captured | |")
     return "\n".join(lines)

@@ -323,7 +323,9 @@ def timed(devices, meter: EnergyMeter | None = None, memory: bool = True):
 
 class ForwardTimer:
     """Wraps `model.forward` (on the adapter instance) and CUDA-graph replays of forwards
-    (acceleration/graphs.py) to time each call, synchronized at both ends. Forwards run while a graph
+    (acceleration/graphs.py) to time each call, synchronized at both ends. A captured block-causal
+    step (acceleration/captured_block.py) is one graph of the block forward and the step's decision;
+    it is timed as a forward. Forwards run while a graph
     is being built (its warm-up and capture) are neither timed nor counted. Use as a context
     manager around decode calls; read and reset with `take()`."""
 
@@ -342,23 +344,33 @@ class ForwardTimer:
 
     def __enter__(self):
         from kernels.compiled import building_graph
+        from acceleration.captured_block import CapturedBlockDecode
         from acceleration.graphs import GraphedCall
         inner = type(self.model).forward.__get__(self.model)
         self.model.forward = lambda *a, **k: inner(*a, **k) if building_graph() else self._timed(inner, *a, **k)
         module = self.model.module
         if hasattr(module, "block_forward"):   # block-causal models: the loop calls the module's block forward
             block = type(module).block_forward.__get__(module)
-            module.block_forward = lambda *a, **k: self._timed(block, *a, **k)
+            module.block_forward = lambda *a, **k: block(*a, **k) if building_graph() else self._timed(block, *a, **k)
         self._replay = GraphedCall.__call__
         GraphedCall.__call__ = lambda g, *a: self._timed(self._replay, g, *a)
+        # a captured block-causal step holds its block forward (and the step's decision) in one graph
+        self._block_step = CapturedBlockDecode.replay_step
+        self._own_block_step = "replay_step" in vars(CapturedBlockDecode)   # a timer outside this one
+        CapturedBlockDecode.replay_step = lambda d, kind: self._timed(self._block_step, d, kind)
         return self
 
     def __exit__(self, *exc):
+        from acceleration.captured_block import CapturedBlockDecode
         from acceleration.graphs import GraphedCall
         del self.model.forward   # back to the class's method
         if "block_forward" in vars(self.model.module):
             del self.model.module.block_forward
         GraphedCall.__call__ = self._replay
+        if self._own_block_step:
+            CapturedBlockDecode.replay_step = self._block_step
+        else:
+            del CapturedBlockDecode.replay_step   # back to the inherited method
 
     def take(self) -> tuple[float, int]:
         out = (self.seconds, self.calls)

@@ -165,19 +165,25 @@ def new_block_state(model: ModelAdapter, method: Method, prompts: list[list[int]
     return state, lay
 
 
+def block_capacity(state: DecodeState, lay: BlockLayout, bs: int) -> int:
+    """Cache positions a decode needs: the longest row's prompt and region, and a block to spare."""
+    return int((state.prompt_len + lay.end).max()) + bs
+
+
 class BlockForward:
     """A step's forward on a block-causal model: each row's current model block against its cached
     prefix (appending finished blocks first, folded into the forward or by forwards of their own)."""
 
     def __init__(self, model: ModelAdapter, method: Method, state: DecodeState, lay: BlockLayout,
-                 generator: torch.Generator | None):
+                 generator: torch.Generator | None, cache=None):
+        """`cache`: an empty block cache of at least block_capacity() positions to decode in (one
+        that CUDA graphs were captured with); default a new one."""
         self.model, self.method, self.reads, self.lay, self.generator = model, method, method.reads(), lay, generator
         self.net, self.bs, self.sub = model.module, model.block_size, state.k.block_length
         self.ar = bool(model.logit_shift)     # Fast-dLLM v2: AR first tokens, its own append forwards and stop rule
         self.separate = method.block_append == "separate" or self.ar
         B, G, dev = state.tokens.shape[0], lay.width, model.device
-        capacity = int((state.prompt_len + lay.end).max()) + self.bs
-        self.cache = self.net.new_block_cache(B, capacity)
+        self.cache = cache if cache is not None else self.net.new_block_cache(B, block_capacity(state, lay, self.bs))
         self.x0 = torch.full((B, G), model.eos_ids[0], dtype=torch.long, device=dev)   # last proposal per position
         self.conf = torch.zeros((B, G), device=dev)
         self.cols = torch.arange(self.bs, device=dev)
@@ -189,17 +195,21 @@ class BlockForward:
         """[B] generated index of the first position of model block `mb` (negative: prompt)."""
         return mb * self.bs - self.lay.shift
 
-    def _feed(self, state, end, n, act, commit, logits_last):
+    def _feed(self, state, end, n, act, commit, logits_last, width: int | None = None):
         """One block forward of every row: row b feeds its n[b] tokens ending at generated index end[b]
-        (right-aligned, left padding), inactive rows only padding."""
-        W = int(n.max())
+        (right-aligned, left padding), inactive rows only padding. `width`: the fed width, at least
+        n.max(), given by a caller that knows it (a CUDA graph's fixed shapes: every cache slot read,
+        no host sync); default n.max()."""
+        W = int(n.max()) if width is None else width
         w = torch.arange(W, device=end.device)
         idx = (state.P + end).unsqueeze(1) - W + w                # [B, W] token indices
         valid = (w >= W - n.unsqueeze(1)) & act.unsqueeze(1)
         x = state.tokens.gather(1, idx.clamp(0, state.tokens.shape[1] - 1))
         x = torch.where(valid, x, self.model.pad_id)
+        static = width is not None
         return self.net.block_forward(x, self.cache, valid=valid, commit=torch.where(act, commit, 0),
-                                      logits_last=min(logits_last, W))
+                                      logits_last=min(logits_last, W), key_len=self.cache.capacity if static else None,
+                                      checked=not static)
 
     def _write_ar(self, state, logits_last_pos, rows_mask, at) -> torch.Tensor:
         """Fast-dLLM v2: the argmax of an appending forward's last logit is the next token, written at
@@ -266,22 +276,35 @@ class BlockForward:
         if plan.extent is not None:
             raise ValueError(f"{self.method.name}: truncated forwards (Plan.extent) do not apply to block-causal "
                              f"model {self.model.name}")
-        B, bs = state.tokens.shape[0], self.bs
-        act = torch.zeros(B, dtype=torch.bool, device=rows.device)
+        act = torch.zeros(state.tokens.shape[0], dtype=torch.bool, device=rows.device)
         act[rows] = True
+        first, lb, hb = self.feed_block(state, act)
+        state.nfe[rows] += 1
+        return self.output(rows, first, lb, hb)
+
+    def _fed(self, state: DecodeState, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B] generated index of each row's current model block, [B] tokens to append before it)."""
         mb = self.model_block(state, state.rows.block).clamp(max=self.lay.num_blocks - 1)
         first = self.first_index(mb)
         start = state.prompt_len + first                          # the block's first position in the row
-        append = torch.where(act, start - self.cache.length, 0)   # fold: blocks finished, not yet in the cache
-        logits, hidden = self._feed(state, first + bs, append + bs, act, append, bs)
-        state.nfe[rows] += 1
+        return first, torch.where(act, start - self.cache.length, 0)   # fold: finished blocks not yet cached
+
+    def width_needed(self, state: DecodeState, act: torch.Tensor) -> torch.Tensor:
+        """0-dim: the width the next block forward of the rows `act` feeds (0: none)."""
+        return torch.where(act, self._fed(state, act)[1] + self.bs, 0).max()
+
+    def feed_block(self, state: DecodeState, act: torch.Tensor, width: int | None = None):
+        """The block forward of the rows `act` -> (first [B], the block's logits [B, bs, V], its
+        hidden states or None)."""
+        bs = self.bs
+        first, append = self._fed(state, act)
+        logits, hidden = self._feed(state, first + bs, append + bs, act, append, bs, width)
         lb = logits[:, -bs:]
         if self.ar:         # block position i reads logit i - 1, position 0 its own (Fast-dLLM v2)
             lb = torch.cat([lb[:, :1], lb[:, :-1]], 1)
-        hidden = hidden[:, -bs:] if self.reads.hidden else None
-        return self._output(rows, first, lb, hidden)
+        return first, lb, hidden[:, -bs:] if self.reads.hidden else None
 
-    def _output(self, rows, first, lb, hb) -> StepOutput:
+    def output(self, rows, first, lb, hb) -> StepOutput:
         """Scatter the block's statistics to the generated region of `rows` (fresh there only)."""
         G = self.lay.width
         j = first.unsqueeze(1) + self.cols                                  # [B, bs] generated index
@@ -311,7 +334,7 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
            generator: torch.Generator | None = None, trace: bool = False):
     """decoding.loop.decode for a block-causal model (it dispatches here): the same steps, the
     model's block forwards."""
-    from .loop import decide_and_apply, result
+    from .loop import result
     check(model, method, gen)
     state, lay = new_block_state(model, method, prompts, gen, trace)
     method.start(len(prompts), model.device, generator)
@@ -321,9 +344,15 @@ def decode(model: ModelAdapter, method: Method, prompts: list[list[int]], gen: G
         rows = (~state.rows.done).nonzero().squeeze(1)   # the loop's one host sync per step
         if rows.numel() == 0:
             break
-        block_before = state.rows.block[rows].clone()
-        view = state.view(rows, rows)
-        out = forward(state, rows, method.plan(view))
-        decide_and_apply(state, method, rows, rows, out)
-        forward.after_step(state, rows, block_before)
+        step(state, method, forward, rows)
     return result(state, model.eos_ids)
+
+
+def step(state: DecodeState, method: Method, forward: BlockForward, rows: torch.Tensor) -> None:
+    """One step of `rows` (the rows still decoding): plan, block forward, decide, apply, append."""
+    from .loop import decide_and_apply
+    block_before = state.rows.block[rows].clone()
+    view = state.view(rows, rows)
+    out = forward(state, rows, method.plan(view))
+    decide_and_apply(state, method, rows, rows, out)
+    forward.after_step(state, rows, block_before)

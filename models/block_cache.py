@@ -71,10 +71,13 @@ class BlockKVCache:
     def capacity(self) -> int:
         return self.kv[0].shape[1] - 1
 
-    def step(self, valid: torch.Tensor, commit: int | torch.Tensor = 0, key_len: int | None = None) -> BlockStep:
+    def step(self, valid: torch.Tensor, commit: int | torch.Tensor = 0, key_len: int | None = None,
+             checked: bool = True) -> BlockStep:
         """The positions, writes and mask of feeding `valid` [B, W] (bool; padding first) next tokens,
         `commit` of which (per row, int or [B]) are appended. `key_len`: cache slots to read (default:
-        the largest end position, one host sync)."""
+        the largest end position, one host sync; the capacity reads every slot, masked, and is what a
+        CUDA graph uses). `checked=False` skips the commit check (a host sync): a captured forward's
+        caller has checked its inputs."""
         B, W = valid.shape
         if B != self.length.shape[0]:
             raise ValueError(f"block forward of {B} rows on a cache of {self.length.shape[0]} rows")
@@ -85,7 +88,7 @@ class BlockKVCache:
         end = self.length + n
         commit = torch.as_tensor(commit, device=valid.device).expand(B)
         new_length = self.length + commit
-        if bool(((commit < 0) | (commit > n) | (new_length % self.block_size != 0) & (commit > 0)).any()):
+        if checked and bool(((commit < 0) | (commit > n) | (new_length % self.block_size != 0) & (commit > 0)).any()):
             raise ValueError(f"commit {commit.tolist()} must be whole blocks of {self.block_size} among the "
                              f"{n.tolist()} fed tokens, ending at a block boundary (cache lengths {self.length.tolist()})")
         K = int(end.max()) if key_len is None else key_len
@@ -100,7 +103,19 @@ class BlockKVCache:
         return BlockStep(pos, write_idx, mask[:, None], K, new_length, rows)
 
     def advance(self, step: BlockStep) -> None:
-        self.length = step.new_length
+        self.length.copy_(step.new_length)   # in place: a captured forward reads and writes this tensor
+
+
+def cached_forward(run, input_ids: torch.Tensor, cache: BlockKVCache, valid: torch.Tensor | None, commit,
+                   key_len: int | None, checked: bool):
+    """The block forward every block-causal model shares: the step's positions, writes and mask
+    (BlockKVCache.step), `run(step)` through the layers, then the append of `commit` tokens."""
+    if valid is None:
+        valid = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+    step = cache.step(valid, commit, key_len, checked)
+    out = run(step)
+    cache.advance(step)
+    return out
 
 
 def attend_block(qkv: torch.Tensor, n_heads: int, layer: int, cache: BlockKVCache | None, step: BlockStep | None,

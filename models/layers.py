@@ -69,6 +69,18 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return _rms_norm_rows(x.reshape(-1, x.shape[-1]), weight, eps).view(x.shape)
 
 
+@on_gpu_compiled
+def _rms_norm_fp32_scale_rows(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return (h * weight.float()).to(x.dtype)
+
+
+def rms_norm_fp32_scale(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Normalize and scale in fp32, then cast (SDAR's fused RMSNorm order; equal to rms_norm in fp32)."""
+    return _rms_norm_fp32_scale_rows(x.reshape(-1, x.shape[-1]), weight, eps).view(x.shape)
+
+
 @on_gpu_compiled(row_args=(0, 1))
 def _add_rms_norm_rows(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
     s = x + delta

@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .block_cache import BlockKVCache, attend_block, block_causal_mask
-from .layers import default_positions, rope_cos_sin
+from .block_cache import BlockKVCache, attend_block, block_causal_mask, cached_forward
+from .layers import default_positions, rms_norm, rope_cos_sin
 from .moe import Expert, SparseMoE
-from .qwen_block_causal import rms_norm_cast_scale
 
 MASK_ID, EOS_ID = 156895, 156892
 BLOCK = 32
@@ -115,7 +114,7 @@ class Norm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return rms_norm_cast_scale(x, self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
 
 def partial_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -207,10 +206,7 @@ class LLaDA2(nn.Module):
                          None, None, None)
 
     def block_forward(self, input_ids, cache: BlockKVCache, valid=None, commit=0, logits_last: int | None = None,
-                      key_len: int | None = None):
-        if valid is None:
-            valid = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
-        step = cache.step(valid, commit, key_len)
-        out = self._run(input_ids, step.positions, None, cache, step, logits_last)
-        cache.advance(step)
-        return out
+                      key_len: int | None = None,
+                      checked: bool = True):
+        return cached_forward(lambda step: self._run(input_ids, step.positions, None, cache, step, logits_last),
+                              input_ids, cache, valid, commit, key_len, checked)

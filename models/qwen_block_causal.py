@@ -21,20 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .block_cache import BlockKVCache, attend_block, block_causal_mask
-from .layers import default_positions, fuse_linears_, fused_qkv_rope, rope_cos_sin, swiglu
-
-
-def rms_norm_fp32_scale(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return (h * weight.float()).to(x.dtype)
-
-
-def rms_norm_cast_scale(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+from .block_cache import BlockKVCache, attend_block, block_causal_mask, cached_forward
+from .layers import default_positions, fuse_linears_, fused_qkv_rope, rms_norm, rms_norm_fp32_scale, rope_cos_sin, swiglu
 
 
 class Norm(nn.Module):
@@ -44,7 +32,7 @@ class Norm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return (rms_norm_fp32_scale if self.fp32_scale else rms_norm_cast_scale)(x, self.weight, self.eps)
+        return (rms_norm_fp32_scale if self.fp32_scale else rms_norm)(x, self.weight, self.eps)
 
 
 class Attention(nn.Module):
@@ -147,13 +135,10 @@ class BlockCausalQwen(nn.Module):
         return self._run(input_ids, positions, mask, None, None, None)
 
     def block_forward(self, input_ids, cache: BlockKVCache, valid=None, commit=0, logits_last: int | None = None,
-                      key_len: int | None = None):
+                      key_len: int | None = None,
+                      checked: bool = True):
         """Feed each row's next tokens (see block_cache.py); append the first `commit` of them
         (whole finished blocks) to the cache. `logits_last`: logits and hidden of the last n fed
         tokens only (a long prefill needs only the current block's)."""
-        if valid is None:
-            valid = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
-        step = cache.step(valid, commit, key_len)
-        out = self._run(input_ids, step.positions, None, cache, step, logits_last)
-        cache.advance(step)
-        return out
+        return cached_forward(lambda step: self._run(input_ids, step.positions, None, cache, step, logits_last),
+                              input_ids, cache, valid, commit, key_len, checked)

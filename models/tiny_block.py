@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .base import ModelAdapter
-from .block_cache import BlockKVCache, attend_block, block_causal_mask
+from .block_cache import BlockKVCache, attend_block, block_causal_mask, cached_forward
 from .layers import default_positions
 from .tiny_net import Block, TinyConfig, apply_rope, rope_tables
 from .tokenizer import WordTokenizer
@@ -59,12 +59,12 @@ class TinyBlockDLLM(nn.Module):
         g, u = blk.gate_up(blk.mlp_norm(x)).chunk(2, dim=-1)
         return x + blk.down(nn.functional.silu(g) * u)
 
-    def _run(self, input_ids, positions, mask, cache, step):
+    def _run(self, input_ids, positions, mask, cache, step, logits_last=None):
         cos, sin = rope_tables(positions, self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_theta)
         x = self.embed(input_ids)
         for i, blk in enumerate(self.blocks):
             x = self._layer(blk, x, cos, sin, mask, i, cache, step)
-        h = self.norm(x)
+        h = self.norm(x if logits_last is None else x[:, -logits_last:])
         return self.head(h), h
 
     def forward(self, input_ids, attention_mask=None, positions=None, kv=None):
@@ -75,15 +75,12 @@ class TinyBlockDLLM(nn.Module):
         return self._run(input_ids, positions, block_causal_mask(positions, self.block_size, attention_mask),
                          None, None)
 
-    def block_forward(self, input_ids, cache: BlockKVCache, valid=None, commit=0, key_len: int | None = None):
+    def block_forward(self, input_ids, cache: BlockKVCache, valid=None, commit=0, logits_last: int | None = None,
+                      key_len: int | None = None, checked: bool = True):
         """Feed each row's next tokens (left padding = valid False); append the first `commit` of
         them (whole finished blocks) to the cache."""
-        if valid is None:
-            valid = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
-        step = cache.step(valid, commit, key_len)
-        out = self._run(input_ids, step.positions, None, cache, step)
-        cache.advance(step)
-        return out
+        return cached_forward(lambda step: self._run(input_ids, step.positions, None, cache, step, logits_last),
+                              input_ids, cache, valid, commit, key_len, checked)
 
 
 def student_from_teacher(teacher: nn.Module, block_size: int = DEFAULT_BLOCK) -> TinyBlockDLLM:

@@ -1,7 +1,7 @@
 """Block-causal models in the decode loop (decoding/block_causal.py): token-for-token parity with
 the standalone reference-matching block decoder (tests/block_decode_helpers.py), NFE accounting of
 append=fold|separate, the prompt layout, batches equal to single runs, early stop, refusals, and
-the accelerated Decoder running the reference loop for these models."""
+the accelerated Decoder's captured block decode against the reference loop."""
 import dataclasses
 
 import pytest
@@ -183,20 +183,76 @@ def test_refusals_name_the_method_and_the_model(models):
         decode(fd, method("threshold", gen_for(fd)), [[]], gen_for(fd))
 
 
-def test_decoder_runs_the_reference_loop_for_block_causal_models(models, monkeypatch):
-    """On a GPU the Decoder would graph forwards; for a block-causal model it runs the reference
-    loop instead (acceleration/policy.model_blocker): same tokens, no graphed calls built."""
-    import sys
-    accel = sys.modules["acceleration.decode"]
-    from acceleration.pool import GraphPool
-    m = models["llada2-tiny"]
-    gen = gen_for(m, early_stop=False)
-    prompts = [prompt_of(5), prompt_of(11)]
-    want = decode(m, method("threshold:tau=0.6", gen), prompts, gen)
-    monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
+class _WarmedEagerStep:
+    """CapturedStep without a GPU: the warm-up runs on a copy of the state (as a capture's does,
+    writing the cache and the forward's buffers, which the captured decode must restore), then
+    each replay runs the step function on the state."""
+    built = 0
 
-    def no_graphs(*a, **k):
-        raise AssertionError("a block-causal model's forwards were handed to the graph pool")
-    monkeypatch.setattr(accel, "GraphedCalls", no_graphs)
-    got = Decoder(m)(method("threshold:tau=0.6", gen), prompts, gen)
-    assert torch.equal(got.tokens, want.tokens) and torch.equal(got.nfe, want.nfe)
+    def __init__(self, fn, state, copy_state):
+        fn(copy_state(state))
+        self.fn, self.state = fn, state
+        _WarmedEagerStep.built += 1
+
+    def replay(self):
+        self.fn(self.state)
+
+
+FIELDS = ("tokens", "nfe", "steps", "capped", "gen_tokens")
+
+
+@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny", "tiny-block"])
+def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypatch):
+    """acceleration/captured_block.py on CPU with an eager stand-in for the step graph: every row
+    fed at a fixed width (one or two blocks), finished rows as padding, every cache slot read
+    under the mask, the first step eager. Same tokens and counts as the reference block loop, for
+    rows of different prompt lengths (left padding) that finish at different steps (early stop,
+    a step cap), and the same again from a kept decode of the same shapes (a second call)."""
+    import acceleration.graphs as graphs
+    from acceleration.pool import GraphPool
+    if name in models:
+        m = models[name]
+        prompts = [prompt_of(5), prompt_of(11), prompt_of(2 * m.block_size + 3)]
+    else:                       # the CDLM student's architecture, with the built-in model's weights
+        from tasks.arith import test_problems
+        m = load_model(name)
+        prompts = [m.tokenizer.encode(p.prompt) for p in test_problems(3)]
+    gens = [gen_for(m, blocks=3), gen_for(m, blocks=3, early_stop=False, max_steps=3 * m.block_size // 2)]
+    for spec in ("fixed", "threshold:tau=0.6", "eb", "localleap", "klass", "dico"):
+        for gen in gens:
+            want = decode(m, method(spec, gen), prompts, gen)
+            monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
+            monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
+            eager = []
+            import acceleration.captured_block as cb
+            step = cb.block_causal.step
+            monkeypatch.setattr(cb.block_causal, "step", lambda *a: eager.append(1) or step(*a))
+            built = _WarmedEagerStep.built
+            dec = Decoder(m)
+            got = [dec(method(spec, gen), prompts, gen) for _ in range(2)]
+            monkeypatch.undo()
+            assert _WarmedEagerStep.built - built == 2, spec          # one graph per width, kept for the second call
+            assert len(eager) == 2, spec                              # the first step of each call (whole prompt blocks)
+            for g in got:
+                for f in FIELDS:
+                    assert torch.equal(getattr(g, f), getattr(want, f)), (spec, gen, f)
+
+
+def test_decoder_runs_the_reference_loop_where_block_steps_cannot_be_captured(models, monkeypatch):
+    """Fast-dLLM v2 (logit-shifted) and append=separate append finished blocks by forwards of their
+    own: the Decoder runs the reference block loop (policy.block_capture_blocker), same tokens."""
+    import acceleration.graphs as graphs
+    from acceleration.pool import GraphPool
+    for name, spec in (("fast-dllm-v2-tiny", "threshold:tau=0.6"), ("sdar-tiny", "threshold:tau=0.6,append=separate")):
+        m = models[name]
+        gen = gen_for(m, early_stop=False)
+        prompts = [prompt_of(5), prompt_of(11)]
+        want = decode(m, method(spec, gen), prompts, gen)
+        monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
+
+        def no_graphs(*a, **k):
+            raise AssertionError("a step graph was built")
+        monkeypatch.setattr(graphs, "CapturedStep", no_graphs)
+        got = Decoder(m)(method(spec, gen), prompts, gen)
+        monkeypatch.undo()
+        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.nfe, want.nfe)

@@ -5,7 +5,7 @@ import torch
 
 from models.checkpoint import load_weights, read_config, save_checkpoint
 from models.llada2 import CONFIGS, LLaDA2, LLaDA2Config
-from models.moe import grouped_experts, route
+from models.moe import grouped_experts, offsets_grouped_experts, route
 
 
 def dense_moe(x, idx, w, gate_up, down):
@@ -53,6 +53,21 @@ def test_router_and_grouped_experts_equal_dense_reference(T, E, k, groups, topk_
     gate_up, down = torch.randn(E, 2 * F_, d, generator=g) * 0.3, torch.randn(E, d, F_, generator=g) * 0.3
     torch.testing.assert_close(grouped_experts(x, idx, w, gate_up, down), dense_moe(x, idx, w, gate_up, down),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not hasattr(torch, "_grouped_mm"), reason="torch without _grouped_mm")
+@pytest.mark.parametrize("T,E,k", [(1, 8, 2), (4, 32, 8), (32, 16, 4)])
+def test_graph_safe_expert_product_equals_dense_reference(T, E, k):
+    """The GPU path (torch._grouped_mm over expert offsets, no host sync) on CPU bf16: experts
+    with no token, several tokens per expert."""
+    g = torch.Generator().manual_seed(E + T)
+    d, F_ = 32, 16
+    x = torch.randn(T, d, generator=g).bfloat16()
+    idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])
+    w = torch.rand(T, k, generator=g)
+    gate_up, down = (torch.randn(E, 2 * F_, d, generator=g) * 0.3).bfloat16(), (torch.randn(E, d, F_, generator=g) * 0.3).bfloat16()
+    ref = dense_moe(x.float(), idx, w, gate_up.float(), down.float())
+    torch.testing.assert_close(offsets_grouped_experts(x, idx, w, gate_up, down).float(), ref, rtol=3e-2, atol=3e-2)
 
 
 def test_expert_bias_changes_the_choice_not_the_weights():
