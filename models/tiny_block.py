@@ -59,12 +59,12 @@ class TinyBlockDLLM(nn.Module):
         g, u = blk.gate_up(blk.mlp_norm(x)).chunk(2, dim=-1)
         return x + blk.down(nn.functional.silu(g) * u)
 
-    def _run(self, input_ids, positions, mask, cache, step):
+    def _run(self, input_ids, positions, mask, cache, step, logits_last=None):
         cos, sin = rope_tables(positions, self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_theta)
         x = self.embed(input_ids)
         for i, blk in enumerate(self.blocks):
             x = self._layer(blk, x, cos, sin, mask, i, cache, step)
-        h = self.norm(x)
+        h = self.norm(x if logits_last is None else x[:, -logits_last:])
         return self.head(h), h
 
     def forward(self, input_ids, attention_mask=None, positions=None, kv=None):
@@ -75,13 +75,15 @@ class TinyBlockDLLM(nn.Module):
         return self._run(input_ids, positions, block_causal_mask(positions, self.block_size, attention_mask),
                          None, None)
 
-    def block_forward(self, input_ids, cache: BlockKVCache, valid=None, commit=0, key_len: int | None = None):
+    def block_forward(self, input_ids, cache: BlockKVCache, valid=None, commit=0, logits_last: int | None = None,
+                      key_len: int | None = None):
         """Feed each row's next tokens (left padding = valid False); append the first `commit` of
-        them (whole finished blocks) to the cache."""
+        them (whole finished blocks) to the cache. `logits_last`: logits and hidden of the last n fed
+        tokens only (the decode loop needs only the current block's)."""
         if valid is None:
             valid = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
         step = cache.step(valid, commit, key_len)
-        out = self._run(input_ids, step.positions, None, cache, step)
+        out = self._run(input_ids, step.positions, None, cache, step, logits_last)
         cache.advance(step)
         return out
 
