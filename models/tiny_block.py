@@ -146,5 +146,7 @@ def load_tiny_block(path: str | Path | None = None, device: str = "cpu", dtype: 
                         info={"path": str(d), "weights": None if random_weights else origin,
                               "config": cfg.to_dict(), "regime": REGIME, "block_size": block_size,
                               "random_weights": random_weights,
+                              **({"training_command": raw["training"].get("command")}
+                                 if path and isinstance(raw.get("training"), dict) else {}),
                               **({"accuracy_note": "random weights (--no-weights): accuracy is not applicable"}
                                  if random_weights else {})})
