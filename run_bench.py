@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run (the default when the first argument is an option), decode, score, list, "
                                  "report, check, trace, verify-model; each has --help")
     r = sub.add_parser("run", help="decode, score and write result files (the default)")
-    r.add_argument("--model", default=d.model, help="model name (see `list`); default %(default)s")
+    r.add_argument("--model", default=d.model, help="model name (see `list`) or a CDLM student directory "
+                   "(python -m training.cdlm_train --out DIR); default %(default)s")
     r.add_argument("--task", "--tasks", dest="task", default=d.task, help="task name; default %(default)s")
     r.add_argument("--methods", default=d.methods,
                    help="comma-separated method specs, e.g. fixed,threshold:tau=0.7; default %(default)s")

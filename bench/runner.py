@@ -161,9 +161,14 @@ def plan_run(spec: RunSpec, device: torch.device | None = None) -> Plan:
     device = device if device is not None else resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     if spec.model not in PSEUDO_MODELS:
-        from models import MODELS
-        if spec.model not in MODELS:
-            raise ValueError(f"unknown model {spec.model!r}; available: {', '.join(sorted(MODELS) + list(PSEUDO_MODELS))}")
+        from models import MODELS, is_student_dir
+        if spec.model not in MODELS and not (spec.model_path is None and is_student_dir(spec.model)):
+            names = ', '.join(sorted(MODELS) + list(PSEUDO_MODELS))
+            if Path(spec.model).is_dir():
+                raise ValueError(f"--model {spec.model} is a directory without a CDLM student's config.json "
+                                 f"(\"regime\": \"block_causal\"); give a directory written by "
+                                 f"`python -m training.cdlm_train --out DIR`, or a model name: {names}")
+            raise ValueError(f"unknown model {spec.model!r}; available: {names}")
 
     run_id = spec.run_id or time.strftime("%Y%m%d-%H%M%S-") + hashlib.sha1(
         json.dumps(spec.key(), sort_keys=True).encode()).hexdigest()[:6]

@@ -78,7 +78,8 @@ class TinyBlockDLLM(nn.Module):
     def block_forward(self, input_ids, cache: BlockKVCache, valid=None, commit=0, logits_last: int | None = None,
                       key_len: int | None = None, checked: bool = True):
         """Feed each row's next tokens (left padding = valid False); append the first `commit` of
-        them (whole finished blocks) to the cache."""
+        them (whole finished blocks) to the cache. `logits_last`: logits and hidden of the last n fed
+        tokens only (the decode loop needs only the current block's)."""
         return cached_forward(lambda step: self._run(input_ids, step.positions, None, cache, step, logits_last),
                               input_ids, cache, valid, commit, key_len, checked)
 
@@ -141,5 +142,7 @@ def load_tiny_block(path: str | Path | None = None, device: str = "cpu", dtype: 
                         info={"path": str(d), "weights": None if random_weights else origin,
                               "config": cfg.to_dict(), "regime": REGIME, "block_size": block_size,
                               "random_weights": random_weights,
+                              **({"training_command": raw["training"].get("command")}
+                                 if path and isinstance(raw.get("training"), dict) else {}),
                               **({"accuracy_note": "random weights (--no-weights): accuracy is not applicable"}
                                  if random_weights else {})})

@@ -224,6 +224,7 @@ def test_trainer_writes_a_loadable_student_and_its_record(tmp_path, capsys):
     rec = json.loads((out / "training.json").read_text())
     assert rec["command"].startswith("python -m training.cdlm_train --out")
     assert (rec["seed"], rec["device"], rec["optimizer_steps"], rec["rollouts"]["rollouts"]) == (3, "cpu", 2, 3)
+    assert rec["stopped_early"] is None and rec["planned_steps"] == 2
     assert [e["epoch"] for e in rec["epochs"]] == [0, 1] and rec["kept_epoch"] in (0, 1)
     assert set(rec["epochs"][1]["train_loss"]) == {"distill", "consistency", "dlm", "total"}
     assert {"accuracy", "nfe_mean", "n"} <= set(rec["epochs"][1]["heldout"])
@@ -237,6 +238,7 @@ def test_trainer_writes_a_loadable_student_and_its_record(tmp_path, capsys):
     (["--tau", "0"], "--tau must be in (0, 1]"),
     (["--rollout-temperatures", "hot"], "give numbers separated by commas"),
     (["--epochs", "0"], "--epochs must be positive"),
+    (["--max-minutes", "0"], "--max-minutes must be positive"),
 ])
 def test_trainer_bad_input(tmp_path, capsys, argv, msg):
     from training import cdlm_train
@@ -244,3 +246,18 @@ def test_trainer_bad_input(tmp_path, capsys, argv, msg):
         cdlm_train.main(["--out", str(tmp_path / "s"), *argv])
     assert e.value.code == 2 and msg in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_trainer_max_minutes_stops_after_an_epoch_and_keeps_a_student(tmp_path):
+    from training import cdlm_train
+    out = tmp_path / "student"
+    rc = cdlm_train.main(["--out", str(out), "--train-problems", "2", "--heldout-problems", "2", "--epochs", "3",
+                          "--batch-size", "4", "--pairs-per-trajectory", "2", "--device", "cpu",
+                          "--max-minutes", "0.00001"])          # spent before the first epoch ends
+    assert rc == 0
+    rec = json.loads((out / "training.json").read_text())
+    assert [e["epoch"] for e in rec["epochs"]] == [0, 1]
+    assert rec["stopped_early"]["after_epoch"] == 1 and rec["stopped_early"]["planned_epochs"] == 3
+    assert rec["stopped_early"]["reason"] == "budget spent"
+    assert (rec["optimizer_steps"], rec["planned_steps"], rec["steps_per_epoch"], rec["max_minutes"]) == (1, 3, 1, 0.00001)
+    assert load_model(str(out)).regime == "block_causal"

@@ -18,6 +18,10 @@ fine-tuned on the teacher's own decoding trajectories. docs/cdlm.md has the meth
    then fewer NFE) is written to --out as a student directory (model.safetensors, config.json
    with the training record, tokenizer.json), loadable with `--model <out>`; the record is also
    written to <out>/training.json.
+4. --max-minutes: a wall-clock budget from the start (rollouts included). Training stops after
+   an epoch once the budget is spent, or before an epoch that would not fit it (judged by the
+   longest epoch so far, held-out decode included); the best epoch so far is kept and the
+   record says where it stopped ("stopped_early"), with the optimizer steps actually taken.
 """
 from __future__ import annotations
 
@@ -56,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rollout-temperatures", default="0.0", help="comma list; the paper uses 0.0,0.5")
     ap.add_argument("--correct-only", action="store_true", help="drop rollouts whose answer is wrong (not in the paper)")
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="wall-clock budget from the start; stop after the epoch that spends it or before one that "
+                         "would not fit (the best epoch so far is kept); default: none")
     ap.add_argument("--pairs-per-trajectory", type=int, default=4, help="(y, y*) pairs drawn per trajectory per epoch")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -74,6 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     checks = [(a.block_size > 0, "--block-size must be positive"), (a.gen_length > 0, "--gen-length must be positive"),
               (a.train_problems > 0, "--train-problems must be positive"), (a.heldout_problems > 0, "--heldout-problems must be positive"),
               (a.epochs > 0, "--epochs must be positive"), (a.batch_size > 0, "--batch-size must be positive"),
+              (a.max_minutes is None or a.max_minutes > 0, "--max-minutes must be positive (or left out: no budget)"),
               (a.pairs_per_trajectory > 0, "--pairs-per-trajectory must be positive"),
               (0 < a.tau <= 1, "--tau must be in (0, 1]"), (a.kl_temperature > 0, "--kl-temperature must be > 0"),
               (min(a.w_distill, a.w_cons, a.w_dlm) >= 0, "loss weights must be >= 0")]
@@ -170,7 +178,16 @@ def run(a) -> int:
 
     best = held_out(0, None, 0.0)
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    budget_s = a.max_minutes * 60 if a.max_minutes else None
+    steps_done, longest_epoch_s, stopped = 0, 0.0, None
     for ep in range(1, a.epochs + 1):
+        elapsed = time.time() - t_start
+        if budget_s is not None and ep > 1 and (elapsed >= budget_s or elapsed + longest_epoch_s > budget_s):
+            stopped = {"after_epoch": ep - 1, "planned_epochs": a.epochs, "elapsed_s": round(elapsed, 1),
+                       "budget_s": round(budget_s, 1), "longest_epoch_s": round(longest_epoch_s, 1),
+                       "reason": "budget spent" if elapsed >= budget_s else "the next epoch would not fit the budget"}
+            log(f"--max-minutes {a.max_minutes}: stopping after epoch {ep - 1} of {a.epochs} ({stopped['reason']})")
+            break
         t0, sums, n = time.time(), {}, 0
         order = torch.randperm(len(traj), generator=g).repeat(a.pairs_per_trajectory)
         for i in range(0, len(order), a.batch_size):
@@ -184,15 +201,21 @@ def run(a) -> int:
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
             sched.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            for k, v in losses.items():      # summed on the device: no host sync per step
+                sums[k] = sums.get(k, 0.0) + v.detach()
             n += 1
-        e = held_out(ep, {k: round(v / n, 5) for k, v in sums.items()}, time.time() - t0)
+        steps_done += n
+        e = held_out(ep, {k: round(float(v) / n, 5) for k, v in sums.items()}, time.time() - t0)
+        longest_epoch_s = max(longest_epoch_s, time.time() - t0)
         if (e["heldout"]["accuracy"], -e["heldout"]["nfe_mean"]) > (best["heldout"]["accuracy"], -best["heldout"]["nfe_mean"]):
             best, best_state = e, {k: v.detach().clone() for k, v in net.state_dict().items()}
     net.load_state_dict(best_state)
     record["kept_epoch"] = best["epoch"]
-    record["optimizer_steps"] = total_steps
+    record["optimizer_steps"] = steps_done
+    record["planned_steps"] = total_steps
+    record["steps_per_epoch"] = per_epoch
+    record["max_minutes"] = a.max_minutes
+    record["stopped_early"] = stopped
     record["train_time_s"] = round(time.time() - t_start, 1)
     out = save_student(net.eval(), teacher.tokenizer, a.out, record)
     (out / "training.json").write_text(json.dumps(record, indent=1))
