@@ -57,7 +57,8 @@ class Decoder:
         block_causal.check(model, method, gen)
         state, lay = block_causal.new_block_state(model, method, prompts, gen)
         method.start(len(prompts), model.device, generator)
-        key = ("block", tuple(state.tokens.shape), state.P, state.gen, lay.num_blocks, method.name,
+        key = ("block", tuple(state.tokens.shape), state.P, state.gen, lay.num_blocks,
+               block_causal.block_capacity(state, lay, model.block_size), method.name,
                repr(sorted(method.settings().items())))
         kept = self._kept(key)
         if kept is not None:
@@ -65,7 +66,6 @@ class Decoder:
         else:
             kept = CapturedBlockDecode.build_block(self.pool, model, method, state, lay, generator)
         self._keep(key, kept)
-        kept.forward.prefill(kept.state)
         kept.run()
         return loop.result(kept.state, model.eos_ids)
 

@@ -57,6 +57,10 @@ def check(model: ModelAdapter, method: Method, gen: GenConfig) -> None:
     if method.name == "slowfast" or method.reads().truncated:
         raise ValueError(f"{method.name} does not apply to block-causal model {name}: its truncated forwards span "
                          f"blocks that the model decodes one at a time; use fixed, threshold, eb, localleap or prr")
+    if method.reads().verify:
+        raise ValueError(f"{method.name} does not apply to block-causal model {name}: its verification block "
+                         f"(Reads.verify) is fed beside the whole sequence, which a block forward does not feed; "
+                         f"use fixed, threshold, eb, localleap, prr, klass, dico or edit")
     if method.cache != "none":
         raise ValueError(f"{method.name}: cache={method.cache} means nothing new for block-causal model {name} (its "
                          f"finished blocks' K/V are already cached exactly); drop cache={method.cache}")

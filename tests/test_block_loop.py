@@ -163,6 +163,8 @@ def test_refusals_name_the_method_and_the_model(models):
         decode(m, method("threshold:cache=dual", gen), [prompt_of(5)], gen)
     with pytest.raises(ValueError, match=r"^slowfast does not apply to block-causal model sdar-tiny"):
         decode(m, method("slowfast", gen), [prompt_of(5)], gen)
+    with pytest.raises(ValueError, match=r"^wino does not apply to block-causal model sdar-tiny: its verification block"):
+        decode(m, method("wino", gen), [prompt_of(5)], gen)
     with pytest.raises(ValueError, match="cfg_scale > 0 is not supported on block-causal model sdar-tiny"):
         check(m, method("fixed:cfg_scale=1.0", gen), gen)
     g8 = GenConfig(gen_length=16, block_length=8)

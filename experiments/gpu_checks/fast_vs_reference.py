@@ -1,9 +1,12 @@
 """GPU parity of the fast path: acceleration.Decoder (CUDA graphs, captured steps, compiled
 bookkeeping) against the reference loop decoding.loop.decode (every step eager, no graphs), for
 every registered method at cache none and dual, on a random-weight model whose confidence is
-calibrated (models/calibrate.py) so adaptive methods commit several tokens per step.
+calibrated (models/calibrate.py) so adaptive methods commit several tokens per step. A block-causal
+config (sdar-8b, llada2-mini) runs the methods that apply to it, in the model's blocks: the fast
+path is then the captured block decode (acceleration/captured_block.py).
 
     python experiments/gpu_checks/fast_vs_reference.py --config llada-8b --batch 8 --gen 128
+    python experiments/gpu_checks/fast_vs_reference.py --config sdar-8b --batch 8 --gen 128
 
 Prints one line per method: rows with equal tokens and NFE, and the mean NFE per row.
 """
@@ -43,10 +46,15 @@ def main():
     sample = torch.tensor([prompts[0] + [model.mask_id] * a.gen], device=a.device)
     cal = calibrate_confidence_(model, sample, a.share)
     print(f"{a.config}: final norm x{cal.scale:.1f}, share {cal.measured_share:.3f} at top-1 >= 0.9", flush=True)
-    gen = GenConfig(gen_length=a.gen, block_length=a.block)
+    block_causal = model.regime == "block_causal"
+    gen = GenConfig(gen_length=a.gen, block_length=model.block_size if block_causal else a.block)
     decoder = Decoder(model)
     all_equal = True
-    for spec in [s for s in all_methods(model, model.module.cfg.d_model) if a.only in s]:
+    cfg = model.module.cfg
+    specs = all_methods(model, getattr(cfg, "d_model", None) or cfg.hidden_size)
+    if block_causal:      # no cache modes, no truncated forwards (decoding/block_causal.check)
+        specs = [s for s in specs if "cache=" not in s and not s.startswith(("slowfast", "wino"))]
+    for spec in [s for s in specs if a.only in s]:
         fast = decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)
         fast2 = decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)   # the kept graphs, refilled
         ref = decode(model, build_method(parse_methods(spec)[0], gen), prompts, gen)
