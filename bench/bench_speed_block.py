@@ -152,6 +152,11 @@ def _step_point(net, cache, ids, commit, bs, ceil, split, kvp, q_dim, n_layers, 
             "distinct_experts_per_layer": counts, **f, "ratio_to_floor": t / f["floor_s"]}
 
 
+def _memory(where: str) -> None:
+    print(f"[memory] {where}: {torch.cuda.memory_allocated() / 2**30:.2f} GiB allocated, peak "
+          f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
+
+
 def run_block(args, model, ceil) -> dict:
     from acceleration import Decoder
     from bench.bench_speed import cuda_time, floor
@@ -173,8 +178,11 @@ def run_block(args, model, ceil) -> dict:
     methods = ["fixed", "threshold"] if args.methods == ["all"] else [
         m for m in args.methods if "cache=" not in m]     # cache modes mean nothing for these models
     for b in args.batch:
+        decoder.pool.clear()
+        torch.cuda.empty_cache()
         g = torch.Generator(device=dev).manual_seed(0)
         r = {}
+        _memory(f"b={b} start")
         pre = P // bs * bs
         for point, length in (("first_block", pre), ("last_block", pre + G - bs)):
             cache = _prefilled(net, b, length, pre + G + 2 * bs, dev, g)
@@ -195,6 +203,7 @@ def run_block(args, model, ceil) -> dict:
                   f"{s['ratio_to_floor']:.2f}" + (f"; distinct experts routed per MoE layer: mean "
                                                    f"{sum(routed) / len(routed):.1f}, max {max(routed)}" if routed else ""),
                   flush=True)
+        _memory(f"b={b} after the step points")
         # the first step feeds the prompt's whole blocks with the first block (eagerly, not captured)
         cache = net.new_block_cache(b, pre + G + 2 * bs)
         ids = _tokens(cfg, (b, pre + bs), dev, g)
@@ -236,6 +245,7 @@ def run_block(args, model, ceil) -> dict:
                 print(f"b={b} decode {spec}: {steps} steps, {row['step_s'] * 1e3:.2f} ms/step (not captured)",
                       flush=True)
             r["decode"][spec] = row
+            _memory(f"b={b} after decode {spec}")
         out["batches"][str(b)] = r
     return out
 

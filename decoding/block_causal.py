@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.compiled import small_inputs_compiled
 from models.base import ModelAdapter
 from .base import GenConfig, Method
 from .contract import History, Plan, StepOutput
@@ -201,19 +202,21 @@ class BlockForward:
 
     def _feed(self, state, end, n, act, commit, logits_last, width: int | None = None):
         """One block forward of every row: row b feeds its n[b] tokens ending at generated index end[b]
-        (right-aligned, left padding), inactive rows only padding. `width`: the fed width, at least
-        n.max(), given by a caller that knows it (a CUDA graph's fixed shapes: every cache slot read,
-        no host sync); default n.max()."""
+        (right-aligned, left padding), inactive rows only padding. Attention reads every cache slot
+        (masked past each row's end), so an eager step and a captured one (acceleration/
+        captured_block.py) have the same shapes and compute the same numbers. `width`: the fed
+        width, at least n.max(), given by a caller that knows it (a CUDA graph: no host sync, the
+        commit check left to the caller); default n.max()."""
         W = int(n.max()) if width is None else width
         w = torch.arange(W, device=end.device)
         idx = (state.P + end).unsqueeze(1) - W + w                # [B, W] token indices
         valid = (w >= W - n.unsqueeze(1)) & act.unsqueeze(1)
         x = state.tokens.gather(1, idx.clamp(0, state.tokens.shape[1] - 1))
         x = torch.where(valid, x, self.model.pad_id)
-        static = width is not None
-        return self.net.block_forward(x, self.cache, valid=valid, commit=torch.where(act, commit, 0),
-                                      logits_last=min(logits_last, W), key_len=self.cache.capacity if static else None,
-                                      checked=not static)
+        with small_inputs_compiled():   # the kernels a captured step holds, eager or captured: the same numbers
+            return self.net.block_forward(x, self.cache, valid=valid, commit=torch.where(act, commit, 0),
+                                          logits_last=min(logits_last, W), key_len=self.cache.capacity,
+                                          checked=width is None)
 
     def _write_ar(self, state, logits_last_pos, rows_mask, at) -> torch.Tensor:
         """Fast-dLLM v2: the argmax of an appending forward's last logit is the next token, written at

@@ -20,6 +20,9 @@ def building_graph() -> bool:
     return _graph_capture[0] > 0
 
 
+_small_compiled = [0]   # > 0 inside small_inputs_compiled
+
+
 class compiling_for_graph:
     """Inside: compiled kernels also for small inputs (a captured graph pays no per-call cost)."""
     def __enter__(self):
@@ -27,6 +30,17 @@ class compiling_for_graph:
 
     def __exit__(self, *exc):
         _graph_capture[0] -= 1
+
+
+class small_inputs_compiled:
+    """Inside: compiled kernels also for small inputs, outside a graph too, so that an eager call
+    computes with the kernels a captured graph of the same call holds (the same numbers; fused
+    kernels round differently from the eager function's passes in bf16)."""
+    def __enter__(self):
+        _small_compiled[0] += 1
+
+    def __exit__(self, *exc):
+        _small_compiled[0] -= 1
 
 
 def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[int, ...] = (0,)):
@@ -56,7 +70,7 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[in
     def wrapper(x, *args):
         nonlocal compiled
         if (not x.is_cuda or os.environ.get("DLLM_COMPILE", "1") == "0"
-                or (small(x) and not _graph_capture[0])):
+                or (small(x) and not _graph_capture[0] and not _small_compiled[0])):
             return fn(x, *args)
         if compiled is None:
             compiled = torch.compile(fn, fullgraph=True)
