@@ -157,6 +157,7 @@ def _memory(where: str) -> None:
           f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
 
 
+@torch.no_grad()
 def run_block(args, model, ceil) -> dict:
     from acceleration import Decoder
     from bench.bench_speed import cuda_time, floor
