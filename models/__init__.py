@@ -4,6 +4,7 @@
 - `tiny-block`: the built-in architecture under block-causal attention (models/tiny_block.py), the
   CDLM student; `--model-path` a student directory (or `--model <student dir>` directly); without
   one, the built-in weights under the block-causal mask (untrained).
+- `tiny-cdlm`: the committed CDLM student of the built-in model (models/tiny-cdlm/TRAINING.md).
 - `llada`, `dream`: real checkpoints, `--model-path` a hub id or a local HF directory (default:
   the Instruct model's hub id); `--no-weights` builds the architecture of that config (or of the
   8B/7B config when no path is given) with random weights.
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import torch
 
@@ -50,8 +52,15 @@ def _tiny_block(device, dtype, path=None, no_weights=False, backend="native", se
     return load_tiny_block(path, device=device, dtype=dtype, random_weights=no_weights)
 
 
+def _tiny_cdlm(device, dtype, path=None, no_weights=False, backend="native", seed=0):
+    """The committed CDLM student of the built-in model (models/tiny-cdlm, TRAINING.md there)."""
+    return _tiny_block(device, dtype, path=path or str(Path(__file__).parent / "tiny-cdlm"), no_weights=no_weights,
+                       backend=backend, seed=seed)
+
+
 MODELS = {"tiny": _tiny,
           "tiny-block": _tiny_block,
+          "tiny-cdlm": _tiny_cdlm,
           "llada": functools.partial(_real, "llada", "llada"),
           "dream": functools.partial(_real, "dream", "dream")}
 MODELS.update({n: functools.partial(_real, "llada", n) for n in LLADA_CONFIGS})
