@@ -47,7 +47,7 @@ class CapturedBlockDecode(CapturedDecode):
         super().load(method, state, generator)
         f = self.forward
         fill_tree(f.lay, lay)
-        f.cache.length.zero_()
+        f.start_cache(self.state)
         f.x0.fill_(self.model.eos_ids[0])
         f.conf.zero_()
 

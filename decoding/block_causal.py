@@ -124,11 +124,13 @@ def check_methods(model: ModelAdapter, methods, gen: GenConfig) -> None:
             check(model, m, gen)
 
 
-def block_layout(prompt_len: torch.Tensor, gen_length: int, bs: int, ar_blocks: bool = False) -> BlockLayout:
+def block_layout(prompt_len: torch.Tensor, gen_length: int, bs: int, ar_blocks: bool = False,
+                 prompt_block: bool = False) -> BlockLayout:
     """SDAR/LLaDA2: ceil((tail + gen_length) / bs) blocks from the tail's block. `ar_blocks` (Fast-dLLM
     v2): gen_length // bs blocks, and one position more for the token the last block's appending
-    forward proposes (AR style)."""
-    tail = prompt_len % bs
+    forward proposes (AR style). `prompt_block` (CDLM's grid): no tail, the blocks start at the
+    generation start."""
+    tail = torch.zeros_like(prompt_len) if prompt_block else prompt_len % bs
     if ar_blocks:
         nb = torch.full_like(tail, gen_length // bs)
     else:
@@ -150,7 +152,7 @@ def new_block_state(model: ModelAdapter, method: Method, prompts: list[list[int]
     B, P = p_ids.shape
     prompt_len = p_attn.sum(1)
     sub, ar = gen.block_length, bool(model.logit_shift)
-    lay = block_layout(prompt_len, gen.gen_length, bs, ar_blocks=ar)
+    lay = block_layout(prompt_len, gen.gen_length, bs, ar_blocks=ar, prompt_block=model.block_grid == "generation")
     G = lay.width
     # masks up to the row's end (the last, AR position: EOS until the last appending forward writes it)
     region = torch.where(torch.arange(G).unsqueeze(0) < (lay.end - int(ar)).unsqueeze(1), model.mask_id, model.eos_ids[0])
@@ -189,9 +191,24 @@ class BlockForward:
         self.separate = method.block_append == "separate" or self.ar
         B, G, dev = state.tokens.shape[0], lay.width, model.device
         self.cache = cache if cache is not None else self.net.new_block_cache(B, block_capacity(state, lay, self.bs))
+        self.start_cache(state)
         self.x0 = torch.full((B, G), model.eos_ids[0], dtype=torch.long, device=dev)   # last proposal per position
         self.conf = torch.zeros((B, G), device=dev)
         self.cols = torch.arange(self.bs, device=dev)
+
+    def start_cache(self, state: DecodeState) -> None:
+        """An empty cache whose block grid starts where the model's does (CDLM: at each row's
+        generation start)."""
+        self.cache.length.zero_()
+        if self.model.block_grid == "generation":
+            self.cache.start_grid_at(state.prompt_len)
+
+    def prompt_cached(self, state: DecodeState) -> torch.Tensor:
+        """[B] prompt tokens that go to the cache before the first decoded block: the whole blocks,
+        or the whole prompt on a grid that starts at the generation."""
+        if self.model.block_grid == "generation":
+            return state.prompt_len
+        return state.prompt_len // self.bs * self.bs
 
     def model_block(self, state: DecodeState, sub_block: torch.Tensor) -> torch.Tensor:
         return sub_block * self.sub // self.bs
@@ -234,7 +251,7 @@ class BlockForward:
         logit-shifted model takes the next token from its last logit when the prompt ends on a boundary."""
         if not self.separate:
             return
-        pre = state.prompt_len // self.bs * self.bs
+        pre = self.prompt_cached(state)
         act = pre > 0
         if not bool(act.any()):
             return

@@ -5,6 +5,9 @@
   CDLM student; `--model-path` a student directory (or `--model <student dir>` directly); without
   one, the built-in weights under the block-causal mask (untrained).
 - `tiny-cdlm`: the committed CDLM student of the built-in model (models/tiny-cdlm/TRAINING.md).
+- `cdlm-llada` (`--model-path` a CDLM-LLaDA checkpoint), `cdlm-llada-8b`/`-small`/`-tiny` (random
+  weights): LLaDA under CDLM's block-causal attention, blocks of 32 from the generation start
+  (models/cdlm.py). `cdlm-dream` is refused (not built).
 - `llada`, `dream`: real checkpoints, `--model-path` a hub id or a local HF directory (default:
   the Instruct model's hub id); `--no-weights` builds the architecture of that config (or of the
   8B/7B config when no path is given) with random weights.
@@ -23,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .base import ModelAdapter
+from .cdlm import as_cdlm_student
 from .block_causal_real import FAMILIES as BLOCK_CAUSAL_FAMILIES, load_block_causal
 from .dream import CONFIGS as DREAM_CONFIGS
 from .llada import CONFIGS as LLADA_CONFIGS
@@ -54,8 +58,10 @@ def _tiny_block(device, dtype, path=None, no_weights=False, backend="native", se
 
 def _tiny_cdlm(device, dtype, path=None, no_weights=False, backend="native", seed=0):
     """The committed CDLM student of the built-in model (models/tiny-cdlm, TRAINING.md there)."""
-    return _tiny_block(device, dtype, path=path or str(Path(__file__).parent / "tiny-cdlm"), no_weights=no_weights,
-                       backend=backend, seed=seed)
+    model = _tiny_block(device, dtype, path=path or str(Path(__file__).parent / "tiny-cdlm"), no_weights=no_weights,
+                        backend=backend, seed=seed)
+    model.name = "tiny-cdlm"
+    return model
 
 
 MODELS = {"tiny": _tiny,
@@ -76,6 +82,26 @@ for _fam, _spec in BLOCK_CAUSAL_FAMILIES.items():
     MODELS[_fam] = functools.partial(_block_causal, _fam, _fam)
     MODELS.update({n: functools.partial(_block_causal, _fam, n) for n in _spec["configs"]
                    if n.startswith(_fam + "-")})
+
+
+def _cdlm(family, name, device, dtype, path=None, no_weights=False, backend="native", seed=0):
+    """A CDLM student (models/cdlm.py): the family's checkpoint (or named random config) under
+    CDLM's block-causal attention."""
+    if family != "llada":
+        raise ValueError(f"{name}: CDLM students of Dream are not built (how CDLM reads a block's first position "
+                         f"under Dream's logit shift is not known here); use cdlm-llada")
+    if path is None and not no_weights:
+        raise ValueError(f"{name} needs --model-path <a CDLM-LLaDA checkpoint directory or hub id> (LLaDA's "
+                         f"weights and names, fine-tuned), or --no-weights for random weights")
+    config = name[len("cdlm-"):]
+    base = _real(family, config if no_weights and path is None else family, device, dtype, path=path,
+                 no_weights=no_weights, backend=backend, seed=seed)
+    return as_cdlm_student(base, name)
+
+
+MODELS["cdlm-llada"] = functools.partial(_cdlm, "llada", "cdlm-llada")
+MODELS["cdlm-dream"] = functools.partial(_cdlm, "dream", "cdlm-dream")
+MODELS.update({f"cdlm-{n}": functools.partial(_cdlm, "llada", f"cdlm-{n}") for n in LLADA_CONFIGS})
 
 
 def load_model(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, path: str | None = None,

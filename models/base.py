@@ -40,6 +40,10 @@ class ModelAdapter:
     # across blocks of block_size positions, bidirectional inside one; exact cache in models/block_cache.py)
     regime: str = "bidirectional"
     block_size: int | None = None
+    # block-causal: where the block grid starts. "prompt": at each row's first prompt token (SDAR,
+    # LLaDA2, Fast-dLLM v2: the prompt's tail shares the first decoded block); "generation": at the
+    # generation start, the prompt one block of its own (CDLM)
+    block_grid: str = "prompt"
     # on GPU, launch-bound forwards (KV-cache windows, small full forwards) replay CUDA graphs
     # (acceleration/graphs.py); DLLM_CUDA_GRAPHS=0 turns them off for every model
     cuda_graphs: bool = field(default_factory=lambda: os.environ.get("DLLM_CUDA_GRAPHS", "1") != "0")

@@ -31,11 +31,22 @@ import torch
 import torch.nn.functional as F
 
 
-def block_causal_mask(positions: torch.Tensor, block_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+def block_of(positions: torch.Tensor, block_size: int, origin: torch.Tensor | None = None) -> torch.Tensor:
+    """The block of each position: position // block_size (blocks counted from each row's first
+    token); with `origin` [B] (blocks counted from there: CDLM's grid), the positions before it
+    (the prompt) form one block, -1, and position p >= origin is in (p - origin) // block_size."""
+    if origin is None:
+        return positions // block_size
+    o = origin.view(-1, *([1] * (positions.dim() - 1)))
+    return torch.where(positions < o, -1, (positions - o).div(block_size, rounding_mode="floor"))
+
+
+def block_causal_mask(positions: torch.Tensor, block_size: int, valid: torch.Tensor | None = None,
+                      origin: torch.Tensor | None = None) -> torch.Tensor:
     """[B, 1, L, L] bool mask of a whole-sequence forward: query p sees key k when k is a real
-    token and k // block_size <= p // block_size. Padding queries see every key (their outputs are
-    ignored; a row of all-False would give NaN)."""
-    blk = positions // block_size
+    token and k's block is not after p's (block_of). Padding queries see every key (their outputs
+    are ignored; a row of all-False would give NaN)."""
+    blk = block_of(positions, block_size, origin)
     m = blk[:, None, :] <= blk[:, :, None]
     if valid is not None:
         v = valid.bool()
@@ -59,6 +70,7 @@ class BlockKVCache:
     kv: list[torch.Tensor]     # per layer [B, capacity + 1, 2 * H_kv, head_dim]: K heads, then V heads
     length: torch.Tensor       # [B] long: positions [0, length) hold finished blocks
     block_size: int
+    origin: torch.Tensor | None = None   # [B] long: where the block grid starts (block_of); None: at 0
 
     @classmethod
     def empty(cls, n_layers: int, batch: int, n_kv_heads: int, capacity: int, head_dim: int, block_size: int,
@@ -66,6 +78,12 @@ class BlockKVCache:
         shape = (batch, capacity + 1, 2 * n_kv_heads, head_dim)
         return cls([torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)],
                    torch.zeros(batch, dtype=torch.long, device=device), block_size)
+
+    def start_grid_at(self, origin: torch.Tensor) -> None:
+        """Count blocks from `origin` [B] (a row's prompt is then one block, cached whole: CDLM)."""
+        if self.origin is None:
+            self.origin = torch.zeros_like(self.length)
+        self.origin.copy_(origin)
 
     @property
     def capacity(self) -> int:
@@ -88,7 +106,8 @@ class BlockKVCache:
         end = self.length + n
         commit = torch.as_tensor(commit, device=valid.device).expand(B)
         new_length = self.length + commit
-        if checked and bool(((commit < 0) | (commit > n) | (new_length % self.block_size != 0) & (commit > 0)).any()):
+        grid = new_length if self.origin is None else new_length - self.origin
+        if checked and bool(((commit < 0) | (commit > n) | (grid % self.block_size != 0) & (commit > 0)).any()):
             raise ValueError(f"commit {commit.tolist()} must be whole blocks of {self.block_size} among the "
                              f"{n.tolist()} fed tokens, ending at a block boundary (cache lengths {self.length.tolist()})")
         K = int(end.max()) if key_len is None else key_len
@@ -96,8 +115,9 @@ class BlockKVCache:
             raise ValueError(f"block forward reaches position {K}; the cache holds {self.capacity}: make it longer")
         write_idx = torch.where(valid, pos, self.capacity)
         k = torch.arange(K, device=valid.device)
-        qb = pos // self.block_size
-        mask = (k[None, None, :] < end[:, None, None]) & (k[None, None, :] // self.block_size <= qb[:, :, None])
+        qb = block_of(pos, self.block_size, self.origin)
+        kb = block_of(k.expand(B, K), self.block_size, self.origin)
+        mask = (k[None, None, :] < end[:, None, None]) & (kb[:, None, :] <= qb[:, :, None])
         mask = mask | ~valid[:, :, None]
         rows = torch.arange(B, device=valid.device)[:, None]
         return BlockStep(pos, write_idx, mask[:, None], K, new_length, rows)

@@ -46,7 +46,8 @@ class CacheCall:
     cache: KVCache
     rows: torch.Tensor | None = None      # [b] cache rows of the fed batch rows; None: all rows in order
     pos: torch.Tensor | None = None       # [b, W] sequence indices of the fed tokens; None: whole sequence
-    key_mask: torch.Tensor | None = None  # [b, L] bool keys that may be attended (window only); None: all
+    key_mask: torch.Tensor | None = None  # [b, L] bool keys that may be attended (window only), or [b, W, L]
+                                          # per fed token (a block-causal window); None: all
 
     def row_index(self, b: int, device) -> torch.Tensor:
         """[b, 1] cache rows of the fed rows, made once per forward (not once per layer)."""
@@ -154,7 +155,8 @@ def qkv_attention(qkv: torch.Tensor, n_heads: int, n_kv: int, cos, sin, layer: i
     RoPE in one compiled pass and SDPA."""
     b, W, width = qkv.shape
     heads = qkv.view(b, W, n_heads + 2 * n_kv, -1)
-    if call is not None and call.pos is not None and window_attention.available(heads, n_heads):
+    if (call is not None and call.pos is not None and (call.key_mask is None or call.key_mask.dim() == 2)
+            and window_attention.available(heads, n_heads)):
         rows = call.row_index(b, qkv.device)[:, 0]
         return window_attention.window_attention(heads, cos, sin, n_heads, call.cache.kv[layer], rows,
                                                  call.pos, call.key_mask)
@@ -178,7 +180,8 @@ def attend(qkv: torch.Tensor, n_heads: int, layer: int, call: CacheCall | None,
         else:                                      # window: write fresh K/V, attend to all keys
             cached.index_put_((call.row_index(b, kv.device), call.pos), kv)
             kv = cached if call.rows is None else cached[call.rows]
-            mask = call.key_mask[:, None, None, :] if call.key_mask is not None else None
+            km = call.key_mask
+            mask = None if km is None else km[:, None, None, :] if km.dim() == 2 else km[:, None]
     n_kv = kv.shape[2] // 2
     q = qkv[:, :, :n_heads].transpose(1, 2)        # strided [b, H, W, hd] views: no copies
     k, v = kv[:, :, :n_kv].transpose(1, 2), kv[:, :, n_kv:].transpose(1, 2)

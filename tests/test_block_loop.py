@@ -203,22 +203,27 @@ class _WarmedEagerStep:
 FIELDS = ("tokens", "nfe", "steps", "capped", "gen_tokens")
 
 
-@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny", "tiny-block"])
+@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny", "tiny-block", "cdlm-llada-tiny"])
 def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypatch):
     """acceleration/captured_block.py on CPU with an eager stand-in for the step graph: every row
     fed at a fixed width (one or two blocks), finished rows as padding, every cache slot read
     under the mask, the first step eager. Same tokens and counts as the reference block loop, for
     rows of different prompt lengths (left padding) that finish at different steps (early stop,
-    a step cap), and the same again from a kept decode of the same shapes (a second call)."""
+    a step cap), and the same again from a kept decode of the same shapes (a second call). On
+    CDLM's grid every step after the first (prompt + block) feeds one or two blocks too."""
     import acceleration.graphs as graphs
     from acceleration.pool import GraphPool
     if name in models:
         m = models[name]
         prompts = [prompt_of(5), prompt_of(11), prompt_of(2 * m.block_size + 3)]
-    else:                       # the CDLM student's architecture, with the built-in model's weights
+    elif name == "tiny-block":  # the CDLM student's architecture, with the built-in model's weights
         from tasks.arith import test_problems
         m = load_model(name)
         prompts = [m.tokenizer.encode(p.prompt) for p in test_problems(3)]
+    else:                       # LLaDA under CDLM's grid (the prompt one block, cached whole)
+        m = load_model(name, no_weights=True)
+        peaked(m.module, seed=3)
+        prompts = [prompt_of(5), prompt_of(11), prompt_of(2 * m.block_size + 3)]
     gens = [gen_for(m, blocks=3), gen_for(m, blocks=3, early_stop=False, max_steps=3 * m.block_size // 2)]
     for spec in ("fixed", "threshold:tau=0.6", "eb", "localleap", "klass", "dico"):
         for gen in gens:
