@@ -83,6 +83,44 @@ def rms_norm_fp32_scale(x: torch.Tensor, weight: torch.Tensor, eps: float) -> to
 
 
 @on_gpu_compiled(row_args=(0, 1))
+def _add_rms_norm_fp32_scale_rows(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
+    s = x + delta
+    h = s.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return s, (h * weight.float()).to(s.dtype)
+
+
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
+                 fp32_scale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual add and the norm after it in one pass: (x + delta, norm(x + delta)); the norm
+    as rms_norm_fp32_scale when `fp32_scale`, else rms_norm."""
+    fn = _add_rms_norm_fp32_scale_rows if fp32_scale else _add_rms_norm_rows
+    s, h = fn(x.reshape(-1, x.shape[-1]), delta.reshape(-1, x.shape[-1]), weight, eps)
+    return s.view(x.shape), h.view(x.shape)
+
+
+@on_gpu_compiled(row_args=(0, 3, 4))
+def _qk_norm_rope_rows(t: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                       n_heads: int, n_kv: int, eps: float, fp32_scale: bool) -> torch.Tensor:
+    def norm(x, w):
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+        return (h * w.float()).to(x.dtype) if fp32_scale else w * h.to(x.dtype)
+    qk = torch.cat([norm(t[:, :n_heads], wq), norm(t[:, n_heads:n_heads + n_kv], wk)], dim=1)
+    return torch.cat([_rope(qk, cos, sin), t[:, n_heads + n_kv:]], dim=1)
+
+
+def fused_qk_norm_rope(qkv: torch.Tensor, n_heads: int, n_kv: int, wq: torch.Tensor, wk: torch.Tensor, eps: float,
+                       fp32_scale: bool, cos, sin) -> torch.Tensor:
+    """Qwen3's per-head RMSNorm of q and k, then RoPE, in one pass: a fused [B, W, (H + 2 H_kv) * hd]
+    projection -> [B, W, H + 2 H_kv, hd] (v copied through), as fused_qkv_rope after the norms."""
+    B, W, _ = qkv.shape
+    t = qkv.view(B * W, n_heads + 2 * n_kv, -1)
+    out = _qk_norm_rope_rows(t, wq, wk, cos.flatten(0, 1), sin.flatten(0, 1), n_heads, n_kv, eps, fp32_scale)
+    return out.view(B, W, n_heads + 2 * n_kv, -1)
+
+
+@on_gpu_compiled(row_args=(0, 1))
 def _add_rms_norm_rows(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
     s = x + delta
     h = s.float()

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .block_cache import BlockKVCache, attend_block, block_causal_mask, cached_forward
-from .layers import default_positions, fuse_linears_, fused_qkv_rope, rms_norm, rms_norm_fp32_scale, rope_cos_sin, swiglu
+from .layers import (add_rms_norm, default_positions, fuse_linears_, fused_qk_norm_rope, fused_qkv_rope, rms_norm,
+                     rms_norm_fp32_scale, rope_cos_sin, swiglu)
 
 
 class Norm(nn.Module):
@@ -33,6 +34,10 @@ class Norm(nn.Module):
 
     def forward(self, x):
         return (rms_norm_fp32_scale if self.fp32_scale else rms_norm)(x, self.weight, self.eps)
+
+    def add(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + delta, this norm of it) in one pass."""
+        return add_rms_norm(x, delta, self.weight, self.eps, self.fp32_scale)
 
 
 class Attention(nn.Module):
@@ -54,11 +59,11 @@ class Attention(nn.Module):
         B, W, _ = x.shape
         H, Hk = self.n_heads, self.n_kv
         qkv = F.linear(x, self.w_qkv, self.b_qkv)
-        if hasattr(self, "q_norm"):      # Qwen3: per-head RMSNorm of q and k, before RoPE
-            t = qkv.view(B, W, H + 2 * Hk, self.hd)
-            qkv = torch.cat([self.q_norm(t[:, :, :H]), self.k_norm(t[:, :, H:H + Hk]), t[:, :, H + Hk:]], 2)
-            qkv = qkv.view(B, W, -1)
-        heads = fused_qkv_rope(qkv, H, Hk, cos, sin)
+        if hasattr(self, "q_norm"):      # Qwen3: per-head RMSNorm of q and k, then RoPE (one pass)
+            qn = self.q_norm
+            heads = fused_qk_norm_rope(qkv, H, Hk, qn.weight, self.k_norm.weight, qn.eps, qn.fp32_scale, cos, sin)
+        else:
+            heads = fused_qkv_rope(qkv, H, Hk, cos, sin)
         return self.o_proj(attend_block(heads, H, layer, cache, step, mask))
 
 
@@ -83,9 +88,11 @@ class Layer(nn.Module):
         self.input_layernorm = Norm(c.hidden_size, c.rms_norm_eps, c.norm_weight_fp32)
         self.post_attention_layernorm = Norm(c.hidden_size, c.rms_norm_eps, c.norm_weight_fp32)
 
-    def forward(self, x, cos, sin, mask, layer, cache, step):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, layer, cache, step)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, h, cos, sin, mask, layer, cache, step, next_norm: Norm):
+        """x: the residual stream, h = input_layernorm(x) -> (new residual, next_norm(new residual)):
+        each residual add is fused with the norm after it."""
+        x, h = self.post_attention_layernorm.add(x, self.self_attn(h, cos, sin, mask, layer, cache, step))
+        return next_norm.add(x, self.mlp(h))
 
 
 class _Base(nn.Module):
@@ -120,9 +127,12 @@ class BlockCausalQwen(nn.Module):
         c, m = self.cfg, self.model
         x = m.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, x.dtype)
-        for i, layer in enumerate(m.layers):
-            x = layer(x, cos, sin, mask, i, cache, step)
-        h = m.norm(x if logits_last is None else x[:, -logits_last:])
+        layers = m.layers
+        h = layers[0].input_layernorm(x)
+        for i, layer in enumerate(layers):
+            x, h = layer(x, h, cos, sin, mask, i, cache, step,
+                         layers[i + 1].input_layernorm if i + 1 < len(layers) else m.norm)
+        h = h if logits_last is None else h[:, -logits_last:]
         w = m.embed_tokens.weight if c.tie_word_embeddings else self.lm_head.weight
         return F.linear(h, w), h
 

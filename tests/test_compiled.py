@@ -4,7 +4,9 @@ the eager function gives; one compile must serve every number of rows, as the wr
 Checked on CPU with dynamo's eager backend (tracing only, no code generation)."""
 import torch
 
-from models.layers import _add_rms_norm_rows, _rms_norm_rows, _rope_qk_rows, _swiglu_rows
+from models.layers import (_add_rms_norm_fp32_scale_rows, _add_rms_norm_rows, _qk_norm_rope_rows,
+                           _rms_norm_fp32_scale_rows, _rms_norm_rows, _rope_qk_rows, _swiglu_rows, add_rms_norm,
+                           fused_qk_norm_rope, fused_qkv_rope, rms_norm, rms_norm_fp32_scale)
 from decoding.state import Constants, Counters, advance
 from decoding.select import _chosen_prob_rows, _greedy_rows
 from kernels.compiled import _tensors
@@ -30,6 +32,14 @@ CASES = {
     "rms_norm": (_rms_norm_rows, lambda n, g: [torch.randn(n, 16, generator=g), torch.randn(16, generator=g), 1e-5]),
     "add_rms_norm": (_add_rms_norm_rows, lambda n, g: [torch.randn(n, 16, generator=g), torch.randn(n, 16, generator=g),
                                                        torch.randn(16, generator=g), 1e-5]),
+    "rms_norm_fp32_scale": (_rms_norm_fp32_scale_rows,
+                            lambda n, g: [torch.randn(n, 16, generator=g), torch.randn(16, generator=g), 1e-5]),
+    "add_rms_norm_fp32_scale": (_add_rms_norm_fp32_scale_rows,
+                                lambda n, g: [torch.randn(n, 16, generator=g), torch.randn(n, 16, generator=g),
+                                              torch.randn(16, generator=g), 1e-5]),
+    "qk_norm_rope": (_qk_norm_rope_rows, lambda n, g: [torch.randn(n, 8, 8, generator=g), torch.randn(8, generator=g),
+                                                      torch.randn(8, generator=g), torch.randn(n, 1, 8, generator=g),
+                                                      torch.randn(n, 1, 8, generator=g), 4, 2, 1e-6, True]),
     "swiglu": (_swiglu_rows, lambda n, g: [torch.randn(n, 32, generator=g)]),
     "rope": (_rope_qk_rows, lambda n, g: [torch.randn(n, 6, 8, generator=g), torch.randn(n, 1, 8, generator=g),
                                           torch.randn(n, 1, 8, generator=g), 4]),
@@ -75,3 +85,25 @@ def test_gpu_compiled_functions_trace_whole_and_equal_eager_for_any_row_count():
                     assert torch.equal(ta, tb), name
         assert len(graphs) == 1, f"{name}: compiled {len(graphs)} times for 3 and 5 rows"
     torch._dynamo.reset()
+
+
+def test_fused_norms_equal_the_unfused_ops_bitwise():
+    """The one-pass functions the block-causal Qwen layers use compute exactly what the separate
+    ops did (same operations, same order), in fp32 and bf16."""
+    from models.layers import rope_cos_sin
+    g = torch.Generator().manual_seed(0)
+    for dt in (torch.float32, torch.bfloat16):
+        x, d = torch.randn(2, 5, 16, generator=g).to(dt), torch.randn(2, 5, 16, generator=g).to(dt)
+        w = (torch.rand(16, generator=g) + 0.5).to(dt)
+        for fp32 in (True, False):
+            s, h = add_rms_norm(x, d, w, 1e-6, fp32)
+            norm = rms_norm_fp32_scale if fp32 else rms_norm
+            assert torch.equal(s, x + d) and torch.equal(h, norm(x + d, w, 1e-6))
+            H, Hk, hd = 4, 2, 8
+            qkv = torch.randn(2, 5, (H + 2 * Hk) * hd, generator=g).to(dt)
+            wq, wk = (torch.rand(hd, generator=g) + 0.5).to(dt), (torch.rand(hd, generator=g) + 0.5).to(dt)
+            cos, sin = rope_cos_sin(torch.arange(5).expand(2, 5), hd, 10000.0, dt)
+            t = qkv.view(2, 5, H + 2 * Hk, hd)
+            normed = torch.cat([norm(t[:, :, :H], wq, 1e-6), norm(t[:, :, H:H + Hk], wk, 1e-6), t[:, :, H + Hk:]], 2)
+            want = fused_qkv_rope(normed.reshape(2, 5, -1), H, Hk, cos, sin)
+            assert torch.equal(fused_qk_norm_rope(qkv, H, Hk, wq, wk, 1e-6, fp32, cos, sin), want)
