@@ -49,7 +49,7 @@ class LLaDA2Config:
     use_bias: bool = False
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = False
-    max_position_embeddings: int = 32768
+    max_position_embeddings: int = 16384
     rope_theta: float = 600000.0
     rope_scaling: dict | None = None
     partial_rotary_factor: float = 0.5
@@ -88,14 +88,28 @@ class LLaDA2Config:
         return {"model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"], **asdict(self)}
 
 
-# llada2-mini is field for field inclusionAI/LLaDA2.0-mini's config.json as copied in third-party code
-# (vocab 157184, hidden 2048, intermediate 5120, 20 layers, 16 heads, 4 kv heads, head_dim 128, 256 experts,
-# top-8, 8 groups / top-4 groups, 1 shared expert, moe_intermediate 512, routed_scaling 2.5, first dense
-# layer 1, rope_theta 600000, partial_rotary 0.5, pad 156892). LLaDA2.1-mini (same model_type
-# llada2_moe, 20 layers, 16 heads per the SGLang cookbook) and LLaDA2.0/2.1-flash (100B) have no config
-# here: their config.json could not be read to verify the sizes.
+# Named configs, each field for field a published config.json (fields not in the file: our defaults,
+# the 2.0-mini values; eos 156892 and mask 156895 come from the tokenizer and generate code, not config.json).
+# - llada2-mini, LLaDA2.0-mini: inclusionAI/dFactory configs/model_configs/llada2_mini/config.json (the
+#   authors' training repo, commit c29d72c); the same sizes in Zigeng/DMax-Math-16B's config.json (an
+#   LLaDA2.0-mini fine-tune) and in LLaDA2.1-mini's. max_position_embeddings 16384 in both 2.0 copies.
+# - llada2-mini-2.1, LLaDA2.1-mini: huggingface.co/inclusionAI/LLaDA2.1-mini/blob/main/config.json, read up
+#   to "transformers_version" (vocab_size and the use_* flags after it not seen): 2.0-mini's architecture,
+#   max_position_embeddings 32768.
+# - llada2-flash, LLaDA2.0-flash (100B): inclusionAI/dFactory configs/model_configs/llada2_flash/config.json
+#   (commit c29d72c): hidden 4096, intermediate 9216, 32 layers, 32 heads, moe_intermediate 1024, the rest as
+#   mini. Its parameter count (parameter_counts: 102,889,697,280) is the published checkpoint's 205,782,433,824
+#   bf16 bytes / 2 to 0.002%, and the model card's 100B total / 6.1B active.
+# None of these files sets a field from_hf refuses; their other fields (norm_topk_prob true, norm_head,
+# using_split_qkv_in_self_attention, router_dtype fp32, rotary_dim 64 = head_dim * partial_rotary_factor,
+# sliding_window with use_sliding_window false) are what this implementation computes or are not read.
+# LLaDA2.1-flash has no config here: no copy of its config.json was found (its tech report keeps 2.0's model
+# size and its checkpoint is 205,782,452,128 bytes, but the file itself is unread).
 CONFIGS = {
     "llada2-mini": LLaDA2Config(),
+    "llada2-mini-2.1": LLaDA2Config(max_position_embeddings=32768),
+    "llada2-flash": LLaDA2Config(hidden_size=4096, intermediate_size=9216, num_hidden_layers=32, num_attention_heads=32,
+                                 moe_intermediate_size=1024),
     "llada2-small": LLaDA2Config(hidden_size=512, intermediate_size=1280, num_hidden_layers=4, num_attention_heads=8,
                                  num_key_value_heads=2, head_dim=64, num_experts=32, num_experts_per_tok=4,
                                  n_group=4, topk_group=2, moe_intermediate_size=128),
@@ -105,6 +119,38 @@ CONFIGS = {
                                 num_experts_per_tok=2, n_group=4, topk_group=2, moe_intermediate_size=32,
                                 block_size=8, mask_token_id=500, eos_token_id=501, pad_token_id=501),
 }
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameters of LLaDA2(cfg), from the config's fields alone (no model built)."""
+    total: int           # every parameter (matrices and norm weights; the routers' expert_bias is a buffer)
+    active: int          # what one token uses: every parameter but the routed experts it is not sent to
+    embedding: int       # the input embedding, vocab x hidden
+    head: int            # the output head (0 when tied to the embedding)
+    per_expert: int      # one routed expert: gate, up and down projections
+    moe_layers: int      # layers with routed experts
+
+    @property
+    def active_non_embedding(self) -> int:
+        """active without the input embedding and the output head, as model cards also count it."""
+        return self.active - self.embedding - self.head
+
+
+def parameter_counts(c: LLaDA2Config) -> ParamCount:
+    d, hd, H, Hk, L = c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.num_hidden_layers
+    attention = d * (H + 2 * Hk) * hd + (H + 2 * Hk) * hd * c.use_qkv_bias + H * hd * d + d * c.use_bias
+    attention += 2 * hd * c.use_qk_norm
+    per_expert = 3 * d * c.moe_intermediate_size
+    moe_layers = max(L - c.first_k_dense_replace, 0) if c.num_experts else 0
+    moe_fixed = c.num_experts * d + c.num_shared_experts * per_expert          # router + shared experts
+    per_layer = attention + 2 * d                                              # + input/post-attention norms
+    embedding = c.vocab_size * d
+    head = 0 if c.tie_word_embeddings else embedding
+    total = (L * per_layer + (L - moe_layers) * 3 * d * c.intermediate_size
+             + moe_layers * (moe_fixed + c.num_experts * per_expert) + d + embedding + head)   # + final norm
+    active = total - moe_layers * (c.num_experts - c.num_experts_per_tok) * per_expert
+    return ParamCount(total, active, embedding, head, per_expert, moe_layers)
 
 
 class Norm(nn.Module):
