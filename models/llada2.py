@@ -102,7 +102,8 @@ class LLaDA2Config:
 #   bf16 bytes / 2 to 0.002%, and the model card's 100B total / 6.1B active.
 # None of these files sets a field from_hf refuses; their other fields (norm_topk_prob true, norm_head,
 # using_split_qkv_in_self_attention, router_dtype fp32, rotary_dim 64 = head_dim * partial_rotary_factor,
-# sliding_window with use_sliding_window false) are what this implementation computes or are not read.
+# sliding_window with use_sliding_window false) are what this implementation computes or are not read (as
+# dInfer's copy of modeling_llada2_moe.py reads them).
 # LLaDA2.1-flash has no config here: no copy of its config.json was found (its tech report keeps 2.0's model
 # size and its checkpoint is 205,782,452,128 bytes, but the file itself is unread).
 CONFIGS = {
