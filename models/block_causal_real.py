@@ -17,6 +17,7 @@ from .block_cache import block_causal_mask
 from .checkpoint import load_remote_code, load_weights, random_init_, read_config, resolve_dir
 from .families import family_of_config
 from .hf_tokenizer import ByteTokenizer, HFTokenizer
+from .limits import check_fits
 
 FAMILIES = {
     "sdar": dict(net=sdar.SDAR, cfg=sdar.SDARConfig, configs=sdar.CONFIGS, hub="JetLM/SDAR-8B-Chat",
@@ -74,6 +75,7 @@ def load_block_causal(family: str, path: str | None = None, name: str | None = N
 
     with torch.device("meta"):
         net = fam["net"](cfg)
+    check_fits(net, dtype, device, name or family)
     if no_weights:
         net = net.to(dtype=dtype).to_empty(device=device)
         random_init_(net, seed=seed)

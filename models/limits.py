@@ -33,3 +33,33 @@ def max_positions(model: ModelAdapter) -> int | None:
         if cfg.get(k):
             return int(cfg[k])
     return None
+
+
+def free_memory_bytes(device) -> int | None:
+    """Bytes free for new tensors on `device` (CUDA: the driver's free memory; CPU: the available
+    physical memory), or None where it cannot be told."""
+    import os
+
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+def check_fits(net, dtype, device, name: str) -> None:
+    """A one-line error, before any allocation, when the weights of `net` (built on the meta
+    device) in `dtype` exceed the memory free on `device`."""
+    import torch
+    need = sum(p.numel() for p in net.parameters()) * torch.empty((), dtype=dtype).element_size()
+    free = free_memory_bytes(device)
+    if free is not None and need > free:
+        half = dtype == torch.float32 and need // 2 <= free
+        raise ValueError(f"{name}: its weights take {need / 1e9:.1f} GB in {str(dtype).replace('torch.', '')}, more "
+                         f"than the {free / 1e9:.1f} GB free on {device} (one device holds the whole model): "
+                         + ("use --dtype bfloat16" if half else "use a smaller config or a larger device"))

@@ -15,6 +15,7 @@ from . import dream, llada
 from .base import ModelAdapter
 from .checkpoint import load_remote_code, load_weights, random_init_, read_config, resolve_dir
 from .hf_tokenizer import ByteTokenizer, HFTokenizer, MissingTokenizer, has_tokenizer
+from .limits import check_fits
 
 FAMILIES = {
     "llada": dict(net=llada.LLaDA, cfg=llada.LLaDAConfig, configs=llada.CONFIGS, hub=llada.DEFAULT_HUB_ID,
@@ -64,6 +65,7 @@ def load_real(family: str, path: str | None = None, name: str | None = None, no_
 
     with torch.device("meta"):
         net = fam["net"](cfg)
+    check_fits(net, dtype, device, name or family)
     if no_weights:
         net = net.to(dtype=dtype).to_empty(device=device)
         random_init_(net, seed=seed)

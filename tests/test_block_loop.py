@@ -263,3 +263,16 @@ def test_decoder_runs_the_reference_loop_where_block_steps_cannot_be_captured(mo
         got = Decoder(m)(method(spec, gen), prompts, gen)
         monkeypatch.undo()
         assert torch.equal(got.tokens, want.tokens) and torch.equal(got.nfe, want.nfe)
+
+
+def test_a_block_forward_without_a_fixed_width_is_never_graphed(models):
+    """policy.model_blocker: a block-causal module whose block_forward cannot take the capacity and
+    skip its check (a backend without the exact cache's full API) runs the reference loop."""
+    from acceleration.policy import model_blocker
+
+    class NoFixedWidth(torch.nn.Module):
+        def block_forward(self, input_ids, cache, valid=None, commit=0):
+            raise AssertionError("not called")
+    m = models["sdar-tiny"]
+    assert model_blocker(m) is None
+    assert "no fixed-width block forward" in model_blocker(dataclasses.replace(m, module=NoFixedWidth()))

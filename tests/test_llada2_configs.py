@@ -102,3 +102,18 @@ def test_published_sizes():
     assert mini.total == pytest.approx(16e9, rel=0.03)
     assert mini.active == pytest.approx(1.44e9, rel=0.02)
     assert parameter_counts(CONFIGS["llada2-mini-2.1"]) == mini              # LLaDA2.1 keeps 2.0's architecture
+
+
+def test_a_model_larger_than_the_free_memory_is_refused_before_any_allocation(monkeypatch):
+    """llada2-flash's 103B parameters do not fit one device: a one-line error naming the size and
+    the fix, from the weights' size on the meta device (nothing allocated)."""
+    import models.limits as limits
+    from models import load_model
+    monkeypatch.setattr(limits, "free_memory_bytes", lambda device: 10**9)
+    with pytest.raises(ValueError, match=r"^llada2-flash: its weights take 411\.6 GB in float32, more than the 1\.0 GB "
+                                         r"free on cpu \(one device holds the whole model\): use a smaller config"):
+        load_model("llada2-flash", no_weights=True)
+    tiny = sum(p.numel() for p in load_model("sdar-tiny", no_weights=True).module.parameters()) * 4
+    monkeypatch.setattr(limits, "free_memory_bytes", lambda device: tiny * 3 // 4)   # fits in bf16, not fp32
+    with pytest.raises(ValueError, match=r"^sdar-tiny: .* use --dtype bfloat16$"):
+        load_model("sdar-tiny", no_weights=True)
