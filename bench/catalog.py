@@ -6,6 +6,13 @@ import sys
 MODEL_LINES = {
     "tiny": "the built-in model (weights in models/tiny/, 256 positions): for the arith task, CPU-fast",
     "oracle": "answers every request with its gold completion: checks the scoring pipeline, decodes nothing",
+    "tiny-block": "the built-in weights under block-causal attention (untrained CDLM student); --model-path or "
+                  "--model <dir>: a student written by python -m training.cdlm_train",
+    "tiny-cdlm": "the committed CDLM student of the built-in model (models/tiny-cdlm/, block 16): threshold is "
+                 "CDLM's decoder",
+    "cdlm-llada": "a CDLM student of LLaDA from a checkpoint (--model-path; LLaDA's weights and names) under CDLM's "
+                  "block-causal attention, blocks of 32 from the generation start",
+    "cdlm-dream": "refused: CDLM students of Dream are not built (docs/cdlm.md)",
 }
 # checkpoint families, longest name first (a named config starts with its family's name)
 FAMILY_NAMES = {"fast-dllm-v2": "Fast-dLLM v2 (block-causal)", "llada2": "LLaDA2 (MoE, block-causal)",
@@ -35,6 +42,9 @@ TASK_LINES = {
 def model_line(name: str) -> str:
     if name in MODEL_LINES:
         return MODEL_LINES[name]
+    if name.startswith("cdlm-llada-"):
+        return (f"LLaDA architecture {name[len('cdlm-'):]} under CDLM's block-causal attention, random weights "
+                f"only (--no-weights)")
     family = next((f for f in FAMILY_NAMES if name == f or name.startswith(f + "-")), None)
     if family is None:
         return "a registered model (models/__init__.py)"
