@@ -34,8 +34,7 @@ class CapturedBlockDecode(CapturedDecode):
         def stats_of(width):
             def stats(s):
                 act = ~s.rows.done
-                first, lb, hb = forward.feed_block(s, act, width)
-                return forward.output(every, first, lb, hb)
+                return forward.output(every, forward.feed_block(s, act, width))
             return stats
         bs = model.block_size
         kinds = {w: (lambda: None, stats_of(w)) for w in (bs, 2 * bs)}

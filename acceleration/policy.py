@@ -34,8 +34,8 @@ def model_blocker(model) -> str | None:
 
 def block_capture_blocker(model, method) -> str | None:
     """Why a block-causal model's steps under `method` cannot be captured, or None."""
-    if model.logit_shift:
-        return "a logit-shifted model (Fast-dLLM v2) appends finished blocks by forwards of their own"
+    if model.ar_blocks:
+        return "Fast-dLLM v2 appends finished blocks by forwards of their own (its AR block tokens)"
     if method.block_append != "fold":
         return "append=separate appends finished blocks by forwards of their own"
     return None

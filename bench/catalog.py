@@ -12,7 +12,8 @@ MODEL_LINES = {
                  "CDLM's decoder",
     "cdlm-llada": "a CDLM student of LLaDA from a checkpoint (--model-path; LLaDA's weights and names) under CDLM's "
                   "block-causal attention, blocks of 32 from the generation start",
-    "cdlm-dream": "refused: CDLM students of Dream are not built (docs/cdlm.md)",
+    "cdlm-dream": "a CDLM student of Dream from a checkpoint (--model-path; Dream's weights and names) under CDLM's "
+                  "block-causal attention, blocks of 32 from the generation start",
 }
 # checkpoint families, longest name first (a named config starts with its family's name)
 FAMILY_NAMES = {"fast-dllm-v2": "Fast-dLLM v2 (block-causal)", "llada2": "LLaDA2 (MoE, block-causal)",
@@ -42,9 +43,9 @@ TASK_LINES = {
 def model_line(name: str) -> str:
     if name in MODEL_LINES:
         return MODEL_LINES[name]
-    if name.startswith("cdlm-llada-"):
-        return (f"LLaDA architecture {name[len('cdlm-'):]} under CDLM's block-causal attention, random weights "
-                f"only (--no-weights)")
+    if name.startswith(("cdlm-llada-", "cdlm-dream-")):
+        return (f"{'LLaDA' if 'llada' in name else 'Dream'} architecture {name[len('cdlm-'):]} under CDLM's "
+                f"block-causal attention, random weights only (--no-weights)")
     family = next((f for f in FAMILY_NAMES if name == f or name.startswith(f + "-")), None)
     if family is None:
         return "a registered model (models/__init__.py)"

@@ -74,7 +74,10 @@ def check(model: ModelAdapter, method: Method, gen: GenConfig) -> None:
         raise ValueError(f"block-causal model {name} decodes its own blocks of {bs} tokens, or sub-blocks that divide "
                          f"them; got block_length {gen.block_length}: use --block-length {default_block(model)} "
                          f"(or leave it unset)")
-    if model.logit_shift and gen.gen_length < bs:
+    if model.logit_shift and not model.ar_blocks and method.block_append == "separate":
+        raise ValueError(f"{method.name}: append=separate does not apply to logit-shifted model {name} (a block's "
+                         f"first position is predicted by the forward that feeds the block before it); drop append=separate")
+    if model.ar_blocks and gen.gen_length < bs:
         raise ValueError(f"{name} decodes gen_length // {bs} blocks (Fast-dLLM v2's generate); gen_length "
                          f"{gen.gen_length} < {bs}: use --gen-length {bs} or more")
     if not hasattr(model.module, "block_forward"):
@@ -151,7 +154,7 @@ def new_block_state(model: ModelAdapter, method: Method, prompts: list[list[int]
     p_ids, p_attn = left_pad(prompts, model.pad_id)
     B, P = p_ids.shape
     prompt_len = p_attn.sum(1)
-    sub, ar = gen.block_length, bool(model.logit_shift)
+    sub, ar = gen.block_length, bool(model.ar_blocks)
     lay = block_layout(prompt_len, gen.gen_length, bs, ar_blocks=ar, prompt_block=model.block_grid == "generation")
     G = lay.width
     # masks up to the row's end (the last, AR position: EOS until the last appending forward writes it)
@@ -172,6 +175,16 @@ def new_block_state(model: ModelAdapter, method: Method, prompts: list[list[int]
     return state, lay
 
 
+@dataclass
+class FedBlock:
+    """A block forward's output for the current model block of each row."""
+    first: torch.Tensor                # [B] generated index of the block's first position
+    logits: torch.Tensor               # [B, bs, V] the logits each block position is read from
+    hidden: torch.Tensor | None        # [B, bs, d] when the method reads hidden states
+    stale_first: torch.Tensor | None   # [B] bool: position 0 not computed by this forward (logit-shifted
+                                       # models: its logit comes from the forward that fed the token before)
+
+
 def block_capacity(state: DecodeState, lay: BlockLayout, bs: int) -> int:
     """Cache positions a decode needs: the longest row's prompt and region, and a block to spare."""
     return int((state.prompt_len + lay.end).max()) + bs
@@ -187,7 +200,8 @@ class BlockForward:
         that CUDA graphs were captured with); default a new one."""
         self.model, self.method, self.reads, self.lay, self.generator = model, method, method.reads(), lay, generator
         self.net, self.bs, self.sub = model.module, model.block_size, state.k.block_length
-        self.ar = bool(model.logit_shift)     # Fast-dLLM v2: AR first tokens, its own append forwards and stop rule
+        self.ar = bool(model.ar_blocks)     # Fast-dLLM v2: AR first tokens, its own append forwards and stop rule
+        self.shift = bool(model.logit_shift) and not self.ar   # CDLM-Dream: position i read from logit i - 1
         self.separate = method.block_append == "separate" or self.ar
         B, G, dev = state.tokens.shape[0], lay.width, model.device
         self.cache = cache if cache is not None else self.net.new_block_cache(B, block_capacity(state, lay, self.bs))
@@ -302,9 +316,9 @@ class BlockForward:
                              f"model {self.model.name}")
         act = torch.zeros(state.tokens.shape[0], dtype=torch.bool, device=rows.device)
         act[rows] = True
-        first, lb, hb = self.feed_block(state, act)
+        fed = self.feed_block(state, act)
         state.nfe[rows] += 1
-        return self.output(rows, first, lb, hb)
+        return self.output(rows, fed)
 
     def _fed(self, state: DecodeState, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """([B] generated index of each row's current model block, [B] tokens to append before it)."""
@@ -317,22 +331,30 @@ class BlockForward:
         """0-dim: the width the next block forward of the rows `act` feeds (0: none)."""
         return torch.where(act, self._fed(state, act)[1] + self.bs, 0).max()
 
-    def feed_block(self, state: DecodeState, act: torch.Tensor, width: int | None = None):
-        """The block forward of the rows `act` -> (first [B], the block's logits [B, bs, V], its
-        hidden states or None)."""
+    def feed_block(self, state: DecodeState, act: torch.Tensor, width: int | None = None) -> "FedBlock":
+        """The block forward of the rows `act` -> the block's logits (and hidden states if read)."""
         bs = self.bs
         first, append = self._fed(state, act)
-        logits, hidden = self._feed(state, first + bs, append + bs, act, append, bs, width)
-        lb = logits[:, -bs:]
+        logits, hidden = self._feed(state, first + bs, append + bs, act, append, bs + int(self.shift), width)
+        stale_first = None
         if self.ar:         # block position i reads logit i - 1, position 0 its own (Fast-dLLM v2)
+            lb = logits[:, -bs:]
             lb = torch.cat([lb[:, :1], lb[:, :-1]], 1)
-        return first, lb, hidden[:, -bs:] if self.reads.hidden else None
+        elif self.shift:    # position 0 reads the token before the block: fed only with an append
+            lb = logits[:, -bs - 1:-1] if logits.shape[1] > bs else torch.cat([logits[:, :1], logits[:, :-1]], 1)
+            stale_first = append == 0 if logits.shape[1] > bs else torch.ones_like(act)
+        else:
+            lb = logits[:, -bs:]
+        return FedBlock(first, lb, hidden[:, -bs:] if self.reads.hidden else None, stale_first)
 
-    def output(self, rows, first, lb, hb) -> StepOutput:
-        """Scatter the block's statistics to the generated region of `rows` (fresh there only)."""
-        G = self.lay.width
+    def output(self, rows, fed: "FedBlock") -> StepOutput:
+        """Scatter the block's statistics to the generated region of `rows` (fresh there only; a
+        stale first position keeps its last proposal)."""
+        G, first, lb, hb = self.lay.width, fed.first, fed.logits, fed.hidden
         j = first.unsqueeze(1) + self.cols                                  # [B, bs] generated index
         inside = (j >= 0) & (j < G)
+        if fed.stale_first is not None:
+            inside &= ~(fed.stale_first.unsqueeze(1) & (self.cols == 0))
         j = torch.where(inside, j, G)[rows]                                  # G: a dump column
         lb, inside = lb[rows], inside[rows]
         x0b, confb = token_stats(lb, self.method.temperature, self.generator)

@@ -5,9 +5,9 @@
   CDLM student; `--model-path` a student directory (or `--model <student dir>` directly); without
   one, the built-in weights under the block-causal mask (untrained).
 - `tiny-cdlm`: the committed CDLM student of the built-in model (models/tiny-cdlm/TRAINING.md).
-- `cdlm-llada` (`--model-path` a CDLM-LLaDA checkpoint), `cdlm-llada-8b`/`-small`/`-tiny` (random
-  weights): LLaDA under CDLM's block-causal attention, blocks of 32 from the generation start
-  (models/cdlm.py). `cdlm-dream` is refused (not built).
+- `cdlm-llada`, `cdlm-dream` (`--model-path` a CDLM checkpoint), `cdlm-llada-8b`, `cdlm-dream-7b`,
+  ... (random weights): LLaDA or Dream under CDLM's block-causal attention, blocks of 32 from the
+  generation start (models/cdlm.py).
 - `llada`, `dream`: real checkpoints, `--model-path` a hub id or a local HF directory (default:
   the Instruct model's hub id); `--no-weights` builds the architecture of that config (or of the
   8B/7B config when no path is given) with random weights.
@@ -87,12 +87,10 @@ for _fam, _spec in BLOCK_CAUSAL_FAMILIES.items():
 def _cdlm(family, name, device, dtype, path=None, no_weights=False, backend="native", seed=0):
     """A CDLM student (models/cdlm.py): the family's checkpoint (or named random config) under
     CDLM's block-causal attention."""
-    if family != "llada":
-        raise ValueError(f"{name}: CDLM students of Dream are not built (how CDLM reads a block's first position "
-                         f"under Dream's logit shift is not known here); use cdlm-llada")
     if path is None and not no_weights:
-        raise ValueError(f"{name} needs --model-path <a CDLM-LLaDA checkpoint directory or hub id> (LLaDA's "
-                         f"weights and names, fine-tuned), or --no-weights for random weights")
+        raise ValueError(f"{name} needs --model-path <a CDLM-{'LLaDA' if family == 'llada' else 'Dream'} checkpoint "
+                         f"directory or hub id> ({family}'s weights and names, fine-tuned), or --no-weights for "
+                         f"random weights")
     config = name[len("cdlm-"):]
     base = _real(family, config if no_weights and path is None else family, device, dtype, path=path,
                  no_weights=no_weights, backend=backend, seed=seed)
@@ -102,6 +100,7 @@ def _cdlm(family, name, device, dtype, path=None, no_weights=False, backend="nat
 MODELS["cdlm-llada"] = functools.partial(_cdlm, "llada", "cdlm-llada")
 MODELS["cdlm-dream"] = functools.partial(_cdlm, "dream", "cdlm-dream")
 MODELS.update({f"cdlm-{n}": functools.partial(_cdlm, "llada", f"cdlm-{n}") for n in LLADA_CONFIGS})
+MODELS.update({f"cdlm-{n}": functools.partial(_cdlm, "dream", f"cdlm-{n}") for n in DREAM_CONFIGS})
 
 
 def load_model(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, path: str | None = None,

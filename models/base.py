@@ -44,6 +44,9 @@ class ModelAdapter:
     # LLaDA2, Fast-dLLM v2: the prompt's tail shares the first decoded block); "generation": at the
     # generation start, the prompt one block of its own (CDLM)
     block_grid: str = "prompt"
+    # block-causal, logit-shifted: Fast-dLLM v2's blocks (each block's first token written by the
+    # forward that appends the block before, its own appending forwards and stop rule)
+    ar_blocks: bool = False
     # on GPU, launch-bound forwards (KV-cache windows, small full forwards) replay CUDA graphs
     # (acceleration/graphs.py); DLLM_CUDA_GRAPHS=0 turns them off for every model
     cuda_graphs: bool = field(default_factory=lambda: os.environ.get("DLLM_CUDA_GRAPHS", "1") != "0")

@@ -85,7 +85,7 @@ def load_block_causal(family: str, path: str | None = None, name: str | None = N
         load_weights(net, d, device, dtype)
     net.eval()
     return ModelAdapter(
-        name=name or family, module=net, tokenizer=tok, logit_shift=fam["shift"],
+        name=name or family, module=net, tokenizer=tok, logit_shift=fam["shift"], ar_blocks=fam["shift"],
         chat_template=getattr(tok, "chat_template", None), regime="block_causal", block_size=cfg.block_size,
         **family_ids(family, cfg),
         info={"family": family, "backend": "native", "weights": None if no_weights else origin,
@@ -117,7 +117,8 @@ def _load_hf(family: str, path: str, device, dtype) -> ModelAdapter:
     cfg = FAMILIES[family]["cfg"].from_hf(read_config(d))
     tok = HFTokenizer(d)
     return ModelAdapter(name=family, module=HFBlockCausal(hf, family, cfg.block_size), tokenizer=tok,
-                        logit_shift=FAMILIES[family]["shift"], chat_template=tok.chat_template,
+                        logit_shift=FAMILIES[family]["shift"], ar_blocks=FAMILIES[family]["shift"],
+                        chat_template=tok.chat_template,
                         regime="block_causal", block_size=cfg.block_size, **family_ids(family, cfg),
                         info={"family": family, "backend": "hf", "weights": str(d), "config": asdict(cfg),
                               "random_weights": False})

@@ -1,18 +1,22 @@
-"""CDLM students of LLaDA (arXiv 2511.19269): a bidirectional LLaDA network fine-tuned under a
-block-wise causal mask, decoded block by block with an exact K/V cache.
+"""CDLM students of LLaDA and Dream (arXiv 2511.19269): a bidirectional network fine-tuned under
+a block-wise causal mask, decoded block by block with an exact K/V cache.
 
 The paper's attention (Sec. 3): a token sees the prompt, the finished blocks and its own block
 (bidirectional inside the block); blocks of B = 32 start where generation starts, so the prompt is
 one block of its own, cached whole (models/block_cache.py, `block_of` with the grid's origin at
 each row's prompt length; `ModelAdapter.block_grid = "generation"`). The weights and their names
-are LLaDA's: a CDLM-LLaDA checkpoint directory loads as any LLaDA directory
-(`--model cdlm-llada --model-path DIR`), and the network is the native models/llada.py under that
-mask. Decoding is the loop's `threshold` (CDLM's inference: the Fast-dLLM threshold inside the
-block, stop at the block holding EOS; docs/cdlm.md).
+are the teacher's: a CDLM checkpoint directory loads as a LLaDA or Dream directory
+(`--model cdlm-llada|cdlm-dream --model-path DIR`), and the network is the native models/llada.py
+or models/dream.py under that mask. Decoding is the loop's `threshold` (CDLM's inference: the
+Fast-dLLM threshold inside the block, stop at the block holding EOS; docs/cdlm.md).
 
-Dream students (CDLM-Dream) are not built: Dream predicts position i from hidden state i - 1, and
-how CDLM's inference reads the first position of a block under that shift is not stated in the
-paper; the authors' code could not be read here.
+Dream predicts position i from hidden state i - 1 (`logit_shift`). Under the block-causal mask the
+first position of a block is then predicted from the last token before the block (the prompt's
+last token, or the previous block's last), whose hidden state does not see the block: the loop
+reads it from the forward that feeds that token (the block's first step, which appends the block
+before, `append=fold`) and keeps it for the block's later steps (decoding/block_causal.py,
+FedBlock.stale_first). That reading is ours: it is the only one the mask and the shift allow, and
+the authors' code, which would confirm it, could not be read here.
 
 `BlockCausalOver(net, block_size)`: forward(input_ids, attention_mask, positions, origin) over a
 whole sequence under the mask; block_forward(...) the cached forward every block-causal model
@@ -35,7 +39,7 @@ CDLM_BLOCK = 32   # the paper's block for training trajectories and inference
 
 
 class BlockCausalOver(nn.Module):
-    """A bidirectional network (native LLaDA) under block-causal attention with an exact block cache.
+    """A bidirectional network (native LLaDA or Dream) under block-causal attention with an exact block cache.
     The network is loaded with its checkpoint's names before it is wrapped (as `net`)."""
 
     def __init__(self, net: nn.Module, block_size: int = CDLM_BLOCK):
@@ -79,10 +83,7 @@ class BlockCausalOver(nn.Module):
 
 
 def as_cdlm_student(base: ModelAdapter, name: str, block_size: int = CDLM_BLOCK) -> ModelAdapter:
-    """A loaded native LLaDA adapter as a CDLM student: the same weights under CDLM's attention."""
-    if base.logit_shift:
-        raise ValueError(f"{name}: CDLM students of logit-shifted models (Dream) are not built: how CDLM reads a "
-                         f"block's first position under the shift is not known here; use cdlm-llada")
+    """A loaded native LLaDA or Dream adapter as a CDLM student: the same weights under CDLM's attention."""
     if not hasattr(base.module, "new_cache"):
         raise ValueError(f"{name}: the {base.info.get('backend')} backend has no K/V cache to decode blocks with; "
                          f"use --model-backend native")
@@ -90,4 +91,4 @@ def as_cdlm_student(base: ModelAdapter, name: str, block_size: int = CDLM_BLOCK)
         base, name=name, module=BlockCausalOver(base.module, block_size), regime="block_causal",
         block_size=block_size, block_grid="generation",
         info={**base.info, "regime": "block_causal", "block_size": block_size, "block_grid": "generation",
-              "cdlm": "CDLM student: the LLaDA network under block-causal attention, prompt one block (arXiv 2511.19269)"})
+              "cdlm": "CDLM student: the network under block-causal attention, the prompt one block (arXiv 2511.19269)"})

@@ -203,7 +203,7 @@ class _WarmedEagerStep:
 FIELDS = ("tokens", "nfe", "steps", "capped", "gen_tokens")
 
 
-@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny", "tiny-block", "cdlm-llada-tiny"])
+@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny", "tiny-block", "cdlm-llada-tiny", "cdlm-dream-tiny"])
 def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypatch):
     """acceleration/captured_block.py on CPU with an eager stand-in for the step graph: every row
     fed at a fixed width (one or two blocks), finished rows as padding, every cache slot read
@@ -220,7 +220,7 @@ def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypat
         from tasks.arith import test_problems
         m = load_model(name)
         prompts = [m.tokenizer.encode(p.prompt) for p in test_problems(3)]
-    else:                       # LLaDA under CDLM's grid (the prompt one block, cached whole)
+    else:                       # LLaDA, Dream under CDLM's grid (the prompt one block, cached whole)
         m = load_model(name, no_weights=True)
         peaked(m.module, seed=3)
         prompts = [prompt_of(5), prompt_of(11), prompt_of(2 * m.block_size + 3)]

@@ -1,7 +1,8 @@
-"""CDLM students of LLaDA (models/cdlm.py): CDLM's attention (the prompt one block, blocks of 32
-from the generation start, bidirectional inside a block), the loop's exact block cache against a
-decoder that recomputes the whole sequence every step, batches against single rows, checkpoint
-directories loading as LLaDA's, and the refusals."""
+"""CDLM students of LLaDA and Dream (models/cdlm.py): CDLM's attention (the prompt one block, blocks
+of 32 from the generation start, bidirectional inside a block), the loop's exact block cache
+against a decoder that recomputes the whole sequence every step (Dream: position i read from logit
+i - 1), batches against single rows, checkpoint directories loading as LLaDA's and Dream's, and the
+refusals."""
 import pytest
 import torch
 
@@ -14,14 +15,17 @@ from models.checkpoint import save_checkpoint
 from tests.test_block_causal import peaked
 
 
-@pytest.fixture(scope="module")
-def student():
-    m = load_model("cdlm-llada-tiny", no_weights=True)
+def head(m):
+    return m.module.net.lm_head.weight if m.logit_shift else m.module.net.model.transformer.ff_out.weight
+
+
+@pytest.fixture(scope="module", params=["cdlm-llada-tiny", "cdlm-dream-tiny"])
+def student(request):
+    m = load_model(request.param, no_weights=True)
     peaked(m.module, seed=3)
     with torch.no_grad():
-        head = m.module.net.model.transformer.ff_out.weight
-        head[m.mask_id].zero_()                       # MASK is never proposed (a trained head's behaviour)
-        head[m.eos_ids[0]].mul_(1.6)                  # EOS is proposed now and then: early stops happen
+        head(m)[m.mask_id].zero_()                    # MASK is never proposed (a trained head's behaviour)
+        head(m)[m.eos_ids[0]].mul_(1.6)               # EOS is proposed now and then: early stops happen
     return m
 
 
@@ -31,6 +35,7 @@ def recompute_decode(m, prompt, gen_length, tau):
     block commit every mask with top-1 >= tau, and always the most confident; stop after the block
     that holds EOS. -> (generated tokens, EOS onwards reading EOS; forwards)."""
     net, bs, P = m.module, m.block_size, len(prompt)
+    shift = int(m.logit_shift)                        # Dream: position i is predicted by logit i - 1
     x = torch.tensor([prompt + [m.mask_id] * gen_length])
     origin = torch.tensor([P])
     nfe = 0
@@ -39,7 +44,7 @@ def recompute_decode(m, prompt, gen_length, tau):
         while bool((x[0, lo:hi] == m.mask_id).any()):
             logits, _ = net(x, origin=origin)
             nfe += 1
-            conf, x0 = logits[0, lo:hi].float().softmax(-1).max(-1)
+            conf, x0 = logits[0, lo - shift:hi - shift].float().softmax(-1).max(-1)
             masked = x[0, lo:hi] == m.mask_id
             conf = torch.where(masked, conf, -1.0)
             pick = masked & (conf >= tau)
@@ -75,8 +80,9 @@ def test_loop_with_the_exact_block_cache_equals_recomputing_everything(student, 
     got = decode(student, build_method(parse_methods("threshold:tau=0.6")[0], gen), [prompt], gen)
     assert got.tokens[0].tolist() == want.tolist()
     assert int(got.nfe[0]) == nfe                        # every forward a denoising step (append=fold)
-    sep = decode(student, build_method(parse_methods("threshold:tau=0.6,append=separate")[0], gen), [prompt], gen)
-    assert sep.tokens[0].tolist() == want.tolist()       # the prompt prefilled, blocks appended apart
+    if not student.logit_shift:                          # (refused for Dream: test_refusals)
+        sep = decode(student, build_method(parse_methods("threshold:tau=0.6,append=separate")[0], gen), [prompt], gen)
+        assert sep.tokens[0].tolist() == want.tolist()   # the prompt prefilled, blocks appended apart
 
 
 def test_the_parity_cases_include_a_stop_at_eos(student):
@@ -100,21 +106,28 @@ def test_left_padded_batch_equals_single_rows(student):
         assert int(batch.nfe[i]) == int(one.nfe[0])
 
 
-def test_a_llada_checkpoint_directory_loads_as_a_cdlm_student(tmp_path):
-    src = load_model("llada-tiny", no_weights=True, seed=4)
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_a_checkpoint_directory_loads_as_a_cdlm_student(tmp_path, family):
+    src = load_model(f"{family}-tiny", no_weights=True, seed=4)
     save_checkpoint(src.module, src.module.cfg.to_hf(), tmp_path)
-    m = load_model("cdlm-llada", path=str(tmp_path))
-    assert (m.regime, m.block_size, m.block_grid, m.name) == ("block_causal", 32, "generation", "cdlm-llada")
+    m = load_model(f"cdlm-{family}", path=str(tmp_path))
+    assert (m.regime, m.block_size, m.block_grid, m.name) == ("block_causal", 32, "generation", f"cdlm-{family}")
+    assert m.logit_shift == (family == "dream") and not m.ar_blocks
     want = src.module.state_dict()
     got = m.module.net.state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
 
 def test_refusals_are_one_line_and_name_the_fix():
-    with pytest.raises(ValueError, match=r"^cdlm-dream: CDLM students of Dream are not built .*use cdlm-llada$"):
+    with pytest.raises(ValueError, match=r"^cdlm-dream needs --model-path <a CDLM-Dream checkpoint"):
         load_model("cdlm-dream")
     with pytest.raises(ValueError, match=r"^cdlm-llada needs --model-path <a CDLM-LLaDA checkpoint"):
         load_model("cdlm-llada")
+    d = load_model("cdlm-dream-tiny", no_weights=True)
+    gen = GenConfig(gen_length=64, block_length=32)
+    with pytest.raises(ValueError, match=r"^threshold: append=separate does not apply to logit-shifted model "
+                                         r"cdlm-dream-tiny"):
+        decode(d, build_method(parse_methods("threshold:append=separate")[0], gen), [[1, 2, 3]], gen)
     m = load_model("cdlm-llada-tiny", no_weights=True)
     gen = GenConfig(gen_length=64, block_length=32)
     with pytest.raises(ValueError, match="cache=dual means nothing new for block-causal model cdlm-llada-tiny"):
