@@ -1,4 +1,4 @@
-"""Block-causal models (SDAR/TraDo, LLaDA2.x, Fast-dLLM v2) in the decode loop.
+"""Block-causal models (SDAR/TraDo, LLaDA2.x, Fast-dLLM v2, CDLM students) in the decode loop.
 
 Attention is causal across the model's blocks and bidirectional inside one, so the loop decodes
 one model block at a time and keeps the finished blocks' K/V in the model's exact cache
@@ -12,7 +12,9 @@ shares the first decoded block with the first masks; a row decodes up to the end
 holding position P + gen_length - 1, i.e. ceil((P + gen_length) / block) * block - P tokens
 (gen_length rounded up to the row's block boundary). In the state, generated index j of row b is
 at position P_b + j and in block (j + shift_b) // block (Counters.shift); rows whose region is one
-block shorter start one block later, so every row ends at the same block count.
+block shorter start one block later, so every row ends at the same block count. On CDLM's grid
+(ModelAdapter.block_grid "generation") the blocks start at each row's generation start instead: the
+whole prompt is one block, cached before (or with) the first decoded block, and there is no tail.
 
 Forwards and NFE, `append` (a setting every method accepts, `threshold:append=separate`):
   fold      (default) every forward is a denoising step: a row's first forward in a block also
@@ -26,10 +28,12 @@ Forwards and NFE, `append` (a setting every method accepts, `threshold:append=se
 LLaDA2's generate recomputes the whole prefix at every step, so its forwards are the denoising
 steps: fold's count.
 
-A logit-shifted model (Fast-dLLM v2: position i is predicted from hidden state i - 1) reads the
-prediction of a block's first position from the last position of the block before, computed by
-the forward that appended it and kept for the block's later steps (it cannot change: that
-position does not see the current block).
+A logit-shifted model (position i is predicted from hidden state i - 1) reads the prediction of a
+block's first position from the last position before the block, computed by the forward that fed
+it and kept for the block's later steps (it cannot change: that position does not see the current
+block). Fast-dLLM v2 (ModelAdapter.ar_blocks) writes that prediction as the block's first token
+(its appending forwards, separate, and its stop rule); a CDLM Dream student decodes it as a masked
+position like the others (FedBlock.stale_first; append=fold only).
 
 Rows that finished are fed as padding (no NFE, nothing written): the forward keeps its shape.
 Capped rows (the step cap): the current block's masks take the last proposal; later blocks,
