@@ -4,7 +4,8 @@ graphs and syncs once (on counts the step graph copies out). Same tokens and cou
 reference loop: decide treats each row on its own (decoding/base.py, Method).
 
 The kinds of step come from the forward: without a cache one (the full forward graph, whose input
-buffer holds the tokens meanwhile); with the dual cache a refresh and a window. A step whose rows
+buffer holds the tokens meanwhile); with the dual cache a refresh and a window; with truncated
+forwards (SlowFast) one whose forward runs eagerly before the step graph (`truncated`). A step whose rows
 need different kinds (some at a block start, some not) runs eagerly (decoding.loop.step).
 
 A GraphPool keeps it for the next decode call of the same shapes and method settings: that call
@@ -58,12 +59,15 @@ class CapturedDecode:
         self.every = torch.arange(state.tokens.shape[0], device=dev)
         self.steps: dict[str, graphs.CapturedStep] = {}
         self.replays: dict = {}      # kind -> step graphs replayed (benchmarks read it); "eager" -> eager steps
+        self.counted_by_launch: set = set()   # kinds whose launch counts the NFE itself (an eager forward)
 
     @classmethod
     def build(cls, pool, calls, model, method, state, generator) -> "CapturedDecode | None":
         """None where the forwards are not graphed (too large to be launch-bound, prefix cache)."""
         reads = method.reads()
         forward = loop.new_forward(model, method, state, generator, calls)
+        if reads.truncated:
+            return cls.truncated(model, method, state, forward)
         P = state.P
         if forward.stepper is None:
             fwd = pool.full_graph(state.tokens, state.attn_fwd, reads.hidden)
@@ -80,7 +84,7 @@ class CapturedDecode:
                 x0, conf = token_stats(logits)
                 hidden = fwd.out.hidden[:, P:] if fwd.out.hidden is not None else None
                 return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
-                                  logits.float() if reads.logits else None, hidden)
+                                  logits if reads.logits else None, hidden)
             kinds = {"full": (lambda: fwd(*fwd.inputs), stats)}
             attn_fwd, tokens = state.attn_fwd, state.tokens
             return cls(model, method, state, forward, kinds, lambda n_active, n_start: "full",
@@ -105,6 +109,26 @@ class CapturedDecode:
                                             else "window" if n_start == 0 else None)
         kept = pool.cache(st.B, st.L)
         return cls(model, method, state, forward, kinds, choose, lambda: pool.caches.get((st.B, st.L)) is kept)
+
+    @classmethod
+    def truncated(cls, model, method, state, forward) -> "CapturedDecode":
+        """Truncated forwards (Plan.extent: SlowFast), whose fed length changes from step to step:
+        the plan and the forward run eagerly, as the reference loop runs them (the rows decoding,
+        their NFE, the reuse store), their statistics land in fixed [B, G] buffers, and the rest of
+        the step is the step graph over every row."""
+        B, G, dev = state.tokens.shape[0], state.gen.gen_length, state.tokens.device
+        buf = StepOutput(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev),
+                         torch.zeros((B, G), dtype=torch.bool, device=dev))
+        d = cls(model, method, state, forward, {}, lambda n_active, n_start: "truncated", lambda: True)
+
+        def launch():
+            s = d.state
+            rows = (~s.rows.done).nonzero().squeeze(1)
+            out = d.forward(s, rows, d.method.plan(s.view(rows, rows)))
+            buf.x0[rows], buf.conf[rows], buf.fresh[rows] = out.x0, out.conf, out.fresh
+        d.kinds["truncated"] = (launch, lambda s: buf)
+        d.counted_by_launch = {"truncated"}
+        return d
 
     def load(self, method, state, generator) -> None:
         """Refill with a new call's state (same shapes) and rebind the call's method object: its
@@ -141,7 +165,9 @@ class CapturedDecode:
             launch()
             if kind not in self.steps:
                 saved = [(t, t.clone()) for t in self.kept_by_warm_up()]
-                self.steps[kind] = graphs.CapturedStep(lambda s, stats=stats: self._step(stats, s), state, copy_tree)
+                nfe = kind not in self.counted_by_launch
+                self.steps[kind] = graphs.CapturedStep(lambda s, stats=stats, nfe=nfe: self._step(stats, s, nfe),
+                                                       state, copy_tree)
                 for t, v in saved:   # the warm-up ran on the copy's rows
                     t.copy_(v)
             self.replay_step(kind)
@@ -159,12 +185,13 @@ class CapturedDecode:
         """Tensors outside the state that a step graph's warm-up writes, restored after it."""
         return list(method_tensors(self.method).values())
 
-    def _step(self, stats, state) -> None:
-        """What a step graph holds: the NFE, the token statistics of the forward graph's output,
-        and decoding.loop.decide_and_apply over every row (state passed in: the warm-up runs on
-        a copy)."""
+    def _step(self, stats, state, nfe: bool = True) -> None:
+        """What a step graph holds: the NFE (unless the launch counted it), the token statistics of
+        the forward graph's output, and decoding.loop.decide_and_apply over every row (state passed
+        in: the warm-up runs on a copy)."""
         act = ~state.rows.done
-        state.nfe += act.long()
+        if nfe:
+            state.nfe += act.long()
         loop.decide_and_apply(state, self.method, slice(None), self.every, stats(state), act)
         self.count(state)
 

@@ -5,12 +5,14 @@ A captured step runs the method's decide() and the loop's bookkeeping over every
 rows masked) as one graph replayed each step, after the forward's own graph. That needs:
 - no host work inside decide (Reads.host): a graph replays kernels, not Python;
 - no random numbers (Reads.rng, a sampling temperature): the run's generator lives on the host;
-- one forward per step with fixed shapes: no CFG (two forwards) and no truncated forwards
-  (Reads.truncated: the fed length changes from step to step), and no prefix cache (its window
+- one forward per step with fixed shapes: no CFG (two forwards), no prefix cache (its window
   narrows block by block), and no verification block (Reads.verify: the forward graphs hold
   the plain sequence);
-Reading fp32 logits, hidden states or the history is allowed: they are static tensors of the
-forward graph or of the state.
+- truncated forwards (Reads.truncated: the fed length changes from step to step) run eagerly
+  before the step graph, which reads their x0, conf and fresh from fixed buffers: such a method
+  may not also read logits or hidden states (no fixed buffer holds them).
+Reading logits, hidden states or the history is allowed otherwise: they are static tensors of
+the forward graph or of the state.
 
 Block-causal models (decoding/block_causal.py): a captured step holds the block forward too
 (acceleration/captured_block.py), where every step of a row is one block forward of a fixed width
@@ -50,8 +52,8 @@ def capture_blocker(method) -> str | None:
         return "it draws random numbers (Reads.rng / temperature)"
     if method.cfg_scale > 0:
         return "classifier-free guidance runs two forwards per step"
-    if r.truncated:
-        return "it plans truncated forwards, whose length changes from step to step (Reads.truncated)"
+    if r.truncated and (r.logits or r.hidden):
+        return "it plans truncated forwards (Reads.truncated) and reads their logits or hidden states"
     if r.verify:
         return "its forward carries a verification block (Reads.verify), which has no graph"
     if method.cache == "prefix":

@@ -19,11 +19,13 @@ from collections import OrderedDict
 import torch
 
 from decoding.forward import ModelCalls
+from models.base import ModelOutput
 from models.layers import CacheCall
 from . import graphs
 from .graphs import model_params
 
-FULL_GRAPHS = 4
+FULL_GRAPHS = 12   # a few batch shapes, or the fed lengths of truncated forwards (TRUNCATED_BUCKET)
+TRUNCATED_BUCKET = 32
 CACHES = 2
 CAPTURED_DECODES = 4
 # Windows of at most this many tokens capture their matrix products through cuBLASLt: on an H200,
@@ -122,6 +124,21 @@ class GraphedCalls(ModelCalls):
     def full(self, x, attn, need_hidden):
         g = self.pool.full_graph(x, attn, need_hidden)
         return None if g is None else g(x, attn)
+
+    def truncated(self, x, attn, P, rows, fed, need_hidden):
+        """A truncated forward as the full-forward graph of every row at the fed length rounded up
+        to TRUNCATED_BUCKET tokens (a few graphs serve every length): each row sees its prompt and
+        first fed[i] generated positions (the rest hidden by the mask, as decoding.forward.truncate
+        hides a shorter row's), and the rows `rows` are returned. None where it does not pay."""
+        B, n = x.shape[0], int(fed.max())   # the reference's truncate syncs for the same number
+        L = min(P + -(-n // TRUNCATED_BUCKET) * TRUNCATED_BUCKET, x.shape[1])
+        if not self.pool.launch_bound(B * L):
+            return None
+        every = torch.zeros(B, dtype=fed.dtype, device=fed.device).index_copy(0, rows, fed)
+        am = attn[:, :L].clone()
+        am[:, P:] *= (torch.arange(L - P, device=x.device).unsqueeze(0) < every.unsqueeze(1)).to(am.dtype)
+        out = self.pool.full_graph(x[:, :L], am, need_hidden)(x[:, :L], am)
+        return ModelOutput(out.logits[rows], None if out.hidden is None else out.hidden[rows])
 
     def refresh_graph(self, stepper, x, mask, need_hidden):
         """A refresh of every row (a full forward storing all K/V) as a graph, or None."""

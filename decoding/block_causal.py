@@ -369,14 +369,13 @@ class BlockForward:
         conf = put(confb.float(), self.conf[rows])
         self.x0[rows], self.conf[rows] = x0, conf
         fresh = put(inside, torch.zeros((b, G), dtype=torch.bool, device=rows.device))
-        logits = hidden = None
-        if self.reads.logits:
-            lf = lb.float()
-            logits = put(lf, lf.new_zeros((b, G, lf.shape[-1])))
+        hidden = None
         if hb is not None:
             hb = hb[rows]
             hidden = put(hb, hb.new_zeros((b, G, hb.shape[-1])))
-        return StepOutput(x0, conf, fresh, logits, hidden)
+        if not self.reads.logits:
+            return StepOutput(x0, conf, fresh, None, hidden)
+        return StepOutput(x0, conf, fresh, lb, hidden, logits_at=j)
 
 
 @torch.no_grad()

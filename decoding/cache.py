@@ -17,8 +17,8 @@ block's first token at the refresh step).
 registry and stored on the method (`Method.cache`), not copied into each method's Config: a
 method only scores and selects; which forward the loop runs is the loop's business, and one
 place validates it. Window steps compute token statistics only for the window's positions (the
-StepOutput's `fresh`); x0 and conf elsewhere repeat the row's last full forward, and logits/hidden
-there are zeros (only built when the method reads them: Reads.logits / Reads.hidden).
+StepOutput's `fresh`); x0 and conf elsewhere repeat the row's last full forward. A method reading
+logits gets the window's rows only (StepOutput.logits_at); hidden states are zeros outside it.
 
 The stepper holds the cache math only. Where a refresh or window forward of every row may replay
 a CUDA graph, the ModelCalls object it is given (decoding/forward.py; acceleration/ provides the
@@ -26,9 +26,12 @@ graphed one, which also owns the KV cache across calls) runs it.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from models.base import ModelAdapter
+from kernels.compiled import small_inputs_compiled
 from models.layers import CacheCall
 from .contract import Reads, StepOutput
 from .select import token_stats
@@ -76,7 +79,8 @@ class CacheStepper:
         if call.rows is None and self.calls is not None:
             out = self.calls.refresh(self, xa, mask, reads.hidden)
         if out is None:
-            out = self.model.forward(xa, mask, output_hidden=reads.hidden, kv=call)
+            with small_inputs_compiled():   # the kernels the captured refresh holds: the same numbers
+                out = self.model.forward(xa, mask, output_hidden=reads.hidden, kv=call)
         return self.refresh_output(rows, out.logits, out.hidden, method.temperature, reads, generator)
 
     def refresh_output(self, rows, logits, hidden, temperature, reads, generator) -> StepOutput:
@@ -86,7 +90,7 @@ class CacheStepper:
         self.x0[rows], self.conf[rows] = x0, conf
         hidden = hidden[:, self.P:] if hidden is not None else None
         return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
-                          logits.float() if reads.logits else None, hidden)
+                          logits if reads.logits else None, hidden)
 
     def _windows(self, rows, xa, aa, block, method, reads, generator) -> StepOutput:
         if self.mode == "dual":  # equal width for every row: one forward even if rows are in different blocks
@@ -111,15 +115,12 @@ class CacheStepper:
         x0 = self.x0[rows].scatter(1, gpos, x0w)
         conf = self.conf[rows].scatter(1, gpos, confw)
         fresh = torch.zeros_like(x0, dtype=torch.bool).scatter_(1, gpos, True)
-        logits = hidden = None
-        if reads.logits:
-            logits = lw.new_zeros((lw.shape[0], self.G, lw.shape[-1]), dtype=torch.float32)
-            logits.scatter_(1, gpos.unsqueeze(-1).expand_as(lw), lw.float())
+        hidden = None
         if hw is not None:
             hw = hw[:, s:]
             hidden = hw.new_zeros((hw.shape[0], self.G, hw.shape[-1]))
             hidden.scatter_(1, gpos.unsqueeze(-1).expand_as(hw), hw)
-        return StepOutput(x0, conf, fresh, logits, hidden)
+        return StepOutput(x0, conf, fresh, lw if reads.logits else None, hidden, logits_at=gpos if reads.logits else None)
 
     def _window_forward(self, rows, xa, aa, block, width, need_hidden):
         """-> (model output, pos [b, W]: the window's sequence indices). A window of every row may
@@ -141,8 +142,9 @@ class CacheStepper:
         positions = pos
         if self.padded:
             positions = (aa.long().cumsum(-1) - 1).clamp(min=0).gather(1, pos)
-        out = self.model.forward(xa.gather(1, pos), None, output_hidden=need_hidden, positions=positions,
-                                 kv=self._call(rows, pos, aa))
+        with small_inputs_compiled():   # the kernels the captured window holds: the same numbers
+            out = self.model.forward(xa.gather(1, pos), None, output_hidden=need_hidden, positions=positions,
+                                     kv=self._call(rows, pos, aa))
         return out, pos
 
 
@@ -157,4 +159,6 @@ def _merge(b: int, parts) -> StepOutput:
         for idx, t in ts:
             out[idx] = t
         return out
+    parts = [(i, p if p.logits is None else dataclasses.replace(p, logits=p.dense_logits(), logits_at=None))
+             for i, p in parts]
     return StepOutput(*(cat(n) for n in ("x0", "conf", "fresh", "logits", "hidden")))

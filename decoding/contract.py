@@ -20,7 +20,8 @@ class Reads:
     """What a method's plan/decide read beyond x0, conf, fresh, the candidates and the row counters.
     The loop builds only what is read; acceleration/ decides from it whether the step may be
     captured in a CUDA graph (acceleration/policy.py)."""
-    logits: bool = False     # StepOutput.logits: fp32 [b, G, V] (zeros where not fresh)
+    logits: bool = False     # StepOutput.logits: [b, W, V] in the model's dtype, the rows the
+                             # forward computed (StepOutput.logits_at; per_position / dense_logits)
     hidden: bool = False     # StepOutput.hidden: [b, G, d] last hidden states (zeros where not fresh)
     history: bool = False    # StepView.history: argmax, conf, stable steps, commit step (before this step)
     topk: int = 0            # ... and the previous distribution's top-k log-probs and ids (k = topk)
@@ -89,13 +90,48 @@ class StepOutput:
     conf: torch.Tensor                   # fp32 probability of x0
     fresh: torch.Tensor                  # bool: positions this forward computed; elsewhere x0/conf
                                          # repeat the row's last computation (cache windows, truncated forwards)
-    logits: torch.Tensor | None = None   # [b, G, V] fp32 (Reads.logits); zeros where not fresh
+    logits: torch.Tensor | None = None   # [b, W, V] in the model's dtype (Reads.logits): the logits
+                                         # rows the forward computed, W = G unless logits_at is set
     hidden: torch.Tensor | None = None   # [b, G, d] (Reads.hidden); zeros where not fresh
     verify_x0: torch.Tensor | None = None    # [b, G] (Reads.verify) the shadow block's argmax at each
                                              # position of the current block, predicted with that position
                                              # hidden (-1 outside the block)
     verify_conf: torch.Tensor | None = None  # [b, G] fp32: the shadow block's probability of the token
                                              # written there (of verify_x0 where masked); 0 outside the block
+    logits_at: torch.Tensor | None = None    # [b, W] long: the generated position of each logits row
+                                             # (a cache window's); G marks a row outside the region.
+                                             # None: row i is position i (W = G, zeros where not fresh)
+
+    def per_position(self, fn, *extra: torch.Tensor) -> torch.Tensor:
+        """[b, G, ...]: fn(logits rows, *extra gathered at those rows) placed at their positions.
+        `fn` works row by row on [b, W, V] (and [b, W, ...] extras); a position without a logits
+        row gets fn of a zero logits row (zero extras), as if the logits were dense with zeros there.
+        Methods compute their vocabulary statistics through this, over the W rows only."""
+        if self.logits_at is None:
+            return fn(self.logits, *extra)
+        at = self.logits_at
+        got = fn(self.logits, *(gather_rows(t, at) for t in extra))
+        zero = self.logits.new_zeros((1, 1, self.logits.shape[-1]))
+        fill = fn(zero, *(t.new_zeros((1, 1, *t.shape[2:])) for t in extra))
+        return place_rows(got, at, fill.expand(self.x0.shape[0], self.x0.shape[1], *fill.shape[2:]))
+
+    def dense_logits(self) -> torch.Tensor:
+        """[b, G, V] fp32 logits, zeros at positions without a logits row."""
+        return self.per_position(lambda lg: lg.float())
+
+
+def gather_rows(t: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """t [b, G, ...] at positions at [b, W] (G reads as a zero row) -> [b, W, ...]."""
+    padded = torch.cat([t, t.new_zeros((t.shape[0], 1, *t.shape[2:]))], 1)
+    return padded.gather(1, at.view(*at.shape, *([1] * (t.dim() - 2))).expand(*at.shape, *t.shape[2:]))
+
+
+def place_rows(values: torch.Tensor, at: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """base [b, G, ...] with rows values [b, W, ...] written at positions at [b, W] (G: dropped)."""
+    b, G = base.shape[:2]
+    padded = torch.cat([base, base.new_zeros((b, 1, *base.shape[2:]))], 1)
+    idx = at.view(*at.shape, *([1] * (values.dim() - 2))).expand(*values.shape)
+    return padded.scatter(1, idx, values.to(base.dtype))[:, :G]
 
 
 @dataclass

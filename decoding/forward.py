@@ -39,6 +39,11 @@ class ModelCalls:
         """A full forward of every row (finished rows included), or None."""
         return None
 
+    def truncated(self, x, attn, P: int, rows, fed, need_hidden: bool) -> ModelOutput | None:
+        """A truncated forward (Plan.extent `fed` [b] of `rows`) -> the output of `rows`, cut at any
+        length >= P + max(fed) (positions past a row's extent are hidden from it), or None."""
+        return None
+
     def refresh(self, stepper, x, mask, need_hidden) -> ModelOutput | None:
         """A cache refresh of every row, or None."""
         return None
@@ -83,6 +88,8 @@ class Forward:
             if out is not None:
                 keep = slice(None) if rows.numel() == state.tokens.shape[0] else rows
                 out = ModelOutput(out.logits[keep], None if out.hidden is None else out.hidden[keep])
+        if out is None and fed is not None and calls == 1:
+            out = self.calls.truncated(state.tokens, state.attn, P, rows, fed, self.reads.hidden)
         if out is None:
             xf, af = truncate(xa, aa, P, fed)
             out = model.forward(xf, af if (fed is not None or state.attn_fwd is not None) else None,
@@ -96,7 +103,7 @@ class Forward:
             logits = un + (method.cfg_scale + 1) * (logits.float() - un)
         state.nfe[rows] += calls
         x0, conf = token_stats(logits, method.temperature, self.generator)
-        logits = logits.float() if self.reads.logits else None   # the model's dtype until a method reads it
+        logits = logits if self.reads.logits else None
         if fed is None:
             return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool), logits, hidden)
         state.nfe_truncated[rows] += calls * (fed < G).long()
@@ -121,7 +128,7 @@ class Forward:
         verify_conf = torch.zeros_like(conf, dtype=torch.float32).scatter(1, at, vconf.float())
         hidden = out.hidden[:, P:L] if out.hidden is not None else None
         return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
-                          logits.float() if self.reads.logits else None, hidden, verify_x0, verify_conf)
+                          logits if self.reads.logits else None, hidden, verify_x0, verify_conf)
 
 
 def check_verify(model: ModelAdapter, method: Method, stepper) -> None:

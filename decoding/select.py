@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.compiled import on_gpu_compiled
+from kernels.compiled import VOCAB_ROWS_COMPILED, on_gpu_compiled
 
 NEG_INF = float("-inf")
 
@@ -30,7 +30,7 @@ def token_stats(logits: torch.Tensor, temperature: float = 0.0,
     return x0.view(logits.shape[:-1]), conf.view(logits.shape[:-1])
 
 
-@on_gpu_compiled(min_numel=1 << 22)
+@on_gpu_compiled(min_numel=VOCAB_ROWS_COMPILED)
 def _greedy_rows(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """argmax and its probability 1 / sum(exp(l - max)) (l[argmax] is the max exactly): on GPU the
     max and argmax share one pass over the logits, the sum a second (ATen's argmax alone took
@@ -114,7 +114,13 @@ def factor_commit(conf: torch.Tensor, candidates: torch.Tensor, factor: float) -
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of softmax(logits) over the last dim, in fp32."""
+    """Shannon entropy (nats) of softmax(logits) over the last dim, in fp32 (one fused kernel on
+    the GPU, reading the logits in their own dtype)."""
+    return _entropy_rows(logits.reshape(-1, logits.shape[-1])).view(logits.shape[:-1])
+
+
+@on_gpu_compiled(min_numel=VOCAB_ROWS_COMPILED)
+def _entropy_rows(logits: torch.Tensor) -> torch.Tensor:
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
 

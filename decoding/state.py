@@ -14,7 +14,7 @@ import torch
 
 from kernels.compiled import on_gpu_compiled
 from .base import GenConfig
-from .contract import Decision, History, StepOutput, StepView
+from .contract import Decision, History, StepOutput, StepView, place_rows
 
 
 @dataclass
@@ -172,6 +172,8 @@ def _keep_history(h: History, rows, view: StepView, out: StepOutput, commit, rem
     if h.topk_logp is not None:
         kk = h.topk_logp.shape[-1]
         logp, ids = torch.log_softmax(out.logits.float(), -1).topk(kk, -1)
+        if out.logits_at is not None:   # a window's rows: placed at their positions, the rest kept
+            logp, ids = place_rows(logp, out.logits_at, old.topk_logp), place_rows(ids, out.logits_at, old.topk_ids)
         keep = (t & out.fresh).unsqueeze(-1)
         h.topk_logp[rows] = torch.where(keep, logp, old.topk_logp)
         h.topk_ids[rows] = torch.where(keep, ids, old.topk_ids)

@@ -12,6 +12,11 @@ import torch
 
 
 COMPILE_MIN_TOKENS = 2048
+# A reduction over a vocabulary compiles for any input holding one real vocabulary row (LLaDA's
+# 126464, Dream's 152064), however few rows: the reference loop then computes a cache window's
+# token statistics with the kernels its captured step holds (the same numbers), and the guards'
+# host time is small beside a pass over that many elements.
+VOCAB_ROWS_COMPILED = 1 << 16
 _graph_capture = [0]   # > 0 while a CUDA graph is warmed up and captured (acceleration/graphs.py)
 
 

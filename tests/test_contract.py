@@ -103,23 +103,45 @@ def test_history_is_kept_by_the_loop_for_methods_that_read_it(random_model, prom
     assert loop.new_state(random_model, method_threshold(), ids, GEN).history is None
 
 
-def test_a_method_reading_logits_under_the_dual_cache_gets_fresh_right(builtin_model, prompts):
+@pytest.mark.parametrize("n_prompts", [1, 3])   # one row: every window alone; three: mixed steps merged
+def test_a_method_reading_logits_under_the_dual_cache_gets_fresh_right(builtin_model, prompts, n_prompts):
     gen = GenConfig(gen_length=24, block_length=8)
     m = toy(builtin_model, gen)
     m.cache = "dual"
     Revise.seen = []
-    loop.decode(builtin_model, m, encode(builtin_model, prompts[:3]), gen)
-    windows = 0
+    loop.decode(builtin_model, m, encode(builtin_model, prompts[:n_prompts]), gen)
+    windows = compact = 0
     for view, out in Revise.seen:
+        dense = out.dense_logits()
+        compact += out.logits_at is not None
         for i in range(len(view.rows)):
             if int(view.step_in_block[i]) == 0:          # a refresh: every position computed
                 assert out.fresh[i].all()
             else:                                        # a window: only the row's block
                 blk = (torch.arange(24) // 8) == view.block[i]
                 assert torch.equal(out.fresh[i], blk)
-                assert (out.logits[i][~blk] == 0).all() and (out.logits[i][blk] != 0).any()
+                assert (dense[i][~blk] == 0).all() and (dense[i][blk] != 0).any()
                 windows += 1
     assert windows > 0
+    assert compact > 0 or n_prompts > 1                  # a window alone gives its rows only
+
+
+def test_per_position_places_window_rows_as_dense_zeros_would():
+    """A vocabulary statistic over a window's logits rows equals the statistic over dense logits
+    with zeros outside the window; G marks a row outside the generated region."""
+    from decoding.select import entropy
+    torch.manual_seed(0)
+    b, G, V = 2, 6, 11
+    rows = torch.randn(b, 3, V)
+    at = torch.tensor([[1, 2, 3], [4, 5, 6]])            # row 1's last logits row lies outside (G = 6)
+    x0 = torch.randint(0, V, (b, G))
+    out = StepOutput(x0, torch.rand(b, G), torch.ones((b, G), dtype=torch.bool), rows, logits_at=at)
+    dense = torch.zeros(b, G, V)
+    dense[0, 1:4], dense[1, 4:6] = rows[0], rows[1, :2]
+    assert torch.equal(out.dense_logits(), dense)
+    assert torch.equal(out.per_position(entropy), entropy(dense))
+    pick = lambda lg, t: lg.gather(-1, t.unsqueeze(-1)).squeeze(-1)
+    assert torch.equal(out.per_position(pick, x0), pick(dense, x0))
 
 
 def test_captured_step_equals_eager_for_a_revising_method(random_model, prompts, monkeypatch):

@@ -1,5 +1,6 @@
 """CUDA-graph policy and the loop's graph branch, checked on CPU (graphs themselves need a GPU;
 their token-for-token parity with eager forwards is recorded in results/speed/REPORT.md)."""
+import pytest
 import torch
 
 import acceleration.graphs as graphs
@@ -110,7 +111,8 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
     for spec, graphs_step in (("fixed", True), ("threshold", True), ("threshold:tau=0.5", True),
                               ("fixed:steps=24", True), ("localleap", True), ("fixed:remasking=random", False),
                               ("prr", True), ("prr:profile=true", False), ("eb", True),
-                              ("slowfast", False), ("slowfast:reuse=false", True), ("edit", True),
+                              ("slowfast", True), ("slowfast:reuse=false", True),
+                              ("slowfast:preset=code", True), ("edit", True),
                               ("wino", False)):
         for gen in gens:
             eager = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
@@ -126,6 +128,32 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
                 assert eager.steps.min() < eager.steps.max(), "rows should finish at different steps"
             if gen.max_steps is not None and spec == "fixed":
                 assert eager.capped.all(), "the step cap should end every row"
+
+
+@pytest.mark.parametrize("model_name,spec", [("builtin_model", "slowfast:preset=paper"),
+                                             ("random_model", "slowfast:tau_min=0.0,tau_high=0.5")])
+def test_truncated_forwards_replay_bucketed_graphs_and_equal_the_eager_loop(request, prompts, monkeypatch,
+                                                                            model_name, spec):
+    """SlowFast's truncated forwards replay the full-forward graph of every row at the fed length
+    rounded up to TRUNCATED_BUCKET (a row's extra positions hidden by its mask), and its step is
+    captured: tokens and counts equal the reference loop's."""
+    model = request.getfixturevalue(model_name)
+    ids = encode(model, prompts)
+    gen = GenConfig(gen_length=48, block_length=16)
+    eager = loop.decode(model, method(spec, gen), ids, gen)
+    assert int(eager.nfe_truncated.sum()) > 0
+    _stand_in_graphs(monkeypatch)
+    monkeypatch.setattr("acceleration.pool.TRUNCATED_BUCKET", 8)
+    built = _EagerStep.built
+    dec = Decoder(model)
+    graphed = dec(method(spec, gen), ids, gen)
+    monkeypatch.undo()
+    assert _EagerStep.built > built                      # the step is captured
+    for field in FIELDS:
+        assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, field)
+    P = max(map(len, ids))
+    lengths = {key[0][1] for key in dec.pool.full_graphs}
+    assert len(lengths) > 1 and all((L - P) % 8 == 0 or L == P + 48 for L in lengths), lengths
 
 
 def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, monkeypatch):

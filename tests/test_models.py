@@ -150,7 +150,7 @@ def test_cached_window_equals_full_forward_when_cache_is_fresh(models, name, mod
     for blk in (0, 1):
         block = torch.full((2,), blk)
         w = st._windows(rows, x, attn, block, _M, READ_ALL, None)
-        x0, logits, hidden = w.x0, w.logits, w.hidden
+        x0, logits, hidden = w.x0, w.dense_logits(), w.hidden
         lo = blk * BL
         hi = lo + BL if mode == "dual" else G
         assert w.fresh[:, lo:hi].all() and not w.fresh[:, :lo].any() and not w.fresh[:, hi:].any()

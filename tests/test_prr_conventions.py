@@ -102,12 +102,12 @@ def test_top50_confidence_is_the_reference_log_sum_exp_and_exceeds_the_probabili
     m = method("prr:controller=zero,conf=top50", GEN8)
     top = logits.topk(50, -1).values
     want = (logits.gather(-1, x0.unsqueeze(-1)).squeeze(-1) - top.logsumexp(-1)).exp()
-    assert torch.allclose(m.score(out, logits), want, atol=1e-6)
+    assert torch.allclose(m.score(out), want, atol=1e-6)
     assert (want > conf).all()
     assert m.reads().logits                                  # the top-50 score reads the logits
-    assert torch.equal(method("prr:controller=zero", GEN8).score(out, logits), conf)   # ablation: exact
-    assert torch.equal(method("prr:conf=exact", GEN8).score(out, logits), conf)
-    assert torch.allclose(method("prr", GEN8).score(out, logits), want, atol=1e-6)   # a controller: top50
+    assert torch.equal(method("prr:controller=zero", GEN8).score(out), conf)   # ablation: exact
+    assert torch.equal(method("prr:conf=exact", GEN8).score(out), conf)
+    assert torch.allclose(method("prr", GEN8).score(out), want, atol=1e-6)   # a controller: top50
 
 
 def test_feature_set_is_the_one_the_controller_was_trained_with(tmp_path):

@@ -57,9 +57,14 @@ class DiCoMethod(Method):
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         c, h = self.cfg, view.history
-        top2 = torch.softmax(out.logits.float(), -1).topk(2, dim=-1).values
-        margin = top2[..., 0] - top2[..., 1]
+        margin = out.per_position(top2_margin)
         run = torch.where(out.x0 != h.argmax, 0, h.stable + 1)   # steps since the argmax last changed
         return Decision(dico_decide(out.conf, margin, run, view.candidates, tau_seed=c.tau_seed,
                                     min_stable=c.min_stable, radius=c.radius, tau_cluster=c.tau_cluster,
                                     n_final=c.n_final, lam=c.lam))
+
+
+def top2_margin(logits: torch.Tensor) -> torch.Tensor:
+    """[...]: the top-1 minus the top-2 probability of softmax(logits) (fp32)."""
+    top2 = torch.softmax(logits.float(), -1).topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]

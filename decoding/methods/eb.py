@@ -29,4 +29,4 @@ class EBMethod(Method):
             raise ValueError(f"eb: gamma={self.cfg.gamma} must be >= 0 (e.g. eb:gamma=0.1)")
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
-        return Decision(entropy_budget_commit(entropy(out.logits), view.candidates, self.cfg.gamma))
+        return Decision(entropy_budget_commit(out.per_position(entropy), view.candidates, self.cfg.gamma))

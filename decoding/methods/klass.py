@@ -113,7 +113,7 @@ class KLASSMethod(Method):
             self.run = torch.zeros((B, G), dtype=torch.long, device=fresh.device)
             self.seen = torch.zeros((B, G), dtype=torch.bool, device=fresh.device)
             self.prev = None
-        logp = torch.log_softmax(out.logits.double(), -1)
+        logp = out.per_position(lambda lg: torch.log_softmax(lg.double(), -1))
         kl = self.kl(view, out, logp)
         run = torch.where(fresh, stable_run(self.run[rows], kl, c.kl_tol), self.run[rows])
         self.run[rows] = run

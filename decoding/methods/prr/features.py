@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.compiled import VOCAB_ROWS_COMPILED, on_gpu_compiled
+
 N_FEATURES = 11
 FEATURE_SETS = ("reference", "ours")
 REF_EPS = 1e-6   # the reference's smoothing of the entropy (inside the log and on log V)
@@ -61,17 +63,37 @@ def token_features(logits: torch.Tensor, conf: torch.Tensor, convention: str = "
     """[b, N, 3]: top-1 probability, top1 - top2 margin, normalized entropy (fp32). `reference`: the
     max probability and -sum p log(p + 1e-6) / (log V + 1e-6); `ours`: conf (the probability of
     the proposed token) and the exact entropy / log V."""
-    logp = torch.log_softmax(logits.float(), -1)
-    top2 = logp.topk(2, dim=-1).values.exp()
-    V = logits.shape[-1]
+    return with_conf(logit_features(logits, convention), conf, convention)
+
+
+def with_conf(lf: torch.Tensor, conf: torch.Tensor, convention: str) -> torch.Tensor:
+    """token_features from logit_features: `ours` reads feature 8 from conf."""
     if convention == "reference":
+        return lf
+    return torch.cat([conf.float().unsqueeze(-1), lf[..., 1:]], -1)
+
+
+def logit_features(logits: torch.Tensor, convention: str = "ours") -> torch.Tensor:
+    """[..., 3]: the max probability, the top1 - top2 margin and the normalized entropy of each
+    logits row (the entropy as `convention` defines it), in fp32; one fused kernel on the GPU."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    return _logit_features_rows(flat, convention == "reference").view(*logits.shape[:-1], 3)
+
+
+@on_gpu_compiled(min_numel=VOCAB_ROWS_COMPILED)
+def _logit_features_rows(logits: torch.Tensor, reference: bool) -> torch.Tensor:
+    V = logits.shape[-1]
+    logp = torch.log_softmax(logits.float(), -1)
+    first = logp.max(-1)
+    second = logp.masked_fill(torch.arange(V, device=logits.device) == first.indices.unsqueeze(-1),
+                              -torch.inf).max(-1).values
+    p1, p2 = first.values.exp(), second.exp()
+    if reference:
         p = logp.exp()
         ent = -(p * (p + REF_EPS).log()).sum(-1) / (math.log(V) + REF_EPS)
-        p1 = top2[..., 0]
     else:
         ent = -(logp.exp() * logp).sum(-1) / math.log(V)
-        p1 = conf.float()
-    return torch.stack([p1, top2[..., 0] - top2[..., 1], ent], -1)
+    return torch.stack([p1, p1 - p2, ent], -1)
 
 
 def convention_counts(convention: str, *, x0, candidates, block, step, step_in_block, steps_per_block: int,

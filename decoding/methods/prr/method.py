@@ -38,7 +38,7 @@ from ...base import Method
 from ...contract import Decision, Reads, StepOutput, StepView
 from ...select import quota_schedule, topk_commit
 from .controller import load_controller, trained_features
-from .features import FEATURE_SETS, convention_counts, step_features, token_features
+from .features import FEATURE_SETS, convention_counts, logit_features, step_features, with_conf
 from .shaping import STRATEGIES, shape
 
 
@@ -115,7 +115,7 @@ class PRRMethod(Method):
         feats = step_features(candidates=view.candidates, block=view.block, step=step,
                               step_in_block=view.step_in_block, since_change=since,
                               prompt_len=view.prompt_len, block_length=self.gen.block_length,
-                              total_steps=self.total_steps, tok=token_features(out.logits, out.conf, fs))
+                              total_steps=self.total_steps, tok=with_conf(out.per_position(lambda lg: logit_features(lg, fs)), out.conf, fs))
         s = torch.zeros_like(out.conf)
         if self.ctrl is not None:
             if out.hidden.shape[-1] != self.ctrl.cfg.d_model:
@@ -128,13 +128,12 @@ class PRRMethod(Method):
             s = torch.where(view.candidates, torch.sigmoid(self.ctrl(hidden, feats).float()), 0.0)
         return s, feats
 
-    def score(self, out: StepOutput, logits: torch.Tensor | None) -> torch.Tensor:
+    def score(self, out: StepOutput) -> torch.Tensor:
         """The confidence that is shaped: top50 (the reference's) or the exact probability (out.conf)."""
         top50 = self.cfg.conf == "top50" or (self.cfg.conf is None and self.ctrl is not None)
-        if not top50 or logits is None:
+        if not top50 or out.logits is None:
             return out.conf
-        lse = logits.float().topk(min(TOP_LSE, logits.shape[-1]), dim=-1).values.logsumexp(-1)
-        return (logits.float().gather(-1, out.x0.unsqueeze(-1)).squeeze(-1) - lse).exp()
+        return out.per_position(top50_confidence, out.x0)
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         sync = self.cfg.profile and out.conf.is_cuda
@@ -150,8 +149,15 @@ class PRRMethod(Method):
         if self.cfg.controller == "off":
             commit = topk_commit(out.conf, view.candidates, k)
         else:
-            shaped = shape(self.score(out, out.logits), s, self.cfg.shaping, self.cfg.alpha)
+            shaped = shape(self.score(out), s, self.cfg.shaping, self.cfg.alpha)
             commit = topk_commit(shaped, view.candidates, k) | (view.candidates & (shaped > self.cfg.tau))
         if self.recorder is not None:
             self.recorder.add(view, out, feats, commit)
         return Decision(commit)
+
+
+def top50_confidence(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """exp(l[x0] - logsumexp(the top-50 logits)) per row of logits [..., V] (fp32)."""
+    lf = logits.float()
+    lse = lf.topk(min(TOP_LSE, lf.shape[-1]), dim=-1).values.logsumexp(-1)
+    return (lf.gather(-1, x0.unsqueeze(-1)).squeeze(-1) - lse).exp()
