@@ -111,8 +111,9 @@ class StepOutput:
             return fn(self.logits, *extra)
         at = self.logits_at
         got = fn(self.logits, *(gather_rows(t, at) for t in extra))
-        zero = self.logits.new_zeros((1, 1, self.logits.shape[-1]))
-        fill = fn(zero, *(t.new_zeros((1, 1, *t.shape[2:])) for t in extra))
+        # two zero rows, not one: a compiled fn would build a kernel of its own for a single row
+        zero = self.logits.new_zeros((1, 2, self.logits.shape[-1]))
+        fill = fn(zero, *(t.new_zeros((1, 2, *t.shape[2:])) for t in extra))[:, :1]
         return place_rows(got, at, fill.expand(self.x0.shape[0], self.x0.shape[1], *fill.shape[2:]))
 
     def dense_logits(self) -> torch.Tensor:

@@ -84,10 +84,8 @@ def logit_features(logits: torch.Tensor, convention: str = "ours") -> torch.Tens
 def _logit_features_rows(logits: torch.Tensor, reference: bool) -> torch.Tensor:
     V = logits.shape[-1]
     logp = torch.log_softmax(logits.float(), -1)
-    first = logp.max(-1)
-    second = logp.masked_fill(torch.arange(V, device=logits.device) == first.indices.unsqueeze(-1),
-                              -torch.inf).max(-1).values
-    p1, p2 = first.values.exp(), second.exp()
+    top2 = logp.topk(2, dim=-1).values.exp()
+    p1, p2 = top2[:, 0], top2[:, 1]
     if reference:
         p = logp.exp()
         ent = -(p * (p + REF_EPS).log()).sum(-1) / (math.log(V) + REF_EPS)
