@@ -10,6 +10,7 @@ per-position tensors cover the generated region, [b, G]. See docs/decode-loop.md
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -116,9 +117,30 @@ class StepOutput:
         fill = fn(zero, *(t.new_zeros((1, 2, *t.shape[2:])) for t in extra))[:, :1]
         return place_rows(got, at, fill.expand(self.x0.shape[0], self.x0.shape[1], *fill.shape[2:]))
 
+    def rows_at(self, at: torch.Tensor | None) -> "StepOutput":
+        """This output with logits rows at positions `at` [b, K] only (G: none), for a method whose
+        vocabulary statistics matter only there (its candidates: block_positions); an output that
+        already holds fewer rows (a cache window's) is returned as it is."""
+        if at is None or self.logits is None or self.logits_at is not None:
+            return self
+        G = self.logits.shape[1]
+        idx = at.clamp(max=G - 1)
+        rows = self.logits.gather(1, idx.unsqueeze(-1).expand(*idx.shape, self.logits.shape[-1]))
+        return dataclasses.replace(self, logits=rows, logits_at=at)
+
     def dense_logits(self) -> torch.Tensor:
         """[b, G, V] fp32 logits, zeros at positions without a logits row."""
         return self.per_position(lambda lg: lg.float())
+
+
+def block_positions(view: StepView, block_length: int) -> torch.Tensor | None:
+    """[b, block_length] generated positions of each row's current block (G where past the end;
+    the candidates lie among them), or None where the view has no block_end."""
+    if view.block_end is None:
+        return None
+    G = view.tokens.shape[1]
+    at = (view.block_end - block_length).unsqueeze(1) + torch.arange(block_length, device=view.tokens.device)
+    return torch.where(at >= G, G, at.clamp(min=0))
 
 
 def gather_rows(t: torch.Tensor, at: torch.Tensor) -> torch.Tensor:

@@ -216,3 +216,24 @@ def test_nothing_imports_upward():
                     if top in floors and floors[top] > level:
                         bad.append(f"{path.relative_to(root)} imports {n}")
     assert not bad, bad
+
+
+def test_rows_at_the_block_keep_every_candidate_statistic():
+    """Methods read vocabulary statistics at the current block's rows only (rows_at with
+    block_positions): at every candidate they equal the statistic over all rows, for rows in
+    different blocks, a row past the last block, and a logit-shifted block (block_end - 1)."""
+    from decoding.contract import block_positions, step_inputs
+    from decoding.select import entropy
+    torch.manual_seed(0)
+    b, G, V, BL = 3, 12, 9, 4
+    logits = torch.randn(b, G, V)
+    blocks = torch.tensor([0, 2, 3])                     # row 2: past the last block (a finished row)
+    for shift in (0, 1):
+        pos = torch.arange(G)
+        cand = ((pos + shift) // BL).unsqueeze(0) == blocks.unsqueeze(1)
+        view, out = step_inputs(conf=torch.rand(b, G), logits=logits, candidates=cand, block=blocks)
+        view.block_end = (blocks + 1) * BL - shift
+        at = block_positions(view, BL)
+        assert at.shape == (b, BL) and (at[2] == G).sum() == BL - shift
+        got = out.rows_at(at).per_position(entropy)
+        assert torch.equal(got[cand], entropy(logits)[cand])

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..base import Method
-from ..contract import Decision, Reads, StepOutput, StepView
+from ..contract import Decision, Reads, StepOutput, StepView, block_positions
 from ..rules.dico import dico_decide
 
 
@@ -57,7 +57,7 @@ class DiCoMethod(Method):
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         c, h = self.cfg, view.history
-        margin = out.per_position(top2_margin)
+        margin = out.rows_at(block_positions(view, self.gen.block_length)).per_position(top2_margin)   # candidates only
         run = torch.where(out.x0 != h.argmax, 0, h.stable + 1)   # steps since the argmax last changed
         return Decision(dico_decide(out.conf, margin, run, view.candidates, tau_seed=c.tau_seed,
                                     min_stable=c.min_stable, radius=c.radius, tau_cluster=c.tau_cluster,

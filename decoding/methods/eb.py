@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base import Method
-from ..contract import Decision, Reads, StepOutput, StepView
+from ..contract import Decision, Reads, StepOutput, StepView, block_positions
 from ..select import entropy, entropy_budget_commit
 
 
@@ -29,4 +29,9 @@ class EBMethod(Method):
             raise ValueError(f"eb: gamma={self.cfg.gamma} must be >= 0 (e.g. eb:gamma=0.1)")
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
-        return Decision(entropy_budget_commit(out.per_position(entropy), view.candidates, self.cfg.gamma))
+        return Decision(entropy_budget_commit(block_entropy(view, out, self.gen.block_length), view.candidates, self.cfg.gamma))
+
+
+def block_entropy(view: StepView, out: StepOutput, block_length: int):
+    """[b, G] entropy at the current block's positions (the candidates lie there; log V elsewhere)."""
+    return out.rows_at(block_positions(view, block_length)).per_position(entropy)

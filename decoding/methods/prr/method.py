@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from ...base import Method
-from ...contract import Decision, Reads, StepOutput, StepView
+from ...contract import Decision, Reads, StepOutput, StepView, block_positions
 from ...select import quota_schedule, topk_commit
 from .controller import load_controller, trained_features
 from .features import FEATURE_SETS, convention_counts, logit_features, step_features, with_conf
@@ -136,6 +136,7 @@ class PRRMethod(Method):
         return out.per_position(top50_confidence, out.x0)
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
+        out = out.rows_at(block_positions(view, self.gen.block_length))   # vocabulary statistics: candidates only
         sync = self.cfg.profile and out.conf.is_cuda
         if sync:
             torch.cuda.synchronize()
