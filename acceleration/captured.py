@@ -122,8 +122,8 @@ class CapturedDecode:
         d = cls(model, method, state, forward, {}, lambda n_active, n_start: "truncated", lambda: True)
 
         def launch():
-            s = d.state
-            rows = (~s.rows.done).nonzero().squeeze(1)
+            s = d.state   # every row decoding (the step's count, on the host): no sync for nonzero()
+            rows = d.every if int(d.counts[0]) == B else (~s.rows.done).nonzero().squeeze(1)
             out = d.forward(s, rows, d.method.plan(s.view(rows, rows)))
             buf.x0[rows], buf.conf[rows], buf.fresh[rows] = out.x0, out.conf, out.fresh
         d.kinds["truncated"] = (launch, lambda s: buf)

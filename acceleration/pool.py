@@ -138,7 +138,8 @@ class GraphedCalls(ModelCalls):
         am = attn[:, :L].clone()
         am[:, P:] *= (torch.arange(L - P, device=x.device).unsqueeze(0) < every.unsqueeze(1)).to(am.dtype)
         out = self.pool.full_graph(x[:, :L], am, need_hidden)(x[:, :L], am)
-        return ModelOutput(out.logits[rows], None if out.hidden is None else out.hidden[rows])
+        keep = slice(None) if rows.numel() == B else rows   # every row: no copy of the logits
+        return ModelOutput(out.logits[keep], None if out.hidden is None else out.hidden[keep])
 
     def refresh_graph(self, stepper, x, mask, need_hidden):
         """A refresh of every row (a full forward storing all K/V) as a graph, or None."""

@@ -214,7 +214,7 @@ class _Spy(KLASSMethod):
         dec = super().decide(view, out)
         moved = (self.run[view.rows] != run)
         if prev is not None:
-            moved |= (self.prev[view.rows] != prev).any(-1)
+            moved |= (self.prev[view.rows] != prev).any(-1)[:, :-1]   # the spare position G is never read
         self.log.append((out.fresh.clone(), moved))
         return dec
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from ..base import Method
-from ..contract import Decision, Reads, StepOutput, StepView
+from ..contract import Decision, Reads, StepOutput, StepView, gather_rows, place_rows
 from ..rules.klass import kl_full, kl_topk, klass_select, stable_run
 from ..select import quota_schedule
 
@@ -85,26 +85,38 @@ class KLASSMethod(Method):
         self.quota = self.quota.to(device)
         self.run = torch.zeros((batch_size, G), dtype=torch.long, device=device)   # steps with kl < kl_tol
         self.seen = torch.zeros((batch_size, G), dtype=torch.bool, device=device)  # a previous distribution exists
-        # [B, G, V] float64 previous log-probs (kl=full), allocated at the first decide (V is known
+        # [B, G + 1, V] float64 previous log-probs (kl=full), allocated at the first decide (V is known
         # there). Whatever it holds where `seen` is False is never read: a kept captured decode may
         # leave the last call's values in it.
-        if getattr(self, "prev", None) is not None and self.prev.shape[:2] != (batch_size, G):
+        if getattr(self, "prev", None) is not None and self.prev.shape[:2] != (batch_size, G + 1):
             self.prev = None
 
     def kl(self, view: StepView, out: StepOutput, logp: torch.Tensor) -> torch.Tensor:
-        """KL(p_t || p_{t-1}) per position [b, G] (float64; +inf where no previous distribution)."""
-        seen = self.seen[view.rows]
+        """KL(p_t || p_{t-1}) per position [b, G] (float64) at the positions of the forward's logits
+        rows (logp [b, W, V]: a cache window computes only its own); +inf elsewhere and where no
+        previous distribution exists."""
+        rows, at = view.rows, out.logits_at
+        b, W = logp.shape[:2]
+        G = self.seen.shape[1]
+        if at is None:
+            at = torch.arange(G, device=logp.device).expand(b, G)
+        inside = at < G                                   # G: a row outside the generated region
+        seen = self.seen[rows].gather(1, at.clamp(max=G - 1)) & inside
         if self.cfg.kl == "topk":
             h = view.history
-            kl = kl_topk(h.topk_ids, h.topk_logp, logp)
-            return torch.where(seen, kl, torch.inf)
-        if getattr(self, "prev", None) is None or self.prev.shape[1:] != logp.shape[1:]:
-            B, G = self.seen.shape
-            self.prev = torch.zeros((B, G, logp.shape[-1]), dtype=torch.float64, device=logp.device)
-        prev = self.prev[view.rows]
-        kl = kl_full(logp, torch.where(seen.unsqueeze(-1), prev, -torch.inf))
-        self.prev[view.rows] = torch.where(out.fresh.unsqueeze(-1), logp, prev)
-        return kl
+            kl = kl_topk(gather_rows(h.topk_ids, at), gather_rows(h.topk_logp, at), logp)
+        else:
+            if getattr(self, "prev", None) is None or self.prev.shape[1:] != (G + 1, logp.shape[-1]):
+                # one spare position G: rows outside the region are written there, never read
+                self.prev = torch.zeros((self.seen.shape[0], G + 1, logp.shape[-1]), dtype=torch.float64,
+                                        device=logp.device)
+            r = rows.unsqueeze(1).expand(b, W)
+            prev = self.prev[r, at]
+            kl = kl_full(logp, torch.where(seen.unsqueeze(-1), prev, -torch.inf))
+            fresh = out.fresh.gather(1, at.clamp(max=G - 1)) & inside
+            self.prev[r, at] = torch.where(fresh.unsqueeze(-1), logp, prev)
+        kl = torch.where(seen, kl, torch.inf)
+        return place_rows(kl, at, torch.full((b, G), torch.inf, dtype=kl.dtype, device=kl.device))
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         c, rows, fresh = self.cfg, view.rows, out.fresh
@@ -113,7 +125,7 @@ class KLASSMethod(Method):
             self.run = torch.zeros((B, G), dtype=torch.long, device=fresh.device)
             self.seen = torch.zeros((B, G), dtype=torch.bool, device=fresh.device)
             self.prev = None
-        logp = out.per_position(lambda lg: torch.log_softmax(lg.double(), -1))
+        logp = torch.log_softmax(out.logits.double(), -1)   # the rows the forward computed
         kl = self.kl(view, out, logp)
         run = torch.where(fresh, stable_run(self.run[rows], kl, c.kl_tol), self.run[rows])
         self.run[rows] = run
