@@ -15,7 +15,7 @@
   architectures, random weights only (`--no-weights`), for speed and energy runs without a download.
 - block-causal families (models/block_causal_real.py): `sdar`, `trado`, `llada2`, `fast-dllm-v2`
   (real checkpoints) and their named configs (`sdar-8b`, `sdar-4b`, `sdar-1.7b`, `trado-8b`,
-  `trado-4b`, `sdar-small`, `sdar-tiny`, `llada2-mini`, `llada2-mini-2.1`, `llada2-flash`, `llada2-small`,
+  `trado-4b`, `sdar-small`, `sdar-tiny`, `llada2-mini`, `llada2-mini-2.1`, `llada2-flash`, `llada2-flash-2.1`, `llada2-small`,
   `llada2-tiny`, `fast-dllm-v2-7b`, `fast-dllm-v2-1.5b`, `fast-dllm-v2-small`, `fast-dllm-v2-tiny`).
 """
 from __future__ import annotations

@@ -104,13 +104,18 @@ class LLaDA2Config:
 # using_split_qkv_in_self_attention, router_dtype fp32, rotary_dim 64 = head_dim * partial_rotary_factor,
 # sliding_window with use_sliding_window false) are what this implementation computes or are not read (as
 # dInfer's copy of modeling_llada2_moe.py reads them).
-# LLaDA2.1-flash has no config here: no copy of its config.json was found (its tech report keeps 2.0's model
-# size and its checkpoint is 205,782,452,128 bytes, but the file itself is unread).
+# - llada2-flash-2.1, LLaDA2.1-flash: derived, not read (no copy of its config.json was found): llada2-flash's
+#   architecture with max_position_embeddings 32768, as LLaDA2.1-mini changed only that field from 2.0-mini.
+#   Its checkpoint is 205,782,452,128 bf16 bytes, 18,304 more than 2.0-flash's (102.89B parameters either
+#   way); SGLang's cookbook lists both 2.1 models at a 32,768-token context, and FluxServe's LLaDA2.1 page
+#   loads them through the LLaDA2.0 model class with no overrides.
 CONFIGS = {
     "llada2-mini": LLaDA2Config(),
     "llada2-mini-2.1": LLaDA2Config(max_position_embeddings=32768),
     "llada2-flash": LLaDA2Config(hidden_size=4096, intermediate_size=9216, num_hidden_layers=32, num_attention_heads=32,
                                  moe_intermediate_size=1024),
+    "llada2-flash-2.1": LLaDA2Config(hidden_size=4096, intermediate_size=9216, num_hidden_layers=32,
+                                     num_attention_heads=32, moe_intermediate_size=1024, max_position_embeddings=32768),
     "llada2-small": LLaDA2Config(hidden_size=512, intermediate_size=1280, num_hidden_layers=4, num_attention_heads=8,
                                  num_key_value_heads=2, head_dim=64, num_experts=32, num_experts_per_tok=4,
                                  n_group=4, topk_group=2, moe_intermediate_size=128),

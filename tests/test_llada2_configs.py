@@ -102,6 +102,9 @@ def test_published_sizes():
     assert mini.total == pytest.approx(16e9, rel=0.03)
     assert mini.active == pytest.approx(1.44e9, rel=0.02)
     assert parameter_counts(CONFIGS["llada2-mini-2.1"]) == mini              # LLaDA2.1 keeps 2.0's architecture
+    flash21 = parameter_counts(CONFIGS["llada2-flash-2.1"])                 # derived: 2.0-flash + 2.1's context
+    assert flash21 == flash and flash21.total == pytest.approx(205_782_452_128 / 2, rel=1e-4)   # its checkpoint's bytes
+    assert CONFIGS["llada2-flash-2.1"].max_position_embeddings == CONFIGS["llada2-mini-2.1"].max_position_embeddings == 32768
 
 
 def test_a_model_larger_than_the_free_memory_is_refused_before_any_allocation(monkeypatch):
