@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--block-length", type=int, default=None, help="default: the task's protocol")
     r.add_argument("--early-stop", type=_bool, default=d.early_stop,
                    help="stop a row once a completed block holds EOS; default %(default)s")
-    r.add_argument("--max-steps", type=int, default=None, help="per-sample step cap; default gen_length")
+    r.add_argument("--max-steps", type=int, default=None, help="per-sample step cap; default gen_length (plus the forwards slowfast's code preset and edit spend on a block with no masks)")
     r.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N; default %(default)s")
     r.add_argument("--dtype", default=d.dtype, help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
     r.add_argument("--warmup-batches", type=int, default=d.warmup_batches,

@@ -82,6 +82,13 @@ class Method:
         """Called before each batch: reset per-row state kept by the method. `generator` is the
         run's seeded RNG for methods that draw random numbers (Reads.rng)."""
 
+    def default_step_cap(self, gen_length: int, num_blocks: int) -> int:
+        """The per-row step cap when none is given (--max-steps): gen_length, as every step commits
+        at least one token. A method whose forwards may commit nothing (a block held open with
+        Decision.hold) allows those forwards too, so that the cap never ends a row the authors'
+        loop would have finished."""
+        return gen_length
+
     def plan(self, view: StepView) -> Plan:
         """What the next forward feeds for these rows (Plan.extent: truncated forwards, which need
         Reads.truncated). A truncated forward still counts one NFE (also counted apart, as
@@ -94,3 +101,8 @@ class Method:
     def settings(self) -> dict:
         extra = {"append": self.block_append} if self.block_append != "fold" else {}
         return {**dataclasses.asdict(self.cfg), "cache": self.cache, **extra}
+
+
+def step_cap(method: Method, gen: GenConfig, gen_length: int, num_blocks: int) -> int:
+    """The per-row step cap: --max-steps if given, else the method's default (Method.default_step_cap)."""
+    return gen.max_steps if gen.max_steps is not None else method.default_step_cap(gen_length, num_blocks)

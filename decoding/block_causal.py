@@ -48,7 +48,7 @@ import torch
 
 from kernels.compiled import small_inputs_compiled
 from models.base import ModelAdapter
-from .base import GenConfig, Method
+from .base import GenConfig, Method, step_cap
 from .contract import History, Plan, StepOutput
 from .select import token_stats
 from .state import Constants, Counters, DecodeState
@@ -165,7 +165,7 @@ def new_block_state(model: ModelAdapter, method: Method, prompts: list[list[int]
     region = torch.where(torch.arange(G).unsqueeze(0) < (lay.end - int(ar)).unsqueeze(1), model.mask_id, model.eos_ids[0])
     z = lambda dt=torch.long: torch.zeros(B, dtype=dt, device=dev)
     k = Constants(eos=torch.tensor(model.eos_ids, device=dev), pos=torch.arange(G, device=dev),
-                  step_cap=torch.tensor(gen.max_steps if gen.max_steps is not None else G, device=dev),
+                  step_cap=torch.tensor(step_cap(method, gen, G, lay.num_blocks * bs // sub), device=dev),
                   mask_id=model.mask_id, block_length=sub, num_blocks=lay.num_blocks * bs // sub,
                   early_stop=gen.early_stop)
     lay = BlockLayout(lay.shift.to(dev), lay.end.to(dev), lay.num_blocks, G)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from models.base import ModelAdapter
-from .base import GenConfig, Method
+from .base import GenConfig, Method, step_cap
 from .cache import CacheStepper
 from .contract import History
 from .forward import Forward, ModelCalls
@@ -68,7 +68,8 @@ def new_state(model: ModelAdapter, method: Method, prompts: list[list[int]], gen
     attn = torch.cat([p_attn, torch.ones((B, G), dtype=torch.long)], 1).to(dev)
     z = lambda dt=torch.long: torch.zeros(B, dtype=dt, device=dev)
     k = Constants(eos=torch.tensor(model.eos_ids, device=dev), pos=torch.arange(G, device=dev),
-                  step_cap=torch.tensor(gen.step_cap, device=dev), mask_id=model.mask_id,
+                  step_cap=torch.tensor(step_cap(method, gen, gen.gen_length, gen.num_blocks), device=dev),
+                  mask_id=model.mask_id,
                   block_length=gen.block_length, num_blocks=gen.num_blocks, early_stop=gen.early_stop)
     return DecodeState(
         tokens=torch.cat([p_ids, torch.full((B, G), model.mask_id, dtype=torch.long)], 1).to(dev),

@@ -155,3 +155,23 @@ def test_truncated_rows_in_a_batch_see_only_their_span(random_model, prompts):
 def test_bad_settings_are_named(spec, msg):
     with pytest.raises(ValueError, match=msg):
         method(spec)
+
+
+@pytest.mark.parametrize("spec,extra", [("slowfast:preset=code", lambda m, blocks: 6 * blocks),
+                                        ("edit", lambda m, blocks: 17 * blocks),
+                                        ("edit:max_post_steps=3", lambda m, blocks: 4 * blocks),
+                                        ("slowfast:preset=paper", lambda m, blocks: 0), ("threshold", lambda m, blocks: 0)])
+def test_default_step_cap_leaves_room_for_forwards_that_commit_nothing(random_model, prompts, spec, extra):
+    """Without --max-steps a row may take gen_length steps plus the forwards its method spends on a
+    block with no masks (slowfast's code preset: K phase-1 forwards per block; edit: max_post_steps + 1
+    per block): no row is capped, and the decode equals one under a far larger cap."""
+    gen = GenConfig(gen_length=48, block_length=16, early_stop=False)
+    m = method(spec, gen)
+    assert m.default_step_cap(48, 3) == 48 + extra(m, 3)
+    ids = encode(random_model, prompts)                   # low confidence: about one token per forward
+    res = decode(random_model, method(spec, gen), ids, gen)
+    big = GenConfig(gen_length=48, block_length=16, early_stop=False, max_steps=10 * 48)
+    ref = decode(random_model, method(spec, big), ids, big)
+    assert not res.capped.any() and torch.equal(res.tokens, ref.tokens) and torch.equal(res.nfe, ref.nfe)
+    if extra(m, 3):
+        assert int(res.steps.max()) > 48        # it uses steps beyond gen_length (the old default cap)

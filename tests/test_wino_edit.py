@@ -142,7 +142,7 @@ def test_edit_counts_and_traces_edits(llada):
 
 def test_edit_within_the_step_cap(llada):
     m, ids = llada
-    gen = GenConfig(gen_length=16, block_length=8, early_stop=False)   # cap = 16 forwards
+    gen = GenConfig(gen_length=16, block_length=8, early_stop=False, max_steps=16)   # cap = 16 forwards
     res = loop.decode(m, method("edit", gen), ids, gen)
     assert (res.steps <= 16).all() and res.capped.any()
     assert not (res.tokens == m.mask_id).any()

@@ -22,9 +22,9 @@ are untrained, and editing with them wrecks the output: on the built-in task (10
 threshold's 0.98.
 
 On bidirectional models (LLaDA, Dream, tiny) it works per block of the generation as the loop
-defines blocks; forwards on a block with no masks count NFE and steps, so the step cap
-(--max-steps, default gen_length) may end a row before its last block settles: give at least
-gen_length + blocks for the authors' behaviour.
+defines blocks. Forwards on a block with no masks count NFE and steps; the default step cap is
+gen_length + (max_post_steps + 1) per block, so it never ends a row the authors' loop would
+finish (a smaller --max-steps may).
 """
 from __future__ import annotations
 
@@ -59,6 +59,10 @@ class EditMethod(Method):
             raise ValueError(f"edit: max_post_steps={c.max_post_steps} must be >= 0")
         if c.min_commit < 1:
             raise ValueError(f"edit: min_commit={c.min_commit} must be >= 1 (else a block may never fill)")
+
+    def default_step_cap(self, gen_length: int, num_blocks: int) -> int:
+        """Up to max_post_steps + 1 forwards per block after its last mask: that many more than gen_length."""
+        return gen_length + (self.cfg.max_post_steps + 1) * num_blocks
 
     def start(self, batch_size, device, generator=None) -> None:
         self.post = torch.zeros(batch_size, dtype=torch.long, device=device)   # forwards on a mask-free block

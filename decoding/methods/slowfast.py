@@ -73,6 +73,12 @@ class SlowFastMethod(Method, CodeCycles):
             raise ValueError(f"slowfast: sigma={p['sigma']} must be > 0")
         self.p = p
 
+    def default_step_cap(self, gen_length: int, num_blocks: int) -> int:
+        """The code preset holds a block open for its K phase-1 forwards even once it has no masks:
+        K more forwards per block than gen_length."""
+        extra = self.p["max_slow"] * num_blocks if self.cfg.preset == "code" else 0
+        return gen_length + extra
+
     def settings(self) -> dict:
         return {**dataclasses.asdict(self.cfg), **self.p}
 
