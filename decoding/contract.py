@@ -1,7 +1,7 @@
 """The method contract: what a method declares, sees, plans and decides at one step.
 
     plan = method.plan(view)          -> Plan        what the next forward feeds
-    out  = forward(...)               -> StepOutput  x0, conf, fresh (+ fp32 logits / hidden if read)
+    out  = forward(...)               -> StepOutput  x0, conf, fresh (+ logits rows / hidden if read)
     dec  = method.decide(view, out)   -> Decision    commit (mask -> x0), remask (token -> MASK),
                                                      edit (token -> another token)
 

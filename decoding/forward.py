@@ -9,9 +9,10 @@
                the same forward, 1 NFE): StepOutput.verify_x0 / verify_conf
     cache      a refresh or a window forward (decoding/cache.py)
 
-Token statistics read the logits in the model's dtype; fp32 logits and hidden states are built
-only for methods that read them (Reads). How a model call runs is `ModelCalls`: eagerly here;
-acceleration/ passes a subclass that replays CUDA graphs (decoding never imports it).
+Token statistics read the logits in the model's dtype; logits (the rows the forward computed, in
+that dtype: StepOutput.logits_at) and hidden states are handed over only to methods that read them
+(Reads). How a model call runs is `ModelCalls`: eagerly here; acceleration/ passes a subclass that
+replays CUDA graphs, of the full forward and of truncated forwards (decoding never imports it).
 """
 from __future__ import annotations
 
