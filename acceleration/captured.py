@@ -23,6 +23,7 @@ from decoding import loop
 from decoding.contract import StepOutput
 from decoding.select import token_stats
 from . import graphs
+from .compiled_step import compile_step
 
 
 def copy_tree(obj):
@@ -60,6 +61,7 @@ class CapturedDecode:
         self.steps: dict[str, graphs.CapturedStep] = {}
         self.replays: dict = {}      # kind -> step graphs replayed (benchmarks read it); "eager" -> eager steps
         self.counted_by_launch: set = set()   # kinds whose launch counts the NFE itself (an eager forward)
+        self.compiled_kinds: list[bool] = []  # per step graph built: whether its decide was compiled
 
     @classmethod
     def build(cls, pool, calls, model, method, state, generator) -> "CapturedDecode | None":
@@ -165,10 +167,8 @@ class CapturedDecode:
             launch()
             if kind not in self.steps:
                 saved = [(t, t.clone()) for t in self.kept_by_warm_up()]
-                nfe = kind not in self.counted_by_launch
-                self.steps[kind] = graphs.CapturedStep(lambda s, stats=stats, nfe=nfe: self._step(stats, s, nfe),
-                                                       state, copy_tree)
-                for t, v in saved:   # the warm-up ran on the copy's rows
+                self.steps[kind] = self.capture_step(stats, nfe=kind not in self.counted_by_launch)
+                for t, v in saved:   # the warm-ups ran on the copies' rows
                     t.copy_(v)
             self.replay_step(kind)
 
@@ -185,18 +185,32 @@ class CapturedDecode:
         """Tensors outside the state that a step graph's warm-up writes, restored after it."""
         return list(method_tensors(self.method).values())
 
-    def _step(self, stats, state, nfe: bool = True) -> None:
-        """What a step graph holds: the NFE (unless the launch counted it), the token statistics of
-        the forward graph's output, and decoding.loop.decide_and_apply over every row (state passed
-        in: the warm-up runs on a copy)."""
-        act = ~state.rows.done
-        if nfe:
-            state.nfe += act.long()
-        loop.decide_and_apply(state, self.method, slice(None), self.every, stats(state), act)
-        self.count(state)
+    def capture_step(self, stats, nfe: bool) -> graphs.CapturedStep:
+        """The step graph: the token statistics of the forward graph's output (`stats`), then
+        `decide_step` compiled into fused kernels where it traces as one graph
+        (acceleration/compiled_step.py), then the counts the host reads. Warm-ups run on copies."""
+        def copies():
+            state = copy_tree(self.state)
+            return state, stats(state), self.method, self.every, nfe
+        decide = compile_step(decide_step, copies, self.state.tokens.device)
+        self.compiled_kinds.append(decide.why_not is None)
+
+        def step(state):
+            decide(state, stats(state), self.method, self.every, nfe)
+            self.count(state)
+        return graphs.CapturedStep(step, self.state, copy_tree)
 
 
 def _count(state, counts: torch.Tensor) -> None:
     """counts <- [rows still decoding, of them at the first step of a block] (to pinned host memory)."""
     act = ~state.rows.done
     counts.copy_(torch.stack([act.sum(), (act & (state.rows.step_in_block == 0)).sum()]), non_blocking=True)
+
+
+def decide_step(state, out, method, every, nfe: bool) -> None:
+    """The part of a captured step after the token statistics: the NFE (unless the launch counted
+    it) and decoding.loop.decide_and_apply over every row, finished rows masked."""
+    act = ~state.rows.done
+    if nfe:
+        state.nfe += act.long()
+    loop.decide_and_apply(state, method, slice(None), every, out, act)

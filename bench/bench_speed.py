@@ -204,10 +204,11 @@ def run(args) -> dict:
         r["decode"] = {}
         for spec in methods:
             m = build_method(parse_methods(spec)[0], gen)
-            # truncated forwards replay a graph per fed length: the warm-up decodes in full to build them
-            decoder(build_method(parse_methods(spec)[0], gen if m.reads().truncated else warm), prompts,
-                    gen if m.reads().truncated else warm)
+            full = full_warm_up(args.warm_up, m, b)
+            t0 = time.perf_counter()
+            decoder(build_method(parse_methods(spec)[0], gen if full else warm), prompts, gen if full else warm)
             torch.cuda.synchronize()
+            warm_s = time.perf_counter() - t0
             with EventForwardTimer(model, [dev]) as timer:   # events around each forward, no syncs
                 t0 = time.perf_counter()
                 res = decoder(m, prompts, gen)
@@ -236,15 +237,29 @@ def run(args) -> dict:
                     call()
                 torch.cuda.synchronize()
                 row["forward_s_sustained"] = (time.perf_counter() - t0) / steps
+            used = [d for d in decoder.pool.decodes.values() if d.method is m]   # none: the reference loop ran
+            row["warm_up_s"] = warm_s   # graph captures and compiles included
+            row["step_compiled"] = used[0].compiled_kinds if used else []   # per step graph: its decide compiled
             r["decode"][spec] = row
             print(f"b={b} decode {spec}: {steps} steps, {step * 1e3:.2f} ms/step; forwards inside the loop "
                   f"{fwd_in_loop / steps * 1e3:.2f} ms/step ({n_fwd} calls), loop overhead {row['overhead_in_loop_pct']:.2f}%; "
                   f"against the forward timed apart {fwd * 1e3:.2f} ms: {row['overhead_pct']:.2f}%"
-                  + (f"; {steps} forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms each" if m.cache == "none" else ""),
+                  + (f"; {steps} forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms each" if m.cache == "none" else "")
+                  + f"; warm-up decode {warm_s:.1f} s, step compiled {row['step_compiled']}",
                   flush=True)
         out["batches"][str(b)] = r
         torch.cuda.empty_cache()
     return out
+
+
+def full_warm_up(how: str, method, batch: int) -> bool:
+    """Whether the warm-up decodes in full (else the first steps of each block, same shapes).
+    `auto`: in full where the timed decode would meet shapes a short one does not: truncated
+    forwards (a graph per fed length) and, at batch > 1 with the dual cache, the eager steps where
+    some rows start a block and others do not (their compiled kernels compile per row count)."""
+    if how != "auto":
+        return how == "full"
+    return method.reads().truncated or (method.cache == "dual" and batch > 1)
 
 
 def all_methods(model, d_model: int) -> list[str]:
@@ -301,6 +316,9 @@ def main(argv=None):
     ap.add_argument("--confident-share", type=float, default=None,
                     help="scale the random model's final norm so this share of masked positions predicts with "
                          "top-1 >= 0.9 (models/calibrate.py), so adaptive methods commit several tokens per step")
+    ap.add_argument("--warm-up", choices=("auto", "full", "short"), default="auto",
+                    help="the untimed decode before each method's timed one: full, the first steps of each "
+                         "block (short), or full only where the timed decode would meet new shapes (auto)")
     ap.add_argument("--out", default=None, help="write the full results as JSON here")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():

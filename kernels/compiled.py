@@ -74,6 +74,8 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[in
 
     def wrapper(x, *args):
         nonlocal compiled
+        if torch.compiler.is_compiling():   # inside a function being compiled whole: traced with it
+            return fn(x, *args)
         if (not x.is_cuda or os.environ.get("DLLM_COMPILE", "1") == "0"
                 or (small(x) and not _graph_capture[0] and not _small_compiled[0])):
             return fn(x, *args)

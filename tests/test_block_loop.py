@@ -245,6 +245,31 @@ def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypat
                     assert torch.equal(getattr(g, f), getattr(want, f)), (spec, gen, f)
 
 
+@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny"])
+def test_compiled_block_step_traces_as_one_graph_and_equals_the_reference_loop(models, name, monkeypatch):
+    """A captured block step's decide and bookkeeping compile as one graph (aot_eager on CPU:
+    dynamo's tracing without code generation, acceleration/compiled_step.py): each width traces
+    whole and the decode equals the reference block loop."""
+    import acceleration.compiled_step as compiled_step
+    import acceleration.graphs as graphs
+    from acceleration.pool import GraphPool
+    m = models[name]
+    prompts = [prompt_of(5), prompt_of(11), prompt_of(2 * m.block_size + 3)]
+    gen = gen_for(m, blocks=3)
+    for spec in ("threshold:tau=0.6", "eb", "klass"):
+        want = decode(m, method(spec, gen), prompts, gen)
+        monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
+        monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
+        monkeypatch.setattr(compiled_step, "CPU_BACKEND", "aot_eager")
+        dec = Decoder(m)
+        got = dec(method(spec, gen), prompts, gen)
+        monkeypatch.undo()
+        (captured,) = dec.pool.decodes.values()
+        assert len(captured.compiled_kinds) == 2 and all(captured.compiled_kinds), spec
+        for f in FIELDS:
+            assert torch.equal(getattr(got, f), getattr(want, f)), (spec, f)
+
+
 def test_decoder_runs_the_reference_loop_where_block_steps_cannot_be_captured(models, monkeypatch):
     """Fast-dLLM v2 (logit-shifted) and append=separate append finished blocks by forwards of their
     own: the Decoder runs the reference block loop (policy.block_capture_blocker), same tokens."""

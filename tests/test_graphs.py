@@ -3,6 +3,7 @@ their token-for-token parity with eager forwards is recorded in results/speed/RE
 import pytest
 import torch
 
+import acceleration.compiled_step as compiled_step
 import acceleration.graphs as graphs
 import decoding.loop as loop
 from acceleration import Decoder
@@ -187,6 +188,30 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
                     assert torch.equal(getattr(eager, field), getattr(graphed, field)), (*where, field)
                 if model is builtin_model and graphs_step and spec.startswith("threshold") and gen.max_steps is None:
                     assert 0 < len(eager_steps) < int(graphed.steps.max()), where   # some mixed steps, most graphed
+
+
+@pytest.mark.parametrize("spec", ["fixed", "threshold", "localleap", "eb", "prr:controller=zero,tau=0.7", "klass",
+                                  "dico", "edit", "slowfast", "slowfast:preset=code",
+                                  "threshold:cache=dual", "eb:cache=dual", "klass:cache=dual",
+                                  "prr:controller=zero,tau=0.7,cache=dual"])
+def test_compiled_step_traces_as_one_graph_and_equals_the_eager_loop(builtin_model, prompts, monkeypatch, spec):
+    # On the GPU each step graph holds the method's decide and the bookkeeping compiled into fused
+    # kernels (acceleration/compiled_step.py). Here dynamo traces it with the aot_eager backend
+    # (the same graph capture and functionalization of the in-place state updates, no code
+    # generation): every step kind must trace as one graph, reuse its compiled code for the
+    # captured state, and give the eager loop's tokens and counts.
+    ids = encode(builtin_model, prompts)
+    gen = GenConfig(gen_length=48, block_length=16)
+    eager = loop.decode(builtin_model, method(spec, gen), ids, gen)
+    _stand_in_graphs(monkeypatch)
+    monkeypatch.setattr(compiled_step, "CPU_BACKEND", "aot_eager")
+    dec = Decoder(builtin_model)
+    graphed = dec(method(spec, gen), ids, gen)
+    monkeypatch.undo()
+    (captured,) = dec.pool.decodes.values()
+    assert captured.compiled_kinds and all(captured.compiled_kinds), spec
+    for field in FIELDS:
+        assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, field)
 
 
 def test_graphed_decode_kept_for_the_next_call_reads_nothing_stale(builtin_model, prompts, monkeypatch):

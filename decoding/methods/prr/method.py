@@ -11,9 +11,9 @@ Ablations, as settings: `controller=off` is the quota alone (= `fixed` token for
 temperature shapings that is `threshold` at the same tau). `controller` otherwise names a
 checkpoint: a committed one (`tiny`, the default, trained for the built-in model) or a path.
 
-The controller's cost is kept apart from the model's: `ctrl_time_s` accumulates the wall time of
-the features + controller (synchronized when `profile=true`, which keeps the step off CUDA graphs),
-`ctrl_calls` the steps; a captured step (acceleration/) runs them inside its graph, uncounted.
+The controller's cost is kept apart from the model's with `profile=true` (which keeps the step off
+CUDA graphs): `ctrl_time_s` accumulates the synchronized wall time of the features + controller,
+`ctrl_calls` the steps.
 The controller reads the loop's history (commit steps; with features=ours, steps since each
 position's argmax last changed).
 
@@ -128,6 +128,19 @@ class PRRMethod(Method):
             s = torch.where(view.candidates, torch.sigmoid(self.ctrl(hidden, feats).float()), 0.0)
         return s, feats
 
+    def timed_progress(self, view: StepView, out: StepOutput):
+        """progress(), its wall time added to ctrl_time_s (synchronized on a GPU)."""
+        sync = out.conf.is_cuda
+        if sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        result = self.progress(view, out)
+        if sync:
+            torch.cuda.synchronize()
+        self.ctrl_time_s += time.perf_counter() - t0
+        self.ctrl_calls += 1
+        return result
+
     def score(self, out: StepOutput) -> torch.Tensor:
         """The confidence that is shaped: top50 (the reference's) or the exact probability (out.conf)."""
         top50 = self.cfg.conf == "top50" or (self.cfg.conf is None and self.ctrl is not None)
@@ -137,15 +150,7 @@ class PRRMethod(Method):
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         out = out.rows_at(block_positions(view, self.gen.block_length))   # vocabulary statistics: candidates only
-        sync = self.cfg.profile and out.conf.is_cuda
-        if sync:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        s, feats = self.progress(view, out)
-        if sync:
-            torch.cuda.synchronize()
-        self.ctrl_time_s += time.perf_counter() - t0
-        self.ctrl_calls += 1
+        s, feats = self.timed_progress(view, out) if self.cfg.profile else self.progress(view, out)
         k = self.quota[view.step_in_block.clamp(max=self.steps_per_block - 1)]
         if self.cfg.controller == "off":
             commit = topk_commit(out.conf, view.candidates, k)
