@@ -21,6 +21,7 @@ import torch
 
 from decoding import loop
 from decoding.contract import StepOutput
+from decoding.forward import verify_output
 from decoding.select import token_stats
 from . import graphs
 from .compiled_step import compile_step
@@ -71,6 +72,8 @@ class CapturedDecode:
         if reads.truncated:
             return cls.truncated(model, method, state, forward)
         P = state.P
+        if reads.verify:
+            return cls.verify(pool, model, method, state, forward)
         if forward.stepper is None:
             fwd = pool.full_graph(state.tokens, state.attn_fwd, reads.hidden)
             if fwd is None:
@@ -111,6 +114,29 @@ class CapturedDecode:
                                             else "window" if n_start == 0 else None)
         kept = pool.cache(st.B, st.L)
         return cls(model, method, state, forward, kinds, choose, lambda: pool.caches.get((st.B, st.L)) is kept)
+
+    @classmethod
+    def verify(cls, pool, model, method, state, forward) -> "CapturedDecode | None":
+        """A verification forward (Reads.verify: WINO) of every row as a graph that builds its
+        inputs from the tokens, mask and blocks, whose buffers hold them meanwhile (no copy per
+        step); the step graph reads its output (decoding.forward.verify_output)."""
+        P, BL, mask_id, hidden = state.P, state.gen.block_length, model.mask_id, method.reads().hidden
+        g = pool.verify_graph(state.tokens, state.attn, state.rows.block, P, BL, mask_id, hidden)
+        if g is None:
+            return None
+        for t, name in zip(g.inputs, ("tokens", "attn")):
+            t.copy_(getattr(state, name))
+            setattr(state, name, t)
+        g.inputs[2].copy_(state.rows.block)
+        state.rows.block = g.inputs[2]
+        tokens, gen = state.tokens, state.gen
+
+        def stats(s):
+            out, twin = g.out
+            return verify_output(s.tokens, P, out, twin, mask_id, 0.0, None, method.reads())
+        return cls(model, method, state, forward, {"verify": (lambda: g(*g.inputs), stats)},
+                   lambda n_active, n_start: "verify",
+                   lambda: pool.kept_verify_graph(tokens, gen.block_length, hidden) is g)
 
     @classmethod
     def truncated(cls, model, method, state, forward) -> "CapturedDecode":

@@ -6,8 +6,7 @@ rows masked) as one graph replayed each step, after the forward's own graph. Tha
 - no host work inside decide (Reads.host): a graph replays kernels, not Python;
 - no random numbers (Reads.rng, a sampling temperature): the run's generator lives on the host;
 - one forward per step with fixed shapes: no CFG (two forwards), no prefix cache (its window
-  narrows block by block), and no verification block (Reads.verify: the forward graphs hold
-  the plain sequence);
+  narrows block by block); a verification block (Reads.verify) is part of the forward's graph;
 - truncated forwards (Reads.truncated: the fed length changes from step to step) run eagerly
   before the step graph, which reads their x0, conf and fresh from fixed buffers: such a method
   may not also read logits or hidden states (no fixed buffer holds them).
@@ -54,8 +53,6 @@ def capture_blocker(method) -> str | None:
         return "classifier-free guidance runs two forwards per step"
     if r.truncated and (r.logits or r.hidden):
         return "it plans truncated forwards (Reads.truncated) and reads their logits or hidden states"
-    if r.verify:
-        return "its forward carries a verification block (Reads.verify), which has no graph"
     if method.cache == "prefix":
         return "the prefix cache's window narrows block by block"
     return None

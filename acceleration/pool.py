@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import torch
 
-from decoding.forward import ModelCalls
+from decoding.forward import ModelCalls, verify_inputs
 from models.base import ModelOutput
 from models.layers import CacheCall
 from . import graphs
@@ -68,6 +68,34 @@ class GraphPool:
         self.full_graphs[key] = graphs.GraphedCall(lambda ids, am: model.forward(ids, am, output_hidden=need_hidden),
                                                    x, attn)
         return self.full_graphs[key]
+
+    def verify_graph(self, x, attn, block, P: int, BL: int, mask_id: int, need_hidden: bool):
+        """The graph of a verification forward of every row (decoding.forward.verify_inputs, built
+        inside the graph from the tokens, mask and blocks; then the model): call it with (tokens,
+        mask, blocks) -> (output, twin). None where it does not pay. Kept with the full graphs."""
+        if not self.launch_bound(x.shape[0] * (x.shape[1] + BL)):
+            return None
+        key = self._verify_key(x, BL, need_hidden)
+        if key in self.full_graphs:
+            self.full_graphs.move_to_end(key)
+            return self.full_graphs[key]
+        while len(self.full_graphs) >= FULL_GRAPHS:
+            self.full_graphs.popitem(last=False)
+        model = self.model
+
+        def verify(x, attn, block):
+            ids, mask, positions, twin = verify_inputs(x, attn, block, P, BL, mask_id)
+            return model.forward(ids, mask, output_hidden=need_hidden, positions=positions), twin
+        self.full_graphs[key] = graphs.GraphedCall(verify, x, attn, block)
+        return self.full_graphs[key]
+
+    @staticmethod
+    def _verify_key(x, BL, need_hidden):
+        return ("verify", tuple(x.shape), BL, need_hidden)
+
+    def kept_verify_graph(self, x, BL, need_hidden):
+        """The graph verify_graph would return, if kept; never builds one."""
+        return self.full_graphs.get(self._verify_key(x, BL, need_hidden))
 
     def kept_full_graph(self, x, attn, need_hidden):
         """The graph full_graph would return, if kept; never builds one."""
@@ -124,6 +152,10 @@ class GraphedCalls(ModelCalls):
     def full(self, x, attn, need_hidden):
         g = self.pool.full_graph(x, attn, need_hidden)
         return None if g is None else g(x, attn)
+
+    def verify(self, x, attn, block, P, BL, mask_id, need_hidden):
+        g = self.pool.verify_graph(x, attn, block, P, BL, mask_id, need_hidden)
+        return None if g is None else g(x, attn, block)
 
     def truncated(self, x, attn, P, rows, fed, need_hidden):
         """A truncated forward as the full-forward graph of every row at the fed length rounded up

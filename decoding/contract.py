@@ -172,7 +172,7 @@ class Decision:
 
 def step_inputs(*, conf, candidates, x0=None, logits=None, hidden=None, rows=None, block=None,
                 step_in_block=None, step=None, prompt_len=None, tokens=None, fresh=None,
-                history=None, mask_id: int = -1) -> tuple[StepView, StepOutput]:
+                history=None, mask_id: int = -1, verify_x0=None, verify_conf=None) -> tuple[StepView, StepOutput]:
     """A (StepView, StepOutput) pair from hand-made tensors, for calling a method's decide() in tests
     and probes; counters default to zeros, x0 to zeros, tokens to MASK at candidates."""
     b, G = conf.shape
@@ -183,5 +183,6 @@ def step_inputs(*, conf, candidates, x0=None, logits=None, hidden=None, rows=Non
     view = StepView(rows=or_(rows, torch.arange(b, device=conf.device)), tokens=tokens, candidates=candidates,
                     block=or_(block, z), step_in_block=or_(step_in_block, z), step=or_(step, z),
                     prompt_len=or_(prompt_len, z), mask_id=mask_id, history=history)
-    out = StepOutput(x0=x0, conf=conf, fresh=or_(fresh, torch.ones_like(candidates)), logits=logits, hidden=hidden)
+    out = StepOutput(x0=x0, conf=conf, fresh=or_(fresh, torch.ones_like(candidates)), logits=logits, hidden=hidden,
+                     verify_x0=verify_x0, verify_conf=verify_conf)
     return view, out

@@ -53,6 +53,10 @@ class ModelCalls:
         """A dual/prefix window forward of every row -> (output, pos), or None."""
         return None
 
+    def verify(self, x, attn, block, P: int, BL: int, mask_id: int, need_hidden) -> tuple | None:
+        """A verification forward (verify_inputs) of every row -> (output, twin), or None."""
+        return None
+
 
 @dataclass
 class Reuse:
@@ -112,24 +116,40 @@ class Forward:
 
 
     def verify(self, state, rows: torch.Tensor) -> StepOutput:
-        """A full forward carrying the shadow block (verify_inputs): 1 NFE per row."""
-        P, BL, G, mask_id = state.P, state.gen.block_length, self.G, self.model.mask_id
-        xa, aa = state.tokens[rows], state.attn[rows]
-        ids, mask, positions, twin = verify_inputs(xa, aa, state.rows.block[rows], P, BL, mask_id)
-        out = self.model.forward(ids, mask, output_hidden=self.reads.hidden, positions=positions)
+        """A full forward carrying the shadow block (verify_inputs): 1 NFE per row. A launch-bound
+        one may replay a graph of every row (ModelCalls.verify)."""
+        P, BL, mask_id = state.P, state.gen.block_length, self.model.mask_id
+        got = self.calls.verify(state.tokens, state.attn, state.rows.block, P, BL, mask_id, self.reads.hidden)
+        if got is not None:
+            out, twin = got
+            if rows.numel() != state.tokens.shape[0]:
+                out, twin = ModelOutput(out.logits[rows], None if out.hidden is None else out.hidden[rows]), twin[rows]
+        else:
+            ids, mask, positions, twin = verify_inputs(state.tokens[rows], state.attn[rows], state.rows.block[rows],
+                                                       P, BL, mask_id)
+            out = self.model.forward(ids, mask, output_hidden=self.reads.hidden, positions=positions)
         state.nfe[rows] += 1
-        L = xa.shape[1]
-        logits, shadow = out.logits[:, P:L], out.logits[:, L:]
-        x0, conf = token_stats(logits, self.method.temperature, self.generator)
-        vx0, vconf = token_stats(shadow)
-        cur = xa.gather(1, twin)
-        vconf = torch.where(cur != mask_id, chosen_prob(shadow, cur), vconf)
-        at = twin - P
-        verify_x0 = torch.full_like(x0, -1).scatter(1, at, vx0)
-        verify_conf = torch.zeros_like(conf, dtype=torch.float32).scatter(1, at, vconf.float())
-        hidden = out.hidden[:, P:L] if out.hidden is not None else None
-        return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
-                          logits if self.reads.logits else None, hidden, verify_x0, verify_conf)
+        return verify_output(state.tokens[rows], P, out, twin, mask_id, self.method.temperature, self.generator,
+                             self.reads)
+
+
+def verify_output(xa: torch.Tensor, P: int, out: ModelOutput, twin: torch.Tensor, mask_id: int,
+                  temperature: float, generator, reads: Reads) -> StepOutput:
+    """The StepOutput of a verification forward of rows with tokens xa [b, L]: the sequence's
+    statistics, and verify_x0 / verify_conf at the current block's positions from the shadow block
+    (at a written position, the shadow's probability of the written token)."""
+    L = xa.shape[1]
+    logits, shadow = out.logits[:, P:L], out.logits[:, L:]
+    x0, conf = token_stats(logits, temperature, generator)
+    vx0, vconf = token_stats(shadow)
+    cur = xa.gather(1, twin)
+    vconf = torch.where(cur != mask_id, chosen_prob(shadow, cur), vconf)
+    at = twin - P
+    verify_x0 = torch.full_like(x0, -1).scatter(1, at, vx0)
+    verify_conf = torch.zeros_like(conf, dtype=torch.float32).scatter(1, at, vconf.float())
+    hidden = out.hidden[:, P:L] if out.hidden is not None else None
+    return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
+                      logits if reads.logits else None, hidden, verify_x0, verify_conf)
 
 
 def check_verify(model: ModelAdapter, method: Method, stepper) -> None:

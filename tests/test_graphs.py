@@ -114,7 +114,7 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
                               ("prr", True), ("prr:profile=true", False), ("eb", True),
                               ("slowfast", True), ("slowfast:reuse=false", True),
                               ("slowfast:preset=code", True), ("edit", True),
-                              ("wino", False)):
+                              ("wino", True), ("wino:tau_commit=0.5,tau_remask=0.8", True)):
         for gen in gens:
             eager = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
             _stand_in_graphs(monkeypatch)
@@ -191,7 +191,7 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
 
 
 @pytest.mark.parametrize("spec", ["fixed", "threshold", "localleap", "eb", "prr:controller=zero,tau=0.7", "klass",
-                                  "dico", "edit", "slowfast", "slowfast:preset=code",
+                                  "dico", "edit", "wino", "slowfast", "slowfast:preset=code",
                                   "threshold:cache=dual", "eb:cache=dual", "klass:cache=dual",
                                   "prr:controller=zero,tau=0.7,cache=dual"])
 def test_compiled_step_traces_as_one_graph_and_equals_the_eager_loop(builtin_model, prompts, monkeypatch, spec):
@@ -271,6 +271,7 @@ def test_captured_methods_decide_each_row_on_its_own():
     logits = torch.randn((B, N, V), generator=g)
     candidates = (torch.rand((B, N), generator=g) < 0.6) & ((torch.arange(N) // 8) == torch.tensor([0, 1, 2, 0, 1])[:, None])
     candidates[3] = False                       # a finished row: no candidates
+    verify_x0, verify_conf = torch.randint(0, V, (B, N), generator=g), torch.rand((B, N), generator=g)
     step_in_block = torch.tensor([0, 1, 2, 0, 2])
     checked = []
     for spec in sorted(METHODS) + ["slowfast:reuse=false"]:
@@ -286,14 +287,15 @@ def test_captured_methods_decide_each_row_on_its_own():
             view, out = step_inputs(rows=rows, conf=conf[rows], logits=logits[rows], hidden=hidden[rows],
                                     candidates=candidates[rows], block=step_in_block[rows] * 0,
                                     step_in_block=step_in_block[rows], step=step_in_block[rows],
-                                    prompt_len=torch.full((len(rows),), 4), history=hist)
+                                    prompt_len=torch.full((len(rows),), 4), history=hist,
+                                    verify_x0=verify_x0[rows], verify_conf=verify_conf[rows])
             return m.decide(view, out).commit & candidates[rows]
         every = decide(torch.arange(B))
         for i in range(B):
             assert torch.equal(every[i:i + 1], decide(torch.tensor([i]))), (spec, i)
         assert not every[3].any()
         checked.append(spec.split(":")[0])
-    assert {"fixed", "threshold", "localleap", "eb", "prr", "slowfast"} <= set(checked)
+    assert {"fixed", "threshold", "localleap", "eb", "prr", "slowfast", "wino"} <= set(checked)
 
 
 def test_forward_timer_counts_graph_replays_not_graph_building(builtin_model):
