@@ -63,6 +63,7 @@ class CapturedDecode:
         self.replays: dict = {}      # kind -> step graphs replayed (benchmarks read it); "eager" -> eager steps
         self.counted_by_launch: set = set()   # kinds whose launch counts the NFE itself (an eager forward)
         self.compiled_kinds: list[bool] = []  # per step graph built: whether its decide was compiled
+        self.step_fns: dict = {}              # kind -> the Python step a step graph holds (probes run it eagerly)
 
     @classmethod
     def build(cls, pool, calls, model, method, state, generator) -> "CapturedDecode | None":
@@ -189,11 +190,10 @@ class CapturedDecode:
                 self.eager_step((~state.rows.done).nonzero().squeeze(1))
                 self.count(state)
                 continue
-            launch, stats = self.kinds[kind]
-            launch()
+            self.kinds[kind][0]()   # launch the forward
             if kind not in self.steps:
                 saved = [(t, t.clone()) for t in self.kept_by_warm_up()]
-                self.steps[kind] = self.capture_step(stats, nfe=kind not in self.counted_by_launch)
+                self.steps[kind] = self.capture_step(kind)
                 for t, v in saved:   # the warm-ups ran on the copies' rows
                     t.copy_(v)
             self.replay_step(kind)
@@ -211,10 +211,12 @@ class CapturedDecode:
         """Tensors outside the state that a step graph's warm-up writes, restored after it."""
         return list(method_tensors(self.method).values())
 
-    def capture_step(self, stats, nfe: bool) -> graphs.CapturedStep:
+    def capture_step(self, kind) -> graphs.CapturedStep:
         """The step graph: the token statistics of the forward graph's output (`stats`), then
         `decide_step` compiled into fused kernels where it traces as one graph
         (acceleration/compiled_step.py), then the counts the host reads. Warm-ups run on copies."""
+        stats, nfe = self.kinds[kind][1], kind not in self.counted_by_launch
+
         def copies():
             state = copy_tree(self.state)
             return state, stats(state), self.method, self.every, nfe
@@ -224,6 +226,7 @@ class CapturedDecode:
         def step(state):
             decide(state, stats(state), self.method, self.every, nfe)
             self.count(state)
+        self.step_fns[kind] = step
         return graphs.CapturedStep(step, self.state, copy_tree)
 
 

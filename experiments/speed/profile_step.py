@@ -1,0 +1,72 @@
+"""Where a captured step's time goes (GPU): for each method spec, decode once (LLaDA-8B random
+weights, calibrated confidence, as bench/bench_speed.py), then for each step graph of the kept
+captured decode: its replay time (CUDA events; every row finished, so the replay changes nothing)
+and the kernels of the same step run eagerly on a copy of the state under torch.profiler (their
+count and the top ones by GPU time).
+
+    python experiments/speed/profile_step.py --batch 1 --methods "prr:controller=/tmp/random-controller;eb:cache=dual"
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from acceleration import Decoder  # noqa: E402
+from acceleration.captured import copy_tree  # noqa: E402
+from bench.bench_speed import cuda_time  # noqa: E402
+from decoding.base import GenConfig  # noqa: E402
+from decoding.registry import build_method, parse_methods  # noqa: E402
+from models import load_model  # noqa: E402
+from models.calibrate import calibrate_confidence_  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="llada-8b")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--gen", type=int, default=256)
+    ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--methods", type=lambda s: s.split(";"), required=True)
+    ap.add_argument("--top", type=int, default=12)
+    a = ap.parse_args()
+    dev = torch.device("cuda")
+    model = load_model(a.config, device="cuda", dtype=torch.bfloat16, no_weights=True)
+    g = torch.Generator(device=dev).manual_seed(1)
+    sample = torch.randint(2000, 100000, (1, a.prompt), device=dev, generator=g)
+    calibrate_confidence_(model, torch.cat([sample, torch.full((1, a.gen), model.mask_id, device=dev)], 1), 0.5, tau=0.9)
+    prompts = torch.randint(2000, 100000, (a.batch, a.prompt), device=dev,
+                            generator=torch.Generator(device=dev).manual_seed(0)).tolist()
+    gen = GenConfig(gen_length=a.gen, block_length=a.block, early_stop=False)
+    decoder = Decoder(model)
+    for spec in a.methods:
+        m = build_method(parse_methods(spec)[0], gen)
+        res = decoder(m, prompts, gen)
+        used = [d for d in decoder.pool.decodes.values() if d.method is m]
+        if not used:
+            print(f"{spec}: not captured")
+            continue
+        d = used[0]
+        print(f"== {spec}: {int(res.steps.max())} steps, replays {d.replays}, compiled {d.compiled_kinds}")
+        for kind, graph in d.steps.items():
+            t = cuda_time(graph.replay, warmup=3, reps=20)
+            st = copy_tree(d.state)
+            d.step_fns[kind](st)
+            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                d.step_fns[kind](st)
+                torch.cuda.synchronize()
+            ev = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+            n = sum(e.count for e in ev)
+            total = sum(e.device_time_total for e in ev)
+            print(f"  {kind}: step graph replay {t * 1e3:.3f} ms; eager: {n} kernels, {total / 1e3:.3f} ms GPU")
+            for e in sorted(ev, key=lambda e: -e.device_time_total)[:a.top]:
+                print(f"    {e.device_time_total / 1e3:8.3f} ms  x{e.count:<4d} {e.key[:110]}")
+
+
+if __name__ == "__main__":
+    main()
