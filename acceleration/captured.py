@@ -214,20 +214,40 @@ class CapturedDecode:
     def capture_step(self, kind) -> graphs.CapturedStep:
         """The step graph: the token statistics of the forward graph's output (`stats`), then
         `decide_step` compiled into fused kernels where it traces as one graph
-        (acceleration/compiled_step.py), then the counts the host reads. Warm-ups run on copies."""
+        (acceleration/compiled_step.py), then the counts the host reads. Warm-ups run on copies.
+
+        The compiled part sees the generated region only, in tensors whose shapes and strides do
+        not depend on the prompt's length (the tokens copied in and out of a [B, G] buffer, the
+        forward's rows made contiguous): the next batch's prompt length reuses the compiled code
+        instead of compiling again (seconds)."""
         stats, nfe = self.kinds[kind][1], kind not in self.counted_by_launch
+        P = self.state.P
+        gen = self.state.tokens[:, P:].clone()
+
+        def generated(state):   # the state as decide_step reads it: generated tokens in `gen`, no prompt
+            gen.copy_(state.tokens[:, P:])
+            return dataclasses.replace(state, tokens=gen, attn=None, attn_fwd=None, P=0)
 
         def copies():
             state = copy_tree(self.state)
-            return state, stats(state), self.method, self.every, nfe
+            return generated(state), contiguous(stats(state)), self.method, self.every, nfe
         decide = compile_step(decide_step, copies, self.state.tokens.device)
         self.compiled_kinds.append(decide.why_not is None)
 
         def step(state):
-            decide(state, stats(state), self.method, self.every, nfe)
+            out = contiguous(stats(state))
+            decide(generated(state), out, self.method, self.every, nfe)
+            state.tokens[:, P:].copy_(gen)
             self.count(state)
         self.step_fns[kind] = step
         return graphs.CapturedStep(step, self.state, copy_tree)
+
+
+def contiguous(out: StepOutput) -> StepOutput:
+    """`out` with every tensor contiguous (a view into a forward's [B, P + G, ...] output is
+    copied; the rest is left as it is)."""
+    return dataclasses.replace(out, **{f.name: getattr(out, f.name).contiguous() for f in dataclasses.fields(out)
+                                       if isinstance(getattr(out, f.name), torch.Tensor)})
 
 
 def _count(state, counts: torch.Tensor) -> None:

@@ -214,6 +214,33 @@ def test_compiled_step_traces_as_one_graph_and_equals_the_eager_loop(builtin_mod
         assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, field)
 
 
+def test_compiled_step_is_reused_for_another_prompt_length(builtin_model, prompts, monkeypatch):
+    # Every batch of a real evaluation has its own prompt length, so its own captured decode: the
+    # compiled part of the step reads the generated region only, so the next length compiles
+    # nothing (a compile takes seconds on the GPU).
+    compiles = []
+
+    def counting_backend(gm, example_inputs):   # dynamo calls it once per graph it compiles
+        compiles.append(gm)
+        return gm.forward
+    gen = GenConfig(gen_length=48, block_length=16)
+    ids = encode(builtin_model, prompts)
+    spec = "prr:controller=zero,tau=0.7,cache=dual"
+    _stand_in_graphs(monkeypatch)
+    monkeypatch.setattr(compiled_step, "CPU_BACKEND", counting_backend)
+    dec = Decoder(builtin_model)
+    dec(method(spec, gen), ids[:3], gen)
+    first = len(compiles)
+    longer = [p + p[:5] for p in ids[:3]]
+    got = dec(method(spec, gen), longer, gen)
+    monkeypatch.undo()
+    assert len(dec.pool.decodes) == 2 and all(all(d.compiled_kinds) for d in dec.pool.decodes.values())
+    assert first > 0 and len(compiles) == first
+    want = loop.decode(builtin_model, method(spec, gen), longer, gen)
+    for field in FIELDS:
+        assert torch.equal(getattr(want, field), getattr(got, field)), field
+
+
 def test_graphed_decode_kept_for_the_next_call_reads_nothing_stale(builtin_model, prompts, monkeypatch):
     # A Decoder's pool keeps a captured decode (its state tensors and step graphs) for the next call
     # of the same shapes and method settings; that call refills the state and rebinds its method

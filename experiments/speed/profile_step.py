@@ -24,6 +24,7 @@ from models import load_model  # noqa: E402
 from models.calibrate import calibrate_confidence_  # noqa: E402
 
 
+@torch.no_grad()
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="llada-8b")
