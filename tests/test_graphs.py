@@ -1,5 +1,7 @@
 """CUDA-graph policy and the loop's graph branch, checked on CPU (graphs themselves need a GPU;
 their token-for-token parity with eager forwards is recorded in results/speed/REPORT.md)."""
+import time
+
 import pytest
 import torch
 
@@ -212,6 +214,28 @@ def test_compiled_step_traces_as_one_graph_and_equals_the_eager_loop(builtin_mod
     assert captured.compiled_kinds and all(captured.compiled_kinds), spec
     for field in FIELDS:
         assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, field)
+
+
+def test_compiled_step_switched_off_or_untraceable_keeps_the_plain_step(monkeypatch):
+    # DLLM_COMPILE_STEP=0 (or DLLM_COMPILE=0) keeps the plain function; a function dynamo cannot
+    # trace as one graph falls back to the plain function with a warning naming why.
+    state = torch.zeros(3)
+
+    def step(x):
+        x += 1
+
+    def host_step(x):
+        x += 1 + 0 * time.perf_counter()   # host work dynamo does not trace: not one graph
+    monkeypatch.setattr(compiled_step, "CPU_BACKEND", "aot_eager")
+    monkeypatch.setenv("DLLM_COMPILE_STEP", "0")
+    assert compiled_step.compile_step(step, lambda: (state.clone(),), state.device).why_not == "switched off"
+    monkeypatch.delenv("DLLM_COMPILE_STEP")
+    assert compiled_step.compile_step(step, lambda: (state.clone(),), state.device).compiled is not None
+    with pytest.warns(UserWarning, match="the decode step was not compiled"):
+        plain = compiled_step.compile_step(host_step, lambda: (state.clone(),), state.device)
+    assert plain.compiled is None and plain.why_not
+    plain(state)
+    assert torch.equal(state, torch.ones(3))
 
 
 def test_compiled_step_is_reused_for_another_prompt_length(builtin_model, prompts, monkeypatch):
