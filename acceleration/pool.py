@@ -58,15 +58,20 @@ class GraphPool:
         (a forward big enough to hide its launches)."""
         if not self.launch_bound(x.numel()):
             return None
-        key = (tuple(x.shape), attn is not None, need_hidden)
+        model = self.model
+        return self._kept_or_built((tuple(x.shape), attn is not None, need_hidden),
+                                   lambda: graphs.GraphedCall(lambda ids, am: model.forward(ids, am, output_hidden=need_hidden),
+                                                              x, attn))
+
+    def _kept_or_built(self, key, build):
+        """The full-forward-sized graph kept under `key`, else build() kept there (least recently
+        used dropped beyond FULL_GRAPHS)."""
         if key in self.full_graphs:
             self.full_graphs.move_to_end(key)
             return self.full_graphs[key]
         while len(self.full_graphs) >= FULL_GRAPHS:
             self.full_graphs.popitem(last=False)
-        model = self.model
-        self.full_graphs[key] = graphs.GraphedCall(lambda ids, am: model.forward(ids, am, output_hidden=need_hidden),
-                                                   x, attn)
+        self.full_graphs[key] = build()
         return self.full_graphs[key]
 
     def verify_graph(self, x, attn, block, P: int, BL: int, mask_id: int, need_hidden: bool):
@@ -75,19 +80,12 @@ class GraphPool:
         mask, blocks) -> (output, twin). None where it does not pay. Kept with the full graphs."""
         if not self.launch_bound(x.shape[0] * (x.shape[1] + BL)):
             return None
-        key = self._verify_key(x, BL, need_hidden)
-        if key in self.full_graphs:
-            self.full_graphs.move_to_end(key)
-            return self.full_graphs[key]
-        while len(self.full_graphs) >= FULL_GRAPHS:
-            self.full_graphs.popitem(last=False)
         model = self.model
 
         def verify(x, attn, block):
             ids, mask, positions, twin = verify_inputs(x, attn, block, P, BL, mask_id)
             return model.forward(ids, mask, output_hidden=need_hidden, positions=positions), twin
-        self.full_graphs[key] = graphs.GraphedCall(verify, x, attn, block)
-        return self.full_graphs[key]
+        return self._kept_or_built(self._verify_key(x, BL, need_hidden), lambda: graphs.GraphedCall(verify, x, attn, block))
 
     @staticmethod
     def _verify_key(x, BL, need_hidden):
