@@ -20,7 +20,11 @@ Measured in one process, on one device:
     decode at a lower clock than a short timing burst would otherwise put the slowdown on the loop.
     Also given: the overhead against the forward timed apart (as the loop runs it: a CUDA graph
     when launch-bound, acceleration/graphs.py; eager and unmasked otherwise), and, without a cache, the
-    same number of forwards run back to back.
+    same number of forwards run back to back. With the dual cache that forward is one refresh per
+    block and a window per other step, as if every row started its blocks together; at batch > 1
+    rows start blocks at different steps, and a step where some do runs a refresh of those rows
+    and a window of the others eagerly, so the overhead against it there includes those forwards
+    (the overhead inside the loop does not).
 FLOPs count what the forward computes: 2 * matmul params * tokens (the output head over every
 position included) + attention 4 * tokens * keys * d_model per layer. Timing: CUDA events, warm-up
 excluded, median.
