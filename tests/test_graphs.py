@@ -216,6 +216,26 @@ def test_compiled_step_traces_as_one_graph_and_equals_the_eager_loop(builtin_mod
         assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, field)
 
 
+def test_compiled_step_on_a_logit_shifted_model_equals_the_eager_loop(monkeypatch):
+    # Dream's window is one position wider (the logit shift) and its rows are left-padded here.
+    from models import load_model
+    dream = load_model("dream-tiny", no_weights=True)
+    torch.manual_seed(0)
+    ids = [torch.randint(10, 400, (n,)).tolist() for n in (9, 5, 7, 9)]
+    gen = GenConfig(gen_length=48, block_length=16)
+    for spec in ("threshold:cache=dual", "eb:cache=dual", "klass:cache=dual", "prr:controller=zero,tau=0.7"):
+        eager = loop.decode(dream, method(spec, gen), ids, gen)
+        _stand_in_graphs(monkeypatch)
+        monkeypatch.setattr(compiled_step, "CPU_BACKEND", "aot_eager")
+        dec = Decoder(dream)
+        graphed = dec(method(spec, gen), ids, gen)
+        monkeypatch.undo()
+        (captured,) = dec.pool.decodes.values()
+        assert captured.compiled_kinds and all(captured.compiled_kinds), spec
+        for field in FIELDS:
+            assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, field)
+
+
 def test_compiled_step_switched_off_or_untraceable_keeps_the_plain_step(monkeypatch):
     # DLLM_COMPILE_STEP=0 (or DLLM_COMPILE=0) keeps the plain function; a function dynamo cannot
     # trace as one graph falls back to the plain function with a warning naming why.
