@@ -16,6 +16,10 @@ results/speed/REPORT.md). It is kept only while the forward graphs and cache it 
 from __future__ import annotations
 
 import dataclasses
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -25,6 +29,22 @@ from decoding.forward import verify_output
 from decoding.select import token_stats
 from . import graphs
 from .compiled_step import compile_step
+
+
+def queue_ahead_enabled() -> bool:
+    """Steps queued ahead (GuardedStep) unless DLLM_QUEUE_AHEAD=0."""
+    return os.environ.get("DLLM_QUEUE_AHEAD", "1") != "0"
+
+
+@dataclass
+class Kind:
+    """One kind of captured step: `launch()` runs its forward (a graph replay; SlowFast's eager
+    truncated forward) and returns the output, `stats(state, output)` the StepOutput the step
+    graph decides on, `record()` issues the forward's kernels inside another capture
+    (GuardedStep; None: never queued ahead)."""
+    launch: Callable
+    stats: Callable
+    record: Callable | None
 
 
 def copy_tree(obj):
@@ -56,14 +76,21 @@ class CapturedDecode:
     def __init__(self, model, method, state, forward, kinds, choose, current):
         self.model, self.method, self.state, self.forward = model, method, state, forward
         self.kinds, self.choose, self.current = kinds, choose, current
-        dev = state.tokens.device
-        self.counts = torch.zeros(2, dtype=torch.long, pin_memory=state.tokens.is_cuda)  # decoding; at a block start
+        dev, cuda = state.tokens.device, state.tokens.is_cuda
+        self.dcounts = torch.zeros(2, dtype=torch.long, device=dev)   # decoding; at a block start (or width)
+        # the host reads the counts from pinned slots, written in turn, each after its own event
+        self.slots = [torch.zeros(2, dtype=torch.long, pin_memory=cuda) for _ in range(2)]
+        self.events = [torch.cuda.Event() if cuda else None for _ in range(2)]
+        self.published, self.n_active = 0, 0
         self.every = torch.arange(state.tokens.shape[0], device=dev)
         self.steps: dict[str, graphs.CapturedStep] = {}
-        self.replays: dict = {}      # kind -> step graphs replayed (benchmarks read it); "eager" -> eager steps
+        self.guarded: dict = {}      # kind -> GuardedStep (None: that kind is not queued ahead)
+        self.replays: dict = {}      # kind -> steps of that kind (benchmarks read it); "eager" -> eager steps
+        self.ahead_steps = 0         # steps of the last call that ran as a step queued ahead
         self.counted_by_launch: set = set()   # kinds whose launch counts the NFE itself (an eager forward)
         self.compiled_kinds: list[bool] = []  # per step graph built: whether its decide was compiled
-        self.step_fns: dict = {}              # kind -> the Python step a step graph holds (probes run it eagerly)
+        self.step_fns: dict = {}              # kind -> the Python step(state, forward output) a step graph holds
+        self.launched: dict = {}              # kind -> the forward output its step graph reads (probes use both)
 
     @classmethod
     def build(cls, pool, calls, model, method, state, generator) -> "CapturedDecode | None":
@@ -85,13 +112,13 @@ class CapturedDecode:
                 fwd.inputs[1].copy_(state.attn_fwd)
                 state.attn_fwd = fwd.inputs[1]
 
-            def stats(state):
-                logits = fwd.out.logits[:, P:]
+            def stats(state, out):
+                logits = out.logits[:, P:]
                 x0, conf = token_stats(logits)
-                hidden = fwd.out.hidden[:, P:] if fwd.out.hidden is not None else None
+                hidden = out.hidden[:, P:] if out.hidden is not None else None
                 return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
                                   logits if reads.logits else None, hidden)
-            kinds = {"full": (lambda: fwd(*fwd.inputs), stats)}
+            kinds = {"full": Kind(lambda: fwd(*fwd.inputs), stats, lambda: fwd.record(*fwd.inputs))}
             attn_fwd, tokens = state.attn_fwd, state.tokens
             return cls(model, method, state, forward, kinds, lambda n_active, n_start: "full",
                        lambda: pool.kept_full_graph(tokens, attn_fwd, reads.hidden) is fwd)
@@ -103,18 +130,29 @@ class CapturedDecode:
         x = state.tokens
         g = calls.refresh_graph(st, x, mask, reads.hidden)
         if g is not None:
-            kinds["refresh"] = (lambda: g(x, mask),
-                                lambda state: st.refresh_output(every, g.out.logits, g.out.hidden, 0.0, reads, None))
-        window = {}
-
-        def launch_window():
-            window["out"], window["pos"] = calls.window(st, x, state.attn, state.rows.block, st.BL + st.shift, reads.hidden)
-        kinds["window"] = (launch_window, lambda state: st.window_output(every, window["out"].logits, window["out"].hidden,
-                                                                  window["pos"], 0.0, reads, None))
+            kinds["refresh"] = Kind(lambda: g(x, mask),
+                                    lambda state, out: st.refresh_output(every, out.logits, out.hidden, 0.0, reads, None),
+                                    lambda: g.record(x, mask))
+        width = st.BL + st.shift
+        window = lambda: calls.window_graph(st, x, state.attn, state.rows.block, width, reads.hidden)
+        kinds["window"] = Kind(lambda: calls.window(st, x, state.attn, state.rows.block, width, reads.hidden),
+                               lambda state, out: st.window_output(every, out[0].logits, out[0].hidden, out[1],
+                                                                   0.0, reads, None),
+                               lambda: window().record(x, mask, state.rows.block))
         choose = lambda n_active, n_start: ("refresh" if n_start == n_active and "refresh" in kinds
                                             else "window" if n_start == 0 else None)
         kept = pool.cache(st.B, st.L)
         return cls(model, method, state, forward, kinds, choose, lambda: pool.caches.get((st.B, st.L)) is kept)
+
+    def guard(self, kind):
+        """On the device, from the counts the last step left: whether `choose` would give `kind`
+        for the next step (a step queued ahead runs only then)."""
+        active, start = self.dcounts[0] > 0, self.dcounts[1]
+        if kind == "refresh":
+            return active & (start == self.dcounts[0])
+        if kind == "window":
+            return active & (start == 0)
+        return active
 
     @classmethod
     def verify(cls, pool, model, method, state, forward) -> "CapturedDecode | None":
@@ -132,10 +170,10 @@ class CapturedDecode:
         state.rows.block = g.inputs[2]
         tokens, gen = state.tokens, state.gen
 
-        def stats(s):
-            out, twin = g.out
-            return verify_output(s.tokens, P, out, twin, mask_id, 0.0, None, method.reads())
-        return cls(model, method, state, forward, {"verify": (lambda: g(*g.inputs), stats)},
+        def stats(s, out):
+            return verify_output(s.tokens, P, out[0], out[1], mask_id, 0.0, None, method.reads())
+        return cls(model, method, state, forward,
+                   {"verify": Kind(lambda: g(*g.inputs), stats, lambda: g.record(*g.inputs))},
                    lambda n_active, n_start: "verify",
                    lambda: pool.kept_verify_graph(tokens, gen.block_length, hidden) is g)
 
@@ -144,7 +182,7 @@ class CapturedDecode:
         """Truncated forwards (Plan.extent: SlowFast), whose fed length changes from step to step:
         the plan and the forward run eagerly, as the reference loop runs them (the rows decoding,
         their NFE, the reuse store), their statistics land in fixed [B, G] buffers, and the rest of
-        the step is the step graph over every row."""
+        the step is the step graph over every row. No step is queued ahead (the plan is host work)."""
         B, G, dev = state.tokens.shape[0], state.gen.gen_length, state.tokens.device
         buf = StepOutput(torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev),
                          torch.zeros((B, G), dtype=torch.bool, device=dev))
@@ -152,10 +190,11 @@ class CapturedDecode:
 
         def launch():
             s = d.state   # every row decoding (the step's count, on the host): no sync for nonzero()
-            rows = d.every if int(d.counts[0]) == B else (~s.rows.done).nonzero().squeeze(1)
+            rows = d.every if d.n_active == B else (~s.rows.done).nonzero().squeeze(1)
             out = d.forward(s, rows, d.method.plan(s.view(rows, rows)))
             buf.x0[rows], buf.conf[rows], buf.fresh[rows] = out.x0, out.conf, out.fresh
-        d.kinds["truncated"] = (launch, lambda s: buf)
+            return buf
+        d.kinds["truncated"] = Kind(launch, lambda s, out: out, None)
         d.counted_by_launch = {"truncated"}
         return d
 
@@ -174,29 +213,74 @@ class CapturedDecode:
         assert self.state.tokens is tokens
 
     def run(self) -> None:
-        state, counts = self.state, self.counts
-        synced = torch.cuda.Event() if state.tokens.is_cuda else None
+        """The host's loop: read the counts the last step left (the one sync), choose the next
+        step's kind, launch its forward and step graph. Where a GuardedStep of the last kind exists,
+        it is queued before the sync: the GPU runs it if the device-side guard finds it is the next
+        step (no idle gap while the host reads and launches), else it does nothing."""
+        state = self.state
         self.count(state)
+        slot, last, self.ahead_steps = self.publish(), None, 0
         while True:
-            if synced is not None:
-                synced.record()
-                synced.synchronize()   # the step's one host sync
-            n_active, n_start = counts.tolist()
+            ahead = self.queue_ahead(last)
+            ahead_slot = self.publish() if ahead else None
+            n_active, n_start = self.read(slot)   # the step's one host sync
+            self.n_active = n_active
             if n_active == 0:
                 break
             kind = self.choose(n_active, n_start)
             self.replays[kind or "eager"] = self.replays.get(kind or "eager", 0) + 1
+            if ahead and kind == last:   # the step queued ahead is this step
+                self.ahead_steps += 1
+                slot = ahead_slot
+                continue
             if kind is None:
                 self.eager_step((~state.rows.done).nonzero().squeeze(1))
                 self.count(state)
-                continue
-            self.kinds[kind][0]()   # launch the forward
-            if kind not in self.steps:
-                saved = [(t, t.clone()) for t in self.kept_by_warm_up()]
-                self.steps[kind] = self.capture_step(kind)
-                for t, v in saved:   # the warm-ups ran on the copies' rows
-                    t.copy_(v)
-            self.replay_step(kind)
+            else:
+                out = self.kinds[kind].launch()   # the forward
+                if kind not in self.steps:
+                    saved = [(t, t.clone()) for t in self.kept_by_warm_up()]
+                    self.steps[kind] = self.capture_step(kind, out)
+                    for t, v in saved:   # the warm-ups ran on the copies' rows
+                        t.copy_(v)
+                self.replay_step(kind)
+            slot, last = self.publish(), kind
+
+    def publish(self) -> int:
+        """Copy the device counts to the next pinned slot, after everything queued so far."""
+        i = self.published = (self.published + 1) % len(self.slots)
+        self.slots[i].copy_(self.dcounts, non_blocking=True)
+        if self.events[i] is not None:
+            self.events[i].record()
+        return i
+
+    def read(self, i: int) -> list[int]:
+        if self.events[i] is not None:
+            self.events[i].synchronize()
+        return self.slots[i].tolist()
+
+    def queue_ahead(self, kind):
+        """Replay the GuardedStep of `kind` (built at its first use), or None where there is none:
+        no kind yet, a kind whose forward is host work, switched off, or not buildable here."""
+        if kind is None or not queue_ahead_enabled():
+            return None
+        if kind not in self.guarded:
+            self.guarded[kind] = self.build_guarded(kind)
+        g = self.guarded[kind]
+        if g is not None:
+            g.replay()
+        return g
+
+    def build_guarded(self, kind):
+        record, step = self.kinds[kind].record, self.step_fns.get(kind)
+        if record is None or step is None:
+            return None
+        try:
+            return graphs.GuardedStep(lambda: self.guard(kind), lambda: step(self.state, record()))
+        except Exception as e:   # e.g. a CUDA runtime before 12.4: the step keeps its sync
+            warnings.warn(f"steps of kind {kind!r} are not queued ahead ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})")
+            return None
 
     def replay_step(self, kind) -> None:
         self.steps[kind].replay()
@@ -205,22 +289,25 @@ class CapturedDecode:
         loop.step(self.state, self.method, self.forward, rows)
 
     def count(self, state) -> None:
-        _count(state, self.counts)
+        """dcounts <- [rows still decoding, of them at the first step of a block]."""
+        act = ~state.rows.done
+        self.dcounts.copy_(torch.stack([act.sum(), (act & (state.rows.step_in_block == 0)).sum()]))
 
     def kept_by_warm_up(self) -> list[torch.Tensor]:
         """Tensors outside the state that a step graph's warm-up writes, restored after it."""
         return list(method_tensors(self.method).values())
 
-    def capture_step(self, kind) -> graphs.CapturedStep:
+    def capture_step(self, kind, launched) -> graphs.CapturedStep:
         """The step graph: the token statistics of the forward graph's output (`stats`), then
         `decide_step` compiled into fused kernels where it traces as one graph
-        (acceleration/compiled_step.py), then the counts the host reads. Warm-ups run on copies.
+        (acceleration/compiled_step.py), then the counts the host reads. `launched`: the forward's
+        output (a graph's static tensors). Warm-ups run on copies.
 
         The compiled part sees the generated region only, in tensors whose shapes and strides do
         not depend on the prompt's length (the tokens copied in and out of a [B, G] buffer, the
         forward's rows made contiguous): the next batch's prompt length reuses the compiled code
         instead of compiling again (seconds)."""
-        stats, nfe = self.kinds[kind][1], kind not in self.counted_by_launch
+        stats, nfe = self.kinds[kind].stats, kind not in self.counted_by_launch
         P = self.state.P
         gen = self.state.tokens[:, P:].clone()
 
@@ -230,17 +317,17 @@ class CapturedDecode:
 
         def copies():
             state = copy_tree(self.state)
-            return generated(state), contiguous(stats(state)), self.method, self.every, nfe
+            return generated(state), contiguous(stats(state, launched)), self.method, self.every, nfe
         decide = compile_step(decide_step, copies, self.state.tokens.device)
         self.compiled_kinds.append(decide.why_not is None)
 
-        def step(state):
-            out = contiguous(stats(state))
+        def step(state, launched):
+            out = contiguous(stats(state, launched))
             decide(generated(state), out, self.method, self.every, nfe)
             state.tokens[:, P:].copy_(gen)
             self.count(state)
-        self.step_fns[kind] = step
-        return graphs.CapturedStep(step, self.state, copy_tree)
+        self.step_fns[kind], self.launched[kind] = step, launched
+        return graphs.CapturedStep(lambda state: step(state, launched), self.state, copy_tree)
 
 
 def contiguous(out: StepOutput) -> StepOutput:
@@ -248,12 +335,6 @@ def contiguous(out: StepOutput) -> StepOutput:
     copied; the rest is left as it is)."""
     return dataclasses.replace(out, **{f.name: getattr(out, f.name).contiguous() for f in dataclasses.fields(out)
                                        if isinstance(getattr(out, f.name), torch.Tensor)})
-
-
-def _count(state, counts: torch.Tensor) -> None:
-    """counts <- [rows still decoding, of them at the first step of a block] (to pinned host memory)."""
-    act = ~state.rows.done
-    counts.copy_(torch.stack([act.sum(), (act & (state.rows.step_in_block == 0)).sum()]), non_blocking=True)
 
 
 def decide_step(state, out, method, every, nfe: bool) -> None:

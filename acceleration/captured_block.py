@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from decoding import block_causal
-from .captured import CapturedDecode, fill_tree, method_tensors
+from .captured import CapturedDecode, Kind, fill_tree, method_tensors
 
 
 class CapturedBlockDecode(CapturedDecode):
@@ -32,12 +32,12 @@ class CapturedBlockDecode(CapturedDecode):
         every = torch.arange(B, device=state.tokens.device)
 
         def stats_of(width):
-            def stats(s):
+            def stats(s, launched):   # the block forward is part of the step graph
                 act = ~s.rows.done
                 return forward.output(every, forward.feed_block(s, act, width))
             return stats
         bs = model.block_size
-        kinds = {w: (lambda: None, stats_of(w)) for w in (bs, 2 * bs)}
+        kinds = {w: Kind(lambda: None, stats_of(w), lambda: None) for w in (bs, 2 * bs)}
         kept = pool.caches[("block", B, capacity)]
         return cls(model, method, state, forward, kinds, lambda n_active, width: width if width in kinds else None,
                    lambda: pool.caches.get(("block", B, capacity)) is kept)
@@ -54,9 +54,12 @@ class CapturedBlockDecode(CapturedDecode):
         block_causal.step(self.state, self.method, self.forward, rows)
 
     def count(self, state) -> None:
-        """counts <- [rows still decoding, the width their next block forward feeds]."""
+        """dcounts <- [rows still decoding, the width their next block forward feeds]."""
         act = ~state.rows.done
-        self.counts.copy_(torch.stack([act.sum(), self.forward.width_needed(state, act)]), non_blocking=True)
+        self.dcounts.copy_(torch.stack([act.sum(), self.forward.width_needed(state, act)]))
+
+    def guard(self, kind):
+        return (self.dcounts[0] > 0) & (self.dcounts[1] == kind)
 
     def kept_by_warm_up(self) -> list[torch.Tensor]:
         f = self.forward

@@ -10,6 +10,9 @@ GPU work (H100, results/speed/REPORT.md). Replaying a captured graph launches it
 - `CapturedStep`: the rest of a step (token statistics, the method's decision, the loop's
   bookkeeping: decoding.loop.decide_and_apply) in a second graph, so a step launches two graphs
   and syncs once (acceleration/captured.py).
+- `GuardedStep`: a whole step (forward and the rest) inside a conditional node of a graph: it
+  runs only where a guard computed on the device holds, so the host may queue it before it
+  knows whether the step is needed (acceleration/captured.py, steps queued ahead).
 - `launch_bound`: whether a forward is small enough for its launches to dominate.
 The graphs a model keeps across decode calls live in a GraphPool (acceleration/pool.py).
 """
@@ -29,16 +32,27 @@ class GraphedCall:
     def __init__(self, fn, *inputs: torch.Tensor | None, blas: str | None = None):
         """`blas`: the matrix-product library (torch.backends.cuda.preferred_blas_library) the
         warm-up and the capture use; the graph keeps the kernels it picked. None: the default."""
+        self.fn, self.blas = fn, blas
         self.inputs = [t.clone() if t is not None else None for t in inputs]
         run = lambda: fn(*self.inputs)
         self.graph, self.out = _capture(run, run, blas)
 
     def __call__(self, *inputs: torch.Tensor | None):
+        self._fill(inputs)
+        self.graph.replay()
+        return self.out
+
+    def record(self, *inputs: torch.Tensor | None):
+        """The call's kernels issued again (inside another graph's capture: GuardedStep), with the
+        same matrix-product library; returns that call's own output tensors."""
+        self._fill(inputs)
+        with _blas_library(self.blas):
+            return self.fn(*self.inputs)
+
+    def _fill(self, inputs) -> None:
         for static, t in zip(self.inputs, inputs):
             if static is not None and t is not static:
                 static.copy_(t)
-        self.graph.replay()
-        return self.out
 
 
 class CapturedStep:
@@ -49,6 +63,28 @@ class CapturedStep:
 
     def __init__(self, fn, state, copy_state):
         self.graph, _ = _capture(lambda: fn(copy_state(state)), lambda: fn(state))
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+class GuardedStep:
+    """A graph that computes `guard()` (a one-element bool CUDA tensor) and then runs the kernels
+    `body()` issues only where it holds: a CUDA graph conditional (IF) node, CUDA >= 12.4. The
+    body is captured without a warm-up: its kernels must have run before (the step's own graphs)."""
+
+    def __init__(self, guard, body):
+        with compiling_for_graph():
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                pred = guard()
+                capturing = torch.cuda.CUDAGraph.get_currently_capturing_graph()
+                capturing.begin_capture_to_if_node(pred)
+                try:
+                    body()
+                finally:
+                    capturing.end_capture_to_conditional_node()
+        self.graph = graph
 
     def replay(self) -> None:
         self.graph.replay()

@@ -24,7 +24,10 @@ Measured in one process, on one device:
     block and a window per other step, as if every row started its blocks together; at batch > 1
     rows start blocks at different steps, and a step where some do runs a refresh of those rows
     and a window of the others eagerly, so the overhead against it there includes those forwards
-    (the overhead inside the loop does not).
+    (the overhead inside the loop does not). Steps queued ahead (acceleration/captured.py) hold
+    their forward inside their own graph, where no event reaches: a decode with any
+    (`ahead_steps`) reports only the overhead against the forward timed apart
+    (DLLM_QUEUE_AHEAD=0 gives the in-loop figure).
 FLOPs count what the forward computes: 2 * matmul params * tokens (the output head over every
 position included) + attention 4 * tokens * keys * d_model per layer. Timing: CUDA events, warm-up
 excluded, median.
@@ -219,6 +222,8 @@ def run(args) -> dict:
                 torch.cuda.synchronize()
                 total = time.perf_counter() - t0
             fwd_in_loop, n_fwd = timer.take()
+            used = [d for d in decoder.pool.decodes.values() if d.method is m]   # none: the reference loop ran
+            ahead = used[0].ahead_steps if used else 0   # steps queued ahead: their forwards are not timed
             steps = int(res.steps.max())
             blocks = G // BL
             fwd = (blocks * t_refresh + (steps - blocks) * t_win) / steps if m.cache == "dual" else t_full
@@ -232,7 +237,8 @@ def run(args) -> dict:
                    "overhead_vs_wall_pct": 100 * (step - fwd_wall) / step,
                    "overhead_beyond_sync_floor_pct": None if m.cache == "dual" else 100 * (step - t_sync) / step,
                    "forward_calls_in_loop": n_fwd, "forward_s_per_step_in_loop": fwd_in_loop / steps,
-                   "overhead_in_loop_pct": 100 * (total - fwd_in_loop) / total}
+                   "ahead_steps": ahead,
+                   "overhead_in_loop_pct": None if ahead else 100 * (total - fwd_in_loop) / total}
             if m.cache == "none":   # the same number of forwards back to back: the forward under sustained load
                 again = decoder.pool.full_graph(x, None, False)   # the loop's graph (kept in the pool)
                 call = (lambda: again(x, None)) if again is not None else (lambda: model.forward(x, None))
@@ -241,12 +247,13 @@ def run(args) -> dict:
                     call()
                 torch.cuda.synchronize()
                 row["forward_s_sustained"] = (time.perf_counter() - t0) / steps
-            used = [d for d in decoder.pool.decodes.values() if d.method is m]   # none: the reference loop ran
             row["warm_up_s"] = warm_s   # graph captures and compiles included
             row["step_compiled"] = used[0].compiled_kinds if used else []   # per step graph: its decide compiled
             r["decode"][spec] = row
-            print(f"b={b} decode {spec}: {steps} steps, {step * 1e3:.2f} ms/step; forwards inside the loop "
-                  f"{fwd_in_loop / steps * 1e3:.2f} ms/step ({n_fwd} calls), loop overhead {row['overhead_in_loop_pct']:.2f}%; "
+            in_loop = (f"{ahead} steps queued ahead (forwards inside their graphs, not timed)" if ahead else
+                       f"forwards inside the loop {fwd_in_loop / steps * 1e3:.2f} ms/step ({n_fwd} calls), "
+                       f"loop overhead {row['overhead_in_loop_pct']:.2f}%")
+            print(f"b={b} decode {spec}: {steps} steps, {step * 1e3:.2f} ms/step; {in_loop}; "
                   f"against the forward timed apart {fwd * 1e3:.2f} ms: {row['overhead_pct']:.2f}%"
                   + (f"; {steps} forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms each" if m.cache == "none" else "")
                   + f"; warm-up decode {warm_s:.1f} s, step compiled {row['step_compiled']}",
@@ -302,8 +309,10 @@ def table(res: dict) -> str:
               "forward timed apart (ms) | overhead against it |", "|---|---|---|---|---|---|---|---|"]
     for b, r in res["batches"].items():
         for k, d in r["decode"].items():
-            lines.append(f"| {b} | {k} | {d['steps']} | {d['step_s'] * 1e3:.2f} | {d['forward_s_per_step_in_loop'] * 1e3:.2f} | "
-                         f"{d['overhead_in_loop_pct']:.2f}% | {d['forward_s_per_step'] * 1e3:.2f} | {d['overhead_pct']:.2f}% |")
+            in_loop = ((f"{d['forward_s_per_step_in_loop'] * 1e3:.2f} | {d['overhead_in_loop_pct']:.2f}%")
+                       if d.get("overhead_in_loop_pct") is not None else f"{d['ahead_steps']} steps queued ahead | ")
+            lines.append(f"| {b} | {k} | {d['steps']} | {d['step_s'] * 1e3:.2f} | {in_loop} | "
+                         f"{d['forward_s_per_step'] * 1e3:.2f} | {d['overhead_pct']:.2f}% |")
     return "\n".join(lines)
 
 

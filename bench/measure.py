@@ -326,8 +326,12 @@ class ForwardTimer:
     (acceleration/graphs.py) to time each call, synchronized at both ends. A captured block-causal
     step (acceleration/captured_block.py) is one graph of the block forward and the step's decision;
     it is timed as a forward. Forwards run while a graph
-    is being built (its warm-up and capture) are neither timed nor counted. Use as a context
-    manager around decode calls; read and reset with `take()`."""
+    is being built (its warm-up and capture) are neither timed nor counted. Steps are not queued
+    ahead meanwhile (acceleration/captured.py: a queued step's forward is inside its graph, where no
+    timer reaches; and a synchronized forward leaves nothing to overlap). Use as a context manager
+    around decode calls; read and reset with `take()`."""
+
+    queues_ahead = False   # whether captured decodes may queue steps ahead inside the context
 
     def __init__(self, model, devices):
         self.model, self.devices = model, [d for d in devices if d.type == "cuda"]
@@ -344,8 +348,12 @@ class ForwardTimer:
 
     def __enter__(self):
         from kernels.compiled import building_graph
+        from acceleration.captured import CapturedDecode
         from acceleration.captured_block import CapturedBlockDecode
         from acceleration.graphs import GraphedCall
+        self._queue_ahead = CapturedDecode.queue_ahead
+        if not self.queues_ahead:
+            CapturedDecode.queue_ahead = lambda d, kind: None
         inner = type(self.model).forward.__get__(self.model)
         self.model.forward = lambda *a, **k: inner(*a, **k) if building_graph() else self._timed(inner, *a, **k)
         module = self.model.module
@@ -361,8 +369,10 @@ class ForwardTimer:
         return self
 
     def __exit__(self, *exc):
+        from acceleration.captured import CapturedDecode
         from acceleration.captured_block import CapturedBlockDecode
         from acceleration.graphs import GraphedCall
+        CapturedDecode.queue_ahead = self._queue_ahead
         del self.model.forward   # back to the class's method
         if "block_forward" in vars(self.model.module):
             del self.model.module.block_forward
@@ -381,7 +391,10 @@ class ForwardTimer:
 class EventForwardTimer(ForwardTimer):
     """ForwardTimer that does not synchronize: CUDA events on the current stream around each
     forward, read in `take()`. It times the forwards inside an unperturbed decode loop, under the
-    clocks and power state of that loop (bench/bench_speed.py's loop overhead). CUDA only."""
+    clocks and power state of that loop (bench/bench_speed.py's loop overhead). CUDA only. Steps
+    queued ahead stay on: their forwards are not timed (bench_speed counts them apart)."""
+
+    queues_ahead = True
 
     def __init__(self, model, devices):
         super().__init__(model, devices)

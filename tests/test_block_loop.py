@@ -15,6 +15,7 @@ from decoding.registry import build_method, parse_methods
 from models import load_model
 from tests.block_decode_helpers import fdv2_decode, threshold_decode
 from tests.test_block_causal import peaked
+from tests.test_graphs import _EagerGuardedStep
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +231,7 @@ def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypat
             want = decode(m, method(spec, gen), prompts, gen)
             monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
             monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
+            monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
             eager = []
             import acceleration.captured_block as cb
             step = cb.block_causal.step
@@ -243,6 +245,34 @@ def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypat
             for g in got:
                 for f in FIELDS:
                     assert torch.equal(getattr(g, f), getattr(want, f)), (spec, gen, f)
+
+
+@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny"])
+def test_block_steps_queued_ahead_equal_the_reference_loop(models, name, monkeypatch):
+    """Rows in step (prompts of one length): a step of the same width as the last is queued before
+    the host reads the counts (acceleration/captured.py, a GuardedStep stood in eagerly); it runs
+    where the device-side guard finds it is the next step. Same tokens and counts as the reference
+    block loop, and DLLM_QUEUE_AHEAD=0 queues none."""
+    import acceleration.graphs as graphs
+    from acceleration.pool import GraphPool
+    m = models[name]
+    prompts = [prompt_of(9, seed=s) for s in range(3)]
+    for spec in ("fixed", "threshold:tau=0.6"):
+        for gen in (gen_for(m, blocks=3), gen_for(m, blocks=3, early_stop=False, max_steps=5)):
+            want = decode(m, method(spec, gen), prompts, gen)
+            for queue in ("1", "0"):
+                monkeypatch.setenv("DLLM_QUEUE_AHEAD", queue)
+                monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
+                monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
+                monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
+                dec = Decoder(m)
+                got = dec(method(spec, gen), prompts, gen)
+                monkeypatch.undo()
+                (kept,) = dec.pool.decodes.values()
+                if spec == "fixed":
+                    assert (kept.ahead_steps > 0) == (queue == "1"), (spec, gen, queue)
+                for f in FIELDS:
+                    assert torch.equal(getattr(got, f), getattr(want, f)), (spec, gen, queue, f)
 
 
 @pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny"])
@@ -260,6 +290,7 @@ def test_compiled_block_step_traces_as_one_graph_and_equals_the_reference_loop(m
         want = decode(m, method(spec, gen), prompts, gen)
         monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
         monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
+        monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
         monkeypatch.setattr(compiled_step, "CPU_BACKEND", "aot_eager")
         dec = Decoder(m)
         got = dec(method(spec, gen), prompts, gen)

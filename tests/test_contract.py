@@ -152,7 +152,7 @@ def test_captured_step_equals_eager_for_a_revising_method(random_model, prompts,
     from acceleration import Decoder
     from acceleration.policy import capture_blocker
     from acceleration.pool import GraphPool
-    from test_graphs import _EagerGraphedCall, _EagerStep
+    from test_graphs import _EagerGraphedCall, _EagerGuardedStep, _EagerStep
     ids = encode(random_model, prompts[:4])
     for cache in ("none", "dual"):
         m = toy(random_model)
@@ -163,6 +163,7 @@ def test_captured_step_equals_eager_for_a_revising_method(random_model, prompts,
         monkeypatch.setattr(GraphPool, "launch_bound", lambda self, n: True)
         monkeypatch.setattr(graphs, "GraphedCall", _EagerGraphedCall)
         monkeypatch.setattr(graphs, "CapturedStep", _EagerStep)
+        monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
         built = _EagerStep.built
         m = toy(random_model)
         m.cache = cache

@@ -51,15 +51,18 @@ class _EagerGraphedCall:
         self.inputs = [t.clone() if t is not None else None for t in inputs]
 
     def __call__(self, *inputs):
-        for static, t in zip(self.inputs, inputs):
-            if static is not None and t is not static:
-                static.copy_(t)
-        out = self.fn(*self.inputs)
+        out = self.record(*inputs)
         if self.out is None:
             self.out = out
         else:
             _copy_into(self.out, out)
         return self.out
+
+    def record(self, *inputs):
+        for static, t in zip(self.inputs, inputs):
+            if static is not None and t is not static:
+                static.copy_(t)
+        return self.fn(*self.inputs)
 
 
 def _copy_into(static, out):
@@ -88,6 +91,16 @@ class _EagerStep:
         self.fn(self.state)
 
 
+class _EagerGuardedStep:
+    """GuardedStep without a GPU: each replay runs the body where the guard holds."""
+    def __init__(self, guard, body):
+        self.guard, self.body = guard, body
+
+    def replay(self):
+        if bool(self.guard()):
+            self.body()
+
+
 def _stand_in_graphs(monkeypatch):
     """Run acceleration's graph paths on CPU: graphs apply, every forward is launch-bound, graphs
     are eager stand-ins. Returns the list that counts eager (uncaptured) steps."""
@@ -95,6 +108,7 @@ def _stand_in_graphs(monkeypatch):
     monkeypatch.setattr(GraphPool, "launch_bound", lambda self, n: True)
     monkeypatch.setattr(graphs, "GraphedCall", _EagerGraphedCall)
     monkeypatch.setattr(graphs, "CapturedStep", _EagerStep)
+    monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
     eager_steps, step = [], loop.step
     monkeypatch.setattr(loop, "step", lambda *a: eager_steps.append(1) or step(*a))
     return eager_steps
@@ -121,10 +135,14 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
             eager = loop.decode(builtin_model, method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
             _stand_in_graphs(monkeypatch)
             built = _EagerStep.built
-            graphed = Decoder(builtin_model)(method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
+            dec = Decoder(builtin_model)
+            graphed = dec(method(spec, gen), prompts, gen, generator=torch.Generator().manual_seed(0))
+            ahead_steps = [d.ahead_steps for d in dec.pool.decodes.values()] or [0]
             monkeypatch.undo()
             assert (_EagerStep.built > built) == graphs_step, spec
             assert (capture_blocker(method(spec, gen)) is None) == graphs_step, spec
+            if graphs_step and not spec.startswith("slowfast"):   # truncated forwards: never queued ahead
+                assert ahead_steps[-1] > 0, spec
             for field in FIELDS:
                 assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, gen.max_steps, field)
             if spec == "threshold" and gen.max_steps is None:
@@ -180,8 +198,11 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
                 eager = loop.decode(model, method(spec, gen), ids, gen)
                 eager_steps = _stand_in_graphs(monkeypatch)
                 built = _EagerStep.built
-                graphed = Decoder(model)(method(spec, gen), ids, gen)
+                dec = Decoder(model)
+                graphed = dec(method(spec, gen), ids, gen)
                 monkeypatch.undo()
+                if spec == "fixed:steps=24:cache=dual":   # window steps after window steps run as the step queued ahead
+                    assert [d.ahead_steps for d in dec.pool.decodes.values()][0] > 0, (model.name, spec)
                 where = (model.name, spec, gen.max_steps)
                 assert (_EagerStep.built > built) == graphs_step, where
                 if spec == "fixed:steps=24:cache=dual":
@@ -387,6 +408,25 @@ def test_forward_timer_counts_graph_replays_not_graph_building(builtin_model):
     seconds, calls = t.take()
     assert calls == 2 and seconds > 0 and FakeGraph.replays == 1
     assert GraphedCall.__call__.__name__ == "__call__" and "forward" not in builtin_model.__dict__
+
+
+def test_a_synchronized_forward_timer_queues_no_step_ahead(builtin_model, prompts, monkeypatch):
+    # A step queued ahead holds its forward inside its graph, where the timer cannot reach it: the
+    # synchronized ForwardTimer (run_bench's time_forwards) switches queueing off while it is on.
+    from acceleration.captured import CapturedDecode
+    queue = CapturedDecode.queue_ahead
+    gen = GenConfig(gen_length=48, block_length=16)
+    ids = encode(builtin_model, prompts)[:1]
+    _stand_in_graphs(monkeypatch)
+    dec = Decoder(builtin_model)
+    with ForwardTimer(builtin_model, []):
+        timed = dec(method("fixed", gen), ids, gen)
+        (kept,) = dec.pool.decodes.values()
+        assert kept.ahead_steps == 0
+    assert CapturedDecode.queue_ahead is queue
+    untimed = dec(method("fixed", gen), ids, gen)
+    assert kept.ahead_steps == int(untimed.steps.max()) - 1     # every step after the first
+    assert torch.equal(timed.tokens, untimed.tokens)
 
 
 def test_cache_kept_across_decode_calls_reads_nothing_stale(builtin_model, prompts):

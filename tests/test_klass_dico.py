@@ -258,7 +258,7 @@ def test_captured_decode_equals_the_loop_and_a_kept_one_reads_nothing_stale(spec
     import acceleration.graphs as graphs
     from acceleration import Decoder
     from acceleration.pool import GraphPool
-    from test_graphs import _EagerGraphedCall
+    from test_graphs import _EagerGraphedCall, _EagerGuardedStep
     gen = GenConfig(gen_length=24, block_length=8)
     first = encode(builtin_model, prompts[:3])
     second = first[1:] + first[:1]
@@ -267,6 +267,7 @@ def test_captured_decode_equals_the_loop_and_a_kept_one_reads_nothing_stale(spec
     monkeypatch.setattr(GraphPool, "launch_bound", lambda self, n: True)
     monkeypatch.setattr(graphs, "GraphedCall", _EagerGraphedCall)
     monkeypatch.setattr(graphs, "CapturedStep", _WarmStep)
+    monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
     decoder, built = Decoder(builtin_model), _WarmStep.built
     got = [decoder(method(spec, gen), ids, gen) for ids in (first, second)]
     assert _WarmStep.built > built                           # captured

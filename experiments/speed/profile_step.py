@@ -56,10 +56,10 @@ def main():
         for kind, graph in d.steps.items():
             t = cuda_time(graph.replay, warmup=3, reps=20)
             st = copy_tree(d.state)
-            d.step_fns[kind](st)
+            d.step_fns[kind](st, d.launched[kind])
             torch.cuda.synchronize()
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                d.step_fns[kind](st)
+                d.step_fns[kind](st, d.launched[kind])
                 torch.cuda.synchronize()
             ev = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
             n = sum(e.count for e in ev)
