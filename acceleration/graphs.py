@@ -76,14 +76,15 @@ class GuardedStep:
     def __init__(self, guard, body):
         with compiling_for_graph():
             graph = torch.cuda.CUDAGraph()
+            if not hasattr(graph, "begin_capture_to_if_node"):
+                raise RuntimeError(f"torch {torch.__version__} has no CUDA graph conditional nodes")
             with torch.cuda.graph(graph):
                 pred = guard()
-                capturing = torch.cuda.CUDAGraph.get_currently_capturing_graph()
-                capturing.begin_capture_to_if_node(pred)
+                graph.begin_capture_to_if_node(pred)
                 try:
                     body()
                 finally:
-                    capturing.end_capture_to_conditional_node()
+                    graph.end_capture_to_conditional_node()
         self.graph = graph
 
     def replay(self) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -247,12 +248,19 @@ def run(args) -> dict:
                     call()
                 torch.cuda.synchronize()
                 row["forward_s_sustained"] = (time.perf_counter() - t0) / steps
+            if args.ab:
+                row["ab"] = switch_ab(args.ab, args.ab_reps, lambda: decoder(build_method(parse_methods(spec)[0], gen),
+                                                                        prompts, gen), steps, fwd)
             row["warm_up_s"] = warm_s   # graph captures and compiles included
             row["step_compiled"] = used[0].compiled_kinds if used else []   # per step graph: its decide compiled
             r["decode"][spec] = row
             in_loop = (f"{ahead} steps queued ahead (forwards inside their graphs, not timed)" if ahead else
                        f"forwards inside the loop {fwd_in_loop / steps * 1e3:.2f} ms/step ({n_fwd} calls), "
                        f"loop overhead {row['overhead_in_loop_pct']:.2f}%")
+            if args.ab:
+                print(f"b={b} decode {spec}: {args.ab} on/off, alternating, median of {args.ab_reps}: "
+                      + "; ".join(f"{k} {v['step_s'] * 1e3:.2f} ms/step, overhead {v['overhead_pct']:.2f}%"
+                                  for k, v in row["ab"].items()), flush=True)
             print(f"b={b} decode {spec}: {steps} steps, {step * 1e3:.2f} ms/step; {in_loop}; "
                   f"against the forward timed apart {fwd * 1e3:.2f} ms: {row['overhead_pct']:.2f}%"
                   + (f"; {steps} forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms each" if m.cache == "none" else "")
@@ -260,6 +268,34 @@ def run(args) -> dict:
                   flush=True)
         out["batches"][str(b)] = r
         torch.cuda.empty_cache()
+    return out
+
+
+def switch_ab(switch: str, reps: int, decode, steps: int, fwd: float) -> dict:
+    """A speed switch (an environment variable the decode reads per call) on and off in turn, in
+    this process on the same kept graphs: per setting the median decode time over `reps` pairs,
+    per step, and its overhead against the forward timed apart (`fwd` s per step). Both settings
+    must take `steps` steps (the switch changes speed, never tokens)."""
+    saved, times = os.environ.get(switch), {"on": [], "off": []}
+    try:
+        for _ in range(reps):
+            for name, value in (("on", "1"), ("off", "0")):
+                os.environ[switch] = value
+                t0 = time.perf_counter()
+                res = decode()
+                torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+                if int(res.steps.max()) != steps:
+                    raise RuntimeError(f"{switch}={value}: {int(res.steps.max())} steps, not {steps}")
+    finally:
+        if saved is None:
+            os.environ.pop(switch, None)
+        else:
+            os.environ[switch] = saved
+    out = {}
+    for name, ts in times.items():
+        step = statistics.median(ts) / steps
+        out[name] = {"step_s": step, "overhead_pct": 100 * (step - fwd) / step, "decode_s": ts}
     return out
 
 
@@ -332,6 +368,10 @@ def main(argv=None):
     ap.add_argument("--warm-up", choices=("auto", "full", "short"), default="auto",
                     help="the untimed decode before each method's timed one: full, the first steps of each "
                          "block (short), or full only where the timed decode would meet new shapes (auto)")
+    ap.add_argument("--ab", default=None, metavar="SWITCH",
+                    help="also time each decode with this speed switch (e.g. DLLM_QUEUE_AHEAD) on and off in "
+                         "turn, in this process (--ab-reps pairs)")
+    ap.add_argument("--ab-reps", type=int, default=3)
     ap.add_argument("--out", default=None, help="write the full results as JSON here")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
