@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from kernels.compiled import compiling_for_graph
+from .guarded import GuardedStep  # noqa: F401  (acceleration/captured.py builds it as graphs.GuardedStep)
 
 # A forward is launch-bound when its matrix work is below about 20 ms at the H100's measured bf16
 # rate (parameters x tokens <= 8e12, i.e. 2 x 8e12 FLOP): then its ~1000 kernel launches (LLaDA-8B;
@@ -63,29 +64,6 @@ class CapturedStep:
 
     def __init__(self, fn, state, copy_state):
         self.graph, _ = _capture(lambda: fn(copy_state(state)), lambda: fn(state))
-
-    def replay(self) -> None:
-        self.graph.replay()
-
-
-class GuardedStep:
-    """A graph that computes `guard()` (a one-element bool CUDA tensor) and then runs the kernels
-    `body()` issues only where it holds: a CUDA graph conditional (IF) node, CUDA >= 12.4. The
-    body is captured without a warm-up: its kernels must have run before (the step's own graphs)."""
-
-    def __init__(self, guard, body):
-        with compiling_for_graph():
-            graph = torch.cuda.CUDAGraph()
-            if not hasattr(graph, "begin_capture_to_if_node"):
-                raise RuntimeError(f"torch {torch.__version__} has no CUDA graph conditional nodes")
-            with torch.cuda.graph(graph):
-                pred = guard()
-                graph.begin_capture_to_if_node(pred)
-                try:
-                    body()
-                finally:
-                    graph.end_capture_to_conditional_node()
-        self.graph = graph
 
     def replay(self) -> None:
         self.graph.replay()

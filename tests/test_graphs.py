@@ -410,6 +410,24 @@ def test_forward_timer_counts_graph_replays_not_graph_building(builtin_model):
     assert GraphedCall.__call__.__name__ == "__call__" and "forward" not in builtin_model.__dict__
 
 
+def test_steps_are_not_queued_ahead_where_no_guarded_graph_can_be_built(builtin_model, prompts, monkeypatch):
+    # acceleration/guarded.py needs a CUDA GPU and cuda-python: where a GuardedStep cannot be built
+    # the captured decode warns, naming the kind, and syncs before every step; same tokens.
+    from acceleration import guarded
+    gen = GenConfig(gen_length=48, block_length=16)
+    ids = encode(builtin_model, prompts)[:2]
+    want = loop.decode(builtin_model, method("fixed", gen), ids, gen)
+    _stand_in_graphs(monkeypatch)
+    monkeypatch.setattr(graphs, "GuardedStep", guarded.GuardedStep)   # the real one: no GPU here
+    dec = Decoder(builtin_model)
+    with pytest.warns(UserWarning, match="steps of kind 'full' are not queued ahead"):
+        got = dec(method("fixed", gen), ids, gen)
+    (kept,) = dec.pool.decodes.values()
+    assert kept.ahead_steps == 0 and kept.guarded == {"full": None}
+    for field in FIELDS:
+        assert torch.equal(getattr(want, field), getattr(got, field)), field
+
+
 def test_a_synchronized_forward_timer_queues_no_step_ahead(builtin_model, prompts, monkeypatch):
     # A step queued ahead holds its forward inside its graph, where the timer cannot reach it: the
     # synchronized ForwardTimer (run_bench's time_forwards) switches queueing off while it is on.
