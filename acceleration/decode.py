@@ -14,6 +14,8 @@ holds one Decoder per model.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from decoding import block_causal, loop
@@ -57,7 +59,7 @@ class Decoder:
         block_causal.check(model, method, gen)
         state, lay = block_causal.new_block_state(model, method, prompts, gen)
         method.start(len(prompts), model.device, generator)
-        key = ("block", tuple(state.tokens.shape), state.P, state.gen, lay.num_blocks,
+        key = ("block", tuple(state.tokens.shape), state.P, shape_key(state.gen), lay.num_blocks,
                block_causal.block_capacity(state, lay, model.block_size), method.name,
                repr(sorted(method.settings().items())))
         kept = self._kept(key)
@@ -84,7 +86,7 @@ class Decoder:
     def _captured(self, calls, method, state, generator) -> CapturedDecode | None:
         """The pool's kept captured decode for these shapes and method settings (refilled with this
         call's state and method), or a new one; None where the forwards are not graphed."""
-        key = (tuple(state.tokens.shape), state.P, state.gen, state.attn_fwd is not None, method.name,
+        key = (tuple(state.tokens.shape), state.P, shape_key(state.gen), state.attn_fwd is not None, method.name,
                repr(sorted(method.settings().items())))
         kept = self._kept(key)
         if kept is not None:
@@ -95,6 +97,13 @@ class Decoder:
                 return None
         self._keep(key, kept)
         return kept
+
+
+def shape_key(gen: GenConfig) -> GenConfig:
+    """The generation settings a kept captured decode depends on: all but the step cap, which the
+    state holds as a tensor (decoding.state.Constants.step_cap, refilled by `load`). A decode
+    capped for a warm-up keeps its graphs for the uncapped decode that follows."""
+    return dataclasses.replace(gen, max_steps=None)
 
 
 def decode(model, method: Method, prompts: list[list[int]], gen: GenConfig,

@@ -428,6 +428,27 @@ def test_steps_are_not_queued_ahead_where_no_guarded_graph_can_be_built(builtin_
         assert torch.equal(getattr(want, field), getattr(got, field)), field
 
 
+def test_a_decode_capped_for_a_warm_up_keeps_its_graphs_for_the_uncapped_one(builtin_model, prompts, monkeypatch):
+    # The step cap is a tensor of the state (Constants.step_cap), so a kept captured decode serves
+    # another --max-steps (acceleration.decode.shape_key): a capped warm-up builds the graphs the
+    # timed decode replays. Both equal the reference loop.
+    ids = encode(builtin_model, prompts)[:4]
+    capped, full = GenConfig(gen_length=48, block_length=16, max_steps=5), GenConfig(gen_length=48, block_length=16)
+    for spec in ("threshold", "eb:cache=dual"):
+        want = [loop.decode(builtin_model, method(spec, g), ids, g) for g in (capped, full)]
+        _stand_in_graphs(monkeypatch)
+        dec = Decoder(builtin_model)
+        first = dec(method(spec, capped), ids, capped)
+        built = _EagerStep.built
+        second = dec(method(spec, full), ids, full)
+        monkeypatch.undo()
+        assert _EagerStep.built == built and len(dec.pool.decodes) == 1, spec
+        assert want[0].capped.any() and not want[1].capped.any(), spec
+        for w, got in zip(want, (first, second)):
+            for field in FIELDS:
+                assert torch.equal(getattr(w, field), getattr(got, field)), (spec, field)
+
+
 def test_a_synchronized_forward_timer_queues_no_step_ahead(builtin_model, prompts, monkeypatch):
     # A step queued ahead holds its forward inside its graph, where the timer cannot reach it: the
     # synchronized ForwardTimer (run_bench's time_forwards) switches queueing off while it is on.
