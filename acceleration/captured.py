@@ -1,7 +1,13 @@
 """A captured decode: every step is the forward's graph plus one graph of the rest of the step,
 decoding.loop.decide_and_apply over every row (finished rows masked), so a step launches two
-graphs and syncs once (on counts the step graph copies out). Same tokens and counts as the
-reference loop: decide treats each row on its own (decoding/base.py, Method).
+graphs and syncs once (on the counts it leaves: rows decoding, rows at a block start). Same
+tokens and counts as the reference loop: decide treats each row on its own (decoding/base.py,
+Method).
+
+Before that sync the host queues the next step where it can: a GuardedStep (acceleration/
+guarded.py) of the kind launched last, which runs only if the device finds it is the next step
+(`guard`), so the GPU does not wait while the host reads the counts and launches
+(results/speed/queue-ahead/REPORT.md). DLLM_QUEUE_AHEAD=0 switches it off.
 
 The kinds of step come from the forward: without a cache one (the full forward graph, whose input
 buffer holds the tokens meanwhile); with the dual cache a refresh and a window; with truncated
