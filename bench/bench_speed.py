@@ -271,11 +271,13 @@ def run(args) -> dict:
     return out
 
 
-def switch_ab(switch: str, reps: int, decode, steps: int, fwd: float) -> dict:
+def switch_ab(switch: str, reps: int, decode, steps: int, fwd: float, sync=None) -> dict:
     """A speed switch (an environment variable the decode reads per call) on and off in turn, in
     this process on the same kept graphs: per setting the median decode time over `reps` pairs,
     per step, and its overhead against the forward timed apart (`fwd` s per step). Both settings
-    must take `steps` steps (the switch changes speed, never tokens)."""
+    must take `steps` steps (the switch changes speed, never tokens). `sync`: waits for the device
+    (torch.cuda.synchronize)."""
+    sync = sync or torch.cuda.synchronize
     saved, times = os.environ.get(switch), {"on": [], "off": []}
     try:
         for _ in range(reps):
@@ -283,7 +285,7 @@ def switch_ab(switch: str, reps: int, decode, steps: int, fwd: float) -> dict:
                 os.environ[switch] = value
                 t0 = time.perf_counter()
                 res = decode()
-                torch.cuda.synchronize()
+                sync()
                 times[name].append(time.perf_counter() - t0)
                 if int(res.steps.max()) != steps:
                     raise RuntimeError(f"{switch}={value}: {int(res.steps.max())} steps, not {steps}")
