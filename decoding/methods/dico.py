@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.topk import top2_values
+
 from ..base import Method
 from ..contract import Decision, Reads, StepOutput, StepView, block_positions
 from ..rules.dico import dico_decide
@@ -66,5 +68,5 @@ class DiCoMethod(Method):
 
 def top2_margin(logits: torch.Tensor) -> torch.Tensor:
     """[...]: the top-1 minus the top-2 probability of softmax(logits) (fp32)."""
-    top2 = torch.softmax(logits.float(), -1).topk(2, dim=-1).values
+    top2 = top2_values(torch.softmax(logits.float(), -1))
     return top2[..., 0] - top2[..., 1]

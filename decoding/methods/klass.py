@@ -11,8 +11,10 @@ p_{-1} = 0, so a position's first step is never stable; the previous distributio
 carry across blocks. Defaults: the authors' LLaDA GSM8K script (tau 0.6, kl_tol 0.015, H 2).
 
 `kl=full` (default) is the authors' KL. It needs the previous step's full distribution: the method
-keeps it, [B, G, V] float64 log-probabilities (B * G * V * 8 bytes: 2.1 GB for LLaDA-8B at batch 8,
-G 256, V 126464; plus one such temporary per step). `kl=topk` needs only the loop's top-k summary
+keeps the logits it came from, [B, G, V] in the model's dtype (B * G * V * 2 bytes in bf16: 0.52 GB
+for LLaDA-8B at batch 8, G 256, V 126464), and each position's float64 log-sum-exp, and recomputes
+log p_{t-1} = logits.double() - lse: the authors' float64 log-softmax of the same logits, to
+float64 rounding, at a quarter of the memory and memory traffic of keeping float64 log-probabilities. `kl=topk` needs only the loop's top-k summary
 of the previous distribution (Reads.topk, k = `topk`): KL over the k tokens plus the rest as one
 bin, a lower bound of the full KL (decoding/rules/klass.py), so a position can read as stable
 earlier than under the authors' KL: an approximation.
@@ -85,16 +87,16 @@ class KLASSMethod(Method):
         self.quota = self.quota.to(device)
         self.run = torch.zeros((batch_size, G), dtype=torch.long, device=device)   # steps with kl < kl_tol
         self.seen = torch.zeros((batch_size, G), dtype=torch.bool, device=device)  # a previous distribution exists
-        # [B, G + 1, V] float64 previous log-probs (kl=full), allocated at the first decide (V is known
-        # there). Whatever it holds where `seen` is False is never read: a kept captured decode may
+        # [B, G + 1, V] previous logits and [B, G + 1] their float64 log-sum-exp (kl=full), allocated
+        # at the first decide (V is known there). Whatever it holds where `seen` is False is never read: a kept captured decode may
         # leave the last call's values in it.
         if getattr(self, "prev", None) is not None and self.prev.shape[:2] != (batch_size, G + 1):
             self.prev = None
 
-    def kl(self, view: StepView, out: StepOutput, logp: torch.Tensor) -> torch.Tensor:
+    def kl(self, view: StepView, out: StepOutput, logp: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
         """KL(p_t || p_{t-1}) per position [b, G] (float64) at the positions of the forward's logits
-        rows (logp [b, W, V]: a cache window computes only its own); +inf elsewhere and where no
-        previous distribution exists."""
+        rows (logp [b, W, V] = logits - lse, lse [b, W]: a cache window computes only its own rows);
+        +inf elsewhere and where no previous distribution exists."""
         rows, at = view.rows, out.logits_at
         b, W = logp.shape[:2]
         G = self.seen.shape[1]
@@ -106,15 +108,20 @@ class KLASSMethod(Method):
             h = view.history
             kl = kl_topk(gather_rows(h.topk_ids, at), gather_rows(h.topk_logp, at), logp)
         else:
-            if getattr(self, "prev", None) is None or self.prev.shape[1:] != (G + 1, logp.shape[-1]):
+            logits = out.logits
+            if (getattr(self, "prev", None) is None or self.prev.shape[1:] != (G + 1, logp.shape[-1])
+                    or self.prev.dtype != logits.dtype):
                 # one spare position G: rows outside the region are written there, never read
-                self.prev = torch.zeros((self.seen.shape[0], G + 1, logp.shape[-1]), dtype=torch.float64,
-                                        device=logp.device)
+                B, V = self.seen.shape[0], logp.shape[-1]
+                self.prev = torch.zeros((B, G + 1, V), dtype=logits.dtype, device=logp.device)
+                self.prev_lse = torch.zeros((B, G + 1), dtype=torch.float64, device=logp.device)
             r = rows.unsqueeze(1).expand(b, W)
-            prev = self.prev[r, at]
-            kl = kl_full(logp, torch.where(seen.unsqueeze(-1), prev, -torch.inf))
+            prev, prev_lse = self.prev[r, at], self.prev_lse[r, at]
+            logp_prev = prev.double() - prev_lse.unsqueeze(-1)
+            kl = kl_full(logp, torch.where(seen.unsqueeze(-1), logp_prev, -torch.inf))
             fresh = out.fresh.gather(1, at.clamp(max=G - 1)) & inside
-            self.prev[r, at] = torch.where(fresh.unsqueeze(-1), logp, prev)
+            self.prev[r, at] = torch.where(fresh.unsqueeze(-1), logits, prev)
+            self.prev_lse[r, at] = torch.where(fresh, lse, prev_lse)
         kl = torch.where(seen, kl, torch.inf)
         return place_rows(kl, at, torch.full((b, G), torch.inf, dtype=kl.dtype, device=kl.device))
 
@@ -125,8 +132,9 @@ class KLASSMethod(Method):
             self.run = torch.zeros((B, G), dtype=torch.long, device=fresh.device)
             self.seen = torch.zeros((B, G), dtype=torch.bool, device=fresh.device)
             self.prev = None
-        logp = torch.log_softmax(out.logits.double(), -1)   # the rows the forward computed
-        kl = self.kl(view, out, logp)
+        logits = out.logits.double()                         # the rows the forward computed
+        lse = logits.logsumexp(-1)
+        kl = self.kl(view, out, logits - lse.unsqueeze(-1), lse)
         run = torch.where(fresh, stable_run(self.run[rows], kl, c.kl_tol), self.run[rows])
         self.run[rows] = run
         self.seen[rows] = self.seen[rows] | fresh

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels.compiled import VOCAB_ROWS_COMPILED, on_gpu_compiled
+from kernels.topk import top2_values
 
 N_FEATURES = 11
 FEATURE_SETS = ("reference", "ours")
@@ -84,7 +85,7 @@ def logit_features(logits: torch.Tensor, convention: str = "ours") -> torch.Tens
 def _logit_features_rows(logits: torch.Tensor, reference: bool) -> torch.Tensor:
     V = logits.shape[-1]
     logp = torch.log_softmax(logits.float(), -1)
-    top2 = logp.topk(2, dim=-1).values.exp()
+    top2 = top2_values(logp).exp()
     p1, p2 = top2[:, 0], top2[:, 1]
     if reference:
         p = logp.exp()

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.topk import topk_values
+
 from ...base import Method
 from ...contract import Decision, Reads, StepOutput, StepView, block_positions
 from ...select import quota_schedule, topk_commit
@@ -165,5 +167,5 @@ class PRRMethod(Method):
 def top50_confidence(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """exp(l[x0] - logsumexp(the top-50 logits)) per row of logits [..., V] (fp32)."""
     lf = logits.float()
-    lse = lf.topk(min(TOP_LSE, lf.shape[-1]), dim=-1).values.logsumexp(-1)
+    lse = topk_values(lf, TOP_LSE).logsumexp(-1)
     return (lf.gather(-1, x0.unsqueeze(-1)).squeeze(-1) - lse).exp()
