@@ -294,6 +294,9 @@ class CapturedDecode:
     def eager_step(self, rows: torch.Tensor) -> None:
         loop.step(self.state, self.method, self.forward, rows)
 
+    def after_decide(self, state) -> None:
+        """Device work a step graph does after the bookkeeping, before the counts (none here)."""
+
     def count(self, state) -> None:
         """dcounts <- [rows still decoding, of them at the first step of a block]."""
         act = ~state.rows.done
@@ -331,6 +334,7 @@ class CapturedDecode:
             out = contiguous(stats(state, launched))
             decide(generated(state), out, self.method, self.every, nfe)
             state.tokens[:, P:].copy_(gen)
+            self.after_decide(state)
             self.count(state)
         self.step_fns[kind], self.launched[kind] = step, launched
         return graphs.CapturedStep(lambda state: step(state, launched), self.state, copy_tree)

@@ -22,7 +22,7 @@ from decoding import block_causal, loop
 from decoding.base import GenConfig, Method
 from .captured import CapturedDecode
 from .captured_block import CapturedBlockDecode
-from .policy import block_capture_blocker, capture_blocker, model_blocker
+from .policy import capture_blocker, model_blocker
 from .pool import CAPTURED_DECODES, GraphedCalls, GraphPool
 
 
@@ -54,7 +54,7 @@ class Decoder:
         """A block-causal model: a CapturedBlockDecode where the steps may be captured, else the
         reference block loop."""
         model = self.model
-        if capture_blocker(method) is not None or block_capture_blocker(model, method) is not None:
+        if capture_blocker(method) is not None:
             return loop.decode(model, method, prompts, gen, generator)
         block_causal.check(model, method, gen)
         state, lay = block_causal.new_block_state(model, method, prompts, gen)

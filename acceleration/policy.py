@@ -14,10 +14,10 @@ Reading logits, hidden states or the history is allowed otherwise: they are stat
 the forward graph or of the state.
 
 Block-causal models (decoding/block_causal.py): a captured step holds the block forward too
-(acceleration/captured_block.py), where every step of a row is one block forward of a fixed width
-(`append=fold`, not a logit-shifted model: block_capture_blocker); otherwise the reference block
-loop runs. A model whose block forward cannot take a fixed width (no `checked` argument: a
-backend without the exact cache) is not captured (model_blocker).
+(acceleration/captured_block.py), every step of a row one block forward of a fixed width, and a
+block appended by a forward of its own (`append=separate`, Fast-dLLM v2) is a graph of its own.
+A model whose block forward cannot take a fixed width (no `checked` argument: a backend without
+the exact cache) is not captured (model_blocker).
 """
 from __future__ import annotations
 
@@ -30,15 +30,6 @@ def model_blocker(model) -> str | None:
         fwd = getattr(model.module, "block_forward", None)
         if fwd is None or "checked" not in inspect.signature(fwd).parameters:
             return "this block-causal backend has no fixed-width block forward (models/block_cache.py)"
-    return None
-
-
-def block_capture_blocker(model, method) -> str | None:
-    """Why a block-causal model's steps under `method` cannot be captured, or None."""
-    if model.ar_blocks:
-        return "Fast-dLLM v2 appends finished blocks by forwards of their own (its AR block tokens)"
-    if method.block_append != "fold":
-        return "append=separate appends finished blocks by forwards of their own"
     return None
 
 

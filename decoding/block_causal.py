@@ -296,20 +296,34 @@ class BlockForward:
         Fast-dLLM v2 not stopped), whose last logit gives a logit-shifted model's next token. Fast-dLLM
         v2 also stops a row by its rule (halted) and when that next token is a stop token."""
         B = state.tokens.shape[0]
+        before = torch.zeros(B, dtype=torch.long, device=rows.device)
+        before[rows] = block_before
+        fin = self.finished_blocks(state, rows, before)
+        if self.separate and bool(fin.any()):
+            self.append(state, fin)
+
+    def finished_blocks(self, state: DecodeState, rows: torch.Tensor, block_before: torch.Tensor) -> torch.Tensor:
+        """After a step of `rows` that started in blocks `block_before` ([B]): stops the rows Fast-dLLM
+        v2's rule halts (halted) and returns [B] bool, the rows of `rows` whose model block the step
+        finished (not capped, not stopped): the blocks `separate` appends. No host sync."""
+        B = state.tokens.shape[0]
         mb_before = torch.zeros(B, dtype=torch.long, device=rows.device)
-        mb_before[rows] = self.model_block(state, block_before)
+        mb_before[rows] = self.model_block(state, block_before[rows])
         stopped = self.halted(state, rows, mb_before) if self.ar else torch.zeros_like(mb_before, dtype=torch.bool)
         state.rows.done |= stopped
-        if not self.separate:
-            return
         mb = self.model_block(state, state.rows.block)
         fin = torch.zeros(B, dtype=torch.bool, device=rows.device)
         fin[rows] = (mb[rows] > mb_before[rows]) & ~state.rows.capped[rows]
-        fin &= ~stopped
-        if not bool(fin.any()):
-            return
+        return fin & ~stopped
+
+    def append(self, state: DecodeState, fin: torch.Tensor, width: int | None = None) -> None:
+        """separate: the forward of the rows `fin` ([B] bool) that appends the model block each just
+        finished (NFE +1 each); Fast-dLLM v2 writes its last logit's argmax as the next block's first
+        token and stops a row whose token is a stop token. `width`: the block, given by a CUDA graph's
+        capture (no host sync; acceleration/captured_block.py)."""
+        mb = self.model_block(state, state.rows.block)
         n = torch.full_like(mb, self.bs)
-        logits, _ = self._feed(state, self.first_index(mb), n, fin, n, 1)
+        logits, _ = self._feed(state, self.first_index(mb), n, fin, n, 1, width)
         state.nfe += fin.long()
         if self.ar:
             state.rows.done |= self._write_ar(state, logits[:, -1], fin, self.first_index(mb))

@@ -301,24 +301,54 @@ def test_compiled_block_step_traces_as_one_graph_and_equals_the_reference_loop(m
             assert torch.equal(getattr(got, f), getattr(want, f)), (spec, f)
 
 
-def test_decoder_runs_the_reference_loop_where_block_steps_cannot_be_captured(models, monkeypatch):
-    """Fast-dLLM v2 (logit-shifted) and append=separate append finished blocks by forwards of their
-    own: the Decoder runs the reference block loop (policy.block_capture_blocker), same tokens."""
+@pytest.mark.parametrize("name,sub", [("fast-dllm-v2-tiny", 8), ("fast-dllm-v2-tiny", 4), ("sdar-tiny", None),
+                                      ("llada2-tiny", None)])
+def test_captured_separate_appends_equal_the_reference_loop(models, name, sub, monkeypatch):
+    """Blocks appended by forwards of their own (Fast-dLLM v2 always, `append=separate` on SDAR and
+    LLaDA2): the step graph marks the rows whose block it finished and the next launch is the
+    append graph (acceleration/captured_block.py, APPEND). Same tokens, NFE (appends and the
+    prefill included), steps and caps as the reference block loop, for rows of different prompt
+    lengths, with Fast-dLLM v2's stop rule firing (a stop token the model writes) and not, a step
+    cap, a kept decode's second call, and steps queued ahead on and off; no step runs eagerly."""
+    import acceleration.captured_block as cb
     import acceleration.graphs as graphs
     from acceleration.pool import GraphPool
-    for name, spec in (("fast-dllm-v2-tiny", "threshold:tau=0.6"), ("sdar-tiny", "threshold:tau=0.6,append=separate")):
-        m = models[name]
-        gen = gen_for(m, early_stop=False)
-        prompts = [prompt_of(5), prompt_of(11)]
-        want = decode(m, method(spec, gen), prompts, gen)
-        monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
-
-        def no_graphs(*a, **k):
-            raise AssertionError("a step graph was built")
-        monkeypatch.setattr(graphs, "CapturedStep", no_graphs)
-        got = Decoder(m)(method(spec, gen), prompts, gen)
-        monkeypatch.undo()
-        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.nfe, want.nfe)
+    m = models[name]
+    bs = m.block_size
+    prompts = [prompt_of(5), prompt_of(11), prompt_of(2 * bs + 3)]
+    ar = name.startswith("fast-dllm")
+    append = "" if ar else ",append=separate"
+    free = decode(m, method("threshold:tau=0.6" + append, gen_for(m, blocks=3)), prompts, gen_for(m, blocks=3))
+    late = free.tokens[:, bs:].flatten().tolist()
+    stops = [(501,), (max(set(late), key=late.count),)] if ar else [m.eos_ids]
+    saved = m.eos_ids
+    try:
+        for eos in stops:
+            m.eos_ids = eos
+            for gen in (gen_for(m, blocks=3), gen_for(m, blocks=3, early_stop=False, max_steps=2 * bs)):
+                if sub is not None:
+                    gen = dataclasses.replace(gen, block_length=sub)
+                for spec in ("threshold:tau=0.6", "fixed", "eb", "klass"):
+                    want = decode(m, method(spec + append, gen), prompts, gen)
+                    for queue in ("1", "0"):
+                        monkeypatch.setenv("DLLM_QUEUE_AHEAD", queue)
+                        monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
+                        monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
+                        monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
+                        eager = []
+                        step = cb.block_causal.step
+                        monkeypatch.setattr(cb.block_causal, "step", lambda *a: eager.append(1) or step(*a))
+                        dec = Decoder(m)
+                        got = [dec(method(spec + append, gen), prompts, gen) for _ in range(2)]
+                        monkeypatch.undo()
+                        (kept,) = dec.pool.decodes.values()
+                        assert not eager and kept.replays.get(cb.APPEND, 0) > 0, (spec, gen, queue)
+                        assert (kept.ahead_steps > 0) == (queue == "1"), (spec, gen, queue)
+                        for g in got:
+                            for f in FIELDS:
+                                assert torch.equal(getattr(g, f), getattr(want, f)), (spec, eos, gen, queue, f)
+    finally:
+        m.eos_ids = saved
 
 
 def test_a_block_forward_without_a_fixed_width_is_never_graphed(models):
