@@ -12,6 +12,8 @@ when bs divides P):
     (a CUDA graph, every cache slot read under the mask: graphed_block_step), and eagerly;
   - fold step: a block's first step under append=fold, the finished block and the next one fed
     together (2 bs tokens, the first bs appended);
+  - append step: a finished block appended by a forward of its own (append=separate, Fast-dLLM v2;
+    bs tokens, the last position's logits), and the eager prefill of the prompt's whole blocks;
   - each against its floor max(FLOPs / matmul rate, bytes / copy bandwidth) (the ceilings measured
     as bench_speed.py measures them), where bytes are the *active* weights (every matrix outside
     the routed experts, plus, per MoE layer, the distinct experts this step's tokens route to,
@@ -23,7 +25,9 @@ when bs divides P):
     method given, after a first decode of the same shapes that builds the graphs; the overhead is
     the decode time minus its forwards timed apart: the steps of each fed width (the decode
     counts them) times that width's graphed block step (the mean of the first- and last-block
-    points for bs; the fold step for 2 bs), plus the eager first step (prompt blocks + block).
+    points for bs; the fold step for 2 bs; the append step for an append graph), plus the eager
+    first step (prompt blocks + block) or, where blocks are appended on their own, the prefill.
+    The decode's block_length is the model's default (Fast-dLLM v2: its sub-block of 8).
 """
 from __future__ import annotations
 
@@ -130,19 +134,21 @@ def graphed_block_step(net, cache, ids: torch.Tensor, commit: int, logits_last: 
     return lambda: g(*g.inputs)
 
 
-def _step_point(net, cache, ids, commit, bs, ceil, split, kvp, q_dim, n_layers, cuda_time, floor):
+def _step_point(net, cache, ids, commit, bs, ceil, split, kvp, q_dim, n_layers, cuda_time, floor, logits_last=None):
     """Time block_forward(ids, cache, commit) at the cache's current length (restored before each
-    call), eagerly and as the captured decode runs it (a CUDA graph), and give its floor."""
+    call), eagerly and as the captured decode runs it (a CUDA graph), and give its floor.
+    `logits_last`: the positions whose logits it computes (default the block, bs)."""
     b, W = ids.shape
     base = cache.length.clone()
+    last = bs if logits_last is None else logits_last
 
     def eager():
         cache.length.copy_(base)
-        net.block_forward(ids, cache, commit=commit, logits_last=bs)
+        net.block_forward(ids, cache, commit=commit, logits_last=last)
     with routed_experts() as counts:
         eager()
     t_eager = cuda_time(eager, warmup=2, reps=10)
-    graphed = graphed_block_step(net, cache, ids, commit, bs)
+    graphed = graphed_block_step(net, cache, ids, commit, last)
     t = cuda_time(graphed, warmup=3, reps=30)
     cache.length.copy_(base)
     keys = int(base.max()) + W
@@ -160,8 +166,10 @@ def _memory(where: str) -> None:
 @torch.no_grad()
 def run_block(args, model, ceil) -> dict:
     from acceleration import Decoder
+    from acceleration.captured_block import APPEND
     from bench.bench_speed import cuda_time, floor
     from decoding.base import GenConfig
+    from decoding.block_causal import default_block
     from decoding.registry import build_method, parse_methods
     dev = model.device
     net, cfg, bs = model.module, model.module.cfg, model.block_size
@@ -191,13 +199,16 @@ def run_block(args, model, ceil) -> dict:
             blk[:, bs:] = model.mask_id
             r[f"step_{point}"] = _step_point(net, cache, blk[:, bs:], 0, bs, ceil, split, kvp, q_dim, n_layers,
                                              cuda_time, floor)
+            if point == "last_block":   # append=separate, Fast-dLLM v2: a finished block appended on its own
+                r["append_step"] = _step_point(net, cache, blk[:, :bs], bs, bs, ceil, split, kvp, q_dim, n_layers,
+                                               cuda_time, floor, logits_last=1)
             if point == "last_block":   # the fold step: finished block appended with the next one's first step
                 cache.length.sub_(bs)
                 r["fold_step"] = _step_point(net, cache, blk, bs, bs, ceil, split, kvp, q_dim, n_layers, cuda_time,
                                              floor)
             del cache
             torch.cuda.empty_cache()
-        for k in ("step_first_block", "step_last_block", "fold_step"):
+        for k in ("step_first_block", "step_last_block", "fold_step", "append_step"):
             s = r[k]
             routed = s["distinct_experts_per_layer"]
             print(f"b={b} {k}: {s['time_s'] * 1e3:.3f} ms (eager {s['time_s_eager'] * 1e3:.2f}), floor {s['floor_s'] * 1e3:.3f} ms ({s['bound']}), ratio "
@@ -214,10 +225,15 @@ def run_block(args, model, ceil) -> dict:
             cache.length.copy_(zero)
             net.block_forward(ids, cache, commit=pre, logits_last=bs)
         r["first_step_s"] = cuda_time(first, warmup=1, reps=5)
+
+        def prefill():   # append=separate, Fast-dLLM v2: the prompt's whole blocks on their own (eager)
+            cache.length.copy_(zero)
+            net.block_forward(ids[:, :pre], cache, commit=pre, logits_last=1)
+        r["prefill_s"] = cuda_time(prefill, warmup=1, reps=5) if pre else 0.0
         del cache
         t_kind = {bs: (r["step_first_block"]["time_s"] + r["step_last_block"]["time_s"]) / 2,
-                  2 * bs: r["fold_step"]["time_s"], "eager": r["first_step_s"]}
-        gen = GenConfig(gen_length=G, block_length=bs, early_stop=False)
+                  2 * bs: r["fold_step"]["time_s"], "eager": r["first_step_s"], APPEND: r["append_step"]["time_s"]}
+        gen = GenConfig(gen_length=G, block_length=default_block(model), early_stop=False)
         prompts = _tokens(cfg, (b, P), "cpu", torch.Generator().manual_seed(1)).tolist()
         r["decode"] = {}
         for spec in methods:
@@ -234,8 +250,9 @@ def run_block(args, model, ceil) -> dict:
             row = {"total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": total / steps}
             if kept and kept[-1] is list(decoder.pool.decodes.values())[-1]:
                 kinds = {k: v - before.get(k, 0) for k, v in kept[-1].replays.items() if v - before.get(k, 0)}
-                fwd = sum(n * t_kind[k] for k, n in kinds.items())
-                row.update({"captured": True, "steps_by_width": {str(k): n for k, n in kinds.items()},
+                fwd = sum(n * t_kind[k] for k, n in kinds.items()) + (r["prefill_s"] if kept[-1].forward.separate else 0.0)
+                row.update({"captured": True, "steps_by_width": {("append" if k == APPEND else str(k)): n
+                                                                 for k, n in kinds.items()},
                             "forward_s_per_step": fwd / steps, "overhead_s_per_step": (total - fwd) / steps,
                             "overhead_pct": 100 * (total - fwd) / total})
                 print(f"b={b} decode {spec}: {steps} steps ({row['steps_by_width']}), {row['step_s'] * 1e3:.2f} "
@@ -259,7 +276,7 @@ def table(res: dict) -> str:
              "| batch | what | CUDA graph (ms) | eager (ms) | floor (ms) | bound | graph / floor |",
              "|---|---|---|---|---|---|---|"]
     for b, r in res["batches"].items():
-        for k in ("step_first_block", "step_last_block", "fold_step"):
+        for k in ("step_first_block", "step_last_block", "fold_step", "append_step"):
             f = r[k]
             lines.append(f"| {b} | {k} | {f['time_s'] * 1e3:.3f} | {f['time_s_eager'] * 1e3:.2f} | "
                          f"{f['floor_s'] * 1e3:.3f} | {f['bound']} | {f['ratio_to_floor']:.2f} |")
