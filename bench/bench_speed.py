@@ -20,7 +20,8 @@ Measured in one process, on one device:
     decode at a lower clock than a short timing burst would otherwise put the slowdown on the loop.
     Also given: the overhead against the forward timed apart (as the loop runs it: a CUDA graph
     when launch-bound, acceleration/graphs.py; eager and unmasked otherwise), and, without a cache, the
-    same number of forwards run back to back. With the dual cache that forward is one refresh per
+    same number of forwards run back to back. For a method with a verification block (WINO) that
+    forward is its verification graph, replayed apart. With the dual cache it is one refresh per
     block and a window per other step, as if every row started its blocks together; at batch > 1
     rows start blocks at different steps, and a step where some do runs a refresh of those rows
     and a window of the others eagerly, so the overhead against it there includes those forwards
@@ -228,8 +229,11 @@ def run(args) -> dict:
             steps = int(res.steps.max())
             blocks = G // BL
             fwd = (blocks * t_refresh + (steps - blocks) * t_win) / steps if m.cache == "dual" else t_full
-            step = total / steps
             fwd_wall = fwd if m.cache == "dual" else t_full_wall
+            verify = decoder.pool.kept_verify_graph(x, BL, m.reads().hidden) if m.reads().verify else None
+            if verify is not None:   # WINO: its forward is the verification graph (sequence + shadow block)
+                fwd = fwd_wall = cuda_time(lambda: verify(*verify.inputs))
+            step = total / steps
             row = {"captured": capture_blocker(m) is None, "not_captured_because": capture_blocker(m),
                    "total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": step,
                    "forward_s_per_step": fwd, "overhead_s_per_step": step - fwd,
@@ -238,7 +242,7 @@ def run(args) -> dict:
                    "overhead_vs_wall_pct": 100 * (step - fwd_wall) / step,
                    "overhead_beyond_sync_floor_pct": None if m.cache == "dual" else 100 * (step - t_sync) / step,
                    "forward_calls_in_loop": n_fwd, "forward_s_per_step_in_loop": fwd_in_loop / steps,
-                   "ahead_steps": ahead,
+                   "ahead_steps": ahead, "forward_is_verification": verify is not None,
                    "overhead_in_loop_pct": None if ahead else 100 * (total - fwd_in_loop) / total}
             if m.cache == "none":   # the same number of forwards back to back: the forward under sustained load
                 again = decoder.pool.full_graph(x, None, False)   # the loop's graph (kept in the pool)

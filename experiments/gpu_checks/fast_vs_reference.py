@@ -2,11 +2,13 @@
 bookkeeping) against the reference loop decoding.loop.decode (every step eager, no graphs), for
 every registered method at cache none and dual, on a random-weight model whose confidence is
 calibrated (models/calibrate.py) so adaptive methods commit several tokens per step. A block-causal
-config (sdar-8b, llada2-mini) runs the methods that apply to it, in the model's blocks: the fast
-path is then the captured block decode (acceleration/captured_block.py).
+config (sdar-8b, llada2-mini, fast-dllm-v2-7b) runs the methods that apply to it, in the model's
+default blocks (Fast-dLLM v2: its sub-blocks of 8): the fast path is then the captured block
+decode (acceleration/captured_block.py).
 
     python experiments/gpu_checks/fast_vs_reference.py --config llada-8b --batch 8 --gen 128
     python experiments/gpu_checks/fast_vs_reference.py --config sdar-8b --batch 8 --gen 128
+    python experiments/gpu_checks/fast_vs_reference.py --config sdar-8b --batch 4 --suffix ,append=separate
 
 Prints one line per method: rows with equal tokens and NFE, and the mean NFE per row.
 """
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from acceleration import Decoder  # noqa: E402
 from bench.bench_speed import all_methods  # noqa: E402
 from decoding.base import GenConfig  # noqa: E402
+from decoding.block_causal import default_block  # noqa: E402
 from decoding.loop import decode  # noqa: E402
 from decoding.registry import build_method, parse_methods  # noqa: E402
 from models import load_model  # noqa: E402
@@ -38,6 +41,7 @@ def main():
     ap.add_argument("--share", type=float, default=0.5)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--only", default="", help="run only the method specs containing this text, e.g. cache=dual")
+    ap.add_argument("--suffix", default="", help="settings added to every spec, e.g. ,append=separate")
     a = ap.parse_args()
     model = load_model(a.config, device=a.device, dtype=torch.bfloat16 if a.device == "cuda" else torch.float32, no_weights=True)
     g = torch.Generator(device=a.device).manual_seed(0)
@@ -47,14 +51,14 @@ def main():
     cal = calibrate_confidence_(model, sample, a.share)
     print(f"{a.config}: final norm x{cal.scale:.1f}, share {cal.measured_share:.3f} at top-1 >= 0.9", flush=True)
     block_causal = model.regime == "block_causal"
-    gen = GenConfig(gen_length=a.gen, block_length=model.block_size if block_causal else a.block)
+    gen = GenConfig(gen_length=a.gen, block_length=default_block(model) if block_causal else a.block)
     decoder = Decoder(model)
     all_equal = True
     cfg = model.module.cfg
     specs = all_methods(model, getattr(cfg, "d_model", None) or cfg.hidden_size)
     if block_causal:      # no cache modes, no truncated forwards (decoding/block_causal.check)
         specs = [s for s in specs if "cache=" not in s and not s.startswith(("slowfast", "wino"))]
-    for spec in [s for s in specs if a.only in s]:
+    for spec in [s + a.suffix for s in specs if a.only in s]:
         fast = decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)
         fast2 = decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)   # the kept graphs, refilled
         ref = decode(model, build_method(parse_methods(spec)[0], gen), prompts, gen)
