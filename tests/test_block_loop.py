@@ -329,7 +329,7 @@ def test_captured_separate_appends_equal_the_reference_loop(models, name, sub, m
             for gen in (gen_for(m, blocks=3), gen_for(m, blocks=3, early_stop=False, max_steps=2 * bs)):
                 if sub is not None:
                     gen = dataclasses.replace(gen, block_length=sub)
-                for spec in ("threshold:tau=0.6", "fixed", "eb", "klass"):
+                for spec in ("threshold:tau=0.6", "fixed", "eb", "klass", "dico", "localleap", "edit"):
                     want = decode(m, method(spec + append, gen), prompts, gen)
                     for queue in ("1", "0"):
                         monkeypatch.setenv("DLLM_QUEUE_AHEAD", queue)
