@@ -72,6 +72,24 @@ def test_klass_kl_is_the_authors_float64_full_vocabulary_kl():
     assert m.run.tolist() == [[1, 1, 0, 1]]
 
 
+def test_klass_history_survives_logits_of_another_dtype():
+    """A forward's logits come in the model's dtype (bf16), and a step whose rows ran different
+    forwards hands them over merged in fp32 (decoding/cache.py, _merge): the same values must
+    read as the same distribution (KL 0, the run goes on), not as a lost history."""
+    gen = GenConfig(gen_length=4, block_length=4)
+    m = method("klass", gen)
+    m.start(1, CPU)
+    lg, cand = _logits(PROBS).bfloat16(), torch.ones((1, 4), dtype=torch.bool)
+    moved = _logits([PROBS[0], PROBS[1], [0.95, 0.03, 0.02], PROBS[3]]).bfloat16()
+    _step(m, lg, cand, 0)
+    _step(m, lg.float(), cand, 1)
+    assert m.run.tolist() == [[1, 1, 1, 1]]
+    _step(m, moved, cand, 2)           # position 2 moved: its run restarts
+    assert m.run.tolist() == [[2, 2, 0, 2]]
+    _step(m, lg.float(), cand, 3)      # and moves back
+    assert m.run.tolist() == [[3, 3, 0, 3]]
+
+
 def test_klass_gate_waits_h_minus_1_steps_into_a_new_block_though_history_carries():
     gen = GenConfig(gen_length=8, block_length=4)
     m = method("klass", gen)

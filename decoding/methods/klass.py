@@ -11,10 +11,11 @@ p_{-1} = 0, so a position's first step is never stable; the previous distributio
 carry across blocks. Defaults: the authors' LLaDA GSM8K script (tau 0.6, kl_tol 0.015, H 2).
 
 `kl=full` (default) is the authors' KL. It needs the previous step's full distribution: the method
-keeps the logits it came from, [B, G, V] in the model's dtype (B * G * V * 2 bytes in bf16: 0.52 GB
-for LLaDA-8B at batch 8, G 256, V 126464), and each position's float64 log-sum-exp, and recomputes
-log p_{t-1} = logits.double() - lse: the authors' float64 log-softmax of the same logits, to
-float64 rounding, at a quarter of the memory and memory traffic of keeping float64 log-probabilities. `kl=topk` needs only the loop's top-k summary
+keeps the logits it came from, [B, G, V] in float32 (exact for bf16 and fp32 logits; B * G * V * 4
+bytes: 1.04 GB for LLaDA-8B at batch 8, G 256, V 126464), and each position's float64 log-sum-exp,
+and recomputes log p_{t-1} = logits.double() - lse: the authors' float64 log-softmax of the same
+logits, to float64 rounding, at half the memory and memory traffic of keeping float64
+log-probabilities. `kl=topk` needs only the loop's top-k summary
 of the previous distribution (Reads.topk, k = `topk`): KL over the k tokens plus the rest as one
 bin, a lower bound of the full KL (decoding/rules/klass.py), so a position can read as stable
 earlier than under the authors' KL: an approximation.
@@ -108,12 +109,11 @@ class KLASSMethod(Method):
             h = view.history
             kl = kl_topk(gather_rows(h.topk_ids, at), gather_rows(h.topk_logp, at), logp)
         else:
-            logits = out.logits
-            if (getattr(self, "prev", None) is None or self.prev.shape[1:] != (G + 1, logp.shape[-1])
-                    or self.prev.dtype != logits.dtype):
+            logits = out.logits.float()   # bf16 or fp32 logits, exactly
+            if getattr(self, "prev", None) is None or self.prev.shape[1:] != (G + 1, logp.shape[-1]):
                 # one spare position G: rows outside the region are written there, never read
                 B, V = self.seen.shape[0], logp.shape[-1]
-                self.prev = torch.zeros((B, G + 1, V), dtype=logits.dtype, device=logp.device)
+                self.prev = torch.zeros((B, G + 1, V), dtype=torch.float32, device=logp.device)
                 self.prev_lse = torch.zeros((B, G + 1), dtype=torch.float64, device=logp.device)
             r = rows.unsqueeze(1).expand(b, W)
             prev, prev_lse = self.prev[r, at], self.prev_lse[r, at]
