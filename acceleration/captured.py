@@ -11,8 +11,10 @@ guarded.py) of the kind launched last, which runs only if the device finds it is
 
 The kinds of step come from the forward: without a cache one (the full forward graph, whose input
 buffer holds the tokens meanwhile); with the dual cache a refresh and a window; with truncated
-forwards (SlowFast) one whose forward runs eagerly before the step graph (`truncated`). A step whose rows
-need different kinds (some at a block start, some not) runs eagerly (decoding.loop.step).
+forwards (SlowFast) one whose forward runs eagerly before the step graph (`truncated`). A dual-cache
+step whose rows need different forwards (some at a block start, some not) is a kind of its own,
+`mixed`: the window graph of every row and the eager refresh of the rows at a block start, merged
+into fixed buffers its step graph reads (`mixed_forwards`).
 
 A GraphPool keeps it for the next decode call of the same shapes and method settings: that call
 refills its state tensors and rebinds the new method object onto the tensors the graphs read
@@ -146,9 +148,50 @@ class CapturedDecode:
                                                                    0.0, reads, None),
                                lambda: window().record(x, mask, state.rows.block))
         choose = lambda n_active, n_start: ("refresh" if n_start == n_active and "refresh" in kinds
-                                            else "window" if n_start == 0 else None)
+                                            else "window" if n_start == 0 else "mixed")
         kept = pool.cache(st.B, st.L)
-        return cls(model, method, state, forward, kinds, choose, lambda: pool.caches.get((st.B, st.L)) is kept)
+        d = cls(model, method, state, forward, kinds, choose, lambda: pool.caches.get((st.B, st.L)) is kept)
+        kinds["mixed"] = Kind(lambda: d.mixed_forwards(calls, width), lambda state, out: out, None)
+        d.mixed_out = None
+        return d
+
+    def mixed_forwards(self, calls, width) -> StepOutput:
+        """The forwards of a step whose rows need different ones (dual cache: some rows at a block
+        start, some not; every row at a block start where no refresh graph is kept), as the
+        reference loop's step runs them except that the window covers every row: the window
+        graph of every row first (the rows at a block start discard theirs), then the eager refresh
+        of the rows at a block start (it rewrites their whole cache rows, the window's K/V
+        included). Their outputs, merged as the reference merges them (decoding/cache.py, _merge:
+        logits dense in fp32), land in fixed buffers that the step graph of this kind reads."""
+        s, st, reads, every = self.state, self.forward.stepper, self.method.reads(), self.every
+        start = (~s.rows.done) & (s.rows.step_in_block == 0)
+        ri = start.nonzero().squeeze(1)                  # rows at a block start (the host knows the count)
+        x = s.tokens
+        if ri.numel() < self.n_active:
+            w_out, pos = calls.window(st, x, s.attn, s.rows.block, width, reads.hidden)
+            w = st.window_output(every, w_out.logits, w_out.hidden, pos, 0.0, reads, None)
+        r = st._refresh(ri, x[ri], s.attn[ri], s.rows.block[ri], self.method, reads, None)
+        if self.mixed_out is None:
+            B, G = x.shape[0], st.G
+            dev = x.device
+            self.mixed_out = StepOutput(
+                torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev),
+                torch.zeros((B, G), dtype=torch.bool, device=dev),
+                None if r.logits is None else torch.zeros((B, G, r.logits.shape[-1]), device=dev),
+                None if r.hidden is None else r.hidden.new_zeros((B, G, r.hidden.shape[-1])))
+        buf = self.mixed_out
+        if ri.numel() < self.n_active:
+            buf.x0.copy_(w.x0), buf.conf.copy_(w.conf), buf.fresh.copy_(w.fresh)
+            if buf.logits is not None:
+                buf.logits.copy_(w.dense_logits())
+            if buf.hidden is not None:
+                buf.hidden.copy_(w.hidden)
+        buf.x0[ri], buf.conf[ri], buf.fresh[ri] = r.x0, r.conf, r.fresh
+        if buf.logits is not None:
+            buf.logits[ri] = r.logits.float()
+        if buf.hidden is not None:
+            buf.hidden[ri] = r.hidden
+        return buf
 
     def guard(self, kind):
         """On the device, from the counts the last step left: whether `choose` would give `kind`

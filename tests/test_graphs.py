@@ -180,8 +180,10 @@ def test_truncated_forwards_replay_bucketed_graphs_and_equal_the_eager_loop(requ
 def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, monkeypatch):
     # With the dual cache, capturable methods run refresh and window steps as a forward graph plus
     # a step graph over every row (finished rows take their last block's window, masked); a step
-    # where some rows start a block and others do not runs eagerly. Stand in eager calls for the
-    # graphs on CPU and compare with the eager loop, for LLaDA-style (no shift) and Dream (shift).
+    # where some rows start a block and others do not runs the window graph of every row, then the
+    # eager refresh of the rows at a block start, and its own step graph over their merged outputs
+    # (logits, hidden states: klass, dico, prr). Stand in eager calls for the graphs on CPU and
+    # compare with the eager loop, for LLaDA-style (no shift) and Dream (shift).
     from models import load_model
     dream = load_model("dream-tiny", no_weights=True)
     torch.manual_seed(0)
@@ -193,7 +195,10 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
         for spec, graphs_step in (("threshold:cache=dual", True), ("threshold:tau=0.5:cache=dual", True),
                                   ("fixed:steps=24:cache=dual", True), ("localleap:cache=dual", True),
                                   ("fixed:cache=prefix", False), ("eb:cache=dual", True),
-                                  ("prr:controller=zero,tau=0.7,cache=dual", True), ("edit:cache=dual", True)):
+                                  ("prr:controller=zero,tau=0.7,cache=dual", True), ("edit:cache=dual", True),
+                                  ("klass:cache=dual", True), ("dico:cache=dual", True), ("prr:cache=dual", True)):
+            if spec == "prr:cache=dual" and model is not builtin_model:
+                continue   # the committed controller reads the built-in model's hidden states
             for gen in gens:
                 eager = loop.decode(model, method(spec, gen), ids, gen)
                 eager_steps = _stand_in_graphs(monkeypatch)
@@ -209,8 +214,11 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
                     assert _EagerStep.built - built == 2, where   # a refresh and a window step graph
                 for field in FIELDS:
                     assert torch.equal(getattr(eager, field), getattr(graphed, field)), (*where, field)
-                if model is builtin_model and graphs_step and spec.startswith("threshold") and gen.max_steps is None:
-                    assert 0 < len(eager_steps) < int(graphed.steps.max()), where   # some mixed steps, most graphed
+                if graphs_step:
+                    (kept,) = dec.pool.decodes.values()
+                    assert not eager_steps, where                               # mixed steps are captured too
+                    if model is builtin_model and spec.startswith(("threshold", "klass")) and gen.max_steps is None:
+                        assert 0 < kept.replays.get("mixed", 0) < int(graphed.steps.max()), where
 
 
 @pytest.mark.parametrize("spec", ["fixed", "threshold", "localleap", "eb", "prr:controller=zero,tau=0.7", "klass",
