@@ -204,6 +204,20 @@ class _WarmedEagerStep:
 FIELDS = ("tokens", "nfe", "steps", "capped", "gen_tokens")
 
 
+def _stand_in_block_graphs(monkeypatch) -> list:
+    """Eager stand-ins for the step graphs and steps queued ahead (no GPU); -> a list that gets an
+    entry per block step the captured decode runs eagerly (block_causal.step)."""
+    import acceleration.captured_block as cb
+    import acceleration.graphs as graphs
+    from acceleration.pool import GraphPool
+    monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
+    monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
+    monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
+    eager, step = [], cb.block_causal.step
+    monkeypatch.setattr(cb.block_causal, "step", lambda *a: eager.append(1) or step(*a))
+    return eager
+
+
 @pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny", "tiny-block", "cdlm-llada-tiny", "cdlm-dream-tiny"])
 def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypatch):
     """acceleration/captured_block.py on CPU with an eager stand-in for the step graph: every row
@@ -212,8 +226,6 @@ def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypat
     rows of different prompt lengths (left padding) that finish at different steps (early stop,
     a step cap), and the same again from a kept decode of the same shapes (a second call). On
     CDLM's grid every step after the first (prompt + block) feeds one or two blocks too."""
-    import acceleration.graphs as graphs
-    from acceleration.pool import GraphPool
     if name in models:
         m = models[name]
         prompts = [prompt_of(5), prompt_of(11), prompt_of(2 * m.block_size + 3)]
@@ -229,13 +241,7 @@ def test_captured_block_decode_equals_the_reference_loop(models, name, monkeypat
     for spec in ("fixed", "threshold:tau=0.6", "eb", "localleap", "klass", "dico"):
         for gen in gens:
             want = decode(m, method(spec, gen), prompts, gen)
-            monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
-            monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
-            monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
-            eager = []
-            import acceleration.captured_block as cb
-            step = cb.block_causal.step
-            monkeypatch.setattr(cb.block_causal, "step", lambda *a: eager.append(1) or step(*a))
+            eager = _stand_in_block_graphs(monkeypatch)
             built = _WarmedEagerStep.built
             dec = Decoder(m)
             got = [dec(method(spec, gen), prompts, gen) for _ in range(2)]
@@ -253,8 +259,6 @@ def test_block_steps_queued_ahead_equal_the_reference_loop(models, name, monkeyp
     the host reads the counts (acceleration/captured.py, a GuardedStep stood in eagerly); it runs
     where the device-side guard finds it is the next step. Same tokens and counts as the reference
     block loop, and DLLM_QUEUE_AHEAD=0 queues none."""
-    import acceleration.graphs as graphs
-    from acceleration.pool import GraphPool
     m = models[name]
     prompts = [prompt_of(9, seed=s) for s in range(3)]
     for spec in ("fixed", "threshold:tau=0.6"):
@@ -262,9 +266,7 @@ def test_block_steps_queued_ahead_equal_the_reference_loop(models, name, monkeyp
             want = decode(m, method(spec, gen), prompts, gen)
             for queue in ("1", "0"):
                 monkeypatch.setenv("DLLM_QUEUE_AHEAD", queue)
-                monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
-                monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
-                monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
+                _stand_in_block_graphs(monkeypatch)
                 dec = Decoder(m)
                 got = dec(method(spec, gen), prompts, gen)
                 monkeypatch.undo()
@@ -282,16 +284,12 @@ def test_compiled_block_step_traces_as_one_graph_and_equals_the_reference_loop(m
     whole and the decode equals the reference block loop (Fast-dLLM v2: one width, its append
     graph holds no decide)."""
     import acceleration.compiled_step as compiled_step
-    import acceleration.graphs as graphs
-    from acceleration.pool import GraphPool
     m = models[name]
     prompts = [prompt_of(5), prompt_of(11), prompt_of(2 * m.block_size + 3)]
     gen = gen_for(m, blocks=3)
     for spec in ("threshold:tau=0.6", "eb", "klass"):
         want = decode(m, method(spec, gen), prompts, gen)
-        monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
-        monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
-        monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
+        _stand_in_block_graphs(monkeypatch)
         monkeypatch.setattr(compiled_step, "CPU_BACKEND", "aot_eager")
         dec = Decoder(m)
         got = dec(method(spec, gen), prompts, gen)
@@ -312,8 +310,6 @@ def test_captured_separate_appends_equal_the_reference_loop(models, name, sub, m
     lengths, with Fast-dLLM v2's stop rule firing (a stop token the model writes) and not, a step
     cap, a kept decode's second call, and steps queued ahead on and off; no step runs eagerly."""
     import acceleration.captured_block as cb
-    import acceleration.graphs as graphs
-    from acceleration.pool import GraphPool
     m = models[name]
     bs = m.block_size
     prompts = [prompt_of(5), prompt_of(11), prompt_of(2 * bs + 3)]
@@ -333,12 +329,7 @@ def test_captured_separate_appends_equal_the_reference_loop(models, name, sub, m
                     want = decode(m, method(spec + append, gen), prompts, gen)
                     for queue in ("1", "0"):
                         monkeypatch.setenv("DLLM_QUEUE_AHEAD", queue)
-                        monkeypatch.setattr(GraphPool, "graphs_apply", lambda self: True)
-                        monkeypatch.setattr(graphs, "CapturedStep", _WarmedEagerStep)
-                        monkeypatch.setattr(graphs, "GuardedStep", _EagerGuardedStep)
-                        eager = []
-                        step = cb.block_causal.step
-                        monkeypatch.setattr(cb.block_causal, "step", lambda *a: eager.append(1) or step(*a))
+                        eager = _stand_in_block_graphs(monkeypatch)
                         dec = Decoder(m)
                         got = [dec(method(spec + append, gen), prompts, gen) for _ in range(2)]
                         monkeypatch.undo()
