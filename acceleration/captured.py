@@ -13,8 +13,8 @@ The kinds of step come from the forward: without a cache one (the full forward g
 buffer holds the tokens meanwhile); with the dual cache a refresh and a window; with truncated
 forwards (SlowFast) one whose forward runs eagerly before the step graph (`truncated`). A dual-cache
 step whose rows need different forwards (some at a block start, some not) is a kind of its own,
-`mixed`: the window graph of every row and the eager refresh of the rows at a block start, merged
-into fixed buffers its step graph reads (`mixed_forwards`).
+`mixed`: the window graph of every row and the refresh of the rows at a block start, merged into
+fixed buffers its step graph reads (`mixed_forwards`).
 
 A GraphPool keeps it for the next decode call of the same shapes and method settings: that call
 refills its state tensors and rebinds the new method object onto the tensors the graphs read
@@ -159,9 +159,9 @@ class CapturedDecode:
         """The forwards of a step whose rows need different ones (dual cache: some rows at a block
         start, some not; every row at a block start where no refresh graph is kept), as the
         reference loop's step runs them except that the window covers every row: the window
-        graph of every row first (the rows at a block start discard theirs), then the eager refresh
-        of the rows at a block start (it rewrites their whole cache rows, the window's K/V
-        included). Their outputs, merged as the reference merges them (decoding/cache.py, _merge:
+        graph of every row first (the rows at a block start discard theirs), then the refresh of
+        the rows at a block start (it rewrites their whole cache rows, the window's K/V included;
+        a graph per row count where it is launch-bound, as one row of LLaDA-8B is, else eager). Their outputs, merged as the reference merges them (decoding/cache.py, _merge:
         logits dense in fp32), land in fixed buffers that the step graph of this kind reads."""
         s, st, reads, every = self.state, self.forward.stepper, self.method.reads(), self.every
         start = (~s.rows.done) & (s.rows.step_in_block == 0)

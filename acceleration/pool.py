@@ -171,21 +171,23 @@ class GraphedCalls(ModelCalls):
         keep = slice(None) if rows.numel() == B else rows   # every row: no copy of the logits
         return ModelOutput(out.logits[keep], None if out.hidden is None else out.hidden[keep])
 
-    def refresh_graph(self, stepper, x, mask, need_hidden):
-        """A refresh of every row (a full forward storing all K/V) as a graph, or None."""
+    def refresh_graph(self, stepper, x, mask, need_hidden, rows=None):
+        """A refresh (a full forward storing all K/V) of every row, or of the cache rows `rows`
+        (a graph per row count, the rows an input: a dual-cache step where only some rows start a
+        block), as a graph; None where it does not pay."""
         if not self.pool.launch_bound(x.numel()):
             return None
         store = self.pool.cache_graphs(stepper.cache)
-        key = ("refresh", tuple(x.shape), need_hidden, mask is not None)
+        key = ("refresh", tuple(x.shape), need_hidden, mask is not None, rows is None)
         if key not in store:
             model, cache = self.model, stepper.cache
-            store[key] = graphs.GraphedCall(
-                lambda ids, m: model.forward(ids, m, output_hidden=need_hidden, kv=CacheCall(cache)), x, mask)
+            fn = lambda ids, m, r=None: model.forward(ids, m, output_hidden=need_hidden, kv=CacheCall(cache, rows=r))
+            store[key] = graphs.GraphedCall(fn, x, mask) if rows is None else graphs.GraphedCall(fn, x, mask, rows)
         return store[key]
 
-    def refresh(self, stepper, x, mask, need_hidden):
-        g = self.refresh_graph(stepper, x, mask, need_hidden)
-        return None if g is None else g(x, mask)
+    def refresh(self, stepper, x, mask, need_hidden, rows=None):
+        g = self.refresh_graph(stepper, x, mask, need_hidden, rows)
+        return None if g is None else g(x, mask) if rows is None else g(x, mask, rows)
 
     def window_graph(self, stepper, x, attn, block, width, need_hidden):
         """A window forward of every row captured with the building of its inputs from the tokens,

@@ -24,7 +24,7 @@ Measured in one process, on one device:
     forward is its verification graph, replayed apart. With the dual cache it is one refresh per
     block and a window per other step, as if every row started its blocks together; at batch > 1
     rows start blocks at different steps, and a step where some do runs the window graph of every
-    row and an eager refresh of those rows, so the overhead against it there includes those
+    row and a refresh of those rows, so the overhead against it there includes those
     refreshes (the overhead inside the loop does not). Steps queued ahead (acceleration/captured.py) hold
     their forward inside their own graph, where no event reaches: a decode with any
     (`ahead_steps`) reports only the overhead against the forward timed apart

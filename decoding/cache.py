@@ -76,8 +76,8 @@ class CacheStepper:
     def _refresh(self, rows, xa, aa, block, method, reads, generator) -> StepOutput:
         call, mask = self._call(rows), aa if self.padded else None
         out = None
-        if call.rows is None and self.calls is not None:
-            out = self.calls.refresh(self, xa, mask, reads.hidden)
+        if self.calls is not None:
+            out = self.calls.refresh(self, xa, mask, reads.hidden, call.rows)
         if out is None:
             with small_inputs_compiled():   # the kernels the captured refresh holds: the same numbers
                 out = self.model.forward(xa, mask, output_hidden=reads.hidden, kv=call)

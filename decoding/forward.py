@@ -45,8 +45,9 @@ class ModelCalls:
         length >= P + max(fed) (positions past a row's extent are hidden from it), or None."""
         return None
 
-    def refresh(self, stepper, x, mask, need_hidden) -> ModelOutput | None:
-        """A cache refresh of every row, or None."""
+    def refresh(self, stepper, x, mask, need_hidden, rows=None) -> ModelOutput | None:
+        """A cache refresh of every row (rows None) or of the cache rows `rows` ([k], x holding
+        theirs), or None."""
         return None
 
     def window(self, stepper, x, attn, block, width: int, need_hidden) -> tuple | None:

@@ -219,6 +219,8 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
                     assert not eager_steps, where                               # mixed steps are captured too
                     if model is builtin_model and spec.startswith(("threshold", "klass")) and gen.max_steps is None:
                         assert 0 < kept.replays.get("mixed", 0) < int(graphed.steps.max()), where
+                        (cache_graphs,) = [g for _, g in dec.pool.caches.values() if g]
+                        assert any(k[0] == "refresh" and not k[-1] for k in cache_graphs), where   # some rows' refresh
 
 
 @pytest.mark.parametrize("spec", ["fixed", "threshold", "localleap", "eb", "prr:controller=zero,tau=0.7", "klass",
