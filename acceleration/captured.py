@@ -161,7 +161,7 @@ class CapturedDecode:
         reference loop's step runs them except that the window covers every row: the window
         graph of every row first (the rows at a block start discard theirs), then the refresh of
         the rows at a block start (it rewrites their whole cache rows, the window's K/V included;
-        a graph per row count where it is launch-bound, as one row of LLaDA-8B is, else eager). Their outputs, merged as the reference merges them (decoding/cache.py, _merge:
+        a graph where it is one launch-bound row, as one row of LLaDA-8B is, else eager). Their outputs, merged as the reference merges them (decoding/cache.py, _merge:
         logits dense in fp32), land in fixed buffers that the step graph of this kind reads."""
         s, st, reads, every = self.state, self.forward.stepper, self.method.reads(), self.every
         start = (~s.rows.done) & (s.rows.step_in_block == 0)

@@ -172,10 +172,11 @@ class GraphedCalls(ModelCalls):
         return ModelOutput(out.logits[keep], None if out.hidden is None else out.hidden[keep])
 
     def refresh_graph(self, stepper, x, mask, need_hidden, rows=None):
-        """A refresh (a full forward storing all K/V) of every row, or of the cache rows `rows`
-        (a graph per row count, the rows an input: a dual-cache step where only some rows start a
-        block), as a graph; None where it does not pay."""
-        if not self.pool.launch_bound(x.numel()):
+        """A refresh (a full forward storing all K/V) of every row, or of one cache row `rows` ([1],
+        an input: a dual-cache step where one row starts a block), as a graph; None where it does
+        not pay. Refreshes of 2 or more of the rows run eagerly: a graph per row count would keep
+        that many more [k, L, V] logits buffers."""
+        if not self.pool.launch_bound(x.numel()) or (rows is not None and rows.numel() > 1):
             return None
         store = self.pool.cache_graphs(stepper.cache)
         key = ("refresh", tuple(x.shape), need_hidden, mask is not None, rows is None)
