@@ -50,8 +50,8 @@ class CapturedBlockDecode(CapturedDecode):
             return stats
         bs = model.block_size
         kinds = {w: Kind(lambda: None, stats_of(w), lambda: None) for w in (bs, 2 * bs)}
-        if separate:
-            kinds[APPEND] = Kind(lambda: None, None, lambda: None)
+        if separate:   # never queued ahead: an append never follows an append
+            kinds[APPEND] = Kind(lambda: None, None, None)
         kept = pool.caches[("block", B, capacity)]
         d = cls(model, method, state, forward, kinds, lambda n_active, width: width if width in kinds else None,
                 lambda: pool.caches.get(("block", B, capacity)) is kept)
