@@ -11,7 +11,9 @@ guarded.py) of the kind launched last, which runs only if the device finds it is
 
 The kinds of step come from the forward: without a cache one (the full forward graph, whose input
 buffer holds the tokens meanwhile); with the dual cache a refresh and a window; with truncated
-forwards (SlowFast) one whose forward runs eagerly before the step graph (`truncated`). A dual-cache
+forwards (SlowFast) one per length the forward is cut at, the forward inside the step graph
+(acceleration/captured_truncated.py), or, where that forward is not launch-bound, one whose
+forward runs eagerly before the step graph (`truncated`). A dual-cache
 step whose rows need different forwards (some at a block start, some not) is a kind of its own,
 `mixed`: the window graph of every row and the refresh of the rows at a block start, merged into
 fixed buffers its step graph reads (`mixed_forwards`).
@@ -37,6 +39,12 @@ from decoding.forward import verify_output
 from decoding.select import token_stats
 from . import graphs
 from .compiled_step import compile_step
+
+
+def truncated_steps_enabled() -> bool:
+    """Truncated forwards inside their step graphs (acceleration/captured_truncated.py) unless
+    DLLM_TRUNCATED_STEPS=0 (then they run eagerly before the step graph)."""
+    return os.environ.get("DLLM_TRUNCATED_STEPS", "1") != "0"
 
 
 def queue_ahead_enabled() -> bool:
@@ -106,6 +114,9 @@ class CapturedDecode:
         reads = method.reads()
         forward = loop.new_forward(model, method, state, generator, calls)
         if reads.truncated:
+            if truncated_steps_enabled() and pool.launch_bound(state.tokens.numel()):
+                from .captured_truncated import CapturedTruncatedDecode   # a subclass of this one
+                return CapturedTruncatedDecode.build_truncated(model, method, state, forward)
             return cls.truncated(model, method, state, forward)
         P = state.P
         if reads.verify:
@@ -228,7 +239,8 @@ class CapturedDecode:
 
     @classmethod
     def truncated(cls, model, method, state, forward) -> "CapturedDecode":
-        """Truncated forwards (Plan.extent: SlowFast), whose fed length changes from step to step:
+        """Truncated forwards (Plan.extent: SlowFast), whose fed length changes from step to step,
+        where they are not launch-bound (else CapturedTruncatedDecode) or DLLM_TRUNCATED_STEPS=0:
         the plan and the forward run eagerly, as the reference loop runs them (the rows decoding,
         their NFE, the reuse store), their statistics land in fixed [B, G] buffers, and the rest of
         the step is the step graph over every row. No step is queued ahead (the plan is host work)."""

@@ -7,9 +7,10 @@ rows masked) as one graph replayed each step, after the forward's own graph. Tha
 - no random numbers (Reads.rng, a sampling temperature): the run's generator lives on the host;
 - one forward per step with fixed shapes: no CFG (two forwards), no prefix cache (its window
   narrows block by block); a verification block (Reads.verify) is part of the forward's graph;
-- truncated forwards (Reads.truncated: the fed length changes from step to step) run eagerly
-  before the step graph, which reads their x0, conf and fresh from fixed buffers: such a method
-  may not also read logits or hidden states (no fixed buffer holds them).
+- truncated forwards (Reads.truncated: the fed length changes from step to step) run inside a
+  step graph per length (acceleration/captured_truncated.py), or eagerly before the step graph,
+  which reads their x0, conf and fresh from fixed buffers: such a method may not also read logits
+  or hidden states (no fixed buffer holds them).
 Reading logits, hidden states or the history is allowed otherwise: they are static tensors of
 the forward graph or of the state.
 

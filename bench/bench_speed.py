@@ -21,7 +21,9 @@ Measured in one process, on one device:
     Also given: the overhead against the forward timed apart (as the loop runs it: a CUDA graph
     when launch-bound, acceleration/graphs.py; eager and unmasked otherwise), and, without a cache, the
     same number of forwards run back to back. For a method with a verification block (WINO) that
-    forward is its verification graph, replayed apart. With the dual cache it is one refresh per
+    forward is its verification graph, replayed apart; for truncated forwards held in the step
+    graphs (SlowFast, acceleration/captured_truncated.py), each step's forward at the length it was
+    cut at, that length's full-forward graph replayed apart. With the dual cache it is one refresh per
     block and a window per other step, as if every row started its blocks together; at batch > 1
     rows start blocks at different steps, and a step where some do runs the window graph of every
     row and a refresh of those rows, so the overhead against it there includes those
@@ -218,6 +220,7 @@ def run(args) -> dict:
             decoder(build_method(parse_methods(spec)[0], gen if full else warm), prompts, gen if full else warm)
             torch.cuda.synchronize()
             warm_s = time.perf_counter() - t0
+            before = {id(d): dict(d.replays) for d in decoder.pool.decodes.values()}
             with EventForwardTimer(model, [dev]) as timer:   # events around each forward, no syncs
                 t0 = time.perf_counter()
                 res = decoder(m, prompts, gen)
@@ -233,6 +236,9 @@ def run(args) -> dict:
             verify = decoder.pool.kept_verify_graph(x, BL, m.reads().hidden) if m.reads().verify else None
             if verify is not None:   # WINO: its forward is the verification graph (sequence + shadow block)
                 fwd = fwd_wall = cuda_time(lambda: verify(*verify.inputs))
+            cut = cut_lengths(used[0], before.get(id(used[0]), {})) if used else {}
+            if cut:   # truncated forwards inside the step graphs: each length's forward graph timed apart
+                fwd = fwd_wall = sum(n * truncated_forward_s(decoder.pool, x, attn, L) for L, n in cut.items()) / steps
             step = total / steps
             row = {"captured": capture_blocker(m) is None, "not_captured_because": capture_blocker(m),
                    "total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": step,
@@ -243,7 +249,8 @@ def run(args) -> dict:
                    "overhead_beyond_sync_floor_pct": None if m.cache == "dual" else 100 * (step - t_sync) / step,
                    "forward_calls_in_loop": n_fwd, "forward_s_per_step_in_loop": fwd_in_loop / steps,
                    "ahead_steps": ahead, "forward_is_verification": verify is not None,
-                   "overhead_in_loop_pct": None if ahead else 100 * (total - fwd_in_loop) / total}
+                   "steps_by_cut_length": {str(L): n for L, n in cut.items()},
+                   "overhead_in_loop_pct": None if ahead or cut else 100 * (total - fwd_in_loop) / total}
             if m.cache == "none":   # the same number of forwards back to back: the forward under sustained load
                 again = decoder.pool.full_graph(x, None, False)   # the loop's graph (kept in the pool)
                 call = (lambda: again(x, None)) if again is not None else (lambda: model.forward(x, None))
@@ -259,6 +266,7 @@ def run(args) -> dict:
             row["step_compiled"] = used[0].compiled_kinds if used else []   # per step graph: its decide compiled
             r["decode"][spec] = row
             in_loop = (f"{ahead} steps queued ahead (forwards inside their graphs, not timed)" if ahead else
+                       "truncated forwards inside the step graphs (not timed)" if cut else
                        f"forwards inside the loop {fwd_in_loop / steps * 1e3:.2f} ms/step ({n_fwd} calls), "
                        f"loop overhead {row['overhead_in_loop_pct']:.2f}%")
             if args.ab:
@@ -273,6 +281,24 @@ def run(args) -> dict:
         out["batches"][str(b)] = r
         torch.cuda.empty_cache()
     return out
+
+
+def cut_lengths(decode, replays_before: dict) -> dict:
+    """{length: steps} of a decode whose truncated forwards ran inside its step graphs
+    (acceleration/captured_truncated.py: the kinds are the lengths), this call's steps only."""
+    from acceleration.captured_truncated import CapturedTruncatedDecode
+    if not isinstance(decode, CapturedTruncatedDecode):
+        return {}
+    return {k: n - replays_before.get(k, 0) for k, n in decode.replays.items()
+            if isinstance(k, int) and n > replays_before.get(k, 0)}
+
+
+def truncated_forward_s(pool, x, attn, L: int) -> float:
+    """A forward of every row cut at length L (with a mask, as a truncated step runs it), its
+    graph replayed."""
+    xs, mask = x[:, :L], attn[:, :L]
+    g = pool.full_graph(xs, mask, False)
+    return cuda_time((lambda: g(xs, mask)) if g is not None else (lambda: pool.model.forward(xs, mask)))
 
 
 def switch_ab(switch: str, reps: int, decode, steps: int, fwd: float, sync=None) -> dict:

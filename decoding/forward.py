@@ -213,6 +213,7 @@ def reuse_beyond(reuse: Reuse, rows, fed, x0, conf, logits, hidden, G) -> StepOu
     conf = torch.where(fresh, pad(conf), reuse.conf[rows])
     logits = None if logits is None else pad(logits) * fresh.unsqueeze(-1)
     hidden = None if hidden is None else pad(hidden) * fresh.unsqueeze(-1)
-    full = fed >= G
-    reuse.x0[rows[full]], reuse.conf[rows[full]] = x0[full], conf[full]
+    full = (fed >= G).unsqueeze(1)   # no boolean indexing: a captured step runs this too
+    reuse.x0[rows] = torch.where(full, x0, reuse.x0[rows])
+    reuse.conf[rows] = torch.where(full, conf, reuse.conf[rows])
     return StepOutput(x0, conf, fresh, logits, hidden)

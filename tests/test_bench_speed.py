@@ -27,3 +27,15 @@ def test_switch_ab_alternates_the_setting_restores_it_and_checks_the_steps(monke
     with pytest.raises(RuntimeError, match="DLLM_X=1: 5 steps, not 4"):
         switch_ab("DLLM_X", 1, decode, steps=4, fwd=0.0, sync=lambda: None)
     assert "DLLM_X" not in os.environ
+
+
+def test_cut_lengths_count_this_calls_steps_per_length_of_a_truncated_decode():
+    from acceleration.captured import CapturedDecode
+    from acceleration.captured_truncated import CapturedTruncatedDecode
+    from bench.bench_speed import cut_lengths
+    d = CapturedTruncatedDecode.__new__(CapturedTruncatedDecode)
+    d.replays = {544: 7, 768: 12, "eager": 1}
+    assert cut_lengths(d, {768: 10}) == {544: 7, 768: 2}
+    other = CapturedDecode.__new__(CapturedDecode)
+    other.replays = {"full": 3}
+    assert cut_lengths(other, {}) == {}

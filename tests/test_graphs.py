@@ -152,29 +152,40 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
 
 
 @pytest.mark.parametrize("model_name,spec", [("builtin_model", "slowfast:preset=paper"),
-                                             ("random_model", "slowfast:tau_min=0.0,tau_high=0.5")])
+                                             ("random_model", "slowfast:tau_min=0.0,tau_high=0.5"),
+                                             ("builtin_model", "slowfast:max_slow=2,window=1")])
+@pytest.mark.parametrize("in_step", ["1", "0"])
 def test_truncated_forwards_replay_bucketed_graphs_and_equal_the_eager_loop(request, prompts, monkeypatch,
-                                                                            model_name, spec):
-    """SlowFast's truncated forwards replay the full-forward graph of every row at the fed length
-    rounded up to TRUNCATED_BUCKET (a row's extra positions hidden by its mask), and its step is
-    captured: tokens and counts equal the reference loop's."""
+                                                                            model_name, spec, in_step):
+    """SlowFast's truncated forwards run at the fed length rounded up to TRUNCATED_BUCKET (a row's
+    extra positions hidden by its mask). By default each length is a kind of step whose graph holds
+    the forward, the statistics, the decision and the next plan (acceleration/captured_truncated.py,
+    the longest extent published with the counts); with DLLM_TRUNCATED_STEPS=0 the forward replays
+    the full-forward graph of that length before the step graph. Either way the tokens and counts
+    equal the reference loop's, for the kept decode's second call too."""
     model = request.getfixturevalue(model_name)
     ids = encode(model, prompts)
     gen = GenConfig(gen_length=48, block_length=16)
     eager = loop.decode(model, method(spec, gen), ids, gen)
     assert int(eager.nfe_truncated.sum()) > 0
-    _stand_in_graphs(monkeypatch)
+    monkeypatch.setenv("DLLM_TRUNCATED_STEPS", in_step)
+    eager_steps = _stand_in_graphs(monkeypatch)
     monkeypatch.setattr("acceleration.pool.TRUNCATED_BUCKET", 8)
     built = _EagerStep.built
     dec = Decoder(model)
-    graphed = dec(method(spec, gen), ids, gen)
+    graphed = [dec(method(spec, gen), ids, gen) for _ in range(2)]
     monkeypatch.undo()
-    assert _EagerStep.built > built                      # the step is captured
-    for field in FIELDS:
-        assert torch.equal(getattr(eager, field), getattr(graphed, field)), (spec, field)
+    assert _EagerStep.built > built and not eager_steps  # every step is captured
+    for g in graphed:
+        for field in FIELDS:
+            assert torch.equal(getattr(eager, field), getattr(g, field)), (spec, field)
     P = max(map(len, ids))
-    lengths = {key[0][1] for key in dec.pool.full_graphs}
-    assert len(lengths) > 1 and all((L - P) % 8 == 0 or L == P + 48 for L in lengths), lengths
+    (kept,) = dec.pool.decodes.values()
+    lengths = set(kept.kinds) if in_step == "1" else {key[0][1] for key in dec.pool.full_graphs}
+    assert all((L - P) % 8 == 0 or L == P + 48 for L in lengths), lengths
+    assert len(lengths) > 1 or "preset=paper" not in spec, lengths   # the paper's rule cuts the batch's forwards
+    if in_step == "1":
+        assert kept.ahead_steps > 0                      # a step of the last step's length, queued ahead
 
 
 def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, monkeypatch):
