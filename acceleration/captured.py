@@ -13,10 +13,10 @@ The kinds of step come from the forward: without a cache one (the full forward g
 buffer holds the tokens meanwhile); with the dual cache a refresh and a window; with truncated
 forwards (SlowFast) one per length the forward is cut at, the forward inside the step graph
 (acceleration/captured_truncated.py), or, where that forward is not launch-bound, one whose
-forward runs eagerly before the step graph (`truncated`). A dual-cache
-step whose rows need different forwards (some at a block start, some not) is a kind of its own,
-`mixed`: the window graph of every row and the refresh of the rows at a block start, merged into
-fixed buffers its step graph reads (`mixed_forwards`).
+forward runs eagerly before the step graph (`truncated`). A dual-cache step whose rows need
+different forwards (some at a block start, some not) is a kind of its own, `mixed`: the window
+graph of every row and the refresh of the rows at a block start, merged into fixed buffers its
+step graph reads (`mixed_forwards`; DLLM_MIXED_STEPS=0: the reference loop's eager step).
 
 A GraphPool keeps it for the next decode call of the same shapes and method settings: that call
 refills its state tensors and rebinds the new method object onto the tensors the graphs read
@@ -45,6 +45,12 @@ def truncated_steps_enabled() -> bool:
     """Truncated forwards inside their step graphs (acceleration/captured_truncated.py) unless
     DLLM_TRUNCATED_STEPS=0 (then they run eagerly before the step graph)."""
     return os.environ.get("DLLM_TRUNCATED_STEPS", "1") != "0"
+
+
+def mixed_steps_enabled() -> bool:
+    """Dual-cache steps whose rows need different forwards captured (`mixed`) unless
+    DLLM_MIXED_STEPS=0 (then they run the reference loop's eager step)."""
+    return os.environ.get("DLLM_MIXED_STEPS", "1") != "0"
 
 
 def queue_ahead_enabled() -> bool:
@@ -159,7 +165,8 @@ class CapturedDecode:
                                                                    0.0, reads, None),
                                lambda: window().record(x, mask, state.rows.block))
         choose = lambda n_active, n_start: ("refresh" if n_start == n_active and "refresh" in kinds
-                                            else "window" if n_start == 0 else "mixed")
+                                            else "window" if n_start == 0
+                                            else "mixed" if mixed_steps_enabled() else None)
         kept = pool.cache(st.B, st.L)
         d = cls(model, method, state, forward, kinds, choose, lambda: pool.caches.get((st.B, st.L)) is kept)
         kinds["mixed"] = Kind(lambda: d.mixed_forwards(calls, width), lambda state, out: out, None)

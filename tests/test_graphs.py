@@ -236,6 +236,24 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
     assert one_row_refresh
 
 
+def test_mixed_dual_cache_steps_run_eagerly_when_switched_off(builtin_model, prompts, monkeypatch):
+    """DLLM_MIXED_STEPS=0: a dual-cache step whose rows need different forwards runs the reference
+    loop's eager step instead of the `mixed` kind; the same tokens and counts either way."""
+    ids = encode(builtin_model, prompts)
+    gen = GenConfig(gen_length=48, block_length=16)
+    want = loop.decode(builtin_model, method("klass:cache=dual", gen), ids, gen)
+    for switch in ("1", "0"):
+        monkeypatch.setenv("DLLM_MIXED_STEPS", switch)
+        eager_steps = _stand_in_graphs(monkeypatch)
+        dec = Decoder(builtin_model)
+        got = dec(method("klass:cache=dual", gen), ids, gen)
+        monkeypatch.undo()
+        (kept,) = dec.pool.decodes.values()
+        assert (len(eager_steps) > 0) == (switch == "0") and ("mixed" in kept.replays) == (switch == "1")
+        for field in FIELDS:
+            assert torch.equal(getattr(got, field), getattr(want, field)), (switch, field)
+
+
 @pytest.mark.parametrize("spec", ["fixed", "threshold", "localleap", "eb", "prr:controller=zero,tau=0.7", "klass",
                                   "dico", "edit", "wino", "slowfast", "slowfast:preset=code",
                                   "threshold:cache=dual", "eb:cache=dual", "klass:cache=dual",
