@@ -321,12 +321,20 @@ def timed(devices, meter: EnergyMeter | None = None, memory: bool = True):
             w.peak_mem_bytes = sum(torch.cuda.max_memory_allocated(d) for d in cuda)
 
 
+def forward_holding_steps() -> list:
+    """The captured decodes whose step graphs hold the step's forward."""
+    from acceleration.captured_block import CapturedBlockDecode
+    from acceleration.captured_truncated import CapturedTruncatedDecode
+    return [CapturedBlockDecode, CapturedTruncatedDecode]
+
+
 class ForwardTimer:
     """Wraps `model.forward` (on the adapter instance) and CUDA-graph replays of forwards
     (acceleration/graphs.py) to time each call, synchronized at both ends. A captured block-causal
-    step (acceleration/captured_block.py) is one graph of the block forward and the step's decision;
-    it is timed as a forward. Forwards run while a graph
-    is being built (its warm-up and capture) are neither timed nor counted. Steps are not queued
+    step (acceleration/captured_block.py) and a captured truncated step (acceleration/
+    captured_truncated.py) are one graph of the forward and the step's decision; each is timed as
+    a forward. Forwards run while a graph is being built (its warm-up and capture) are neither
+    timed nor counted. Steps are not queued
     ahead meanwhile (acceleration/captured.py: a queued step's forward is inside its graph, where no
     timer reaches; and a synchronized forward leaves nothing to overlap). Use as a context manager
     around decode calls; read and reset with `take()`."""
@@ -349,7 +357,6 @@ class ForwardTimer:
     def __enter__(self):
         from kernels.compiled import building_graph
         from acceleration.captured import CapturedDecode
-        from acceleration.captured_block import CapturedBlockDecode
         from acceleration.graphs import GraphedCall
         self._queue_ahead = CapturedDecode.queue_ahead
         if not self.queues_ahead:
@@ -362,25 +369,28 @@ class ForwardTimer:
             module.block_forward = lambda *a, **k: block(*a, **k) if building_graph() else self._timed(block, *a, **k)
         self._replay = GraphedCall.__call__
         GraphedCall.__call__ = lambda g, *a: self._timed(self._replay, g, *a)
-        # a captured block-causal step holds its block forward (and the step's decision) in one graph
-        self._block_step = CapturedBlockDecode.replay_step
-        self._own_block_step = "replay_step" in vars(CapturedBlockDecode)   # a timer outside this one
-        CapturedBlockDecode.replay_step = lambda d, kind: self._timed(self._block_step, d, kind)
+        # a captured block-causal step, and a captured truncated step, holds its forward (and the
+        # step's decision) in one graph: the step is timed as the forward
+        self._steps = []
+        for cls in forward_holding_steps():
+            replay, own = cls.replay_step, "replay_step" in vars(cls)   # own: a timer outside this one
+            self._steps.append((cls, replay, own))
+            cls.replay_step = lambda d, kind, replay=replay: self._timed(replay, d, kind)
         return self
 
     def __exit__(self, *exc):
         from acceleration.captured import CapturedDecode
-        from acceleration.captured_block import CapturedBlockDecode
         from acceleration.graphs import GraphedCall
         CapturedDecode.queue_ahead = self._queue_ahead
         del self.model.forward   # back to the class's method
         if "block_forward" in vars(self.model.module):
             del self.model.module.block_forward
         GraphedCall.__call__ = self._replay
-        if self._own_block_step:
-            CapturedBlockDecode.replay_step = self._block_step
-        else:
-            del CapturedBlockDecode.replay_step   # back to the inherited method
+        for cls, replay, own in self._steps:
+            if own:
+                cls.replay_step = replay
+            else:
+                del cls.replay_step   # back to the inherited method
 
     def take(self) -> tuple[float, int]:
         out = (self.seconds, self.calls)

@@ -2,6 +2,8 @@
 their token-for-token parity with eager forwards is recorded in results/speed/REPORT.md)."""
 import time
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -449,6 +451,21 @@ def test_forward_timer_counts_graph_replays_not_graph_building(builtin_model):
     seconds, calls = t.take()
     assert calls == 2 and seconds > 0 and FakeGraph.replays == 1
     assert GraphedCall.__call__.__name__ == "__call__" and "forward" not in builtin_model.__dict__
+
+
+def test_forward_timer_times_steps_whose_graph_holds_the_forward(builtin_model):
+    """A captured block-causal step and a captured truncated step replay one graph holding the
+    forward: the timer counts each replay as a forward and restores the classes afterwards."""
+    from acceleration.captured_block import CapturedBlockDecode
+    from acceleration.captured_truncated import CapturedTruncatedDecode
+    replayed = []
+    for cls in (CapturedBlockDecode, CapturedTruncatedDecode):
+        d = cls.__new__(cls)
+        d.steps = {544: SimpleNamespace(replay=lambda: replayed.append(1))}
+        with ForwardTimer(builtin_model, []) as t:
+            d.replay_step(544)
+        assert t.take()[1] == 1 and "replay_step" not in vars(cls), cls
+    assert len(replayed) == 2
 
 
 def test_steps_are_not_queued_ahead_where_no_guarded_graph_can_be_built(builtin_model, prompts, monkeypatch):
