@@ -1,7 +1,6 @@
 """CUDA-graph policy and the loop's graph branch, checked on CPU (graphs themselves need a GPU;
 their token-for-token parity with eager forwards is recorded in results/speed/REPORT.md)."""
 import time
-
 from types import SimpleNamespace
 
 import pytest
