@@ -179,8 +179,9 @@ class CapturedDecode:
         reference loop's step runs them except that the window covers every row: the window
         graph of every row first (the rows at a block start discard theirs), then the refresh of
         the rows at a block start (it rewrites their whole cache rows, the window's K/V included;
-        a graph where it is one launch-bound row, as one row of LLaDA-8B is, else eager). Their outputs, merged as the reference merges them (decoding/cache.py, _merge:
-        logits dense in fp32), land in fixed buffers that the step graph of this kind reads."""
+        a graph where it is one launch-bound row, as one row of LLaDA-8B is, else eager). Their
+        outputs, merged as the reference merges them (decoding/cache.py, _merge: logits dense in
+        fp32), land in fixed buffers that the step graph of this kind reads."""
         s, st, reads, every = self.state, self.forward.stepper, self.method.reads(), self.every
         start = (~s.rows.done) & (s.rows.step_in_block == 0)
         ri = start.nonzero().squeeze(1)                  # rows at a block start (the host knows the count)
@@ -199,7 +200,8 @@ class CapturedDecode:
                 None if r.hidden is None else r.hidden.new_zeros((B, G, r.hidden.shape[-1])))
         buf = self.mixed_out
         if ri.numel() < self.n_active:
-            buf.x0.copy_(w.x0), buf.conf.copy_(w.conf), buf.fresh.copy_(w.fresh)
+            for name in ("x0", "conf", "fresh"):
+                getattr(buf, name).copy_(getattr(w, name))
             if buf.logits is not None:
                 buf.logits.copy_(w.dense_logits())
             if buf.hidden is not None:
