@@ -155,19 +155,24 @@ class GraphedCalls(ModelCalls):
         g = self.pool.verify_graph(x, attn, block, P, BL, mask_id, need_hidden)
         return None if g is None else g(x, attn, block)
 
-    def truncated(self, x, attn, P, rows, fed, need_hidden):
+    def truncated(self, x, attn, padded, P, rows, fed, need_hidden):
         """A truncated forward as the full-forward graph of every row at the fed length rounded up
         to TRUNCATED_BUCKET tokens (a few graphs serve every length): each row sees its prompt and
         first fed[i] generated positions (the rest hidden by the mask, as decoding.forward.truncate
-        hides a shorter row's), and the rows `rows` are returned. None where it does not pay."""
-        B, n = x.shape[0], int(fed.max())   # the reference's truncate syncs for the same number
+        hides a shorter row's; no mask where nothing is hidden), and the rows `rows` are returned.
+        None where it does not pay."""
+        B = x.shape[0]
+        n, lo = torch.stack(torch.aminmax(fed)[::-1]).tolist()   # one sync, as the reference's truncate
         L = min(P + -(-n // TRUNCATED_BUCKET) * TRUNCATED_BUCKET, x.shape[1])
         if not self.pool.launch_bound(B * L):
             return None
-        every = torch.zeros(B, dtype=fed.dtype, device=fed.device).index_copy(0, rows, fed)
-        am = attn[:, :L].clone()
-        am[:, P:] *= (torch.arange(L - P, device=x.device).unsqueeze(0) < every.unsqueeze(1)).to(am.dtype)
-        out = self.pool.full_graph(x[:, :L], am, need_hidden)(x[:, :L], am)
+        if not padded and lo == L - P:   # every row decoding fed to the cut: a full forward of length L
+            out = self.pool.full_graph(x[:, :L], None, need_hidden)(x[:, :L], None)
+        else:
+            every = torch.zeros(B, dtype=fed.dtype, device=fed.device).index_copy(0, rows, fed)
+            am = attn[:, :L].clone()
+            am[:, P:] *= (torch.arange(L - P, device=x.device).unsqueeze(0) < every.unsqueeze(1)).to(am.dtype)
+            out = self.pool.full_graph(x[:, :L], am, need_hidden)(x[:, :L], am)
         keep = slice(None) if rows.numel() == B else rows   # every row: no copy of the logits
         return ModelOutput(out.logits[keep], None if out.hidden is None else out.hidden[keep])
 

@@ -249,7 +249,7 @@ def run(args) -> dict:
                    "overhead_beyond_sync_floor_pct": None if m.cache == "dual" else 100 * (step - t_sync) / step,
                    "forward_calls_in_loop": n_fwd, "forward_s_per_step_in_loop": fwd_in_loop / steps,
                    "ahead_steps": ahead, "forward_is_verification": verify is not None,
-                   "steps_by_cut_length": {str(L): n for L, n in cut.items()},
+                   "steps_by_cut_length": {(f"{-L} no mask" if L < 0 else str(L)): n for L, n in cut.items()},
                    "overhead_in_loop_pct": None if ahead or cut else 100 * (total - fwd_in_loop) / total}
             if m.cache == "none":   # the same number of forwards back to back: the forward under sustained load
                 again = decoder.pool.full_graph(x, None, False)   # the loop's graph (kept in the pool)
@@ -285,7 +285,8 @@ def run(args) -> dict:
 
 def cut_lengths(decode, replays_before: dict) -> dict:
     """{length: steps} of a decode whose truncated forwards ran inside its step graphs
-    (acceleration/captured_truncated.py: the kinds are the lengths), this call's steps only."""
+    (acceleration/captured_truncated.py: the kinds are the lengths, negated where the forward
+    takes no mask), this call's steps only."""
     from acceleration.captured_truncated import CapturedTruncatedDecode
     if not isinstance(decode, CapturedTruncatedDecode):
         return {}
@@ -294,9 +295,9 @@ def cut_lengths(decode, replays_before: dict) -> dict:
 
 
 def truncated_forward_s(pool, x, attn, L: int) -> float:
-    """A forward of every row cut at length L (with a mask, as a truncated step runs it), its
-    graph replayed."""
-    xs, mask = x[:, :L], attn[:, :L]
+    """A forward of every row cut at length L (with a mask, as a truncated step runs it; at -L
+    without one), its graph replayed."""
+    xs, mask = x[:, :abs(L)], (attn[:, :L] if L > 0 else None)
     g = pool.full_graph(xs, mask, False)
     return cuda_time((lambda: g(xs, mask)) if g is not None else (lambda: pool.model.forward(xs, mask)))
 

@@ -40,9 +40,10 @@ class ModelCalls:
         """A full forward of every row (finished rows included), or None."""
         return None
 
-    def truncated(self, x, attn, P: int, rows, fed, need_hidden: bool) -> ModelOutput | None:
+    def truncated(self, x, attn, padded: bool, P: int, rows, fed, need_hidden: bool) -> ModelOutput | None:
         """A truncated forward (Plan.extent `fed` [b] of `rows`) -> the output of `rows`, cut at any
-        length >= P + max(fed) (positions past a row's extent are hidden from it), or None."""
+        length >= P + max(fed) (positions past a row's extent are hidden from it; no mask where
+        nothing is hidden: no left padding and every row fed to the cut), or None."""
         return None
 
     def refresh(self, stepper, x, mask, need_hidden, rows=None) -> ModelOutput | None:
@@ -95,11 +96,12 @@ class Forward:
                 keep = slice(None) if rows.numel() == state.tokens.shape[0] else rows
                 out = ModelOutput(out.logits[keep], None if out.hidden is None else out.hidden[keep])
         if out is None and fed is not None and calls == 1:
-            out = self.calls.truncated(state.tokens, state.attn, P, rows, fed, self.reads.hidden)
+            out = self.calls.truncated(state.tokens, state.attn, state.attn_fwd is not None, P, rows, fed,
+                                       self.reads.hidden)
         if out is None:
             xf, af = truncate(xa, aa, P, fed)
-            out = model.forward(xf, af if (fed is not None or state.attn_fwd is not None) else None,
-                                output_hidden=self.reads.hidden)
+            masked = state.attn_fwd is not None or (fed is not None and not equal_extents(fed))
+            out = model.forward(xf, af if masked else None, output_hidden=self.reads.hidden)
         logits = out.logits[:, P:]
         hidden = out.hidden[:, P:] if out.hidden is not None else None
         if calls == 2:   # CFG: unconditional copy with the prompt tokens masked
@@ -188,6 +190,14 @@ def verify_inputs(tokens: torch.Tensor, attn: torch.Tensor, block: torch.Tensor,
     hide_twin = torch.zeros((b, BL, L), dtype=torch.bool, device=dev).scatter_(2, twin.unsqueeze(2), True)
     mask[:, L:, :L] &= ~hide_twin
     return ids, mask.unsqueeze(1), positions, twin
+
+
+def equal_extents(fed: torch.Tensor) -> bool:
+    """Whether every row is fed the same number of generated positions: then, without left
+    padding, a truncated forward hides nothing and runs without a mask, as a full forward does
+    (the same attention kernel: SDPA's flash kernel takes no mask)."""
+    lo, hi = torch.stack(torch.aminmax(fed)).tolist()
+    return lo == hi
 
 
 def truncate(xa, aa, P, fed):

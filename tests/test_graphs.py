@@ -156,16 +156,21 @@ def test_graph_branch_of_the_loop_equals_the_eager_branch(builtin_model, prompts
                                              ("random_model", "slowfast:tau_min=0.0,tau_high=0.5"),
                                              ("builtin_model", "slowfast:max_slow=2,window=1")])
 @pytest.mark.parametrize("in_step", ["1", "0"])
+@pytest.mark.parametrize("padded", [True, False])
 def test_truncated_forwards_replay_bucketed_graphs_and_equal_the_eager_loop(request, prompts, monkeypatch,
-                                                                            model_name, spec, in_step):
+                                                                            model_name, spec, in_step, padded):
     """SlowFast's truncated forwards run at the fed length rounded up to TRUNCATED_BUCKET (a row's
-    extra positions hidden by its mask). By default each length is a kind of step whose graph holds
-    the forward, the statistics, the decision and the next plan (acceleration/captured_truncated.py,
-    the longest extent published with the counts); with DLLM_TRUNCATED_STEPS=0 the forward replays
-    the full-forward graph of that length before the step graph. Either way the tokens and counts
-    equal the reference loop's, for the kept decode's second call too."""
+    extra positions hidden by its mask; no mask where nothing is hidden: no left padding and every
+    row decoding fed to the cut). By default each length is a kind of step whose graph holds the
+    forward, the statistics, the decision and the next plan (acceleration/captured_truncated.py,
+    the longest extent published with the counts, negated where no mask is needed); with
+    DLLM_TRUNCATED_STEPS=0 the forward replays the full-forward graph of that length before the
+    step graph. Either way the tokens and counts equal the reference loop's, for the kept decode's
+    second call too."""
     model = request.getfixturevalue(model_name)
     ids = encode(model, prompts)
+    if not padded:   # prompts of one length: no left padding
+        ids = [p[:min(map(len, ids))] for p in ids[:2]]
     gen = GenConfig(gen_length=48, block_length=16)
     eager = loop.decode(model, method(spec, gen), ids, gen)
     assert int(eager.nfe_truncated.sum()) > 0
@@ -182,7 +187,13 @@ def test_truncated_forwards_replay_bucketed_graphs_and_equal_the_eager_loop(requ
             assert torch.equal(getattr(eager, field), getattr(g, field)), (spec, field)
     P = max(map(len, ids))
     (kept,) = dec.pool.decodes.values()
-    lengths = set(kept.kinds) if in_step == "1" else {key[0][1] for key in dec.pool.full_graphs}
+    if in_step == "1":
+        unmasked = {-k for k in kept.kinds if k < 0}
+        lengths = {abs(k) for k in kept.kinds}
+    else:
+        unmasked = {key[0][1] for key in dec.pool.full_graphs if not key[1]}
+        lengths = {key[0][1] for key in dec.pool.full_graphs}
+    assert bool(unmasked) != padded, (unmasked, padded)   # full-length forwards take no mask unpadded
     assert all((L - P) % 8 == 0 or L == P + 48 for L in lengths), lengths
     assert len(lengths) > 1 or "preset=paper" not in spec, lengths   # the paper's rule cuts the batch's forwards
     if in_step == "1":

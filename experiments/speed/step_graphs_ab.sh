@@ -9,7 +9,7 @@ set -u
 PRR="prr:controller=/tmp/random-controller"
 case "$1" in
   vocab)
-    python experiments/speed/vocab_stats_probe.py > "$OUT/vocab_stats_probe.txt" 2>&1; tail -16 "$OUT/vocab_stats_probe.txt"
+    PYTHONPATH=. python experiments/speed/vocab_stats_probe.py > "$OUT/vocab_stats_probe.txt" 2>&1; tail -16 "$OUT/vocab_stats_probe.txt"
     bash experiments/speed/methods_ab.sh "$PRR;klass;dico;slowfast;slowfast:preset=paper" 1 ;;
   dual)
     bash experiments/speed/methods_ab.sh "$PRR,cache=dual;klass:cache=dual;dico:cache=dual" 1
