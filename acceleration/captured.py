@@ -128,7 +128,7 @@ class CapturedDecode:
         if reads.verify:
             return cls.verify(pool, model, method, state, forward)
         if forward.stepper is None:
-            fwd = pool.full_graph(state.tokens, state.attn_fwd, reads.hidden)
+            fwd = pool.full_graph(state.tokens, state.attn_fwd, reads.hidden, P)
             if fwd is None:
                 return None
             fwd.inputs[0].copy_(state.tokens)
@@ -137,16 +137,14 @@ class CapturedDecode:
                 fwd.inputs[1].copy_(state.attn_fwd)
                 state.attn_fwd = fwd.inputs[1]
 
-            def stats(state, out):
-                logits = out.logits[:, P:]
-                x0, conf = token_stats(logits)
-                hidden = out.hidden[:, P:] if out.hidden is not None else None
+            def stats(state, out):   # the forward's output is the generated region's (logits_from=P)
+                x0, conf = token_stats(out.logits)
                 return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
-                                  logits if reads.logits else None, hidden)
+                                  out.logits if reads.logits else None, out.hidden)
             kinds = {"full": Kind(lambda: fwd(*fwd.inputs), stats, lambda: fwd.record(*fwd.inputs))}
             attn_fwd, tokens = state.attn_fwd, state.tokens
             return cls(model, method, state, forward, kinds, lambda n_active, n_start: "full",
-                       lambda: pool.kept_full_graph(tokens, attn_fwd, reads.hidden) is fwd)
+                       lambda: pool.kept_full_graph(tokens, attn_fwd, reads.hidden, P) is fwd)
         st = forward.stepper
         if st.mode != "dual":
             return None

@@ -58,9 +58,9 @@ class CapturedTruncatedDecode(CapturedDecode):
             if masked:
                 mask = s.attn[:, :L].clone()
                 mask[:, P:] *= (torch.arange(L - P, device=fed.device).unsqueeze(0) < fed.unsqueeze(1)).to(mask.dtype)
-            out = model.forward(s.tokens[:, :L], mask)
+            out = model.forward(s.tokens[:, :L], mask, logits_from=P)
             s.nfe_truncated += (act & (fed < G)).long()
-            x0, conf = token_stats(out.logits[:, P:])
+            x0, conf = token_stats(out.logits)
             return reuse_beyond(self.forward.reuse, self.every, fed, x0, conf, None, None, G)
         return stats
 

@@ -53,15 +53,15 @@ class GraphPool:
             self._n_params = model_params(self.model)
         return graphs.launch_bound(self.model, tokens, self._n_params)
 
-    def full_graph(self, x: torch.Tensor, attn: torch.Tensor | None, need_hidden: bool):
-        """The graph of model.forward(x, attn) over the whole batch, or None where it does not pay
-        (a forward big enough to hide its launches)."""
+    def full_graph(self, x: torch.Tensor, attn: torch.Tensor | None, need_hidden: bool, logits_from: int = 0):
+        """The graph of model.forward(x, attn, logits_from=...) over the whole batch, or None where it
+        does not pay (a forward big enough to hide its launches)."""
         if not self.launch_bound(x.numel()):
             return None
         model = self.model
-        return self._kept_or_built((tuple(x.shape), attn is not None, need_hidden),
-                                   lambda: graphs.GraphedCall(lambda ids, am: model.forward(ids, am, output_hidden=need_hidden),
-                                                              x, attn))
+        fn = lambda ids, am: model.forward(ids, am, output_hidden=need_hidden, logits_from=logits_from)
+        return self._kept_or_built((tuple(x.shape), attn is not None, need_hidden, logits_from),
+                                   lambda: graphs.GraphedCall(fn, x, attn))
 
     def _kept_or_built(self, key, build):
         """The full-forward-sized graph kept under `key`, else build() kept there (least recently
@@ -95,9 +95,9 @@ class GraphPool:
         """The graph verify_graph would return, if kept; never builds one."""
         return self.full_graphs.get(self._verify_key(x, BL, need_hidden))
 
-    def kept_full_graph(self, x, attn, need_hidden):
+    def kept_full_graph(self, x, attn, need_hidden, logits_from: int = 0):
         """The graph full_graph would return, if kept; never builds one."""
-        return self.full_graphs.get((tuple(x.shape), attn is not None, need_hidden))
+        return self.full_graphs.get((tuple(x.shape), attn is not None, need_hidden, logits_from))
 
     def cache(self, batch: int, length: int):
         """The kept (KV cache, its graphs) for this shape, least recently used dropped."""
@@ -147,8 +147,8 @@ class GraphedCalls(ModelCalls):
     def new_cache(self, batch, length):
         return self.pool.cache(batch, length)[0]
 
-    def full(self, x, attn, need_hidden):
-        g = self.pool.full_graph(x, attn, need_hidden)
+    def full(self, x, attn, P, need_hidden):
+        g = self.pool.full_graph(x, attn, need_hidden, P)
         return None if g is None else g(x, attn)
 
     def verify(self, x, attn, block, P, BL, mask_id, need_hidden):
@@ -167,12 +167,12 @@ class GraphedCalls(ModelCalls):
         if not self.pool.launch_bound(B * L):
             return None
         if not padded and lo == L - P:   # every row decoding fed to the cut: a full forward of length L
-            out = self.pool.full_graph(x[:, :L], None, need_hidden)(x[:, :L], None)
+            out = self.pool.full_graph(x[:, :L], None, need_hidden, P)(x[:, :L], None)
         else:
             every = torch.zeros(B, dtype=fed.dtype, device=fed.device).index_copy(0, rows, fed)
             am = attn[:, :L].clone()
             am[:, P:] *= (torch.arange(L - P, device=x.device).unsqueeze(0) < every.unsqueeze(1)).to(am.dtype)
-            out = self.pool.full_graph(x[:, :L], am, need_hidden)(x[:, :L], am)
+            out = self.pool.full_graph(x[:, :L], am, need_hidden, P)(x[:, :L], am)
         keep = slice(None) if rows.numel() == B else rows   # every row: no copy of the logits
         return ModelOutput(out.logits[keep], None if out.hidden is None else out.hidden[keep])
 
@@ -184,10 +184,11 @@ class GraphedCalls(ModelCalls):
         if not self.pool.launch_bound(x.numel()) or (rows is not None and rows.numel() > 1):
             return None
         store = self.pool.cache_graphs(stepper.cache)
-        key = ("refresh", tuple(x.shape), need_hidden, mask is not None, rows is None)
+        key = ("refresh", tuple(x.shape), stepper.P, need_hidden, mask is not None, rows is None)
         if key not in store:
             model, cache = self.model, stepper.cache
-            fn = lambda ids, m, r=None: model.forward(ids, m, output_hidden=need_hidden, kv=CacheCall(cache, rows=r))
+            fn = lambda ids, m, r=None: model.forward(ids, m, output_hidden=need_hidden, kv=CacheCall(cache, rows=r),
+                                                      logits_from=stepper.P)
             store[key] = graphs.GraphedCall(fn, x, mask) if rows is None else graphs.GraphedCall(fn, x, mask, rows)
         return store[key]
 

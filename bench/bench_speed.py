@@ -119,6 +119,12 @@ def matmul_params(net) -> int:
     return sum(p.numel() for n, p in net.named_parameters() if p.dim() == 2 and "wte" not in n and "embed" not in n)
 
 
+def head_params(cfg, d_model: int) -> tuple[int, bool]:
+    """(the output head's parameters, whether it is the input embedding: then not in matmul_params)."""
+    tied = bool(getattr(cfg, "weight_tying", getattr(cfg, "tie_word_embeddings", False)))
+    return cfg.vocab_size * d_model, tied
+
+
 def floor(flops, nbytes, ceil) -> dict:
     t_c = flops / (ceil["matmul_tflops"] * 1e12)
     t_m = nbytes / (ceil["copy_tb_s"] * 1e12)
@@ -150,7 +156,9 @@ def run(args) -> dict:
     n_layers = getattr(cfg, "n_layers", None) or cfg.num_hidden_layers
     kv_dim = model.module.new_cache(1, 1).keys(0)[0, 0].numel()   # H_kv * head_dim
     Nm = matmul_params(net)
-    w_bytes = Nm * 2
+    head, tied = head_params(cfg, d_model)
+    body = Nm - (0 if tied else head)   # run at every position; the head only where logits are read
+    w_bytes = (body + head) * 2
     P, G, BL = args.prompt, args.gen, args.block
     L = P + G
     out = {"config": args.config, "prompt": P, "gen": G, "block": BL, "ceilings": ceil,
@@ -165,18 +173,20 @@ def run(args) -> dict:
         attn = torch.ones_like(x)
         r = {}
         # full forward: eager with and without the attention mask, and as the no-cache loop runs
-        # it (unpadded prompts: no mask; a launch-bound forward replays a CUDA graph)
+        # it (unpadded prompts: no mask; a launch-bound forward replays a CUDA graph; logits of the
+        # generated region only)
         attn_flops = 4 * b * L * L * d_model * n_layers
-        fl = floor(2 * Nm * b * L + attn_flops, w_bytes, ceil)
-        t_eager = cuda_time(lambda: model.forward(x, attn))
-        t_eager_nomask = cuda_time(lambda: model.forward(x, None))
-        graph = decoder.pool.full_graph(x, None, False)
+        fl = floor(2 * body * b * L + 2 * head * b * G + attn_flops, w_bytes, ceil)
+        t_eager = cuda_time(lambda: model.forward(x, attn, logits_from=P))
+        t_eager_nomask = cuda_time(lambda: model.forward(x, None, logits_from=P))
+        graph = decoder.pool.full_graph(x, None, False, P)
         t_graph = cuda_time(lambda: graph(x, None)) if graph is not None else None
         t_full = t_graph if graph is not None else t_eager_nomask
-        t_full_wall = wall_time(lambda: graph(x, None)) if graph is not None else wall_time(lambda: model.forward(x, None))
+        t_full_wall = (wall_time(lambda: graph(x, None)) if graph is not None
+                       else wall_time(lambda: model.forward(x, None, logits_from=P)))
         # the floor of a host-synchronized loop: the forward plus one small device->host read per step
         done = torch.zeros(b, dtype=torch.bool, device=dev)
-        fwd_call = (lambda: graph(x, None)) if graph is not None else (lambda: model.forward(x, None))
+        fwd_call = (lambda: graph(x, None)) if graph is not None else (lambda: model.forward(x, None, logits_from=P))
         t_sync = wall_loop(lambda: (fwd_call(), (~done).nonzero()))
         r["forward_plus_sync_s"] = t_sync
         r["full_forward"] = {"time_s": t_full, "cuda_graph": graph is not None, "time_s_eager_mask": t_eager,
@@ -201,10 +211,10 @@ def run(args) -> dict:
         r["dual_step"] = {"time_s": t_win, "time_s_eager": t_win_eager, **flw, "ratio_to_floor": t_win / flw["floor_s"]}
         print(f"b={b} dual window step {t_win * 1e3:.2f} ms (CUDA graph; eager {t_win_eager * 1e3:.2f}), floor {flw['floor_s'] * 1e3:.2f} ms ({flw['bound']}), "
               f"ratio {t_win / flw['floor_s']:.2f}", flush=True)
-        refresh = (GraphedCall(lambda ids: model.forward(ids, None, kv=CacheCall(cache)), x)
+        refresh = (GraphedCall(lambda ids: model.forward(ids, None, kv=CacheCall(cache), logits_from=P), x)
                    if launch_bound(model, x.numel()) else None)
-        t_refresh = cuda_time(refresh and (lambda: refresh(x)) or (lambda: model.forward(x, None, kv=CacheCall(cache))),
-                              warmup=1, reps=5)
+        t_refresh = cuda_time(refresh and (lambda: refresh(x))
+                              or (lambda: model.forward(x, None, kv=CacheCall(cache), logits_from=P)), warmup=1, reps=5)
         del refresh
         r["dual_refresh_s"] = t_refresh
         del cache
@@ -238,7 +248,7 @@ def run(args) -> dict:
                 fwd = fwd_wall = cuda_time(lambda: verify(*verify.inputs))
             cut = cut_lengths(used[0], before.get(id(used[0]), {})) if used else {}
             if cut:   # truncated forwards inside the step graphs: each length's forward graph timed apart
-                fwd = fwd_wall = sum(n * truncated_forward_s(decoder.pool, x, attn, L) for L, n in cut.items()) / steps
+                fwd = fwd_wall = sum(n * truncated_forward_s(decoder.pool, x, attn, L, P) for L, n in cut.items()) / steps
             step = total / steps
             row = {"captured": capture_blocker(m) is None, "not_captured_because": capture_blocker(m),
                    "total_s": total, "steps": steps, "nfe_per_row": res.nfe.tolist(), "step_s": step,
@@ -252,8 +262,8 @@ def run(args) -> dict:
                    "steps_by_cut_length": {(f"{-L} no mask" if L < 0 else str(L)): n for L, n in cut.items()},
                    "overhead_in_loop_pct": None if ahead or cut else 100 * (total - fwd_in_loop) / total}
             if m.cache == "none":   # the same number of forwards back to back: the forward under sustained load
-                again = decoder.pool.full_graph(x, None, False)   # the loop's graph (kept in the pool)
-                call = (lambda: again(x, None)) if again is not None else (lambda: model.forward(x, None))
+                again = decoder.pool.full_graph(x, None, False, P)   # the loop's graph (kept in the pool)
+                call = (lambda: again(x, None)) if again is not None else (lambda: model.forward(x, None, logits_from=P))
                 t0 = time.perf_counter()
                 for _ in range(steps):
                     call()
@@ -294,12 +304,12 @@ def cut_lengths(decode, replays_before: dict) -> dict:
             if isinstance(k, int) and n > replays_before.get(k, 0)}
 
 
-def truncated_forward_s(pool, x, attn, L: int) -> float:
+def truncated_forward_s(pool, x, attn, L: int, P: int) -> float:
     """A forward of every row cut at length L (with a mask, as a truncated step runs it; at -L
     without one), its graph replayed."""
     xs, mask = x[:, :abs(L)], (attn[:, :L] if L > 0 else None)
-    g = pool.full_graph(xs, mask, False)
-    return cuda_time((lambda: g(xs, mask)) if g is not None else (lambda: pool.model.forward(xs, mask)))
+    g = pool.full_graph(xs, mask, False, P)
+    return cuda_time((lambda: g(xs, mask)) if g is not None else (lambda: pool.model.forward(xs, mask, logits_from=P)))
 
 
 def switch_ab(switch: str, reps: int, decode, steps: int, fwd: float, sync=None) -> dict:

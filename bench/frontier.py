@@ -99,8 +99,8 @@ def _controller_cost(torch, model_name, device, dtype, batch, reps) -> dict:
             ts.append(time.perf_counter() - t0)
         return sorted(ts)[len(ts) // 2]
 
-    out = model.forward(x, am, output_hidden=True)
-    logits, hidden = out.logits[:, P:].float(), out.hidden[:, P:]
+    out = model.forward(x, am, output_hidden=True, logits_from=P)   # as the decode loop runs it
+    logits, hidden = out.logits.float(), out.hidden
     x0, conf = token_stats(logits)
     cand = torch.zeros((batch, G), dtype=torch.bool, device=dev)
     cand[:, :gen.block_length] = True
@@ -116,7 +116,7 @@ def _controller_cost(torch, model_name, device, dtype, batch, reps) -> dict:
         idx = cand.nonzero(as_tuple=True)
         return torch.sigmoid(ctrl(hidden[idx], f[idx]))
 
-    t_model = timeit(lambda: model.forward(x, am, output_hidden=True))
+    t_model = timeit(lambda: model.forward(x, am, output_hidden=True, logits_from=P))
     t_ctrl = timeit(controller_step)
     return {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "batch": batch,
             "seq_len": P + G, "scored_positions_per_step": int(cand.sum()),

@@ -80,15 +80,14 @@ class CacheStepper:
             out = self.calls.refresh(self, xa, mask, reads.hidden, call.rows)
         if out is None:
             with small_inputs_compiled():   # the kernels the captured refresh holds: the same numbers
-                out = self.model.forward(xa, mask, output_hidden=reads.hidden, kv=call)
+                out = self.model.forward(xa, mask, output_hidden=reads.hidden, kv=call, logits_from=self.P)
         return self.refresh_output(rows, out.logits, out.hidden, method.temperature, reads, generator)
 
     def refresh_output(self, rows, logits, hidden, temperature, reads, generator) -> StepOutput:
-        """A refresh forward's StepOutput (every position fresh); keeps x0/conf for later windows."""
-        logits = logits[:, self.P:]
+        """A refresh forward's StepOutput (every position fresh; its logits and hidden states from
+        the prompt's end, logits_from=P); keeps x0/conf for later windows."""
         x0, conf = token_stats(logits, temperature, generator)
         self.x0[rows], self.conf[rows] = x0, conf
-        hidden = hidden[:, self.P:] if hidden is not None else None
         return StepOutput(x0, conf, torch.ones_like(x0, dtype=torch.bool),
                           logits if reads.logits else None, hidden)
 

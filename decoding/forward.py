@@ -36,14 +36,15 @@ class ModelCalls:
     def new_cache(self, batch: int, length: int):
         return self.model.new_cache(batch, length)
 
-    def full(self, x: torch.Tensor, attn: torch.Tensor | None, need_hidden: bool) -> ModelOutput | None:
-        """A full forward of every row (finished rows included), or None."""
+    def full(self, x: torch.Tensor, attn: torch.Tensor | None, P: int, need_hidden: bool) -> ModelOutput | None:
+        """A full forward of every row (finished rows included), its output from position P
+        (logits_from), or None."""
         return None
 
     def truncated(self, x, attn, padded: bool, P: int, rows, fed, need_hidden: bool) -> ModelOutput | None:
         """A truncated forward (Plan.extent `fed` [b] of `rows`) -> the output of `rows`, cut at any
         length >= P + max(fed) (positions past a row's extent are hidden from it; no mask where
-        nothing is hidden: no left padding and every row fed to the cut), or None."""
+        nothing is hidden: no left padding and every row fed to the cut), from position P, or None."""
         return None
 
     def refresh(self, stepper, x, mask, need_hidden, rows=None) -> ModelOutput | None:
@@ -91,7 +92,7 @@ class Forward:
         fed, calls = plan.extent, 2 if method.cfg_scale > 0 else 1
         out = None
         if fed is None and calls == 1:   # a launch-bound full forward may replay a graph of every row
-            out = self.calls.full(state.tokens, state.attn_fwd, self.reads.hidden)
+            out = self.calls.full(state.tokens, state.attn_fwd, P, self.reads.hidden)
             if out is not None:
                 keep = slice(None) if rows.numel() == state.tokens.shape[0] else rows
                 out = ModelOutput(out.logits[keep], None if out.hidden is None else out.hidden[keep])
@@ -101,13 +102,12 @@ class Forward:
         if out is None:
             xf, af = truncate(xa, aa, P, fed)
             masked = state.attn_fwd is not None or (fed is not None and not equal_extents(fed))
-            out = model.forward(xf, af if masked else None, output_hidden=self.reads.hidden)
-        logits = out.logits[:, P:]
-        hidden = out.hidden[:, P:] if out.hidden is not None else None
+            out = model.forward(xf, af if masked else None, output_hidden=self.reads.hidden, logits_from=P)
+        logits, hidden = out.logits, out.hidden   # the generated region's (logits_from=P)
         if calls == 2:   # CFG: unconditional copy with the prompt tokens masked
             ux = xf.clone()
             ux[:, :P] = torch.where(af[:, :P].bool(), model.mask_id, ux[:, :P])
-            un = model.forward(ux, af).logits[:, P:].float()
+            un = model.forward(ux, af, logits_from=P).logits.float()
             logits = un + (method.cfg_scale + 1) * (logits.float() - un)
         state.nfe[rows] += calls
         x0, conf = token_stats(logits, method.temperature, self.generator)

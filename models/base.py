@@ -73,12 +73,17 @@ class ModelAdapter:
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_hidden: bool = False, positions: torch.Tensor | None = None, kv=None) -> ModelOutput:
+                output_hidden: bool = False, positions: torch.Tensor | None = None, kv=None,
+                logits_from: int = 0) -> ModelOutput:
         """One model call. Positions are derived from the attention mask (left padding safe) unless
         given. `kv` (a layers.CacheCall) makes it a cache refresh or a window forward; for a window,
         pass the window's tokens, their positions, and no attention mask (the key mask is in kv).
         `attention_mask` may also be a 4-D bool [B, 1, L, L] matrix (query x key, True: may attend;
-        positions then required), taken by modules with `attention_matrix` (native LLaDA, Dream, tiny)."""
+        positions then required), taken by modules with `attention_matrix` (native LLaDA, Dream, tiny).
+        `logits_from`: logits and hidden states of positions >= logits_from only (the output's
+        position 0 is input position logits_from); modules with `takes_logits_from` (native LLaDA,
+        Dream, tiny) then run their output head over those positions alone: the prompt's logits of
+        a decode's full forward are 2/3 of its head at prompt 512 + 256."""
         if attention_mask is not None and attention_mask.dim() == 4:
             if not self.attention_matrix:
                 raise ValueError(f"model {self.name} takes no 4-D attention mask (the native llada, dream and tiny do)")
@@ -86,10 +91,15 @@ class ModelAdapter:
                 raise ValueError("a 4-D attention mask needs explicit positions")
         if positions is None and attention_mask is not None:
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        if kv is None:
-            logits, hidden = self.module(input_ids, attention_mask=attention_mask, positions=positions)
-        else:
-            logits, hidden = self.module(input_ids, attention_mask=attention_mask, positions=positions, kv=kv)
+        # a shifted model's logits at i are the head's at i - 1
+        start = logits_from - 1 if self.logit_shift and logits_from > 0 else logits_from
+        kw = {} if kv is None else {"kv": kv}
+        if start > 0 and getattr(self.module, "takes_logits_from", False):
+            kw["logits_from"] = start
+        logits, hidden = self.module(input_ids, attention_mask=attention_mask, positions=positions, **kw)
+        if start > 0 and "logits_from" not in kw:
+            logits, hidden = logits[:, start:], hidden[:, start:]
         if self.logit_shift:
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            logits = logits[:, :-1] if logits_from > 0 else torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            hidden = hidden[:, logits_from - start:]
         return ModelOutput(logits=logits, hidden=hidden if output_hidden else None)

@@ -126,8 +126,10 @@ class _Base(nn.Module):
 
 
 class Dream(nn.Module):
-    """forward(input_ids, attention_mask, positions, kv) -> (unshifted logits [B, W, V], last hidden)."""
+    """forward(input_ids, attention_mask, positions, kv, logits_from) -> (unshifted logits [B, W, V],
+    last hidden) of the positions from logits_from."""
     attention_matrix = True   # attention_mask may be 4-D [B, 1, L, L] (query x key)
+    takes_logits_from = True
 
     def __init__(self, cfg: DreamConfig):
         super().__init__()
@@ -142,7 +144,8 @@ class Dream(nn.Module):
         return KVCache.empty(c.num_hidden_layers, batch, c.num_key_value_heads, length, c.head_dim,
                              dtype or p.dtype, device or p.device)
 
-    def forward(self, input_ids, attention_mask=None, positions=None, kv: CacheCall | None = None):
+    def forward(self, input_ids, attention_mask=None, positions=None, kv: CacheCall | None = None,
+                logits_from: int = 0):
         c, m = self.cfg, self.model
         x = m.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(default_positions(input_ids, positions), c.head_dim, c.rope_theta, x.dtype)
@@ -152,4 +155,5 @@ class Dream(nn.Module):
         for i, layer in enumerate(layers):
             x, h = layer(x, h, cos, sin, mask, i, kv, layers[i + 1].input_layernorm if i + 1 < len(layers) else m.norm)
         w = m.embed_tokens.weight if c.tie_word_embeddings else self.lm_head.weight
+        h = h[:, logits_from:] if logits_from else h
         return nn.functional.linear(h, w), h

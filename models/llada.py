@@ -142,8 +142,10 @@ class _Transformer(nn.Module):
 
 
 class LLaDA(nn.Module):
-    """forward(input_ids, attention_mask, positions, kv) -> (logits [B, W, V], last hidden [B, W, d])."""
+    """forward(input_ids, attention_mask, positions, kv, logits_from) -> (logits [B, W, V], last hidden
+    [B, W, d]) of the positions from logits_from."""
     attention_matrix = True   # attention_mask may be 4-D [B, 1, L, L] (query x key)
+    takes_logits_from = True
 
     def __init__(self, cfg: LLaDAConfig):
         super().__init__()
@@ -155,7 +157,8 @@ class LLaDA(nn.Module):
         c = self.cfg
         return KVCache.empty(c.n_layers, batch, c.kv_heads, length, c.head_dim, dtype or p.dtype, device or p.device)
 
-    def forward(self, input_ids, attention_mask=None, positions=None, kv: CacheCall | None = None):
+    def forward(self, input_ids, attention_mask=None, positions=None, kv: CacheCall | None = None,
+                logits_from: int = 0):
         c, t = self.cfg, self.model.transformer
         x = t.wte(input_ids)
         tab_dtype = torch.float32 if c.rope_full_precision else x.dtype
@@ -166,5 +169,6 @@ class LLaDA(nn.Module):
         for i, blk in enumerate(blocks):
             x, h = blk(x, h, cos, sin, mask, i, kv, blocks[i + 1].attn_norm if i + 1 < len(blocks) else t.ln_f)
         w = t.wte.weight if c.weight_tying else t.ff_out.weight
+        h = h[:, logits_from:] if logits_from else h
         logits = nn.functional.linear(h, w, None if c.weight_tying else t.ff_out.bias)
         return logits[..., :c.vocab_size], h

@@ -61,6 +61,7 @@ class Block(nn.Module):
 
 class TinyDLLM(nn.Module):
     attention_matrix = True   # attention_mask may be 4-D [B, 1, L, L] (query x key)
+    takes_logits_from = True  # forward(..., logits_from): logits and hidden of positions >= logits_from
     def __init__(self, cfg: TinyConfig):
         super().__init__()
         self.cfg = cfg
@@ -74,7 +75,8 @@ class TinyDLLM(nn.Module):
         return KVCache.empty(c.n_layers, batch, c.n_heads, length, c.d_model // c.n_heads,
                              dtype or p.dtype, device or p.device)
 
-    def forward(self, input_ids, attention_mask=None, positions=None, kv: CacheCall | None = None):
+    def forward(self, input_ids, attention_mask=None, positions=None, kv: CacheCall | None = None,
+                logits_from: int = 0):
         B, L = input_ids.shape
         if positions is None:
             positions = torch.arange(L, device=input_ids.device).expand(B, L)
@@ -83,5 +85,5 @@ class TinyDLLM(nn.Module):
         x = self.embed(input_ids)
         for i, blk in enumerate(self.blocks):
             x = blk(x, cos, sin, mask, i, kv)
-        h = self.norm(x)
+        h = self.norm(x[:, logits_from:] if logits_from else x)
         return self.head(h), h

@@ -114,6 +114,25 @@ def test_dream_logits_are_shifted(models):
     assert not models["llada-tiny"].logit_shift
 
 
+@pytest.mark.parametrize("name", FAMILIES + ["tiny"])
+@pytest.mark.parametrize("head_cut", [True, False])
+def test_logits_from_equals_the_full_output_sliced(models, name, head_cut, monkeypatch):
+    """forward(logits_from=P) is forward()[:, P:] for logits and hidden states, a shifted model
+    (Dream) included, with the module's own cut of its head or the adapter's slice of the whole."""
+    m = models[name]
+    if not head_cut:
+        monkeypatch.setattr(type(m.module), "takes_logits_from", False)
+    ids = torch.randint(0, min(400, m.mask_id), (2, 12))
+    attn = torch.ones(2, 12, dtype=torch.long)
+    attn[1, :3] = 0
+    whole = m.forward(ids, attn, output_hidden=True)
+    for P in (1, 5):
+        cut = m.forward(ids, attn, output_hidden=True, logits_from=P)
+        assert cut.logits.shape == (2, 12 - P, whole.logits.shape[-1]) and cut.hidden.shape[1] == 12 - P
+        assert torch.allclose(cut.logits, whole.logits[:, P:], atol=1e-5, rtol=1e-5), (name, P)
+        assert torch.allclose(cut.hidden, whole.hidden[:, P:], atol=1e-5, rtol=1e-5), (name, P)
+
+
 def _setup(m, prompts, G=16, BL=8):
     ids = [m.tokenizer.encode(p) for p in prompts]
     p_ids, p_attn = left_pad(ids, m.pad_id)
