@@ -1,4 +1,4 @@
-"""Summarize a chrome trace of dual_timeline_probe_h200_s6.py: per graph launch, kernels, span and busy
+"""Summarize a chrome trace of dual_timeline_probe_h200_049a0c6.py: per graph launch, kernels, span and busy
 time, and the kernels of one step graph and one window forward graph.
 Run: python results/speed/dual_timeline_summary.py trace_threshold_cachedual.json.gz"""
 import gzip, json, sys, collections

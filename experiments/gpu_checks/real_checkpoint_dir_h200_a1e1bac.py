@@ -1,7 +1,7 @@
 """GPU: a real-format checkpoint directory (llada-small / dream-small random N(0, 0.05) weights, a
 word-level tokenizer) through run_bench.py on CUDA, bf16, graphs on vs off: outputs and NFE equal?"""
 import json, os, subprocess, sys, torch, transformers
-sys.path.insert(0, "tests")   # run from the repository root: PYTHONPATH=. python results/gpu_checks/real_checkpoint_dir_h200_s7.py
+sys.path.insert(0, "tests")   # run from the repository root: PYTHONPATH=. python experiments/gpu_checks/real_checkpoint_dir_h200_a1e1bac.py
 import types
 try:
     import pytest  # noqa: F401

@@ -1,7 +1,7 @@
 """Host turnaround around the LLaDA-8B dual-cache window graph at batch 1: replays back to back, with a
 host sync after each, and with a sync plus a few eager input ops before each (what the loop did
 before the window graph built its own inputs). Also checks for conditional graph nodes (absent in
-torch 2.11). Run: PYTHONPATH=. python results/speed/window_turnaround_probe_h200_s6.py"""
+torch 2.11). Run: PYTHONPATH=. python experiments/speed/window_turnaround_probe_h200_049a0c6.py"""
 import time, statistics
 import torch
 print("torch", torch.__version__, "if-node API:", hasattr(torch.cuda.CUDAGraph, "begin_capture_to_if_node"),
