@@ -1,7 +1,7 @@
 """Where the remaining dual-step and batch-1 loop time goes (results/speed/REPORT.md): matrix
 product layouts, attention backends on the token-major cache, back-to-back graph launches, the
 lookahead loop with one graph or two alternating ones, and the window step's kernels.
-Run: PYTHONPATH=. python results/speed/probe_h200_step.py (LLaDA-8B only in the process).
+Run: PYTHONPATH=. python experiments/speed/probe_h200_step.py (LLaDA-8B only in the process).
 Ran at commit 303c74c; the lookahead loop it compares (`methods/loop.py` `_Lookahead`) was removed
 afterwards for want of a measurable gain (results/speed/REPORT.md).
 """
