@@ -23,7 +23,7 @@ Measured in one process, on one device:
     same number of forwards run back to back. For a method with a verification block (WINO) that
     forward is its verification graph, replayed apart; for truncated forwards held in the step
     graphs (SlowFast, acceleration/captured_truncated.py), each step's forward at the length it was
-    cut at, that length's full-forward graph replayed apart. With the dual cache it is one refresh per
+    cut at, that length's full-forward graph replayed apart (unmasked where the step's is). With the dual cache it is one refresh per
     block and a window per other step, as if every row started its blocks together; at batch > 1
     rows start blocks at different steps, and a step where some do runs the window graph of every
     row and a refresh of those rows, so the overhead against it there includes those
@@ -31,8 +31,9 @@ Measured in one process, on one device:
     their forward inside their own graph, where no event reaches: a decode with any
     (`ahead_steps`) reports only the overhead against the forward timed apart
     (DLLM_QUEUE_AHEAD=0 gives the in-loop figure).
-FLOPs count what the forward computes: 2 * matmul params * tokens (the output head over every
-position included) + attention 4 * tokens * keys * d_model per layer. Timing: CUDA events, warm-up
+FLOPs count what the forward computes: 2 * matmul params * tokens, the output head only over the
+generated positions whose logits a decode reads (logits_from=P), + attention 4 * tokens * keys *
+d_model per layer. Timing: CUDA events, warm-up
 excluded, median.
 """
 from __future__ import annotations
