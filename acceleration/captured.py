@@ -268,12 +268,17 @@ class CapturedDecode:
 
     def load(self, method, state, generator) -> None:
         """Refill with a new call's state (same shapes) and rebind the call's method object: its
-        tensors become the ones the captured graphs read, holding the new object's values."""
+        tensors become the ones the captured graphs read, holding the new object's values. A
+        tensor the new object has not made yet (a buffer its first decide allocates: klass's
+        previous logits) is the captured one, as it is: an eager step of this call (a step no
+        graph serves) then reads and writes the buffer the graphs do, not a second one."""
         tokens = self.state.tokens
         fill_tree(self.state, state)
         for name, t in method_tensors(self.method).items():
             new = getattr(method, name, None)
-            if isinstance(new, torch.Tensor) and new.shape == t.shape and new.dtype == t.dtype:
+            if new is None:
+                setattr(method, name, t)
+            elif isinstance(new, torch.Tensor) and new.shape == t.shape and new.dtype == t.dtype:
                 t.copy_(new)
                 setattr(method, name, t)
         self.method = self.forward.method = method

@@ -266,6 +266,26 @@ def test_mixed_dual_cache_steps_run_eagerly_when_switched_off(builtin_model, pro
             assert torch.equal(getattr(got, field), getattr(want, field)), (switch, field)
 
 
+def test_a_kept_decode_gives_the_next_method_object_the_buffers_its_graphs_hold(builtin_model, prompts, monkeypatch):
+    """KLASS allocates its previous logits at its first decide. A kept captured decode's graphs
+    hold the first call's buffer; the next call's method object gets that same buffer, so an
+    eager step of that call (DLLM_MIXED_STEPS=0) writes the history the graph steps read, and
+    the tokens equal the reference loop's."""
+    ids = encode(builtin_model, prompts)
+    gen = GenConfig(gen_length=48, block_length=16)
+    want = loop.decode(builtin_model, method("klass:cache=dual", gen), ids, gen)
+    monkeypatch.setenv("DLLM_MIXED_STEPS", "0")
+    eager_steps = _stand_in_graphs(monkeypatch)
+    dec = Decoder(builtin_model)
+    first, second = method("klass:cache=dual", gen), method("klass:cache=dual", gen)
+    dec(first, ids, gen)
+    got = dec(second, ids, gen)
+    monkeypatch.undo()
+    assert eager_steps and second.prev is first.prev and second.prev_lse is first.prev_lse
+    for field in FIELDS:
+        assert torch.equal(getattr(got, field), getattr(want, field)), field
+
+
 @pytest.mark.parametrize("spec", ["fixed", "threshold", "localleap", "eb", "prr:controller=zero,tau=0.7", "klass",
                                   "dico", "edit", "wino", "slowfast", "slowfast:preset=code",
                                   "threshold:cache=dual", "eb:cache=dual", "klass:cache=dual",
