@@ -269,18 +269,20 @@ class CapturedDecode:
     def load(self, method, state, generator) -> None:
         """Refill with a new call's state (same shapes) and rebind the call's method object: its
         tensors become the ones the captured graphs read, holding the new object's values. A
-        tensor the new object has not made yet (a buffer its first decide allocates: klass's
-        previous logits) is the captured one, as it is: an eager step of this call (a step no
-        graph serves) then reads and writes the buffer the graphs do, not a second one."""
+        tensor the new object has not made yet, or made in another shape (a buffer its first
+        decide makes or remakes: klass's previous logits, and its runs sized to a block-causal
+        layout), is the captured one zeroed, as that decide would make it (Method.decide's
+        contract): an eager step of this call (a step no graph serves) then reads and writes the
+        buffer the graphs do, not a second one."""
         tokens = self.state.tokens
         fill_tree(self.state, state)
         for name, t in method_tensors(self.method).items():
             new = getattr(method, name, None)
-            if new is None:
-                setattr(method, name, t)
-            elif isinstance(new, torch.Tensor) and new.shape == t.shape and new.dtype == t.dtype:
+            if isinstance(new, torch.Tensor) and new.shape == t.shape and new.dtype == t.dtype:
                 t.copy_(new)
-                setattr(method, name, t)
+            else:   # made or remade by the method's first decide, which starts it at zeros
+                t.zero_()
+            setattr(method, name, t)
         self.method = self.forward.method = method
         self.forward.generator = generator
         assert self.state.tokens is tokens
@@ -313,9 +315,13 @@ class CapturedDecode:
                 out = self.kinds[kind].launch()   # the forward
                 if kind not in self.steps:
                     saved = [(t, t.clone()) for t in self.kept_by_warm_up()]
+                    before = method_tensors(self.method)
                     self.steps[kind] = self.capture_step(kind, out)
                     for t, v in saved:   # the warm-ups ran on the copies' rows
                         t.copy_(v)
+                    for name, t in method_tensors(self.method).items():
+                        if t is not before.get(name):   # made by the warm-up's decide: as that decide made it
+                            t.zero_()
                 self.replay_step(kind)
             slot, last = self.publish(), kind
 

@@ -96,6 +96,10 @@ class Method:
         return Plan()
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
+        """The step's Decision. A tensor attribute that decide makes or remakes (a buffer sized by
+        what only the first step shows: the vocabulary, a block-causal layout's width) starts at
+        zeros: a captured decode runs its first decide as a warm-up and then zeroes what it made
+        (acceleration/captured.py)."""
         raise NotImplementedError
 
     def settings(self) -> dict:

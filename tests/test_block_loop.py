@@ -354,3 +354,34 @@ def test_a_block_forward_without_a_fixed_width_is_never_graphed(models):
     m = models["sdar-tiny"]
     assert model_blocker(m) is None
     assert "no fixed-width block forward" in model_blocker(dataclasses.replace(m, module=NoFixedWidth()))
+
+
+@pytest.mark.parametrize("name", ["fast-dllm-v2-tiny", "sdar-tiny"])
+def test_captured_klass_starts_from_zeroed_buffers_its_first_decide_makes(models, name, monkeypatch):
+    """klass remakes its runs at its first decide, sized to the block layout's width (Fast-dLLM
+    v2: one past gen_length where prompts end on a block boundary), and makes its previous-logits
+    buffer there. A captured decode whose first step is a step graph (separate appends: every step
+    captured) runs that decide as the warm-up: what it made must start the decode at zeros, as the
+    reference loop's first decide has them, or a position's first step reads as stable. Same
+    tokens and NFE as the reference block loop at thresholds that make the KL rule commit, twice
+    from one kept decode, whose second method object is bound to the buffers the graphs hold (the
+    eager stand-ins call the current object, so only that binding shows what real graphs read)."""
+    m = models[name]
+    bs = m.block_size
+    append = "" if name.startswith("fast-dllm") else ",append=separate"
+    gen = gen_for(m, blocks=4)
+    for lens in ([4 * bs, 4 * bs], [5, 11, 2 * bs + 3]):
+        prompts = [prompt_of(n, seed=i) for i, n in enumerate(lens)]
+        for tau in (0.0, 0.3):
+            spec = f"klass:tau={tau}" + append
+            want = decode(m, method(spec, gen), prompts, gen)
+            _stand_in_block_graphs(monkeypatch)
+            dec = Decoder(m)
+            methods = [method(spec, gen) for _ in range(2)]
+            got = [dec(meth, prompts, gen) for meth in methods]
+            monkeypatch.undo()
+            for g in got:
+                for f in FIELDS:
+                    assert torch.equal(getattr(g, f), getattr(want, f)), (lens, spec, f)
+            for buf in ("run", "seen", "prev", "prev_lse"):   # the second call's buffers are the ones the graphs hold
+                assert getattr(methods[1], buf) is getattr(methods[0], buf), (lens, spec, buf)
