@@ -2,7 +2,9 @@
 weights, calibrated confidence, as bench/bench_speed.py), then for each step graph of the kept
 captured decode: its replay time (CUDA events; every row finished, so the replay changes nothing)
 and the kernels of the same step run eagerly on a copy of the state under torch.profiler (their
-count and the top ones by GPU time).
+count and the top ones by GPU time); then a second decode on the kept graphs, timed whole, against
+its step graphs' replays timed apart (where a block-causal step graph holds the forward, the gap is
+the host loop's).
 
     python experiments/speed/profile_step.py --batch 1 --methods "prr:controller=/tmp/random-controller;eb:cache=dual"
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -53,8 +56,16 @@ def main():
             continue
         d = used[0]
         print(f"== {spec}: {int(res.steps.max())} steps, replays {d.replays}, compiled {d.compiled_kinds}")
+        before = dict(d.replays)   # a second decode on the kept graphs, timed whole
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        res = decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)
+        torch.cuda.synchronize()
+        wall, steps = time.perf_counter() - t0, int(res.steps.max())
+        counts = {k: v - before.get(k, 0) for k, v in d.replays.items() if v - before.get(k, 0)}
+        replay_s = {}
         for kind, graph in d.steps.items():
-            t = cuda_time(graph.replay, warmup=3, reps=20)
+            t = replay_s[kind] = cuda_time(graph.replay, warmup=3, reps=20)
             st = copy_tree(d.state)
             d.step_fns[kind](st, d.launched[kind])
             torch.cuda.synchronize()
@@ -67,6 +78,10 @@ def main():
             print(f"  {kind}: step graph replay {t * 1e3:.3f} ms; eager: {n} kernels, {total / 1e3:.3f} ms GPU")
             for e in sorted(ev, key=lambda e: -e.device_time_total)[:a.top]:
                 print(f"    {e.device_time_total / 1e3:8.3f} ms  x{e.count:<4d} {e.key[:110]}")
+        graphs_s = sum(n * replay_s.get(k, 0.0) for k, n in counts.items())
+        print(f"  decode again: {steps} steps, {wall / steps * 1e3:.3f} ms/step wall; its step graphs replayed "
+              f"apart {graphs_s / steps * 1e3:.3f} ms/step ({counts}, {d.ahead_steps} queued ahead; eager steps and "
+              f"forwards outside the step graphs not in it)")
 
 
 if __name__ == "__main__":
