@@ -108,6 +108,8 @@ class CapturedDecode:
         self.steps: dict[str, graphs.CapturedStep] = {}
         self.guarded: dict = {}      # kind -> GuardedStep (None: that kind is not queued ahead)
         self.replays: dict = {}      # kind -> steps of that kind (benchmarks read it); "eager" -> eager steps
+        self.starts: dict = {}       # (kind or "eager", the second count the host read: rows at a block
+                                     # start; a block decode's width) -> steps of the last call
         self.ahead_steps = 0         # steps of the last call that ran as a step queued ahead
         self.counted_by_launch: set = set()   # kinds whose launch counts the NFE itself (an eager forward)
         self.compiled_kinds: list[bool] = []  # per step graph built: whether its decide was compiled
@@ -294,7 +296,7 @@ class CapturedDecode:
         step (no idle gap while the host reads and launches), else it does nothing."""
         state = self.state
         self.count(state)
-        slot, last, self.ahead_steps = self.publish(), None, 0
+        slot, last, self.ahead_steps, self.starts = self.publish(), None, 0, {}
         while True:
             ahead = self.queue_ahead(last)
             ahead_slot = self.publish() if ahead else None
@@ -304,6 +306,8 @@ class CapturedDecode:
                 break
             kind = self.choose(n_active, n_start)
             self.replays[kind or "eager"] = self.replays.get(kind or "eager", 0) + 1
+            key = (kind or "eager", n_start)
+            self.starts[key] = self.starts.get(key, 0) + 1
             if ahead and kind == last:   # the step queued ahead is this step
                 self.ahead_steps += 1
                 slot = ahead_slot

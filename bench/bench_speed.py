@@ -23,11 +23,11 @@ Measured in one process, on one device:
     same number of forwards run back to back. For a method with a verification block (WINO) that
     forward is its verification graph, replayed apart; for truncated forwards held in the step
     graphs (SlowFast, acceleration/captured_truncated.py), each step's forward at the length it was
-    cut at, that length's full-forward graph replayed apart (unmasked where the step's is). With the dual cache it is one refresh per
-    block and a window per other step, as if every row started its blocks together; at batch > 1
-    rows start blocks at different steps, and a step where some do runs the window graph of every
-    row and a refresh of those rows, so the overhead against it there includes those
-    refreshes (the overhead inside the loop does not). Steps queued ahead (acceleration/captured.py) hold
+    cut at, that length's full-forward graph replayed apart (unmasked where the step's is). With the dual cache
+    each step's own forwards (dual_forwards_s, from the kinds and rows at a block start the decode
+    recorded): a refresh of every row, a window of every row, or, where some rows start a block
+    (rows out of step at batch > 1), the window of every row plus the refresh of those rows, each
+    row count's refresh timed apart as the step runs it. Steps queued ahead (acceleration/captured.py) hold
     their forward inside their own graph, where no event reaches: a decode with any
     (`ahead_steps`) reports only the overhead against the forward timed apart
     (DLLM_QUEUE_AHEAD=0 gives the in-loop figure).
@@ -247,6 +247,10 @@ def run(args) -> dict:
             verify = decoder.pool.kept_verify_graph(x, BL, m.reads().hidden) if m.reads().verify else None
             if verify is not None:   # WINO: its forward is the verification graph (sequence + shadow block)
                 fwd = fwd_wall = cuda_time(lambda: verify(*verify.inputs))
+            mix = {}
+            if m.cache == "dual" and used and used[0].forward.stepper is not None:   # the steps' own forwards
+                fwd, mix = dual_forwards_s(used[0], t_refresh, t_win)
+                fwd = fwd_wall = fwd / steps
             cut = cut_lengths(used[0], before.get(id(used[0]), {})) if used else {}
             if cut:   # truncated forwards inside the step graphs: each length's forward graph timed apart
                 fwd = fwd_wall = sum(n * truncated_forward_s(decoder.pool, x, attn, L, P) for L, n in cut.items()) / steps
@@ -261,6 +265,7 @@ def run(args) -> dict:
                    "forward_calls_in_loop": n_fwd, "forward_s_per_step_in_loop": fwd_in_loop / steps,
                    "ahead_steps": ahead, "forward_is_verification": verify is not None,
                    "steps_by_cut_length": {(f"{-L} no mask" if L < 0 else str(L)): n for L, n in cut.items()},
+                   "dual_steps_by_kind_and_starts": mix,
                    "overhead_in_loop_pct": None if ahead or cut else 100 * (total - fwd_in_loop) / total}
             if m.cache == "none":   # the same number of forwards back to back: the forward under sustained load
                 again = decoder.pool.full_graph(x, None, False, P)   # the loop's graph (kept in the pool)
@@ -315,6 +320,31 @@ def truncated_forward_s(pool, x, attn, L: int, P: int) -> float:
     xs, mask = x[:, :abs(L)], (attn[:, :L] if L > 0 else None)
     g = pool.full_graph(xs, mask, False, P)
     return cuda_time((lambda: g(xs, mask)) if g is not None else (lambda: pool.model.forward(xs, mask, logits_from=P)))
+
+
+def dual_forwards_s(decode, t_refresh: float, t_win: float, timer=None) -> tuple[float, dict]:
+    """The forwards of a captured dual-cache decode's last call, timed apart step by step as its
+    steps ran them (CapturedDecode.starts: each step's kind and rows at a block start n): a
+    refresh of every row (t_refresh), a window of every row (t_win), or, where n rows start a
+    block and the others do not, the window of every row plus the refresh forward of those n rows
+    (CacheStepper.refresh_forward: a graph for one launch-bound row, else eager; a reference step
+    with DLLM_MIXED_STEPS=0 runs the window for fewer rows, so this is its upper bound).
+    -> (seconds, {"kind n": steps}). `timer`: times a callable (default cuda_time)."""
+    timer = timer or (lambda fn: cuda_time(fn, warmup=1, reps=3))
+    st, s = decode.forward.stepper, decode.state
+    hidden, rows_s, total = decode.method.reads().hidden, {}, 0.0
+    for (kind, n), steps in decode.starts.items():
+        if kind == "refresh":
+            t = t_refresh
+        elif kind == "window":
+            t = t_win
+        else:
+            if n not in rows_s:
+                ri = torch.arange(n, device=s.tokens.device)
+                rows_s[n] = timer(lambda: st.refresh_forward(ri, s.tokens[ri], s.attn[ri], hidden))
+            t = t_win + rows_s[n]
+        total += steps * t
+    return total, {f"{k} {n}": v for (k, n), v in sorted(decode.starts.items(), key=str)}
 
 
 def switch_ab(switch: str, reps: int, decode, steps: int, fwd: float, sync=None) -> dict:

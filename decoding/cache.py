@@ -74,14 +74,20 @@ class CacheStepper:
                          key_mask=aa.bool() if (pos is not None and self.padded) else None)
 
     def _refresh(self, rows, xa, aa, block, method, reads, generator) -> StepOutput:
+        out = self.refresh_forward(rows, xa, aa, reads.hidden)
+        return self.refresh_output(rows, out.logits, out.hidden, method.temperature, reads, generator)
+
+    def refresh_forward(self, rows, xa, aa, need_hidden: bool):
+        """The refresh forward of `rows` (tokens xa, attention aa): their whole cache rows rewritten
+        (a graph where `calls` keeps one for this many rows, else eager)."""
         call, mask = self._call(rows), aa if self.padded else None
         out = None
         if self.calls is not None:
-            out = self.calls.refresh(self, xa, mask, reads.hidden, call.rows)
+            out = self.calls.refresh(self, xa, mask, need_hidden, call.rows)
         if out is None:
             with small_inputs_compiled():   # the kernels the captured refresh holds: the same numbers
-                out = self.model.forward(xa, mask, output_hidden=reads.hidden, kv=call, logits_from=self.P)
-        return self.refresh_output(rows, out.logits, out.hidden, method.temperature, reads, generator)
+                out = self.model.forward(xa, mask, output_hidden=need_hidden, kv=call, logits_from=self.P)
+        return out
 
     def refresh_output(self, rows, logits, hidden, temperature, reads, generator) -> StepOutput:
         """A refresh forward's StepOutput (every position fresh; its logits and hidden states from

@@ -44,3 +44,26 @@ def test_cut_lengths_count_this_calls_steps_per_length_of_a_truncated_decode():
     other = CapturedDecode.__new__(CapturedDecode)
     other.replays = {"full": 3}
     assert cut_lengths(other, {}) == {}
+
+
+def test_dual_forwards_are_each_steps_own_refresh_and_window():
+    """bench_speed's forwards of a dual-cache decode: per recorded step kind and rows at a block
+    start, a refresh of every row, a window of every row, or the window plus the refresh forward
+    of those rows (timed once per row count, on the rows 0..n-1)."""
+    from bench.bench_speed import dual_forwards_s
+    calls = []
+    stepper = SimpleNamespace(refresh_forward=lambda ri, x, a, hidden: calls.append(ri.tolist()))
+    state = SimpleNamespace(tokens=torch.zeros(8, 10, dtype=torch.long), attn=torch.ones(8, 10, dtype=torch.long))
+    decode = SimpleNamespace(forward=SimpleNamespace(stepper=stepper), state=state,
+                             method=SimpleNamespace(reads=lambda: SimpleNamespace(hidden=False)),
+                             starts={("refresh", 8): 2, ("window", 0): 10, ("mixed", 1): 3, ("eager", 2): 1,
+                                     ("mixed", 2): 2})
+
+    def timer(fn):   # "seconds": 0.5 per refreshed row
+        before = len(calls)
+        fn()
+        return 0.5 * len(calls[before])
+    total, mix = dual_forwards_s(decode, t_refresh=4.0, t_win=0.25, timer=timer)
+    assert total == pytest.approx(2 * 4.0 + 10 * 0.25 + 3 * (0.25 + 0.5) + 3 * (0.25 + 1.0))
+    assert sorted(calls) == [[0], [0, 1]]            # each row count timed once
+    assert mix == {"eager 2": 1, "mixed 1": 3, "mixed 2": 2, "refresh 8": 2, "window 0": 10}

@@ -607,3 +607,31 @@ def test_graphs_switch_from_the_environment_and_recorded_in_run_env(monkeypatch)
     monkeypatch.setenv("DLLM_COMPILE", "0")
     switches = environment(torch.device("cpu"))["speed_switches"]
     assert switches["DLLM_COMPILE"] == "0" and switches["DLLM_CUDA_GRAPHS"] is None
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_a_captured_dual_decode_records_each_steps_kind_and_rows_at_a_block_start(builtin_model, prompts,
+                                                                                   monkeypatch, switch):
+    """CapturedDecode.starts, which bench/bench_speed.py times each step's forwards from: per step
+    its kind and the rows at a block start, as the reference loop's steps have them (a refresh
+    where every decoding row starts a block, a window where none does, else the mixed kind, or an
+    eager step with DLLM_MIXED_STEPS=0)."""
+    from collections import Counter
+    from decoding.cache import CacheStepper
+    ids = encode(builtin_model, prompts)
+    gen = GenConfig(gen_length=48, block_length=16)
+    seen, step = [], CacheStepper.step
+    monkeypatch.setattr(CacheStepper, "step", lambda self, rows, xa, aa, block, sib, *a:
+                        seen.append((rows.numel(), int((sib == 0).sum()))) or step(self, rows, xa, aa, block, sib, *a))
+    loop.decode(builtin_model, method("threshold:cache=dual", gen), ids, gen)
+    monkeypatch.undo()
+    mixed = "mixed" if switch == "1" else "eager"
+    want = Counter(("refresh" if n == b else "window" if n == 0 else mixed, n) for b, n in seen)
+    assert want[(mixed, 1)] > 0                        # rows out of step: a step where one row starts a block
+    monkeypatch.setenv("DLLM_MIXED_STEPS", switch)
+    _stand_in_graphs(monkeypatch)
+    dec = Decoder(builtin_model)
+    dec(method("threshold:cache=dual", gen), ids, gen)
+    monkeypatch.undo()
+    (kept,) = dec.pool.decodes.values()
+    assert Counter(kept.starts) == want
