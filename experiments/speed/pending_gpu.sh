@@ -1,8 +1,9 @@
 #!/bin/bash
-# Where the step time beyond the forward goes, in one device call: PRR's step graph at batch 1
-# (kernels by GPU time), and the block-causal step graphs of Fast-dLLM v2 7B and LLaDA2.0-mini
-# (graph replay against the decode's wall time per step); then klass's fast-path parity on
-# Fast-dLLM v2 (the captured decode zeroes the buffers its first decide makes).
+# Where the step time beyond the forward goes, in one device call, each part under its own
+# timeout: PRR's step graph at batch 1 (kernels by GPU time); the block-causal step graph of
+# Fast-dLLM v2 7B (graph replay against the decode's wall time per step); klass's fast-path parity
+# on Fast-dLLM v2; the dual cache at batch 8 against each step's own forwards (bench_speed's
+# dual_forwards_s).
 #   bash experiments/speed/pending_gpu.sh
 set -u
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader
@@ -12,13 +13,25 @@ from decoding.methods.prr.controller import Controller, ControllerConfig, save_c
 torch.manual_seed(0)
 save_controller(Controller(ControllerConfig(d_model=4096)), "/tmp/random-controller", {"note": "random weights, speed only"})
 PY
-prof() {  # name, args...
-  local name=$1; shift
-  timeout 170 python experiments/speed/profile_step.py "$@" 2>&1 | grep -v "Warn\|warn\|^$\|Online softmax\|split the\|important use" > "$OUT/profile_$name.txt"
-  cat "$OUT/profile_$name.txt"
-}
-prof prr_b1 --batch 1 --top 24 --methods "threshold;prr:controller=/tmp/random-controller"
-prof fdv2_b1 --config fast-dllm-v2-7b --block 8 --batch 1 --top 14 --methods "fixed"
-timeout 100 python experiments/gpu_checks/fast_vs_reference.py --config fast-dllm-v2-7b --batch 4 --prompt 256 --gen 64 \
+quiet() { grep -v "Warn\|warn\|^$\|Online softmax\|split the\|important use\|^ *$"; }
+timeout 150 python experiments/speed/profile_step.py --batch 1 --top 24 \
+  --methods "threshold;prr:controller=/tmp/random-controller" 2>&1 | quiet | tee "$OUT/profile_prr_b1.txt"
+timeout 120 python experiments/speed/profile_step.py --config fast-dllm-v2-7b --block 8 --batch 1 --top 12 \
+  --methods "fixed" 2>&1 | quiet | tee "$OUT/profile_fdv2_b1.txt"
+timeout 80 python experiments/gpu_checks/fast_vs_reference.py --config fast-dllm-v2-7b --batch 4 --prompt 256 --gen 64 \
   --only klass 2>&1 | grep "rows equal\|EQUAL\|DIFF\|Error" | tee "$OUT/parity_klass_fdv2.txt"
-prof llada2_b1 --config llada2-mini --block 32 --batch 1 --top 14 --methods "fixed"
+A="--config llada-8b --prompt 512 --gen 256 --block 32 --confident-share 0.5"
+timeout 230 python -m bench.bench_speed $A --batch 8 --methods "threshold:cache=dual;klass:cache=dual;dico:cache=dual" \
+  --out "$OUT/dual_b8.json" > "$OUT/dual_b8.txt" 2>&1
+grep -h "decode\|window step\|full forward\|Error" "$OUT/dual_b8.txt"
+python - "$OUT/dual_b8.json" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception as e:
+    sys.exit(f"no json: {e}")
+for b, r in d["batches"].items():
+    print("refresh", r.get("dual_refresh_s"), "window", r.get("dual_step", {}).get("time_s"))
+    for spec, row in r.get("decode", {}).items():
+        print(spec, row["steps"], row.get("dual_steps_by_kind_and_starts"))
+PY
