@@ -14,14 +14,14 @@ torch.manual_seed(0)
 save_controller(Controller(ControllerConfig(d_model=4096)), "/tmp/random-controller", {"note": "random weights, speed only"})
 PY
 quiet() { grep -v "Warn\|warn\|^$\|Online softmax\|split the\|important use\|^ *$"; }
-timeout 150 python experiments/speed/profile_step.py --batch 1 --top 24 \
+timeout 110 python experiments/speed/profile_step.py --batch 1 --top 24 \
   --methods "threshold;prr:controller=/tmp/random-controller" 2>&1 | quiet | tee "$OUT/profile_prr_b1.txt"
-timeout 120 python experiments/speed/profile_step.py --config fast-dllm-v2-7b --block 8 --batch 1 --top 12 \
+timeout 90 python experiments/speed/profile_step.py --config fast-dllm-v2-7b --block 8 --batch 1 --top 12 \
   --methods "fixed" 2>&1 | quiet | tee "$OUT/profile_fdv2_b1.txt"
-timeout 80 python experiments/gpu_checks/fast_vs_reference.py --config fast-dllm-v2-7b --batch 4 --prompt 256 --gen 64 \
+timeout 70 python experiments/gpu_checks/fast_vs_reference.py --config fast-dllm-v2-7b --batch 4 --prompt 256 --gen 64 \
   --only klass 2>&1 | grep "rows equal\|EQUAL\|DIFF\|Error" | tee "$OUT/parity_klass_fdv2.txt"
 A="--config llada-8b --prompt 512 --gen 256 --block 32 --confident-share 0.5"
-timeout 230 python -m bench.bench_speed $A --batch 8 --methods "threshold:cache=dual;klass:cache=dual;dico:cache=dual" \
+timeout 150 python -m bench.bench_speed $A --batch 8 --methods "threshold:cache=dual;klass:cache=dual" \
   --out "$OUT/dual_b8.json" > "$OUT/dual_b8.txt" 2>&1
 grep -h "decode\|window step\|full forward\|Error" "$OUT/dual_b8.txt"
 python - "$OUT/dual_b8.json" <<'PY'
