@@ -2,10 +2,8 @@
 # Where the step time beyond the forward goes, in one device call, each part under its own
 # timeout: PRR's step graph at batch 1 (kernels by GPU time); the block-causal step graph of
 # Fast-dLLM v2 7B (graph replay against the decode's wall time per step); klass's fast-path parity
-# on Fast-dLLM v2. The dual cache at batch 8 against each step's own forwards (bench_speed's
-# dual_forwards_s) is the next call:
-#   python -m bench.bench_speed --config llada-8b --prompt 512 --gen 256 --block 32 --confident-share 0.5 \
-#     --batch 8 --methods "threshold:cache=dual;klass:cache=dual;dico:cache=dual" --out dual_b8.json
+# on Fast-dLLM v2; the dual cache at batch 8 against each step's own forwards (bench_speed's
+# dual_forwards_s). About 9 min in all.
 #   bash experiments/speed/pending_gpu.sh
 set -u
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader
@@ -22,3 +20,8 @@ timeout 90 python experiments/speed/profile_step.py --config fast-dllm-v2-7b --b
   --methods "fixed" 2>&1 | quiet | tee "$OUT/profile_fdv2_b1.txt"
 timeout 70 python experiments/gpu_checks/fast_vs_reference.py --config fast-dllm-v2-7b --batch 4 --prompt 256 --gen 64 \
   --only klass 2>&1 | grep "rows equal\|EQUAL\|DIFF\|Error" | tee "$OUT/parity_klass_fdv2.txt"
+A="--config llada-8b --prompt 512 --gen 256 --block 32 --confident-share 0.5"
+timeout 220 python -m bench.bench_speed $A --batch 8 \
+  --methods "threshold:cache=dual;klass:cache=dual;dico:cache=dual;prr:controller=/tmp/random-controller,cache=dual" \
+  --out "$OUT/dual_b8.json" > "$OUT/dual_b8.txt" 2>&1
+grep -h "decode\|window step\|full forward\|Error" "$OUT/dual_b8.txt"
