@@ -635,3 +635,9 @@ def test_a_captured_dual_decode_records_each_steps_kind_and_rows_at_a_block_star
     monkeypatch.undo()
     (kept,) = dec.pool.decodes.values()
     assert Counter(kept.starts) == want
+    from bench.bench_speed import dual_forwards_s   # each step's forwards, a refresh of n rows run for real
+    refreshed = []
+    total, _ = dual_forwards_s(kept, 4.0, 0.25, timer=lambda fn: refreshed.append(fn()) or 1.0)
+    assert total == sum(k * (4.0 if kind == "refresh" else 0.25 if kind == "window" else 1.25)
+                        for (kind, n), k in want.items())
+    assert sorted(o.logits.shape[0] for o in refreshed) == sorted({n for kind, n in want if kind == mixed})
