@@ -1,7 +1,8 @@
 #!/bin/bash
 # Where the step time beyond the forward goes, in one device call, each part under its own
 # timeout: PRR's step graph at batch 1 (kernels by GPU time); the block-causal step graph of
-# Fast-dLLM v2 7B (graph replay against the decode's wall time per step); klass's fast-path parity
+# Fast-dLLM v2 7B (graph replay against the decode's wall time per step, steps queued ahead on
+# and off); klass's fast-path parity
 # on Fast-dLLM v2; the dual cache at batch 8 against each step's own forwards (bench_speed's
 # dual_forwards_s). About 9 min in all.
 #   bash experiments/speed/pending_gpu.sh
@@ -16,7 +17,7 @@ PY
 quiet() { grep -v "Warn\|warn\|^$\|Online softmax\|split the\|important use\|^ *$"; }
 timeout 110 python experiments/speed/profile_step.py --batch 1 --top 24 \
   --methods "threshold;prr:controller=/tmp/random-controller" 2>&1 | quiet | tee "$OUT/profile_prr_b1.txt"
-timeout 90 python experiments/speed/profile_step.py --config fast-dllm-v2-7b --block 8 --batch 1 --top 12 \
+timeout 100 python experiments/speed/profile_step.py --config fast-dllm-v2-7b --block 8 --batch 1 --top 12 --ab DLLM_QUEUE_AHEAD \
   --methods "fixed" 2>&1 | quiet | tee "$OUT/profile_fdv2_b1.txt"
 timeout 70 python experiments/gpu_checks/fast_vs_reference.py --config fast-dllm-v2-7b --batch 4 --prompt 256 --gen 64 \
   --only klass 2>&1 | grep "rows equal\|EQUAL\|DIFF\|Error" | tee "$OUT/parity_klass_fdv2.txt"

@@ -4,13 +4,14 @@ captured decode: its replay time (CUDA events; every row finished, so the replay
 and the kernels of the same step run eagerly on a copy of the state under torch.profiler (their
 count and the top ones by GPU time); then a second decode on the kept graphs, timed whole, against
 its step graphs' replays timed apart (where a block-causal step graph holds the forward, the gap is
-the host loop's).
+the host loop's); `--ab SWITCH` also times that decode with the switch on and off.
 
     python experiments/speed/profile_step.py --batch 1 --methods "prr:controller=/tmp/random-controller;eb:cache=dual"
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ def main():
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--methods", type=lambda s: s.split(";"), required=True)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--ab", default="", help="a speed switch (e.g. DLLM_QUEUE_AHEAD) whose decode is also timed on and off")
     a = ap.parse_args()
     dev = torch.device("cuda")
     model = load_model(a.config, device="cuda", dtype=torch.bfloat16, no_weights=True)
@@ -56,6 +58,16 @@ def main():
             continue
         d = used[0]
         print(f"== {spec}: {int(res.steps.max())} steps, replays {d.replays}, compiled {d.compiled_kinds}")
+        switched = {}
+        for value in (["1", "0"] if a.ab else []):   # the decode with the switch on, then off (read per call)
+            os.environ[a.ab] = value
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            r = decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)
+            torch.cuda.synchronize()
+            switched[value] = ((time.perf_counter() - t0) / int(r.steps.max()), int(r.steps.max()), d.ahead_steps)
+        if a.ab:
+            os.environ.pop(a.ab)
         before = dict(d.replays)   # a second decode on the kept graphs, timed whole
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -63,6 +75,8 @@ def main():
         torch.cuda.synchronize()
         wall, steps = time.perf_counter() - t0, int(res.steps.max())
         counts = {k: v - before.get(k, 0) for k, v in d.replays.items() if v - before.get(k, 0)}
+        for value, (t, n, ahead) in switched.items():
+            print(f"  {a.ab}={value}: {t * 1e3:.3f} ms/step wall, {n} steps, {ahead} queued ahead")
         replay_s = {}
         for kind, graph in d.steps.items():
             t = replay_s[kind] = cuda_time(graph.replay, warmup=3, reps=20)
