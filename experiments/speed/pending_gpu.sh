@@ -2,9 +2,8 @@
 # Where the step time beyond the forward goes, in one device call, each part under its own
 # timeout: PRR's step graph at batch 1 (kernels by GPU time); the block-causal step graph of
 # Fast-dLLM v2 7B (graph replay against the decode's wall time per step, steps queued ahead on
-# and off); klass's fast-path parity
-# on Fast-dLLM v2; the dual cache at batch 8 against each step's own forwards (bench_speed's
-# dual_forwards_s). About 9 min in all.
+# and off); klass's fast-path parity on Fast-dLLM v2; the dual cache at batch 8 against each
+# step's own forwards (bench_speed's dual_forwards_s). About 9 min in all.
 #   bash experiments/speed/pending_gpu.sh
 set -u
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader
