@@ -202,8 +202,9 @@ class CapturedDecode:
         if ri.numel() < self.n_active:
             for name in ("x0", "conf", "fresh"):
                 getattr(buf, name).copy_(getattr(w, name))
-            if buf.logits is not None:
-                buf.logits.copy_(w.dense_logits())
+            if buf.logits is not None:   # w.dense_logits(), written in place: no [B, G, V] temporaries
+                at = w.logits_at.unsqueeze(-1).expand(*w.logits.shape)   # a window's rows lie inside the region
+                buf.logits.zero_().scatter_(1, at, w.logits.float())
             if buf.hidden is not None:
                 buf.hidden.copy_(w.hidden)
         buf.x0[ri], buf.conf[ri], buf.fresh[ri] = r.x0, r.conf, r.fresh
