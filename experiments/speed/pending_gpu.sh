@@ -25,3 +25,7 @@ timeout 220 python -m bench.bench_speed $A --batch 8 \
   --methods "threshold:cache=dual;klass:cache=dual;dico:cache=dual;prr:controller=/tmp/random-controller,cache=dual" \
   --out "$OUT/dual_b8.json" > "$OUT/dual_b8.txt" 2>&1
 grep -h "decode\|window step\|full forward\|Error" "$OUT/dual_b8.txt"
+# Then, in a call of its own, the mixed dual-cache steps' in-place logits buffer against the tree
+# before it (.old rebuilt: rm -rf .old; mkdir .old; git archive 238ca72 kernels models decoding
+# acceleration bench tasks training run_bench.py | tar -x -C .old; carry .old):
+#   bash experiments/speed/methods_ab.sh "klass:cache=dual;dico:cache=dual;prr:controller=/tmp/random-controller,cache=dual" 8
