@@ -91,7 +91,19 @@ def fill_tree(dst, src) -> None:
 
 
 def method_tensors(method) -> dict:
-    return {k: v for k, v in vars(method).items() if isinstance(v, torch.Tensor)}
+    """The tensors of a method that its step graphs may read, by name: its tensor attributes, and
+    the parameters and buffers of its module attributes ("ctrl.inp.weight": PRR's controller)."""
+    out = {}
+    for k, v in vars(method).items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v
+        elif isinstance(v, torch.nn.Module):
+            out.update({f"{k}.{n}": t for n, t in v.state_dict(keep_vars=True).items()})
+    return out
+
+
+def _same_layout(new, t: torch.Tensor) -> bool:
+    return isinstance(new, torch.Tensor) and new.shape == t.shape and new.dtype == t.dtype
 
 
 class CapturedDecode:
@@ -269,6 +281,12 @@ class CapturedDecode:
         d.counted_by_launch = {"truncated"}
         return d
 
+    def fits(self, method) -> bool:
+        """Whether `load` can rebind this new method object: its module attributes hold tensors of
+        the captured ones' shapes (a controller of another size needs graphs of its own)."""
+        news = method_tensors(method)
+        return all(_same_layout(news.get(name), t) for name, t in method_tensors(self.method).items() if "." in name)
+
     def load(self, method, state, generator) -> None:
         """Refill with a new call's state (same shapes) and rebind the call's method object: its
         tensors become the ones the captured graphs read, holding the new object's values. A
@@ -276,16 +294,22 @@ class CapturedDecode:
         decide makes or remakes: klass's previous logits, and its runs sized to a block-causal
         layout), is the captured one zeroed, as that decide would make it (Method.decide's
         contract): an eager step of this call (a step no graph serves) then reads and writes the
-        buffer the graphs do, not a second one."""
+        buffer the graphs do, not a second one. A module attribute (a learned controller) is the
+        captured module, holding the new object's weights: the graphs read its parameters."""
         tokens = self.state.tokens
         fill_tree(self.state, state)
+        news = method_tensors(method)
         for name, t in method_tensors(self.method).items():
-            new = getattr(method, name, None)
-            if isinstance(new, torch.Tensor) and new.shape == t.shape and new.dtype == t.dtype:
+            new = news.get(name)
+            if _same_layout(new, t):
                 t.copy_(new)
             else:   # made or remade by the method's first decide, which starts it at zeros
                 t.zero_()
-            setattr(method, name, t)
+            if "." not in name:
+                setattr(method, name, t)
+        for k, v in vars(self.method).items():
+            if isinstance(v, torch.nn.Module):
+                setattr(method, k, v)
         self.method = self.forward.method = method
         self.forward.generator = generator
         assert self.state.tokens is tokens

@@ -62,7 +62,7 @@ class Decoder:
         key = ("block", tuple(state.tokens.shape), state.P, shape_key(state.gen), lay.num_blocks,
                block_causal.block_capacity(state, lay, model.block_size), method.name,
                repr(sorted(method.settings().items())))
-        kept = self._kept(key)
+        kept = self._kept(key, method)
         if kept is not None:
             kept.load(method, state, generator, lay)
         else:
@@ -71,11 +71,13 @@ class Decoder:
         kept.run()
         return loop.result(kept.state, model.eos_ids)
 
-    def _kept(self, key):
+    def _kept(self, key, method):
+        """The kept captured decode for `key` that can take `method` (None: build one)."""
         store = self.pool.decodes
         for k in [k for k, d in store.items() if not d.current()]:   # its forward graphs or cache were dropped
             del store[k]
-        return store.pop(key, None)
+        kept = store.pop(key, None)
+        return kept if kept is not None and kept.fits(method) else None
 
     def _keep(self, key, decode) -> None:
         store = self.pool.decodes
@@ -88,7 +90,7 @@ class Decoder:
         call's state and method), or a new one; None where the forwards are not graphed."""
         key = (tuple(state.tokens.shape), state.P, shape_key(state.gen), state.attn_fwd is not None, method.name,
                repr(sorted(method.settings().items())))
-        kept = self._kept(key)
+        kept = self._kept(key, method)
         if kept is not None:
             kept.load(method, state, generator)
         else:

@@ -286,6 +286,52 @@ def test_a_kept_decode_gives_the_next_method_object_the_buffers_its_graphs_hold(
         assert torch.equal(getattr(got, field), getattr(want, field)), field
 
 
+def test_a_kept_decode_runs_the_next_call_with_its_controller_weights(builtin_model, prompts, monkeypatch, tmp_path):
+    """PRR's controller is a module: a kept captured decode's graphs read the parameters of the
+    first call's controller. The next call's method object gets that module, holding the weights
+    its own checkpoint loaded (here the checkpoint is rewritten between the calls), and decodes as
+    the reference loop does with them; a controller of another size gets graphs of its own."""
+    from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
+    d = builtin_model.module.cfg.d_model
+    path = tmp_path / "ctrl"
+
+    def save(seed, hidden=16):
+        torch.manual_seed(seed)
+        ctrl = Controller(ControllerConfig(d_model=d, hidden=hidden))
+        with torch.no_grad():
+            ctrl.out.weight.mul_(50.0)   # scores far from 0.5: the weights decide commits
+        save_controller(ctrl, path, {"note": "test"})
+
+    ids = encode(builtin_model, prompts)
+    gen = GenConfig(gen_length=48, block_length=16)
+    spec = f"prr:controller={path},cache=dual,tau=0.5"
+    _stand_in_graphs(monkeypatch)
+    dec = Decoder(builtin_model)
+    save(0)
+    first = method(spec, gen)
+    dec(first, ids, gen)
+    captured = first.ctrl
+    weights, wants = {}, {}
+    for seed in (1, 2):
+        save(seed)
+        weights[seed] = method(spec, gen).ctrl.state_dict()
+        want = wants[seed] = loop.decode(builtin_model, method(spec, gen), ids, gen)
+        m = method(spec, gen)
+        got = dec(m, ids, gen)
+        (kept,) = dec.pool.decodes.values()
+        assert m.ctrl is captured and kept.method is m
+        assert all(torch.equal(t, weights[seed][n]) for n, t in captured.state_dict().items())
+        for field in FIELDS:
+            assert torch.equal(getattr(got, field), getattr(want, field)), (seed, field)
+    assert not torch.equal(wants[1].tokens, wants[2].tokens)   # the weights decide the tokens
+    save(3, hidden=8)                     # another size: not the kept graphs
+    m = method(spec, gen)
+    got = dec(m, ids, gen)
+    assert m.ctrl is not captured and m.ctrl.cfg.hidden == 8
+    want = loop.decode(builtin_model, method(spec, gen), ids, gen)
+    assert torch.equal(got.tokens, want.tokens)
+
+
 @pytest.mark.parametrize("spec", ["fixed", "threshold", "localleap", "eb", "prr:controller=zero,tau=0.7", "klass",
                                   "dico", "edit", "wino", "slowfast", "slowfast:preset=code",
                                   "threshold:cache=dual", "eb:cache=dual", "klass:cache=dual",
