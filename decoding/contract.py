@@ -103,15 +103,18 @@ class StepOutput:
                                              # (a cache window's); G marks a row outside the region.
                                              # None: row i is position i (W = G, zeros where not fresh)
 
-    def per_position(self, fn, *extra: torch.Tensor) -> torch.Tensor:
+    def per_position(self, fn, *extra: torch.Tensor, fill: float | None = None) -> torch.Tensor:
         """[b, G, ...]: fn(logits rows, *extra gathered at those rows) placed at their positions.
         `fn` works row by row on [b, W, V] (and [b, W, ...] extras); a position without a logits
-        row gets fn of a zero logits row (zero extras), as if the logits were dense with zeros there.
+        row gets fn of a zero logits row (zero extras), as if the logits were dense with zeros there,
+        or `fill` where given (for a caller that never reads those positions: no pass over zero rows).
         Methods compute their vocabulary statistics through this, over the W rows only."""
         if self.logits_at is None:
             return fn(self.logits, *extra)
         at = self.logits_at
         got = fn(self.logits, *(gather_rows(t, at) for t in extra))
+        if fill is not None:
+            return place_rows(got, at, got.new_full((self.x0.shape[0], self.x0.shape[1], *got.shape[2:]), fill))
         # two zero rows, not one: a compiled fn would build a kernel of its own for a single row
         zero = self.logits.new_zeros((1, 2, self.logits.shape[-1]))
         fill = fn(zero, *(t.new_zeros((1, 2, *t.shape[2:])) for t in extra))[:, :1]
@@ -133,13 +136,14 @@ class StepOutput:
         return self.per_position(lambda lg: lg.float())
 
 
-def block_positions(view: StepView, block_length: int) -> torch.Tensor | None:
-    """[b, block_length] generated positions of each row's current block (G where past the end;
-    the candidates lie among them), or None where the view has no block_end."""
+def block_positions(view: StepView, block_length: int, blocks: int = 1) -> torch.Tensor | None:
+    """[b, blocks * block_length] generated positions of each row's current block and the
+    `blocks - 1` blocks after it (G where past the end; the candidates lie in the first block), or
+    None where the view has no block_end."""
     if view.block_end is None:
         return None
     G = view.tokens.shape[1]
-    at = (view.block_end - block_length).unsqueeze(1) + torch.arange(block_length, device=view.tokens.device)
+    at = (view.block_end - block_length).unsqueeze(1) + torch.arange(blocks * block_length, device=view.tokens.device)
     return torch.where(at >= G, G, at.clamp(min=0))
 
 

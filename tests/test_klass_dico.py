@@ -311,3 +311,27 @@ def test_block_causal_model_batch_equals_single_runs(spec):
         one = decode(m, method(spec, gen), [p], gen)
         n = one.tokens.shape[1]                              # the row's own region (the batch's is the longest)
         assert torch.equal(batch.tokens[i, :n], one.tokens[0]) and batch.nfe[i] == one.nfe[0], (spec, i)
+
+
+@pytest.mark.parametrize("spec", ["klass", "klass:history=1,tau=0.3", "klass:history=3,tau=0.2,kl_tol=0.2",
+                                  "klass:tau=0.3,kl_tol=0.1"])
+def test_klass_keeping_two_blocks_commits_as_the_authors_kl_at_every_position(spec, builtin_model, llada_tiny,
+                                                                             prompts, monkeypatch):
+    """klass keeps its KL history at the current and next block only; the authors compute it at
+    every position every step. Their commits agree: kept everywhere (no block positions), the
+    tokens and NFE are the same."""
+    import decoding.methods.klass as klass_module
+    gen = GenConfig(gen_length=32, block_length=8)
+    g = torch.Generator().manual_seed(3)
+    cases = [(builtin_model, encode(builtin_model, prompts[:3])),
+             (llada_tiny, [torch.randint(10, 400, (n,), generator=g).tolist() for n in (9, 4, 6)])]
+    several = False
+    for model, ids in cases:
+        two_blocks = decode(model, method(spec, gen), ids, gen)
+        with monkeypatch.context() as m:
+            m.setattr(klass_module, "block_positions", lambda view, block_length, blocks=1: None)
+            everywhere = decode(model, method(spec, gen), ids, gen)
+        assert torch.equal(two_blocks.tokens, everywhere.tokens), (spec, model.name)
+        assert torch.equal(two_blocks.nfe, everywhere.nfe), (spec, model.name)
+        several |= bool((two_blocks.steps < gen.gen_length).any())
+    assert several, "some row committed several tokens in a step (the KL rule decided)"

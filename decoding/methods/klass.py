@@ -3,6 +3,8 @@
 
 Each step, at every position the forward computed:
     kl_t   = sum_v p_t(v) (log(p_t(v) + 1e-12) - log(p_{t-1}(v) + 1e-12))   full vocabulary, float64
+             (the authors' code computes it at every position; here at the current and next
+             block, with the same commits: see below)
     run    = consecutive steps with kl < kl_tol   ("the last H KL values all < kl_tol" is run >= H)
 then, among the masked positions of the row's current block:
     ready  = run >= H  &  in-block step >= H - 1  &  conf > tau
@@ -19,6 +21,13 @@ log-probabilities. `kl=topk` needs only the loop's top-k summary
 of the previous distribution (Reads.topk, k = `topk`): KL over the k tokens plus the rest as one
 bin, a lower bound of the full KL (decoding/rules/klass.py), so a position can read as stable
 earlier than under the authors' KL: an approximation.
+
+The KL, runs and previous distributions are kept at the positions of the row's current block and
+the next block only. A decision reads runs only at the current block, at in-block step H - 1 or
+later, where `run >= H` holds exactly when the last H KL values, all taken inside the block, are
+below kl_tol; the next block's previous distributions are kept so that its first step compares
+with the step before it, as the authors' KL does. So the commits are the authors' while the float64
+KL runs over 2 blocks' rows instead of all G (at batch 1 without a cache, 64 rows instead of 256).
 
 Under a KV cache a forward computes only some positions (StepOutput.fresh: with cache=dual the
 current block, after the block's refresh). Only fresh positions update their KL, run and previous
@@ -38,7 +47,7 @@ from dataclasses import dataclass
 import torch
 
 from ..base import Method
-from ..contract import Decision, Reads, StepOutput, StepView, gather_rows, place_rows
+from ..contract import Decision, Reads, StepOutput, StepView, block_positions, gather_rows, place_rows
 from ..rules.klass import kl_full, kl_topk, klass_select, stable_run
 from ..select import quota_schedule
 
@@ -132,12 +141,16 @@ class KLASSMethod(Method):
             self.run = torch.zeros((B, G), dtype=torch.long, device=fresh.device)
             self.seen = torch.zeros((B, G), dtype=torch.bool, device=fresh.device)
             self.prev = None
+        out = out.rows_at(block_positions(view, self.gen.block_length, blocks=2))   # see the module docstring
         logits = out.logits.double()                         # the rows the forward computed
         lse = logits.logsumexp(-1)
         kl = self.kl(view, out, logits - lse.unsqueeze(-1), lse)
         run = torch.where(fresh, stable_run(self.run[rows], kl, c.kl_tol), self.run[rows])
         self.run[rows] = run
-        self.seen[rows] = self.seen[rows] | fresh
+        at = out.logits_at   # the positions whose previous distribution this step kept (None: all)
+        kept = fresh if at is None else fresh & place_rows(torch.ones_like(at, dtype=torch.bool), at,
+                                                           torch.zeros_like(fresh))
+        self.seen[rows] = self.seen[rows] | kept
         k = self.quota[view.step_in_block.clamp(max=self.steps_per_block - 1)]
         return Decision(klass_select(run, out.conf, view.candidates, k, c.history, c.tau,
                                      step_in_block=view.step_in_block, strict=True))
