@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from kernels.compiled import VOCAB_ROWS_COMPILED, on_gpu_compiled
+from kernels.vocab_chunks import chunked, chunked_max
 
 NEG_INF = float("-inf")
 
@@ -39,21 +40,8 @@ def _greedy_rows(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     positions still spreads over the GPU (one program per row took 30 us at [32, 126464]); the
     first maximal index is kept, as a single argmax keeps it."""
     lf = logits.float()
-    rows, vocab = lf.shape
-    n = _argmax_chunks(vocab)
-    chunk_max, chunk_arg = lf.view(rows, n, vocab // n).max(-1)   # per chunk: max, first index of it
-    c = chunk_max.argmax(-1, keepdim=True)                         # first chunk holding the max
-    x0 = (c * (vocab // n) + chunk_arg.gather(1, c)).squeeze(1)
-    return x0, 1.0 / (lf - chunk_max.gather(1, c)).exp().sum(-1)
-
-
-def _argmax_chunks(vocab: int) -> int:
-    """Chunks of the vocabulary for the two-stage argmax: the largest power of two up to 64 that
-    divides it (64 for LLaDA's 126464 and Dream's 152064)."""
-    n = 64
-    while vocab % n:
-        n //= 2
-    return n
+    m, x0 = chunked_max(chunked(lf))
+    return x0, 1.0 / (lf - m.unsqueeze(-1)).exp().sum(-1)
 
 
 def chosen_prob(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels.compiled import VOCAB_ROWS_COMPILED, on_gpu_compiled
-from kernels.topk import top2_values
+from kernels.vocab_chunks import chunked, chunked_max, row_sum
 
 N_FEATURES = 11
 FEATURE_SETS = ("reference", "ours")
@@ -83,15 +83,26 @@ def logit_features(logits: torch.Tensor, convention: str = "ours") -> torch.Tens
 
 @on_gpu_compiled(min_numel=VOCAB_ROWS_COMPILED)
 def _logit_features_rows(logits: torch.Tensor, reference: bool) -> torch.Tensor:
+    """Each reduction over a row runs per chunk of the vocabulary, then over the chunks
+    (kernels/vocab_chunks.py): the log-sum-exp, the top-2 and the entropy of a block's 32 rows as
+    thousands of programs, not 32. With d = l - max and S = sum(exp(d)): log p = d - log S, the top
+    two probabilities exp(d1 - log S) and exp(d2 - log S), and the exact entropy
+    log S - sum(exp(d) d) / S."""
     V = logits.shape[-1]
-    logp = torch.log_softmax(logits.float(), -1)
-    top2 = top2_values(logp).exp()
-    p1, p2 = top2[:, 0], top2[:, 1]
+    c = chunked(logits.float())                                  # [R, n, V / n]
+    m, first = chunked_max(c)
+    d = c - m[:, None, None]
+    e = d.exp()
+    total = row_sum(e)
+    log_s = total.log()                                          # [R]
+    idx = torch.arange(V, device=c.device).view(c.shape[1:])
+    second = d.masked_fill(idx == first[:, None, None], -torch.inf).amax(-1).amax(-1)   # d of the top-2
+    p1, p2 = (-log_s).exp(), (second - log_s).exp()
     if reference:
-        p = logp.exp()
-        ent = -(p * (p + REF_EPS).log()).sum(-1) / (math.log(V) + REF_EPS)
+        p = (d - log_s[:, None, None]).exp()
+        ent = -row_sum(p * (p + REF_EPS).log()) / (math.log(V) + REF_EPS)
     else:
-        ent = -(logp.exp() * logp).sum(-1) / math.log(V)
+        ent = (log_s - row_sum(e * d) / total) / math.log(V)
     return torch.stack([p1, p1 - p2, ent], -1)
 
 

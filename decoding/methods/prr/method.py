@@ -37,7 +37,7 @@ import torch
 from kernels.topk import topk_values
 
 from ...base import Method
-from ...contract import Decision, Reads, StepOutput, StepView, block_positions
+from ...contract import Decision, Reads, StepOutput, StepView, block_positions, gather_rows, place_rows
 from ...select import quota_schedule, topk_commit
 from .controller import load_controller, trained_features
 from .features import FEATURE_SETS, convention_counts, logit_features, step_features, with_conf
@@ -106,7 +106,8 @@ class PRRMethod(Method):
                 self.ctrl = self.ctrl.to(torch.bfloat16)
 
     def progress(self, view: StepView, out: StepOutput) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """s [b, N] (0 outside candidates) and the features [b, N, 11] (None when not needed)."""
+        """s [b, N] (0 outside candidates) and the features [b, N, 11] (None when not needed; the
+        token features 0 outside the current block, where no decision or recording reads them)."""
         if self.ctrl is None and self.recorder is None:
             return torch.zeros_like(out.conf), None
         h, fs = view.history, self.feature_set
@@ -117,7 +118,7 @@ class PRRMethod(Method):
         feats = step_features(candidates=view.candidates, block=view.block, step=step,
                               step_in_block=view.step_in_block, since_change=since,
                               prompt_len=view.prompt_len, block_length=self.gen.block_length,
-                              total_steps=self.total_steps, tok=with_conf(out.per_position(lambda lg: logit_features(lg, fs)), out.conf, fs))
+                              total_steps=self.total_steps, tok=with_conf(out.per_position(lambda lg: logit_features(lg, fs), fill=0.0), out.conf, fs))
         s = torch.zeros_like(out.conf)
         if self.ctrl is not None:
             if out.hidden.shape[-1] != self.ctrl.cfg.d_model:
@@ -127,7 +128,13 @@ class PRRMethod(Method):
             hidden = out.hidden
             if self.cfg.bf16:
                 hidden, feats = hidden.bfloat16(), feats.bfloat16()
-            s = torch.where(view.candidates, torch.sigmoid(self.ctrl(hidden, feats).float()), 0.0)
+            f, at = feats, block_positions(view, self.gen.block_length)   # the candidates lie there:
+            if at is not None:                                             # score those rows only
+                hidden, f = gather_rows(hidden, at), gather_rows(f, at)
+            p = torch.sigmoid(self.ctrl(hidden, f).float())
+            if at is not None:
+                p = place_rows(p, at, torch.zeros_like(out.conf))
+            s = torch.where(view.candidates, p, 0.0)
         return s, feats
 
     def timed_progress(self, view: StepView, out: StepOutput):
@@ -148,7 +155,7 @@ class PRRMethod(Method):
         top50 = self.cfg.conf == "top50" or (self.cfg.conf is None and self.ctrl is not None)
         if not top50 or out.logits is None:
             return out.conf
-        return out.per_position(top50_confidence, out.x0)
+        return out.per_position(top50_confidence, out.x0, fill=0.0)   # read at candidates only
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         out = out.rows_at(block_positions(view, self.gen.block_length))   # vocabulary statistics: candidates only
