@@ -116,11 +116,10 @@ def _prefilled(net, b, P, capacity, dev, g):
     return cache
 
 
-def graphed_block_step(net, cache, ids: torch.Tensor, commit: int, logits_last: int):
+def block_step(net, cache, ids: torch.Tensor, commit: int, logits_last: int):
     """block_forward(ids) at its fixed width as a captured block decode runs it (every cache slot
-    read under the mask, no host sync) in a CUDA graph that first restores the cache's length, so
-    each call is the same step: -> a function that replays it."""
-    from acceleration.graphs import GraphedCall
+    read under the mask, no host sync), first restoring the cache's length so that each call is
+    the same step: -> (the step function, its inputs)."""
     b = ids.shape[0]
     base = cache.length.clone()
     valid = torch.ones_like(ids, dtype=torch.bool)
@@ -130,7 +129,14 @@ def graphed_block_step(net, cache, ids: torch.Tensor, commit: int, logits_last: 
         cache.length.copy_(base)
         return net.block_forward(ids, cache, valid=valid, commit=commits, logits_last=logits_last,
                                  key_len=cache.capacity, checked=False)
-    g = GraphedCall(step, ids, valid, commits)
+    return step, (ids, valid, commits)
+
+
+def graphed_block_step(net, cache, ids: torch.Tensor, commit: int, logits_last: int):
+    """`block_step` in a CUDA graph: -> a function that replays it."""
+    from acceleration.graphs import GraphedCall
+    step, inputs = block_step(net, cache, ids, commit, logits_last)
+    g = GraphedCall(step, *inputs)
     return lambda: g(*g.inputs)
 
 

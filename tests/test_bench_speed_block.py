@@ -57,3 +57,25 @@ def test_routed_experts_are_recorded_per_moe_layer():
     assert all(c.num_experts_per_tok <= n <= min(c.num_experts, ids.numel() * c.num_experts_per_tok) for n in counts)
     from models import moe
     assert moe.route.__name__ == "route"                            # the recorder is removed afterwards
+
+
+def test_block_step_is_the_same_step_each_call_and_the_plain_forward():
+    """bench_speed times a block step as `block_step` runs it (every cache slot under the mask,
+    the cache's length restored first): each call computes the same logits, those of the plain
+    block_forward at that length, and leaves the cache's length where it was."""
+    from bench.bench_speed_block import _prefilled, block_step
+    m = load_model("sdar-tiny", no_weights=True)
+    net, bs = m.module, m.block_size
+    g = torch.Generator().manual_seed(0)
+    cache = _prefilled(net, 2, 3 * bs, 6 * bs, torch.device("cpu"), g)
+    blk = torch.full((2, bs), m.mask_id)
+    length = cache.length.clone()
+    step, inputs = block_step(net, cache, blk, 0, bs)
+    with torch.no_grad():
+        first, second = step(*inputs), step(*inputs)
+        cache.length.copy_(length)
+        plain = net.block_forward(blk, cache, commit=0, logits_last=bs)
+    logits = lambda out: out[0] if isinstance(out, tuple) else out
+    assert torch.equal(logits(first), logits(second))
+    assert torch.allclose(logits(first), logits(plain), atol=1e-5)
+    assert torch.equal(cache.length, length)

@@ -4,10 +4,14 @@ setting of the speed switches named (each off in turn, then all on again).
 
     python experiments/gpu_checks/repeat_steps.py --spec "klass:cache=dual" --batch 8 \
         --switches DLLM_QUEUE_AHEAD,DLLM_MIXED_STEPS,DLLM_COMPILE_STEP
+
+The ms/step of a call includes the compiles and captures of the first one. Run it in two
+processes to see whether the tokens repeat across processes (experiments/gpu_checks/determinism.sh).
 """
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -45,11 +49,15 @@ def main():
         decoder = Decoder(model) if "COMPILE" in "".join(env) else globals().setdefault("_dec", Decoder(model))
         runs = []
         for _ in range(a.reps):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
             res = decoder(build_method(parse_methods(a.spec)[0], gen), prompts, gen)
-            runs.append((int(res.steps.max()), res.tokens.sum().item()))
+            torch.cuda.synchronize()
+            steps = int(res.steps.max())
+            runs.append((steps, res.tokens.sum().item(), round(1e3 * (time.perf_counter() - t0) / steps, 2)))
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        print(f"{a.spec} b{a.batch} {name}: (steps, token checksum) per call {runs}", flush=True)
+        print(f"{a.spec} b{a.batch} {name}: (steps, token checksum, ms/step) per call {runs}", flush=True)
 
 
 if __name__ == "__main__":

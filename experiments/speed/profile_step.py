@@ -4,7 +4,8 @@ captured decode: its replay time (CUDA events; every row finished, so the replay
 and the kernels of the same step run eagerly on a copy of the state under torch.profiler (their
 count and the top ones by GPU time); then a second decode on the kept graphs, timed whole, against
 its step graphs' replays timed apart (where a block-causal step graph holds the forward, the gap is
-the host loop's); `--ab SWITCH` also times that decode with the switch on and off.
+the host loop's); `--ab SWITCH` also times that decode with the switch on and off. For a
+block-causal model, last, the block forward alone as bench_speed times it, by kernel.
 
     python experiments/speed/profile_step.py --batch 1 --methods "prr:controller=/tmp/random-controller;eb:cache=dual"
 """
@@ -83,19 +84,46 @@ def main():
             st = copy_tree(d.state)
             d.step_fns[kind](st, d.launched[kind])
             torch.cuda.synchronize()
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                d.step_fns[kind](st, d.launched[kind])
-                torch.cuda.synchronize()
-            ev = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-            n = sum(e.count for e in ev)
-            total = sum(e.device_time_total for e in ev)
-            print(f"  {kind}: step graph replay {t * 1e3:.3f} ms; eager: {n} kernels, {total / 1e3:.3f} ms GPU")
-            for e in sorted(ev, key=lambda e: -e.device_time_total)[:a.top]:
-                print(f"    {e.device_time_total / 1e3:8.3f} ms  x{e.count:<4d} {e.key[:110]}")
+            print_kernels(f"  {kind}: step graph replay {t * 1e3:.3f} ms", lambda: d.step_fns[kind](st, d.launched[kind]), a.top)
         graphs_s = sum(n * replay_s.get(k, 0.0) for k, n in counts.items())
         print(f"  decode again: {steps} steps, {wall / steps * 1e3:.3f} ms/step wall; its step graphs replayed "
               f"apart {graphs_s / steps * 1e3:.3f} ms/step ({counts}, {d.ahead_steps} queued ahead; eager steps and "
               f"forwards outside the step graphs not in it)")
+    if model.regime == "block_causal":
+        block_forward_alone(model, a)
+
+
+def print_kernels(title: str, fn, top: int) -> None:
+    """Run fn once under the CUDA profiler: its kernel count, GPU time and the top kernels."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    ev = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.device_time_total for e in ev)
+    print(f"{title}; eager: {sum(e.count for e in ev)} kernels, {total / 1e3:.3f} ms GPU")
+    for e in sorted(ev, key=lambda e: -e.device_time_total)[:top]:
+        print(f"    {e.device_time_total / 1e3:8.3f} ms  x{e.count:<4d} {e.key[:110]}")
+
+
+def block_forward_alone(model, a) -> None:
+    """The block forward that bench_speed times as a block-causal step's forward (its last block:
+    a block of masks against the prompt and every block before it), graphed and by kernel, to set
+    beside the step graphs above."""
+    from bench.bench_speed_block import _prefilled, block_step, graphed_block_step
+    from kernels.compiled import compiling_for_graph
+    net, bs, dev = model.module, model.block_size, model.device
+    pre = a.prompt // bs * bs
+    cache = _prefilled(net, a.batch, pre + a.gen - bs, pre + a.gen + 2 * bs, dev,
+                       torch.Generator(device=dev).manual_seed(0))
+    blk = torch.full((a.batch, bs), model.mask_id, device=dev)
+    t = cuda_time(graphed_block_step(net, cache, blk, 0, bs), warmup=3, reps=20)
+    step, inputs = block_step(net, cache, blk, 0, bs)
+
+    def eager():   # the graphed function, run eagerly with the kernels its graph holds
+        with compiling_for_graph():
+            step(*inputs)
+    eager()
+    print_kernels(f"== the block forward alone (bench_speed's last-block step): graph replay {t * 1e3:.3f} ms", eager, a.top)
 
 
 if __name__ == "__main__":
