@@ -16,8 +16,10 @@ carry across blocks. Defaults: the authors' LLaDA GSM8K script (tau 0.6, kl_tol 
 keeps the logits it came from, [B, G, V] in float32 (exact for bf16 and fp32 logits; B * G * V * 4
 bytes: 1.04 GB for LLaDA-8B at batch 8, G 256, V 126464), and each position's float64 log-sum-exp,
 and recomputes log p_{t-1} = logits.double() - lse: the authors' float64 log-softmax of the same
-logits, to float64 rounding, at half the memory and memory traffic of keeping float64
-log-probabilities. `kl=topk` needs only the loop's top-k summary
+logits, to float64 rounding, at half the memory of keeping float64 log-probabilities. The KL, the
+log-sum-exp and the kept rows come from one row function (`decoding.rules.klass.kl_full_rows`),
+compiled into one fused kernel on the GPU: it reads the logits and the kept rows once and writes
+the kept rows once, with no [b, W, V] float64 temporary. `kl=topk` needs only the loop's top-k summary
 of the previous distribution (Reads.topk, k = `topk`): KL over the k tokens plus the rest as one
 bin, a lower bound of the full KL (decoding/rules/klass.py), so a position can read as stable
 earlier than under the authors' KL: an approximation.
@@ -48,7 +50,7 @@ import torch
 
 from ..base import Method
 from ..contract import Decision, Reads, StepOutput, StepView, block_positions, gather_rows, place_rows
-from ..rules.klass import kl_full, kl_topk, klass_select, stable_run
+from ..rules.klass import kl_full_rows, kl_topk, klass_select, stable_run
 from ..select import quota_schedule
 
 KL_MODES = ("full", "topk")
@@ -103,34 +105,36 @@ class KLASSMethod(Method):
         if getattr(self, "prev", None) is not None and self.prev.shape[:2] != (batch_size, G + 1):
             self.prev = None
 
-    def kl(self, view: StepView, out: StepOutput, logp: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    def kl(self, view: StepView, out: StepOutput) -> torch.Tensor:
         """KL(p_t || p_{t-1}) per position [b, G] (float64) at the positions of the forward's logits
-        rows (logp [b, W, V] = logits - lse, lse [b, W]: a cache window computes only its own rows);
-        +inf elsewhere and where no previous distribution exists."""
+        rows (out.logits [b, W, V]: a cache window computes only its own rows); +inf elsewhere and
+        where no previous distribution exists. kl=full keeps this step's logits of fresh rows."""
         rows, at = view.rows, out.logits_at
-        b, W = logp.shape[:2]
+        b, W, V = out.logits.shape
         G = self.seen.shape[1]
         if at is None:
-            at = torch.arange(G, device=logp.device).expand(b, G)
+            at = torch.arange(G, device=out.logits.device).expand(b, G)
         inside = at < G                                   # G: a row outside the generated region
         seen = self.seen[rows].gather(1, at.clamp(max=G - 1)) & inside
         if self.cfg.kl == "topk":
+            logits = out.logits.double()
+            logp = logits - logits.logsumexp(-1, keepdim=True)
             h = view.history
             kl = kl_topk(gather_rows(h.topk_ids, at), gather_rows(h.topk_logp, at), logp)
         else:
-            logits = out.logits.float()   # bf16 or fp32 logits, exactly
-            if getattr(self, "prev", None) is None or self.prev.shape[1:] != (G + 1, logp.shape[-1]):
+            if getattr(self, "prev", None) is None or self.prev.shape[1:] != (G + 1, V):
                 # one spare position G: rows outside the region are written there, never read
-                B, V = self.seen.shape[0], logp.shape[-1]
-                self.prev = torch.zeros((B, G + 1, V), dtype=torch.float32, device=logp.device)
-                self.prev_lse = torch.zeros((B, G + 1), dtype=torch.float64, device=logp.device)
+                B = self.seen.shape[0]
+                self.prev = torch.zeros((B, G + 1, V), dtype=torch.float32, device=out.logits.device)
+                self.prev_lse = torch.zeros((B, G + 1), dtype=torch.float64, device=out.logits.device)
             r = rows.unsqueeze(1).expand(b, W)
-            prev, prev_lse = self.prev[r, at], self.prev_lse[r, at]
-            logp_prev = prev.double() - prev_lse.unsqueeze(-1)
-            kl = kl_full(logp, torch.where(seen.unsqueeze(-1), logp_prev, -torch.inf))
+            prev_lse = self.prev_lse[r, at]
             fresh = out.fresh.gather(1, at.clamp(max=G - 1)) & inside
-            self.prev[r, at] = torch.where(fresh.unsqueeze(-1), logits, prev)
-            self.prev_lse[r, at] = torch.where(fresh, lse, prev_lse)
+            kl, lse, keep = kl_full_rows(out.logits.reshape(b * W, V), self.prev[r, at].view(b * W, V),
+                                         prev_lse.reshape(-1), seen.reshape(-1), fresh.reshape(-1))
+            kl = kl.view(b, W)
+            self.prev[r, at] = keep.view(b, W, V)
+            self.prev_lse[r, at] = torch.where(fresh, lse.view(b, W), prev_lse)
         kl = torch.where(seen, kl, torch.inf)
         return place_rows(kl, at, torch.full((b, G), torch.inf, dtype=kl.dtype, device=kl.device))
 
@@ -142,9 +146,7 @@ class KLASSMethod(Method):
             self.seen = torch.zeros((B, G), dtype=torch.bool, device=fresh.device)
             self.prev = None
         out = out.rows_at(block_positions(view, self.gen.block_length, blocks=2))   # see the module docstring
-        logits = out.logits.double()                         # the rows the forward computed
-        lse = logits.logsumexp(-1)
-        kl = self.kl(view, out, logits - lse.unsqueeze(-1), lse)
+        kl = self.kl(view, out)
         run = torch.where(fresh, stable_run(self.run[rows], kl, c.kl_tol), self.run[rows])
         self.run[rows] = run
         at = out.logits_at   # the positions whose previous distribution this step kept (None: all)
