@@ -32,12 +32,22 @@ def test_top2_values_repeat_a_tied_maximum():
 @pytest.mark.parametrize("n", [60, 8192, 8193, 126464])
 def test_topk_values_equal_topk(dtype, ties, n):
     x = _rows(n, dtype, ties)
-    assert torch.equal(topk_values(x, 50, tile=2048), x.topk(50, dim=-1).values)
+    assert torch.equal(topk_values(x, 50), x.topk(50, dim=-1).values)
 
 
-def test_topk_values_with_small_tiles_pad_the_last_one():
-    x = _rows(1000, torch.float32, ties=False)
-    assert torch.equal(topk_values(x, 10, tile=64), x.topk(10, dim=-1).values)
+@pytest.mark.parametrize("n,chunk", [(1000, 64), (1000, 8), (1536, 16)])
+def test_topk_values_take_the_largest_power_of_two_chunk_dividing_the_row(n, chunk):
+    x = _rows(n, torch.float32, ties=False)
+    assert torch.equal(topk_values(x, 10, chunk=chunk), x.topk(10, dim=-1).values)
+
+
+def test_topk_values_find_values_crowded_into_few_chunks():
+    """The 50 largest all in two chunks, the other chunks' maxima just below them: the chunk maxima
+    pick those two chunks, and the values equal torch.topk's."""
+    x = torch.randn(2, 126464, generator=torch.Generator().manual_seed(0))
+    x[:, 256:384] = 10 + torch.arange(128.0)
+    x[:, 1024:1152] = 10.5 + torch.arange(128.0)
+    assert torch.equal(topk_values(x, 50), x.topk(50, dim=-1).values)
 
 
 def test_topk_values_trace_as_one_graph():

@@ -1,5 +1,5 @@
 """Time the vocabulary statistics of PRR, DiCo and KLASS old (torch.topk over the row, float64
-previous log-probabilities) against new (kernels/topk.py, previous logits kept in bf16), compiled and
+previous log-probabilities) against new (kernels/topk.py, previous logits kept), compiled and
 replayed as CUDA graphs, on a block's rows of LLaDA-8B logits (bf16, V 126464); checks the values.
     python experiments/speed/vocab_stats_probe.py [--rows 32,256]
 """
@@ -23,12 +23,12 @@ def prr_old(l):
     return torch.stack([top2[:, 0], top2[:, 0] - top2[:, 1], ent, lse], -1)
 
 
-def prr_new(l, tile=2048):
+def prr_new(l, chunk=128):
     lf = l.float()
     logp = torch.log_softmax(lf, -1)
     top2 = top2_values(logp).exp()
     ent = -(logp.exp() * logp).sum(-1) / math.log(V)
-    lse = topk_values(lf, 50, tile).logsumexp(-1)
+    lse = topk_values(lf, 50, chunk).logsumexp(-1)
     return torch.stack([top2[:, 0], top2[:, 0] - top2[:, 1], ent, lse], -1)
 
 
@@ -99,9 +99,9 @@ def main():
         to, o = graph_ms(c(prr_old), l)
         tn, nw = graph_ms(c(prr_new), l)
         print(f"| {n} | prr features + top-50 lse | {to:.3f} | {tn:.3f} | {torch.equal(o, nw)} ({(o - nw).abs().max().item():.1e}) |")
-        for tile in (1024, 4096, 8192):
-            tt, nt = graph_ms(c(lambda x, t=tile: prr_new(x, t)), l)
-            print(f"| {n} | prr, tile {tile} | | {tt:.3f} | {torch.equal(o, nt)} |")
+        for chunk in (64, 256, 512):
+            tt, nt = graph_ms(c(lambda x, t=chunk: prr_new(x, t)), l)
+            print(f"| {n} | prr, chunk {chunk} | | {tt:.3f} | {torch.equal(o, nt)} |")
         to, o = graph_ms(c(dico_old), l)
         tn, nw = graph_ms(c(dico_new), l)
         print(f"| {n} | dico margin | {to:.3f} | {tn:.3f} | {torch.equal(o, nw)} |")
@@ -114,7 +114,7 @@ def main():
     cur = lambda x: x.float().topk(50, -1).values
     t0, a = graph_ms(c(cur), l)
     t1, b = graph_ms(c(lambda x: topk_values(x.float(), 50)), l)
-    print(f"\ntopk(50) over 32 rows: torch.topk {t0:.3f} ms, tiled {t1:.3f} ms, equal {torch.equal(a, b)}")
+    print(f"\ntopk(50) over 32 rows: torch.topk {t0:.3f} ms, chunks {t1:.3f} ms, equal {torch.equal(a, b)}")
 
 
 if __name__ == "__main__":

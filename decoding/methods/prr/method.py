@@ -172,7 +172,8 @@ class PRRMethod(Method):
 
 
 def top50_confidence(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """exp(l[x0] - logsumexp(the top-50 logits)) per row of logits [..., V] (fp32)."""
-    lf = logits.float()
-    lse = topk_values(lf, TOP_LSE).logsumexp(-1)
-    return (lf.gather(-1, x0.unsqueeze(-1)).squeeze(-1) - lse).exp()
+    """exp(l[x0] - logsumexp(the top-50 logits)) per row of logits [..., V] (fp32; the top 50 and
+    l[x0] are taken in the logits' dtype and then made fp32, the same values as taking them from
+    fp32 logits, with no fp32 copy of the rows)."""
+    lse = topk_values(logits, TOP_LSE).float().logsumexp(-1)
+    return (logits.gather(-1, x0.unsqueeze(-1)).squeeze(-1).float() - lse).exp()
