@@ -385,3 +385,40 @@ def test_captured_klass_starts_from_zeroed_buffers_its_first_decide_makes(models
                     assert torch.equal(getattr(g, f), getattr(want, f)), (lens, spec, f)
             for buf in ("run", "seen", "prev", "prev_lse"):   # the second call's buffers are the ones the graphs hold
                 assert getattr(methods[1], buf) is getattr(methods[0], buf), (lens, spec, buf)
+
+
+@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny"])
+def test_a_kept_block_decode_binds_the_next_calls_controller_weights(models, name, monkeypatch, tmp_path):
+    """PRR with a learned controller on a block-causal model, two calls of one kept captured decode
+    with controllers of the same size but other weights: each equals the reference block loop with
+    its own weights, and the second object holds the captured module, loaded with the second
+    checkpoint's weights (the graphs read that module's parameters; the eager stand-ins call the
+    current object, so the binding is what shows what real graphs read)."""
+    from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
+    m = models[name]
+    d = getattr(m.module.cfg, "d_model", None) or m.module.cfg.hidden_size
+    gen = gen_for(m, blocks=3)
+    prompts = [prompt_of(n, seed=i) for i, n in enumerate([5, m.block_size + 3])]
+    spec = f"prr:controller={tmp_path / 'ctrl'},tau=0.5" + ("" if name == "llada2-tiny" else ",append=separate")
+    wants, objs = [], []
+    _stand_in_block_graphs(monkeypatch)
+    dec = Decoder(m)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ctrl = Controller(ControllerConfig(d_model=d, hidden=16))
+        with torch.no_grad():
+            ctrl.out.weight.mul_(50.0)   # scores far from 0.5: the weights decide commits
+        save_controller(ctrl, tmp_path / "ctrl", {"note": "test"})
+        monkeypatch.undo()
+        want = decode(m, method(spec, gen), prompts, gen)
+        _stand_in_block_graphs(monkeypatch)
+        objs.append(method(spec, gen))
+        loaded = {k: v.clone() for k, v in objs[-1].ctrl.state_dict().items()}
+        got = dec(objs[-1], prompts, gen)
+        for f in FIELDS:
+            assert torch.equal(getattr(got, f), getattr(want, f)), (seed, f)
+        assert all(torch.equal(t, loaded[k]) for k, t in objs[-1].ctrl.state_dict().items())
+        wants.append(want)
+    monkeypatch.undo()
+    assert objs[1].ctrl is objs[0].ctrl                     # the captured module, now with seed 1's weights
+    assert not torch.equal(wants[0].tokens, wants[1].tokens)   # the weights decide the tokens
