@@ -7,9 +7,8 @@
 # 2. ways to take PRR's top-50 (top50_probe.py: whole-row topk, tiles, chunks);
 # 3. old and new at batch 1 without a cache: threshold, prr (top-50 from chunks), klass (the fused
 #    KL rows function);
-# 4. old and new at batch 8 with the dual cache: klass, prr;
-# 5. PRR's fast path against the reference loop on SDAR-8B (its mismatch was recorded with the
-#    kept decode reading freed weights).
+# 4. old and new at batch 8 with the dual cache: klass, prr.
+# The block-causal models' part is experiments/speed/pending_gpu_block.sh, a call of its own.
 #   rm -rf .old && mkdir .old && git archive e63bf44 kernels models decoding acceleration bench tasks training run_bench.py | tar -x -C .old
 #   bash experiments/speed/pending_gpu.sh      # $OUT gets the 8 bench_speed files; the rest is on stdout
 set -u
@@ -33,5 +32,3 @@ ab() {   # ab NAME BATCH "SPECS" SECONDS: bench_speed of the old and the new tre
 }
 ab b1 1 "threshold;prr:controller=$C;klass" 110
 ab dual_b8 8 "klass:cache=dual;prr:controller=$C,cache=dual" 110
-timeout 80 python experiments/gpu_checks/fast_vs_reference.py --config sdar-8b --batch 4 --prompt 256 --gen 64 \
-  --only prr 2>&1 | grep "rows equal\|EQUAL\|DIFF\|Error"
