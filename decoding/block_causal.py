@@ -189,9 +189,18 @@ class FedBlock:
                                        # models: its logit comes from the forward that fed the token before)
 
 
+CAPACITY_MULTIPLE = 64
+
+
 def block_capacity(state: DecodeState, lay: BlockLayout, bs: int) -> int:
-    """Cache positions a decode needs: the longest row's prompt and region, and a block to spare."""
-    return int((state.prompt_len + lay.end).max()) + bs
+    """Cache positions a decode needs: the longest row's prompt and region and a block to spare,
+    rounded up to a multiple of CAPACITY_MULTIPLE. A captured step reads every slot under a mask,
+    so this is the key length of its attention: SDPA takes a mask whose key length is a multiple of
+    8 as it is and pads any other (a fill and a copy per layer and step; Fast-dLLM v2 at prompt 512
+    and 256 generated tokens needs 801), and 64 keys make whole tiles of the attention kernels.
+    The extra slots are masked, so the tokens are the same."""
+    need = int((state.prompt_len + lay.end).max()) + bs
+    return -(-need // CAPACITY_MULTIPLE) * CAPACITY_MULTIPLE
 
 
 class BlockForward:

@@ -422,3 +422,27 @@ def test_a_kept_block_decode_binds_the_next_calls_controller_weights(models, nam
     monkeypatch.undo()
     assert objs[1].ctrl is objs[0].ctrl                     # the captured module, now with seed 1's weights
     assert not torch.equal(wants[0].tokens, wants[1].tokens)   # the weights decide the tokens
+
+
+def test_captured_block_steps_read_a_key_length_that_is_a_multiple_of_64(models, monkeypatch):
+    """A captured step reads every cache slot under a mask: the attention's key length is the
+    cache capacity, rounded up to a multiple of 64 (block_causal.CAPACITY_MULTIPLE) so that SDPA
+    takes the mask without padding it (Fast-dLLM v2 with a prompt on a block boundary needs an odd
+    capacity: prompt + gen + 1 + a block). The tokens equal the reference loop's, which reads the
+    exact length."""
+    import models.block_cache as block_cache
+    m = models["fast-dllm-v2-tiny"]
+    bs = m.block_size
+    gen = GenConfig(gen_length=24, block_length=4)
+    prompts = [prompt_of(2 * bs)]
+    want = decode(m, method("threshold", gen), prompts, gen)
+    keys, sdpa = [], block_cache.F.scaled_dot_product_attention
+    _stand_in_block_graphs(monkeypatch)
+    monkeypatch.setattr(block_cache.F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: keys.append(k.shape[2]) or sdpa(q, k, v, **kw))
+    got = Decoder(m)(method("threshold", gen), prompts, gen)
+    monkeypatch.undo()
+    need = 2 * bs + gen.gen_length + 1 + bs
+    assert need % 2 == 1 and max(keys) == 64 * -(-need // 64)
+    for f in FIELDS:
+        assert torch.equal(getattr(got, f), getattr(want, f)), f
