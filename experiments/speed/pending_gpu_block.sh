@@ -16,7 +16,7 @@ quiet() { grep -v "Warn\|warn\|^ *$\|Online softmax\|split the\|important use\|^
 run() {  # tree config methods name
   (cd "$1" && timeout 110 python -m bench.bench_speed --config "$2" --prompt 512 --gen 256 --batch 1 --methods "$3" \
      --out "$OUT/$4_$2.json") > "$OUT/$4_$2.txt" 2>&1
-  grep -h "decode\|block_step\|Error" "$OUT/$4_$2.txt" | sed "s/^/$4 $2 /"
+  grep -h "decode\|_step:\|Error" "$OUT/$4_$2.txt" | sed "s/^/$4 $2 /"
 }
 run .old fast-dllm-v2-7b fixed old
 run . fast-dllm-v2-7b fixed new
