@@ -1,0 +1,16 @@
+#!/bin/bash
+# The step graphs by kernel, for the methods still over their overhead targets (about 5 min):
+# threshold, prr and klass at batch 1 without a cache, klass with the dual cache at batch 8.
+#   bash experiments/speed/pending_gpu_profile.sh      # everything on stdout
+set -u
+nvidia-smi --query-gpu=name --format=csv,noheader
+python - <<'PY'
+import torch
+from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
+torch.manual_seed(0)
+save_controller(Controller(ControllerConfig(d_model=4096)), "/tmp/random-controller", {"note": "random weights, speed only"})
+PY
+quiet() { grep -v "Warn\|warn\|^ *$\|Online softmax\|split the\|important use\|^softmax"; }
+timeout 150 python experiments/speed/profile_step.py --batch 1 --top 20 \
+  --methods "threshold;prr:controller=/tmp/random-controller;klass" 2>&1 | quiet
+timeout 120 python experiments/speed/profile_step.py --batch 8 --top 20 --methods "klass:cache=dual" 2>&1 | quiet
