@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import torch
 
+from decoding.block_causal import CAPACITY_MULTIPLE
+
 
 @dataclass
 class ParamSplit:
@@ -199,8 +201,11 @@ def run_block(args, model, ceil) -> dict:
         r = {}
         _memory(f"b={b} start")
         pre = P // bs * bs
+        # the cache a decode of this shape holds (decoding.block_causal.block_capacity's rounding):
+        # its graphed steps read every slot, so the key length is this
+        capacity = -(-(pre + G + 2 * bs) // CAPACITY_MULTIPLE) * CAPACITY_MULTIPLE
         for point, length in (("first_block", pre), ("last_block", pre + G - bs)):
-            cache = _prefilled(net, b, length, pre + G + 2 * bs, dev, g)
+            cache = _prefilled(net, b, length, capacity, dev, g)
             blk = _tokens(cfg, (b, 2 * bs), dev, g)
             blk[:, bs:] = model.mask_id
             r[f"step_{point}"] = _step_point(net, cache, blk[:, bs:], 0, bs, ceil, split, kvp, q_dim, n_layers,
@@ -223,7 +228,7 @@ def run_block(args, model, ceil) -> dict:
                   flush=True)
         _memory(f"b={b} after the step points")
         # the first step feeds the prompt's whole blocks with the first block (eagerly, not captured)
-        cache = net.new_block_cache(b, pre + G + 2 * bs)
+        cache = net.new_block_cache(b, capacity)
         ids = _tokens(cfg, (b, pre + bs), dev, g)
         zero = cache.length.clone()
 

@@ -67,7 +67,7 @@ def main():
     model = load_model(a.config, device="cuda", dtype=torch.bfloat16, no_weights=True)
     net, bs = model.module, model.block_size
     g = torch.Generator(device=dev).manual_seed(0)
-    cache = _prefilled(net, a.batch, a.prompt, a.prompt + 3 * bs, dev, g)
+    cache = _prefilled(net, a.batch, a.prompt, a.prompt + 4 * bs, dev, g)
     blocks = {"masks": torch.full((a.batch, bs), model.mask_id, device=dev),
               "random tokens": _tokens(net.cfg, (a.batch, bs), dev, g)}
     plain = moe.SparseMoE.forward
