@@ -25,7 +25,7 @@ length[b] + (number of valid tokens before j); padding (valid False) must come f
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,10 @@ def block_causal_mask(positions: torch.Tensor, block_size: int, valid: torch.Ten
     return m[:, None]
 
 
+MASKED = -65504.0   # the additive mask's value at a hidden key: what SDPA's cuDNN path writes for a False
+                    # key of a bool mask; exp of it underflows to 0 beside any real score, as -inf does
+
+
 @dataclass
 class BlockStep:
     """How one block forward reads and writes the cache (computed once, shared by the layers)."""
@@ -63,6 +67,15 @@ class BlockStep:
     key_len: int               # K: cache slots read
     new_length: torch.Tensor   # [B] length after this forward (length + commit)
     rows: torch.Tensor         # [B, 1] row index for the indexed writes
+    bias: torch.Tensor | None = field(default=None, repr=False)   # key_mask as an additive mask (additive_mask)
+
+    def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """key_mask as SDPA's additive mask in `dtype` (0 where a key is seen, MASKED where not), made
+        at the first layer and shared by the others: SDPA would convert a bool mask in every layer."""
+        if self.bias is None or self.bias.dtype != dtype:
+            self.bias = torch.zeros(self.key_mask.shape, dtype=dtype, device=self.key_mask.device).masked_fill_(
+                ~self.key_mask, MASKED)
+        return self.bias
 
 
 @dataclass
@@ -143,13 +156,13 @@ def attend_block(qkv: torch.Tensor, n_heads: int, layer: int, cache: BlockKVCach
     """Attention over a token-major qkv [B, W, H + 2 H_kv, hd] (RoPE applied) -> [B, W, H * hd].
     Without a cache: the fed sequence alone under `mask` ([B, 1, W, W], block_causal_mask).
     With one: the fed K/V are written at step.write_idx, then the queries read the first
-    step.key_len cache slots under step.key_mask."""
+    step.key_len cache slots under step.key_mask (as an additive mask made once per forward)."""
     B, W = qkv.shape[:2]
     kv = qkv[:, :, n_heads:]
     if cache is not None:
         buf = cache.kv[layer]
         buf.index_put_((step.rows, step.write_idx), kv)
-        kv, mask = buf[:, :step.key_len], step.key_mask
+        kv, mask = buf[:, :step.key_len], step.additive_mask(qkv.dtype)
     n_kv = kv.shape[2] // 2
     q = qkv[:, :, :n_heads].transpose(1, 2)
     k, v = kv[:, :, :n_kv].transpose(1, 2), kv[:, :, n_kv:].transpose(1, 2)

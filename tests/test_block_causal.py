@@ -377,3 +377,35 @@ def test_fdv2_decode_left_padded_batch_equals_single_rows(fdv2):
     assert batch.rows == [s.rows[0] for s in singles]
     assert any(stop in r[len(p):] for r, p in zip(batch.rows, prompts))     # a row stopped early, the others went on
     assert batch.nfe <= sum(s.nfe for s in singles)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", TINY)
+def test_the_additive_key_mask_made_once_per_forward_equals_the_bool_mask(name, dtype, monkeypatch):
+    """A cached block forward hands SDPA the key mask as an additive mask made at the first layer
+    (BlockStep.additive_mask, MASKED at hidden keys) instead of a bool mask SDPA converts in every
+    layer: the logits are bitwise those of the bool mask, with left padding, an append and a read
+    of every cache slot; one mask tensor serves every layer."""
+    import models.block_cache as bc
+    m = load_model(name, no_weights=True, seed=1, dtype=dtype)
+    net, bs = m.module, m.block_size
+    g = torch.Generator().manual_seed(0)
+    ids, nxt = torch.randint(5, 300, (2, 3 * bs), generator=g), torch.randint(5, 300, (2, bs), generator=g)
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    valid[0, :3] = False
+
+    def run():
+        cache = net.new_block_cache(2, 64)
+        first, _ = net.block_forward(ids, cache, valid=valid, commit=2 * bs)
+        step, _ = net.block_forward(nxt, cache, key_len=cache.capacity, checked=False)
+        return first, step
+    masks = []
+    sdpa = bc.F.scaled_dot_product_attention
+    monkeypatch.setattr(bc.F, "scaled_dot_product_attention",
+                        lambda q, k, v, attn_mask=None, **kw: masks.append(attn_mask) or sdpa(q, k, v, attn_mask=attn_mask, **kw))
+    additive = run()
+    assert all(mk.dtype == dtype for mk in masks)
+    assert len({id(mk) for mk in masks[:len(masks) // 2]}) == 1          # the first forward: one mask for all layers
+    monkeypatch.setattr(bc.BlockStep, "additive_mask", lambda self, dt: self.key_mask)
+    as_bool = run()
+    assert all(torch.equal(a, b) for a, b in zip(additive, as_bool))

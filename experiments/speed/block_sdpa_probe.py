@@ -2,7 +2,9 @@
 forward run alone (Fast-dLLM v2 7B at batch 1: cuDNN SDPA 1.09 ms over 28 layers in the step
 against 0.57 ms alone, results/speed/block-causal/profile_fdv2_b1_h100_3b5ea2b.txt). This records
 the first layer's attention inputs in both (shapes, strides, dtypes, the mask's layout and share
-of True) and times SDPA alone on each recorded set, so a difference in the inputs shows.
+of True) and times SDPA alone on each recorded set, so a difference in the inputs shows; an
+additive mask (models/block_cache.BlockStep.additive_mask) is also timed as the bool mask it
+stands for, with the outputs compared.
 
     python experiments/speed/block_sdpa_probe.py --config fast-dllm-v2-7b --block 8
 """
@@ -42,10 +44,15 @@ def recording(q, k, v, attn_mask=None, enable_gqa=False):
 def describe(name: str, rec: tuple) -> None:
     q, k, v, mask, gqa = rec
     m = "none" if mask is None else (f"{tuple(mask.shape)} {mask.dtype} stride {mask.stride()} "
-                                     f"True {mask.float().mean().item():.3f}")
+                                     f"seen {(mask if mask.dtype == torch.bool else mask == 0).float().mean().item():.3f}")
     t = cuda_time(lambda: _sdpa(q, k, v, attn_mask=mask, enable_gqa=gqa), warmup=3, reps=50)
     print(f"{name}: q {tuple(q.shape)} {q.stride()} k {tuple(k.shape)} {k.stride()} v {v.stride()} "
           f"{q.dtype}; mask {m}; SDPA alone {t * 1e6:.1f} us", flush=True)
+    if mask is not None and mask.dtype != torch.bool:   # the additive mask against the bool mask SDPA converts per call
+        as_bool = mask == 0
+        tb = cuda_time(lambda: _sdpa(q, k, v, attn_mask=as_bool, enable_gqa=gqa), warmup=3, reps=50)
+        same = torch.equal(_sdpa(q, k, v, attn_mask=as_bool, enable_gqa=gqa), _sdpa(q, k, v, attn_mask=mask, enable_gqa=gqa))
+        print(f"    the same mask as bool: SDPA alone {tb * 1e6:.1f} us; outputs bitwise equal: {same}", flush=True)
 
 
 @torch.no_grad()

@@ -1,14 +1,16 @@
 #!/bin/bash
 # What waits for the GPU on the block-causal models, in one device call (carry .old: a `git
 # archive` of e63bf44, the tree before the block cache's capacity was rounded up to a multiple of
-# 64), about 10 min, most important first, each part under its own timeout (the last may be cut):
+# 64 and its key mask made additive once per forward), about 10 min, most important first, each
+# part under its own timeout (the last may be cut):
 # 1. old and new at batch 1 on Fast-dLLM v2 7B (fixed): its captured steps read 801 cache slots
-#    before, 832 now: step time and loop overhead;
+#    under a bool mask before, 832 under an additive mask now: step time and loop overhead;
 # 2. PRR's fast path against the reference loop on SDAR-8B and LLaDA2.0-mini (their mismatches
 #    were recorded with the kept decode reading freed controller weights);
 # 3. LLaDA2.0-mini's block step with its MoE layer as it is and compiled whole (moe_step_probe.py);
 # 4. old and new at batch 1 on LLaDA2.0-mini (threshold; 800 slots before, 832 now);
-# 5. the first layer's attention inputs in Fast-dLLM v2's step and in its block forward alone.
+# 5. the first layer's attention inputs in Fast-dLLM v2's step and in its block forward alone,
+#    timed with the additive mask and the bool mask it stands for.
 #   rm -rf .old && mkdir .old && git archive e63bf44 kernels models decoding acceleration bench tasks training run_bench.py | tar -x -C .old
 #   bash experiments/speed/pending_gpu_block.sh      # $OUT gets the 8 bench_speed files; the rest is on stdout
 set -u
