@@ -180,6 +180,11 @@ def _rope_qk_rows(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_rot: 
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on the first cos.shape[-1] dims of each head (all of them, or a partial
+    rotary width such as LLaDA2's half), the rest copied through."""
+    r = cos.shape[-1]
+    if r < x.shape[-1]:
+        return torch.cat([_rope(x[..., :r], cos, sin), x[..., r:]], dim=-1)
     xc = x.to(cos.dtype)
     x1, x2 = xc.chunk(2, dim=-1)
     return (xc * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)

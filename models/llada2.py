@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .block_cache import BlockKVCache, attend_block, block_causal_mask, cached_forward
-from .layers import default_positions, rms_norm, rope_cos_sin
+from .layers import RMSNorm, default_positions, fused_qk_norm_rope, fused_qkv_rope, rope_cos_sin
 from .moe import Expert, SparseMoE
 
 MASK_ID, EOS_ID = 156895, 156892
@@ -159,22 +159,7 @@ def parameter_counts(c: LLaDA2Config) -> ParamCount:
     return ParamCount(total, active, embedding, head, per_expert, moe_layers)
 
 
-class Norm(nn.Module):
-    def __init__(self, dim, eps):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return rms_norm(x, self.weight, self.eps)
-
-
-def partial_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE on the first cos.shape[-1] dims of each head of t [B, W, h, hd]."""
-    r = cos.shape[-1]
-    x, rest = t[..., :r], t[..., r:]
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x * cos + torch.cat([-x2, x1], dim=-1) * sin, rest], dim=-1)
+Norm = RMSNorm   # normalize in fp32, cast, then scale, as the reference's LLaDA2MoeRMSNorm
 
 
 class Attention(nn.Module):
@@ -188,13 +173,13 @@ class Attention(nn.Module):
             self.key_layernorm = Norm(self.hd, c.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, layer, cache, step):
-        B, W, _ = x.shape
         H, Hk = self.H, self.Hk
-        t = self.query_key_value(x).view(B, W, H + 2 * Hk, self.hd)
-        q, k, v = t[:, :, :H], t[:, :, H:H + Hk], t[:, :, H + Hk:]
-        if hasattr(self, "query_layernorm"):
-            q, k = self.query_layernorm(q), self.key_layernorm(k)
-        heads = torch.cat([partial_rope(q, cos, sin), partial_rope(k, cos, sin), v], dim=2)
+        qkv = self.query_key_value(x)
+        if hasattr(self, "query_layernorm"):   # per-head RMSNorm of q and k, then partial RoPE (one pass)
+            qn = self.query_layernorm
+            heads = fused_qk_norm_rope(qkv, H, Hk, qn.weight, self.key_layernorm.weight, qn.eps, False, cos, sin)
+        else:
+            heads = fused_qkv_rope(qkv, H, Hk, cos, sin)
         return self.dense(attend_block(heads, H, layer, cache, step, mask))
 
 
@@ -206,9 +191,11 @@ class Layer(nn.Module):
         self.input_layernorm = Norm(c.hidden_size, c.rms_norm_eps)
         self.post_attention_layernorm = Norm(c.hidden_size, c.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, layer, cache, step):
-        x = x + self.attention(self.input_layernorm(x), cos, sin, mask, layer, cache, step)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, h, cos, sin, mask, layer, cache, step, next_norm: Norm):
+        """x: the residual stream, h = input_layernorm(x) -> (new residual, next_norm(new residual)):
+        each residual add is fused with the norm after it."""
+        x, h = self.post_attention_layernorm.add(x, self.attention(h, cos, sin, mask, layer, cache, step))
+        return next_norm.add(x, self.mlp(h))
 
 
 class _Base(nn.Module):
@@ -243,9 +230,12 @@ class LLaDA2(nn.Module):
         c, m = self.cfg, self.model
         x = m.word_embeddings(input_ids)
         cos, sin = rope_cos_sin(positions, c.rope_dim, c.rope_theta, x.dtype)
-        for i, layer in enumerate(m.layers):
-            x = layer(x, cos, sin, mask, i, cache, step)
-        h = m.norm(x if logits_last is None else x[:, -logits_last:])
+        layers = m.layers
+        h = layers[0].input_layernorm(x)
+        for i, layer in enumerate(layers):
+            x, h = layer(x, h, cos, sin, mask, i, cache, step,
+                         layers[i + 1].input_layernorm if i + 1 < len(layers) else m.norm)
+        h = h if logits_last is None else h[:, -logits_last:]
         w = m.word_embeddings.weight if c.tie_word_embeddings else self.lm_head.weight
         return F.linear(h, w).float(), h
 

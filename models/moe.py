@@ -28,7 +28,8 @@ def route(x: torch.Tensor, weight: torch.Tensor, expert_bias: torch.Tensor, top_
     T = x.shape[0]
     scores = torch.sigmoid(F.linear(x.float(), weight.float()))
     biased = scores + expert_bias
-    group_scores = biased.view(T, n_group, -1).topk(2, dim=-1)[0].sum(-1)
+    # the sum of two values is the same in either order: their top-2 need not be sorted (one sort less a layer)
+    group_scores = biased.view(T, n_group, -1).topk(2, dim=-1, sorted=False)[0].sum(-1)
     groups = group_scores.topk(topk_group, dim=-1, sorted=False)[1]
     keep = torch.zeros_like(group_scores).scatter_(1, groups, 1.0).bool()
     keep = keep[:, :, None].expand(T, n_group, scores.shape[1] // n_group).reshape(T, -1)
@@ -37,6 +38,18 @@ def route(x: torch.Tensor, weight: torch.Tensor, expert_bias: torch.Tensor, top_
     if top_k > 1:
         w = w / (w.sum(-1, keepdim=True) + 1e-20)
     return idx, w * scaling
+
+
+def expert_order(flat: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """The stable argsort of expert ids `flat`: the (token, slot) pairs grouped by expert, in
+    token order within an expert. The ids are sorted as the narrowest integers that hold them (uint8
+    up to 256 experts): the same permutation, and on the GPU a radix sort of 8 key bits instead of
+    64."""
+    if n_experts <= 256:
+        flat = flat.to(torch.uint8)
+    elif n_experts <= 1 << 15:
+        flat = flat.to(torch.int16)
+    return flat.argsort(stable=True)
 
 
 def grouped_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, gate_up: torch.Tensor,
@@ -57,7 +70,7 @@ def offsets_grouped_experts(x, idx, w, gate_up, down) -> torch.Tensor:
     T, k = idx.shape
     E = gate_up.shape[0]
     flat = idx.reshape(-1)
-    order = flat.argsort(stable=True)
+    order = expert_order(flat, E)
     counts = torch.zeros(E, dtype=torch.int32, device=x.device).index_add_(
         0, flat, torch.ones_like(flat, dtype=torch.int32))                  # bincount without its host sync
     offs = counts.cumsum(0, dtype=torch.int32)
@@ -75,7 +88,7 @@ def padded_grouped_experts(x, idx, w, gate_up, down) -> torch.Tensor:
     T, k = idx.shape
     E = gate_up.shape[0]
     flat = idx.reshape(-1)
-    order = flat.argsort(stable=True)
+    order = expert_order(flat, E)
     counts = torch.bincount(flat, minlength=E)
     active = counts.nonzero().squeeze(1)                          # experts with work (one host sync)
     C = int(counts.max())
@@ -137,12 +150,23 @@ class SparseMoE(nn.Module):
             e.up_proj.weight = nn.Parameter(self.w_gate_up[i, f:], requires_grad=False)
             e.down_proj.weight = nn.Parameter(self.w_down[i], requires_grad=False)
 
+    def router_weight(self) -> torch.Tensor:
+        """The router's weight in fp32 (the reference routes in fp32), converted once per version of
+        the weight rather than in every forward (2 MiB a layer for LLaDA2.0-mini)."""
+        w = self.gate.weight
+        if w.dtype == torch.float32:
+            return w
+        key = (w.data_ptr(), w._version, w.dtype)
+        if getattr(self, "_router_key", None) != key:
+            self._router_fp32, self._router_key = w.detach().float(), key
+        return self._router_fp32
+
     def forward(self, x):
         if not hasattr(self, "w_gate_up"):
             self.stack_()
         c, shape = self.c, x.shape
         h = x.reshape(-1, shape[-1])
-        idx, w = route(h, self.gate.weight, self.gate.expert_bias, c.num_experts_per_tok, c.n_group, c.topk_group,
+        idx, w = route(h, self.router_weight(), self.gate.expert_bias, c.num_experts_per_tok, c.n_group, c.topk_group,
                        c.routed_scaling_factor)
         y = grouped_experts(h, idx, w, self.w_gate_up, self.w_down).view(shape)
         if c.num_shared_experts:

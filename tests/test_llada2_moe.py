@@ -115,3 +115,49 @@ def test_published_llada2_mini_fields():
     assert (c.block_size, c.mask_token_id, c.eos_token_id, c.rope_dim) == (32, 156895, 156892, 64)
     with pytest.raises(ValueError, match="score_function"):
         LLaDA2Config.from_hf({**c.to_hf(), "score_function": "softmax"})
+
+
+@pytest.mark.parametrize("E", [8, 256, 300, 40000])
+def test_expert_order_is_the_stable_argsort_of_the_expert_ids(E):
+    from models.moe import expert_order
+    g = torch.Generator().manual_seed(E)
+    flat = torch.randint(0, E, (4096,), generator=g)
+    flat[:100] = E - 1                      # many ties: stability matters
+    assert torch.equal(expert_order(flat, E), flat.argsort(stable=True))
+
+
+def test_the_router_weight_in_fp32_follows_the_weight_it_came_from():
+    from models.moe import SparseMoE
+    moe = SparseMoE(CONFIGS["llada2-tiny"]).to(torch.bfloat16)
+    first = moe.router_weight()
+    assert first.dtype == torch.float32 and torch.equal(first, moe.gate.weight.float())
+    assert moe.router_weight() is first                     # converted once
+    with torch.no_grad():
+        moe.gate.weight.add_(1.0)                          # a loaded checkpoint writes the weight in place
+    assert torch.equal(moe.router_weight(), moe.gate.weight.float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_qk_norm_and_partial_rope_equal_the_reference_order_of_operations(dtype):
+    """LLaDA2's attention input: per-head RMSNorm of q and k (fp32, cast, scale), then rotate-half
+    RoPE on the first head_dim * partial_rotary_factor dims in the activation dtype, v untouched,
+    written out here op by op as modeling_llada2_moe.py orders them."""
+    from models.layers import fused_qk_norm_rope, rope_cos_sin
+    H, Hk, hd, r, B, W = 4, 2, 16, 8, 2, 5
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(B, W, (H + 2 * Hk) * hd, generator=g).to(dtype)
+    wq, wk = torch.randn(hd, generator=g).to(dtype), torch.randn(hd, generator=g).to(dtype)
+    cos, sin = rope_cos_sin(torch.arange(W).expand(B, W) + 7, r, 600000.0, dtype)
+
+    def norm(x, w):
+        h = x.float()
+        return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).to(dtype)
+
+    def rope(x):
+        rot, rest = x[..., :r], x[..., r:]
+        x1, x2 = rot.chunk(2, dim=-1)
+        return torch.cat([rot * cos + torch.cat([-x2, x1], dim=-1) * sin, rest], dim=-1)
+    t = qkv.view(B, W, H + 2 * Hk, hd)
+    want = torch.cat([rope(norm(t[:, :, :H], wq)), rope(norm(t[:, :, H:H + Hk], wk)), t[:, :, H + Hk:]], dim=2)
+    got = fused_qk_norm_rope(qkv, H, Hk, wq, wk, 1e-6, False, cos, sin)
+    assert torch.equal(got, want)
