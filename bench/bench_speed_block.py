@@ -28,6 +28,12 @@ when bs divides P):
     points for bs; the fold step for 2 bs; the append step for an append graph), plus the eager
     first step (prompt blocks + block) or, where blocks are appended on their own, the prefill.
     The decode's block_length is the model's default (Fast-dLLM v2: its sub-block of 8).
+    Blocks of masks route an MoE layer's tokens to fewer experts than the blocks a decode feeds
+    (LLaDA2.0-mini: 67 distinct experts a layer against more for written tokens), so each decode's
+    width-bs steps are also timed on its own blocks (`filled_blocks`: the decode's output with k
+    of bs positions written, k = 0..bs-1, a captured block step replayed on each, `replay_time`),
+    giving a second loop overhead that does not count the routing's content as loop; and one such
+    block, half written, is timed against its floor (step_own_block).
 """
 from __future__ import annotations
 
@@ -142,6 +148,43 @@ def graphed_block_step(net, cache, ids: torch.Tensor, commit: int, logits_last: 
     return lambda: g(*g.inputs)
 
 
+def filled_blocks(tokens: torch.Tensor, bs: int, mask_id: int, sub: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """The blocks a decode that writes one token a step feeds its model, rebuilt from what it wrote:
+    for each block of `tokens` [b, G] (the decode's output) and each k in 0..bs-1, that block with
+    k positions written and the rest masks -> [G, b, bs]. Positions are written sub-block by
+    sub-block (`sub`: the decode's block_length), in one random order inside each, the same for
+    every block and row. An MoE model's step time depends on what its block holds (how many
+    experts its tokens route to), so its forwards are timed on these, not on blocks of masks."""
+    b, G = tokens.shape
+    order = torch.cat([torch.randperm(sub, generator=generator) + j for j in range(0, bs, sub)])
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(bs)                                    # the step that writes each position
+    written = rank[None, :] < torch.arange(bs)[:, None]               # [k, position]
+    blocks = tokens.reshape(b, G // bs, bs).transpose(0, 1)           # [G / bs, b, bs]
+    filled = torch.where(written.to(tokens.device)[None, :, None, :], blocks[:, None], mask_id)
+    return filled.reshape(G, b, bs)
+
+
+def replay_time(call, blocks: torch.Tensor) -> float:
+    """Mean seconds of a captured block step (a GraphedCall of `block_step`) fed each of `blocks`
+    [n, b, bs] in turn: one loop of copy-then-replay timed whole, less the same loop's copies alone."""
+    static = call.inputs[0]
+
+    def loop(replay: bool) -> float:
+        a, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for blk in blocks:
+            static.copy_(blk)
+            if replay:
+                call.graph.replay()
+        e.record()
+        e.synchronize()
+        return a.elapsed_time(e) / 1000
+    loop(True)
+    return (loop(True) - loop(False)) / len(blocks)
+
+
 def _step_point(net, cache, ids, commit, bs, ceil, split, kvp, q_dim, n_layers, cuda_time, floor, logits_last=None):
     """Time block_forward(ids, cache, commit) at the cache's current length (restored before each
     call), eagerly and as the captured decode runs it (a CUDA graph), and give its floor.
@@ -242,6 +285,11 @@ def run_block(args, model, ceil) -> dict:
             net.block_forward(ids[:, :pre], cache, commit=pre, logits_last=1)
         r["prefill_s"] = cuda_time(prefill, warmup=1, reps=5) if pre else 0.0
         del cache
+        # a block step fed the decode's own blocks (filled_blocks), against a cache half way through
+        content_cache = _prefilled(net, b, pre + G // 2 // bs * bs, capacity, dev, g)
+        from acceleration.graphs import GraphedCall
+        content_call = GraphedCall(*_flat(block_step(net, content_cache, torch.full((b, bs), model.mask_id, device=dev),
+                                                     0, bs)))
         t_kind = {bs: (r["step_first_block"]["time_s"] + r["step_last_block"]["time_s"]) / 2,
                   2 * bs: r["fold_step"]["time_s"], "eager": r["first_step_s"], APPEND: r["append_step"]["time_s"]}
         gen = GenConfig(gen_length=G, block_length=default_block(model), early_stop=False)
@@ -269,14 +317,39 @@ def run_block(args, model, ceil) -> dict:
                 print(f"b={b} decode {spec}: {steps} steps ({row['steps_by_width']}), {row['step_s'] * 1e3:.2f} "
                       f"ms/step, forwards timed apart {row['forward_s_per_step'] * 1e3:.2f} ms/step, loop overhead "
                       f"{row['overhead_pct']:.2f}%", flush=True)
+                if bs in kinds:   # the width-bs steps timed again on the decode's own blocks
+                    blocks = filled_blocks(res.tokens[:, :G].to(dev), bs, model.mask_id, gen.block_length,
+                                           torch.Generator().manual_seed(0))
+                    t_own = replay_time(content_call, blocks)
+                    fwd_own = fwd + kinds[bs] * (t_own - t_kind[bs])
+                    row.update({"block_step_own_blocks_s": t_own, "forward_s_per_step_own_blocks": fwd_own / steps,
+                                "overhead_pct_own_blocks": 100 * (total - fwd_own) / total})
+                    print(f"b={b} decode {spec}, its width-{bs} steps timed on its own blocks: {t_own * 1e3:.3f} ms "
+                          f"(blocks of masks {t_kind[bs] * 1e3:.3f}), forwards {fwd_own / steps * 1e3:.2f} ms/step, "
+                          f"loop overhead {row['overhead_pct_own_blocks']:.2f}%", flush=True)
+                    if "step_own_block" not in r:   # one such block (half written) against its floor
+                        p = _step_point(net, content_cache, blocks[len(blocks) // 2], 0, bs, ceil, split, kvp, q_dim,
+                                        n_layers, cuda_time, floor)
+                        r["step_own_block"] = p
+                        routed = p["distinct_experts_per_layer"]
+                        print(f"b={b} step_own_block (a block of the decode, half written): {p['time_s'] * 1e3:.3f} ms, "
+                              f"floor {p['floor_s'] * 1e3:.3f} ms ({p['bound']}), ratio {p['ratio_to_floor']:.2f}"
+                              + (f"; distinct experts routed per MoE layer: mean {sum(routed) / len(routed):.1f}, "
+                                 f"max {max(routed)}" if routed else ""), flush=True)
             else:
                 row["captured"] = False
                 print(f"b={b} decode {spec}: {steps} steps, {row['step_s'] * 1e3:.2f} ms/step (not captured)",
                       flush=True)
             r["decode"][spec] = row
             _memory(f"b={b} after decode {spec}")
+        del content_call, content_cache
         out["batches"][str(b)] = r
     return out
+
+
+def _flat(step_and_inputs):
+    step, inputs = step_and_inputs
+    return (step, *inputs)
 
 
 def table(res: dict) -> str:
@@ -287,17 +360,21 @@ def table(res: dict) -> str:
              "| batch | what | CUDA graph (ms) | eager (ms) | floor (ms) | bound | graph / floor |",
              "|---|---|---|---|---|---|---|"]
     for b, r in res["batches"].items():
-        for k in ("step_first_block", "step_last_block", "fold_step", "append_step"):
+        for k in ("step_first_block", "step_last_block", "fold_step", "append_step", "step_own_block"):
+            if k not in r:
+                continue
             f = r[k]
             lines.append(f"| {b} | {k} | {f['time_s'] * 1e3:.3f} | {f['time_s_eager'] * 1e3:.2f} | "
                          f"{f['floor_s'] * 1e3:.3f} | {f['bound']} | {f['ratio_to_floor']:.2f} |")
-    lines += ["", "| batch | method | steps (by fed width) | step (ms) | forwards timed apart (ms/step) | loop overhead |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| batch | method | steps (by fed width) | step (ms) | forwards timed apart (ms/step) | loop overhead "
+              "| the same, forwards on the decode's own blocks |", "|---|---|---|---|---|---|---|"]
     for b, r in res["batches"].items():
         for k, d in r["decode"].items():
             if d["captured"]:
+                own = (f"{d['forward_s_per_step_own_blocks'] * 1e3:.2f} ms/step, {d['overhead_pct_own_blocks']:.2f}%"
+                       if "overhead_pct_own_blocks" in d else "")
                 lines.append(f"| {b} | {k} | {d['steps']} {d['steps_by_width']} | {d['step_s'] * 1e3:.2f} | "
-                             f"{d['forward_s_per_step'] * 1e3:.2f} | {d['overhead_pct']:.2f}% |")
+                             f"{d['forward_s_per_step'] * 1e3:.2f} | {d['overhead_pct']:.2f}% | {own} |")
             else:
-                lines.append(f"| {b} | {k} | {d['steps']} | {d['step_s'] * 1e3:.2f} | not captured | |")
+                lines.append(f"| {b} | {k} | {d['steps']} | {d['step_s'] * 1e3:.2f} | not captured | | |")
     return "\n".join(lines)

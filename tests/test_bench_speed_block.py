@@ -79,3 +79,23 @@ def test_block_step_is_the_same_step_each_call_and_the_plain_forward():
     assert torch.equal(logits(first), logits(second))
     assert torch.allclose(logits(first), logits(plain), atol=1e-5)
     assert torch.equal(cache.length, length)
+
+
+def test_filled_blocks_write_one_more_position_a_step_sub_block_by_sub_block():
+    from bench.bench_speed_block import filled_blocks
+    b, G, bs, sub, MASK = 2, 16, 8, 4, 99
+    tokens = torch.arange(b * G).view(b, G)
+    blocks = filled_blocks(tokens, bs, MASK, sub, torch.Generator().manual_seed(0))
+    assert blocks.shape == (G, b, bs)
+    for j in range(G // bs):
+        own = tokens[:, j * bs:(j + 1) * bs]
+        written_before = torch.zeros(bs, dtype=torch.bool)
+        for k in range(bs):
+            blk = blocks[j * bs + k]
+            written = blk[0] != MASK
+            assert int(written.sum()) == k and torch.equal(blk != MASK, written.expand(b, bs))
+            assert torch.equal(blk[:, written], own[:, written])       # the decode's own tokens
+            assert torch.equal(written & written_before, written_before)   # once written, kept
+            if k == sub:
+                assert written[:sub].all() and not written[sub:].any()    # the first sub-block first
+            written_before = written
