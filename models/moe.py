@@ -156,7 +156,11 @@ class SparseMoE(nn.Module):
         w = self.gate.weight
         if w.dtype == torch.float32:
             return w
-        key = (w.data_ptr(), w._version, w.dtype)
+        try:
+            version = w._version
+        except RuntimeError:   # an inference tensor (made under torch.inference_mode) has no version counter
+            version = None
+        key = (w.data_ptr(), version, w.dtype)
         if getattr(self, "_router_key", None) != key:
             self._router_fp32, self._router_key = w.detach().float(), key
         return self._router_fp32
