@@ -28,12 +28,12 @@ when bs divides P):
     points for bs; the fold step for 2 bs; the append step for an append graph), plus the eager
     first step (prompt blocks + block) or, where blocks are appended on their own, the prefill.
     The decode's block_length is the model's default (Fast-dLLM v2: its sub-block of 8).
-    Blocks of masks route an MoE layer's tokens to fewer experts than the blocks a decode feeds
-    (LLaDA2.0-mini: 67 distinct experts a layer against more for written tokens), so each decode's
-    width-bs steps are also timed on its own blocks (`filled_blocks`: the decode's output with k
-    of bs positions written, k = 0..bs-1, a captured block step replayed on each, `replay_time`),
-    giving a second loop overhead that does not count the routing's content as loop; and one such
-    block, half written, is timed against its floor (step_own_block).
+    A block of masks routes an MoE layer's tokens to other experts than the blocks a decode feeds,
+    so each decode's width-bs steps are also timed on the blocks it fed (recorded from the
+    reference loop of the same method and prompts, `recording_block_steps`, a captured block step
+    replayed on each, `replay_time`), giving a second loop overhead that does not count the
+    routing's content as loop; and the decode's middle block step is timed against its floor
+    (step_own_block).
 """
 from __future__ import annotations
 
@@ -148,41 +148,48 @@ def graphed_block_step(net, cache, ids: torch.Tensor, commit: int, logits_last: 
     return lambda: g(*g.inputs)
 
 
-def filled_blocks(tokens: torch.Tensor, bs: int, mask_id: int, sub: int,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """The blocks a decode that writes one token a step feeds its model, rebuilt from what it wrote:
-    for each block of `tokens` [b, G] (the decode's output) and each k in 0..bs-1, that block with
-    k positions written and the rest masks -> [G, b, bs]. Positions are written sub-block by
-    sub-block (`sub`: the decode's block_length), in one random order inside each, the same for
-    every block and row. An MoE model's step time depends on what its block holds (how many
-    experts its tokens route to), so its forwards are timed on these, not on blocks of masks."""
-    b, G = tokens.shape
-    order = torch.cat([torch.randperm(sub, generator=generator) + j for j in range(0, bs, sub)])
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(bs)                                    # the step that writes each position
-    written = rank[None, :] < torch.arange(bs)[:, None]               # [k, position]
-    blocks = tokens.reshape(b, G // bs, bs).transpose(0, 1)           # [G / bs, b, bs]
-    filled = torch.where(written.to(tokens.device)[None, :, None, :], blocks[:, None], mask_id)
-    return filled.reshape(G, b, bs)
+@contextmanager
+def recording_block_steps(net, width: int):
+    """Record the fed tokens and valid mask of every `net.block_forward` call of `width` tokens that
+    appends nothing (a decode's block step) -> list of (ids [b, width], valid [b, width]). Run
+    around the reference loop (decoding.loop.decode), whose steps feed what the captured decode's
+    do (the same tokens, experiments/gpu_checks/fast_vs_reference.py), it gives the blocks the
+    decode fed: an MoE model's step time depends on what its block holds (how many experts its
+    tokens route to), so its forwards are timed on these, not on blocks of masks."""
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    inner = net.block_forward
+
+    def recording(input_ids, cache, valid=None, commit=0, **kw):
+        if input_ids.shape[1] == width and not bool((torch.as_tensor(commit) != 0).any()):
+            calls.append((input_ids.clone(), torch.ones_like(input_ids, dtype=torch.bool) if valid is None
+                          else valid.clone()))
+        return inner(input_ids, cache, valid=valid, commit=commit, **kw)
+    net.block_forward = recording
+    try:
+        yield calls
+    finally:
+        del net.block_forward
 
 
-def replay_time(call, blocks: torch.Tensor) -> float:
-    """Mean seconds of a captured block step (a GraphedCall of `block_step`) fed each of `blocks`
-    [n, b, bs] in turn: one loop of copy-then-replay timed whole, less the same loop's copies alone."""
-    static = call.inputs[0]
+def replay_time(call, steps: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean seconds of a captured block step (a GraphedCall of `block_step`) fed each recorded
+    (ids, valid) of `steps` in turn: one loop of copy-then-replay timed whole, less the same loop's
+    copies alone."""
+    ids, valid = call.inputs[0], call.inputs[1]
 
     def loop(replay: bool) -> float:
         a, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        for blk in blocks:
-            static.copy_(blk)
+        for x, v in steps:
+            ids.copy_(x)
+            valid.copy_(v)
             if replay:
                 call.graph.replay()
         e.record()
         e.synchronize()
         return a.elapsed_time(e) / 1000
     loop(True)
-    return (loop(True) - loop(False)) / len(blocks)
+    return (loop(True) - loop(False)) / len(steps)
 
 
 def _step_point(net, cache, ids, commit, bs, ceil, split, kvp, q_dim, n_layers, cuda_time, floor, logits_last=None):
@@ -221,6 +228,7 @@ def run_block(args, model, ceil) -> dict:
     from bench.bench_speed import cuda_time, floor
     from decoding.base import GenConfig
     from decoding.block_causal import default_block
+    from decoding.loop import decode
     from decoding.registry import build_method, parse_methods
     dev = model.device
     net, cfg, bs = model.module, model.module.cfg, model.block_size
@@ -285,7 +293,7 @@ def run_block(args, model, ceil) -> dict:
             net.block_forward(ids[:, :pre], cache, commit=pre, logits_last=1)
         r["prefill_s"] = cuda_time(prefill, warmup=1, reps=5) if pre else 0.0
         del cache
-        # a block step fed the decode's own blocks (filled_blocks), against a cache half way through
+        # a captured block step to replay on the blocks each decode fed, against a cache half way through
         content_cache = _prefilled(net, b, pre + G // 2 // bs * bs, capacity, dev, g)
         from acceleration.graphs import GraphedCall
         content_call = GraphedCall(*_flat(block_step(net, content_cache, torch.full((b, bs), model.mask_id, device=dev),
@@ -317,22 +325,24 @@ def run_block(args, model, ceil) -> dict:
                 print(f"b={b} decode {spec}: {steps} steps ({row['steps_by_width']}), {row['step_s'] * 1e3:.2f} "
                       f"ms/step, forwards timed apart {row['forward_s_per_step'] * 1e3:.2f} ms/step, loop overhead "
                       f"{row['overhead_pct']:.2f}%", flush=True)
-                if bs in kinds:   # the width-bs steps timed again on the decode's own blocks
-                    blocks = filled_blocks(res.tokens[:, :G].to(dev), bs, model.mask_id, gen.block_length,
-                                           torch.Generator().manual_seed(0))
-                    t_own = replay_time(content_call, blocks)
+                if bs in kinds:   # the width-bs steps timed again on the blocks this decode fed
+                    with recording_block_steps(net, bs) as own:
+                        decode(model, build_method(parse_methods(spec)[0], gen), prompts, gen)
+                    t_own = replay_time(content_call, own)
                     fwd_own = fwd + kinds[bs] * (t_own - t_kind[bs])
-                    row.update({"block_step_own_blocks_s": t_own, "forward_s_per_step_own_blocks": fwd_own / steps,
+                    row.update({"block_step_own_blocks_s": t_own, "own_blocks_recorded": len(own),
+                                "forward_s_per_step_own_blocks": fwd_own / steps,
                                 "overhead_pct_own_blocks": 100 * (total - fwd_own) / total})
-                    print(f"b={b} decode {spec}, its width-{bs} steps timed on its own blocks: {t_own * 1e3:.3f} ms "
-                          f"(blocks of masks {t_kind[bs] * 1e3:.3f}), forwards {fwd_own / steps * 1e3:.2f} ms/step, "
-                          f"loop overhead {row['overhead_pct_own_blocks']:.2f}%", flush=True)
-                    if "step_own_block" not in r:   # one such block (half written) against its floor
-                        p = _step_point(net, content_cache, blocks[len(blocks) // 2], 0, bs, ceil, split, kvp, q_dim,
+                    print(f"b={b} decode {spec}, its width-{bs} steps timed on the blocks it fed ({len(own)} recorded "
+                          f"from the reference loop, {kinds[bs]} in the decode): {t_own * 1e3:.3f} ms (blocks of masks "
+                          f"{t_kind[bs] * 1e3:.3f}), forwards {fwd_own / steps * 1e3:.2f} ms/step, loop overhead "
+                          f"{row['overhead_pct_own_blocks']:.2f}%", flush=True)
+                    if "step_own_block" not in r:   # the decode's middle block step against its floor
+                        p = _step_point(net, content_cache, own[len(own) // 2][0], 0, bs, ceil, split, kvp, q_dim,
                                         n_layers, cuda_time, floor)
                         r["step_own_block"] = p
                         routed = p["distinct_experts_per_layer"]
-                        print(f"b={b} step_own_block (a block of the decode, half written): {p['time_s'] * 1e3:.3f} ms, "
+                        print(f"b={b} step_own_block (the decode's middle block step): {p['time_s'] * 1e3:.3f} ms, "
                               f"floor {p['floor_s'] * 1e3:.3f} ms ({p['bound']}), ratio {p['ratio_to_floor']:.2f}"
                               + (f"; distinct experts routed per MoE layer: mean {sum(routed) / len(routed):.1f}, "
                                  f"max {max(routed)}" if routed else ""), flush=True)

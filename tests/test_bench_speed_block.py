@@ -81,21 +81,27 @@ def test_block_step_is_the_same_step_each_call_and_the_plain_forward():
     assert torch.equal(cache.length, length)
 
 
-def test_filled_blocks_write_one_more_position_a_step_sub_block_by_sub_block():
-    from bench.bench_speed_block import filled_blocks
-    b, G, bs, sub, MASK = 2, 16, 8, 4, 99
-    tokens = torch.arange(b * G).view(b, G)
-    blocks = filled_blocks(tokens, bs, MASK, sub, torch.Generator().manual_seed(0))
-    assert blocks.shape == (G, b, bs)
-    for j in range(G // bs):
-        own = tokens[:, j * bs:(j + 1) * bs]
-        written_before = torch.zeros(bs, dtype=torch.bool)
-        for k in range(bs):
-            blk = blocks[j * bs + k]
-            written = blk[0] != MASK
-            assert int(written.sum()) == k and torch.equal(blk != MASK, written.expand(b, bs))
-            assert torch.equal(blk[:, written], own[:, written])       # the decode's own tokens
-            assert torch.equal(written & written_before, written_before)   # once written, kept
-            if k == sub:
-                assert written[:sub].all() and not written[sub:].any()    # the first sub-block first
-            written_before = written
+
+def test_recorded_block_steps_are_the_decodes_steps_one_token_more_each():
+    """bench_speed times an MoE model's forwards on the blocks a decode fed, recorded around the
+    reference loop: every block step of the model's width that appends nothing, in order."""
+    from bench.bench_speed_block import recording_block_steps
+    from decoding.base import GenConfig
+    from decoding.block_causal import default_block
+    from decoding.loop import decode
+    from decoding.registry import build_method, parse_methods
+    m = load_model("llada2-tiny", no_weights=True)
+    bs = m.block_size
+    gen = GenConfig(gen_length=2 * bs, block_length=default_block(m), early_stop=False)
+    with torch.no_grad(), recording_block_steps(m.module, bs) as own:
+        res = decode(m, build_method(parse_methods("fixed")[0], gen), [list(range(5, 5 + bs))] * 2, gen)
+    masks = [int((ids[0] == m.mask_id).sum()) for ids, _ in own]
+    # prompts of a whole block; fixed writes one token a step; each block's first step (with the
+    # prompt, or folding the finished block in) is wider and not recorded
+    assert masks == [bs - 1 - k for k in range(bs - 1)] * 2
+    assert len(own) == int(res.steps[0]) - 2
+    assert all(ids.shape == (2, bs) and valid.all() for ids, valid in own)
+    last = own[-1][0]                                   # the last step: all but one of the decode's tokens written
+    written = last != m.mask_id
+    assert torch.equal(last[written], res.tokens[:, -bs:][written])
+    assert m.module.block_forward.__func__ is type(m.module).block_forward   # the recorder is removed
