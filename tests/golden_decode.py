@@ -40,8 +40,9 @@ SPECS = {
     "localleap:tau_anchor=0.5,tau_relaxed=0.2": ("none", "dual"),
     "eb": ("none", "prefix", "dual"),
     "eb:gamma=1.0": ("none", "dual"),
-    "klass": ("none", "dual"),
-    "klass:tau=0.3,kl_tol=0.1": ("none", "dual"),
+    "klass": ("none", "prefix", "dual"),
+    "klass:tau=0.3,kl_tol=0.1": ("none", "prefix", "dual"),
+    "klass:tau=0.3,kl_tol=0.1,kl=topk,topk=4": ("none", "dual"),
 }
 # the committed PRR controller was trained for the built-in model's hidden size
 TINY_ONLY = {"prr": ("none", "prefix", "dual"), "prr:tau=0.7,profile=true": ("none", "dual"),

@@ -9,7 +9,6 @@ from models.layers import (_add_rms_norm_fp32_scale_rows, _add_rms_norm_rows, _q
                            fused_qk_norm_rope, fused_qkv_rope, rms_norm, rms_norm_fp32_scale)
 from decoding.state import Constants, Counters, advance
 from decoding.select import _chosen_prob_rows, _greedy_rows
-from decoding.rules.klass import kl_full_rows
 from kernels.compiled import _tensors
 
 
@@ -51,9 +50,6 @@ CASES = {
     "greedy": (_greedy_rows, lambda n, g: [torch.randn(n, 640, generator=g)]),
     "chosen_prob": (_chosen_prob_rows, lambda n, g: [torch.randn(n, 640, generator=g), torch.randint(0, 640, (n,), generator=g)]),
     "bookkeep": (advance, _advance_args),
-    "klass_kl": (kl_full_rows, lambda n, g: [torch.randn(n, 640, generator=g).bfloat16(), torch.randn(n, 640, generator=g),
-                                             torch.randn(n, generator=g).double(), torch.rand(n, generator=g) < 0.7,
-                                             torch.rand(n, generator=g) < 0.7]),
 }
 
 

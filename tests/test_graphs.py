@@ -267,7 +267,7 @@ def test_mixed_dual_cache_steps_run_eagerly_when_switched_off(builtin_model, pro
 
 
 def test_a_kept_decode_gives_the_next_method_object_the_buffers_its_graphs_hold(builtin_model, prompts, monkeypatch):
-    """KLASS allocates its previous logits at its first decide. A kept captured decode's graphs
+    """KLASS allocates its ring of previous distributions at its first decide. A kept captured decode's graphs
     hold the first call's buffer; the next call's method object gets that same buffer, so an
     eager step of that call (DLLM_MIXED_STEPS=0) writes the history the graph steps read, and
     the tokens equal the reference loop's."""
@@ -281,7 +281,7 @@ def test_a_kept_decode_gives_the_next_method_object_the_buffers_its_graphs_hold(
     dec(first, ids, gen)
     got = dec(second, ids, gen)
     monkeypatch.undo()
-    assert eager_steps and second.prev is first.prev and second.prev_lse is first.prev_lse
+    assert eager_steps and second.ring is first.ring
     for field in FIELDS:
         assert torch.equal(getattr(got, field), getattr(want, field)), field
 

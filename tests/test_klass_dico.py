@@ -110,12 +110,12 @@ def test_klass_only_fresh_positions_update_their_kl_history():
     m.start(1, CPU)
     cand = torch.ones((1, 4), dtype=torch.bool)
     _step(m, _logits(PROBS), cand, 0)
-    prev = m.prev.clone()
+    prev = m.ring.clone()
     fresh = torch.tensor([[T, T, F, F]])
     lg = _logits(PROBS) * fresh.unsqueeze(-1)             # not fresh: zeros, as a cache window gives
     _step(m, lg, cand, 1, fresh=fresh)
     assert m.run.tolist() == [[1, 1, 0, 0]]
-    assert torch.equal(m.prev[0, 2:], prev[0, 2:])         # kept: the next fresh forward compares with it
+    assert torch.equal(m.ring[0, 2:4], prev[0, 2:4])       # kept: the next fresh forward compares with it
 
 
 def test_klass_topk_reads_the_loop_summary_and_never_calls_the_first_step_stable():

@@ -6,7 +6,7 @@ import torch
 
 from decoding.rules.dico import dico_clusters, dico_conquer, dico_decide, dico_finalize, dico_seeds
 from decoding.rules.edit import edit_block_next, edit_decide
-from decoding.rules.klass import kl_full, kl_full_rows, kl_topk, klass_select, stable_run, topk_summary
+from decoding.rules.klass import kl_full, kl_topk, klass_select, stable_run, topk_summary
 from decoding.rules.wino import LAST_ACCEPT_AT_BLOCK_START, shadow_layout, wino_decide, wino_max_accept
 
 T, F = True, False
@@ -35,22 +35,28 @@ def test_kl_full_is_the_authors_smoothed_kl():
 
 
 @pytest.mark.parametrize("V,dtype", [(126464, torch.bfloat16), (1000, torch.float32), (7, torch.float32)])
-def test_kl_full_rows_is_kl_full_of_the_float64_log_softmax_and_keeps_the_fresh_rows(V, dtype):
-    """The fused rows function (klass's kl=full, compiled on the GPU) equals the plain definition
-    on logits.double().log_softmax(-1) to float64 rounding, with p_prev = 0 where not seen, and keeps
-    this step's logits (fp32, exact) where fresh, the previous ones elsewhere."""
+def test_kl_ring_is_kl_full_of_the_float64_log_softmax_and_keeps_log_p_of_the_fresh_rows(V, dtype):
+    """klass's kl=full operator (eager twin on the CPU) equals the plain definition on
+    logits.double().log_softmax(-1) to float64 rounding against the kept log(p_prev + eps), and
+    writes log(p + eps) into the ring rows of the fresh rows only."""
+    from kernels.klass_kl import kl_ring
     g = torch.Generator().manual_seed(0)
     logits = (4 * torch.randn(5, V, generator=g)).to(dtype)
-    prev = (4 * torch.randn(5, V, generator=g)).bfloat16().float()
-    prev_lse = prev.double().logsumexp(-1)
-    seen, fresh = t([T, T, F, T, F]), t([T, F, T, T, F])
-    kl, lse, keep = kl_full_rows(logits, prev, prev_lse, seen, fresh)
+    prev = (4 * torch.randn(5, V, generator=g)).double().log_softmax(-1)
+    ring = torch.zeros(2, 4, V, dtype=torch.float64)            # two rows of 3 slots and a spare
+    slot = t([0, 2, 5, 6, 7])
+    ring.view(-1, V)[slot] = (prev.exp() + 1e-12).log()
+    before = ring.clone()
+    fresh = t([T, F, T, T, F])
+    kl = kl_ring(logits, ring, slot, fresh, 1e-12)
     logp = logits.double().log_softmax(-1)
-    want = torch.where(seen, kl_full(logp, prev.double().log_softmax(-1)), kl_full(logp, None))
-    assert kl.dtype == lse.dtype == torch.float64 and keep.dtype == torch.float32
-    assert torch.allclose(kl, want, rtol=1e-12, atol=1e-12)
-    assert torch.allclose(lse, logits.double().logsumexp(-1), rtol=1e-14)
-    assert torch.equal(keep, torch.where(fresh[:, None], logits.float(), prev))
+    assert kl.dtype == torch.float64
+    assert torch.allclose(kl, kl_full(logp, prev), rtol=1e-12, atol=1e-12)
+    flat, old = ring.view(-1, V), before.view(-1, V)
+    assert torch.allclose(flat[slot[fresh]], (logp.exp() + 1e-12).log()[fresh], rtol=1e-14, atol=1e-14)
+    untouched = torch.ones(8, dtype=torch.bool)
+    untouched[slot[fresh]] = False
+    assert torch.equal(flat[untouched], old[untouched])
 
 
 def test_kl_topk_equals_full_kl_when_one_token_is_outside_the_summary_and_never_exceeds_it():

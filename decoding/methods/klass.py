@@ -13,23 +13,27 @@ p_{-1} = 0, so a position's first step is never stable; the previous distributio
 carry across blocks. Defaults: the authors' LLaDA GSM8K script (tau 0.6, kl_tol 0.015, H 2).
 
 `kl=full` (default) is the authors' KL. It needs the previous step's full distribution: the method
-keeps the logits it came from, [B, G, V] in float32 (exact for bf16 and fp32 logits; B * G * V * 4
-bytes: 1.04 GB for LLaDA-8B at batch 8, G 256, V 126464), and each position's float64 log-sum-exp,
-and recomputes log p_{t-1} = logits.double() - lse: the authors' float64 log-softmax of the same
-logits, to float64 rounding, at half the memory of keeping float64 log-probabilities. The KL, the
-log-sum-exp and the kept rows come from one row function (`decoding.rules.klass.kl_full_rows`),
-compiled into one fused kernel on the GPU: it reads the logits and the kept rows once and writes
-the kept rows once, with no [b, W, V] float64 temporary. `kl=topk` needs only the loop's top-k summary
-of the previous distribution (Reads.topk, k = `topk`): KL over the k tokens plus the rest as one
-bin, a lower bound of the full KL (decoding/rules/klass.py), so a position can read as stable
-earlier than under the authors' KL: an approximation.
+keeps log(p_{t-1} + 1e-12) in float64, the term the authors take again from their float64 p_{t-1}
+each step, so the values are theirs and each step costs three float64 exp/log per element (the
+log-sum-exp's exp, p's exp, log(p + eps)). These rows are kept only at the current and next block
+(below), in a ring of 2 * block_length rows per batch row (position i in row slot i mod
+2 * block_length: any two blocks in a row take distinct slots), [B, 2 * block_length + 1, V] float64:
+66 MB at batch 1 and 527 MB at batch 8 for LLaDA-8B (block 32, V 126464). The KL and the ring update
+are one operator (`kernels.klass_kl.kl_ring`): on the GPU two Triton kernels that read each logits
+row twice and its ring row once and write the ring row in place, with no [b, W, V] temporary.
+`kl=topk` needs only the loop's top-k summary of the previous distribution (Reads.topk, k = `topk`):
+KL over the k tokens plus the rest as one bin, a lower bound of the full KL
+(decoding/rules/klass.py), so a position can read as stable earlier than under the authors' KL: an
+approximation.
 
 The KL, runs and previous distributions are kept at the positions of the row's current block and
-the next block only. A decision reads runs only at the current block, at in-block step H - 1 or
-later, where `run >= H` holds exactly when the last H KL values, all taken inside the block, are
-below kl_tol; the next block's previous distributions are kept so that its first step compares
-with the step before it, as the authors' KL does. So the commits are the authors' while the float64
-KL runs over 2 blocks' rows instead of all G (at batch 1 without a cache, 64 rows instead of 256).
+the next block only (positions outside them, which a prefix cache or a block-causal model's wider
+block computes, are not kept and read as unstable). A decision reads runs only at the current
+block, at in-block step H - 1 or later, where `run >= H` holds exactly when the last H KL values,
+all taken inside the block, are below kl_tol; the next block's previous distributions are kept so
+that its first step compares with the step before it, as the authors' KL does. So the commits are
+the authors' while the float64 KL runs over 2 blocks' rows instead of all G (at batch 1 without a
+cache, 64 rows instead of 256).
 
 Under a KV cache a forward computes only some positions (StepOutput.fresh: with cache=dual the
 current block, after the block's refresh). Only fresh positions update their KL, run and previous
@@ -48,9 +52,11 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.klass_kl import kl_ring
+
 from ..base import Method
 from ..contract import Decision, Reads, StepOutput, StepView, block_positions, gather_rows, place_rows
-from ..rules.klass import kl_full_rows, kl_topk, klass_select, stable_run
+from ..rules.klass import EPS, kl_topk, klass_select, stable_run
 from ..select import quota_schedule
 
 KL_MODES = ("full", "topk")
@@ -99,44 +105,48 @@ class KLASSMethod(Method):
         self.quota = self.quota.to(device)
         self.run = torch.zeros((batch_size, G), dtype=torch.long, device=device)   # steps with kl < kl_tol
         self.seen = torch.zeros((batch_size, G), dtype=torch.bool, device=device)  # a previous distribution exists
-        # [B, G + 1, V] previous logits and [B, G + 1] their float64 log-sum-exp (kl=full), allocated
-        # at the first decide (V is known there). Whatever it holds where `seen` is False is never read: a kept captured decode may
-        # leave the last call's values in it.
-        if getattr(self, "prev", None) is not None and self.prev.shape[:2] != (batch_size, G + 1):
-            self.prev = None
+        # kl=full: the ring [B, N + 1, V] of log(p + eps) in float64, allocated at the first decide (V
+        # is known there). Whatever it holds where `seen` is False is never read: a kept captured
+        # decode may leave the last call's values in it.
+        if getattr(self, "ring", None) is not None and self.ring.shape[0] != batch_size:
+            self.ring = None
 
-    def kl(self, view: StepView, out: StepOutput) -> torch.Tensor:
-        """KL(p_t || p_{t-1}) per position [b, G] (float64) at the positions of the forward's logits
-        rows (out.logits [b, W, V]: a cache window computes only its own rows); +inf elsewhere and
-        where no previous distribution exists. kl=full keeps this step's logits of fresh rows."""
+    def kl(self, view: StepView, out: StepOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """(KL(p_t || p_{t-1}) per position [b, G] (float64), the positions whose distribution this
+        step kept [b, G] bool) at the positions of the forward's logits rows (out.logits [b, W, V]:
+        a cache window computes only its own rows) inside the current and next block; +inf
+        elsewhere and where no previous distribution exists."""
         rows, at = view.rows, out.logits_at
         b, W, V = out.logits.shape
         G = self.seen.shape[1]
         if at is None:
             at = torch.arange(G, device=out.logits.device).expand(b, G)
         inside = at < G                                   # G: a row outside the generated region
+        window = block_positions(view, self.gen.block_length, blocks=2)
+        if window is None:                                # no blocks: every position is kept
+            N = G
+        else:                                             # the current and next block (module docstring)
+            N = 2 * self.gen.block_length
+            start = (view.block_end - self.gen.block_length).unsqueeze(1)
+            inside = inside & (at >= start) & (at < start + N)
         seen = self.seen[rows].gather(1, at.clamp(max=G - 1)) & inside
+        fresh = out.fresh.gather(1, at.clamp(max=G - 1)) & inside
         if self.cfg.kl == "topk":
             logits = out.logits.double()
             logp = logits - logits.logsumexp(-1, keepdim=True)
             h = view.history
             kl = kl_topk(gather_rows(h.topk_ids, at), gather_rows(h.topk_logp, at), logp)
         else:
-            if getattr(self, "prev", None) is None or self.prev.shape[1:] != (G + 1, V):
-                # one spare position G: rows outside the region are written there, never read
+            if getattr(self, "ring", None) is None or self.ring.shape[1:] != (N + 1, V):
+                # slot N of each row: the positions outside, never fresh, never read
                 B = self.seen.shape[0]
-                self.prev = torch.zeros((B, G + 1, V), dtype=torch.float32, device=out.logits.device)
-                self.prev_lse = torch.zeros((B, G + 1), dtype=torch.float64, device=out.logits.device)
-            r = rows.unsqueeze(1).expand(b, W)
-            prev_lse = self.prev_lse[r, at]
-            fresh = out.fresh.gather(1, at.clamp(max=G - 1)) & inside
-            kl, lse, keep = kl_full_rows(out.logits.reshape(b * W, V), self.prev[r, at].view(b * W, V),
-                                         prev_lse.reshape(-1), seen.reshape(-1), fresh.reshape(-1))
-            kl = kl.view(b, W)
-            self.prev[r, at] = keep.view(b, W, V)
-            self.prev_lse[r, at] = torch.where(fresh, lse.view(b, W), prev_lse)
+                self.ring = torch.zeros((B, N + 1, V), dtype=torch.float64, device=out.logits.device)
+            slot = rows.unsqueeze(1) * (N + 1) + torch.where(inside, at % N, N)   # N consecutive positions: N slots
+            kl = kl_ring(out.logits.reshape(b * W, V), self.ring, slot.reshape(-1), fresh.reshape(-1),
+                         EPS).view(b, W)
         kl = torch.where(seen, kl, torch.inf)
-        return place_rows(kl, at, torch.full((b, G), torch.inf, dtype=kl.dtype, device=kl.device))
+        kept = place_rows(fresh, at, torch.zeros((b, G), dtype=torch.bool, device=kl.device))
+        return place_rows(kl, at, torch.full((b, G), torch.inf, dtype=kl.dtype, device=kl.device)), kept
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         c, rows, fresh = self.cfg, view.rows, out.fresh
@@ -144,14 +154,11 @@ class KLASSMethod(Method):
             B, G = self.run.shape[0], fresh.shape[1]
             self.run = torch.zeros((B, G), dtype=torch.long, device=fresh.device)
             self.seen = torch.zeros((B, G), dtype=torch.bool, device=fresh.device)
-            self.prev = None
+            self.ring = None
         out = out.rows_at(block_positions(view, self.gen.block_length, blocks=2))   # see the module docstring
-        kl = self.kl(view, out)
+        kl, kept = self.kl(view, out)
         run = torch.where(fresh, stable_run(self.run[rows], kl, c.kl_tol), self.run[rows])
         self.run[rows] = run
-        at = out.logits_at   # the positions whose previous distribution this step kept (None: all)
-        kept = fresh if at is None else fresh & place_rows(torch.ones_like(at, dtype=torch.bool), at,
-                                                           torch.zeros_like(fresh))
         self.seen[rows] = self.seen[rows] | kept
         k = self.quota[view.step_in_block.clamp(max=self.steps_per_block - 1)]
         return Decision(klass_select(run, out.conf, view.candidates, k, c.history, c.tau,

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from kernels.compiled import VOCAB_ROWS_COMPILED, on_gpu_compiled
-from kernels.vocab_chunks import chunked, row_sum
-
 from ..select import topk_commit
 
 EPS = 1e-12   # the authors' smoothing inside both logarithms
@@ -27,32 +24,6 @@ def kl_full(logp: torch.Tensor, logp_prev: torch.Tensor | None, eps: float = EPS
     p = logp.double().exp()
     prev = torch.zeros_like(p) if logp_prev is None else logp_prev.double().exp()
     return (p * ((p + eps).log() - (prev + eps).log())).sum(-1)
-
-
-@on_gpu_compiled(min_numel=VOCAB_ROWS_COMPILED, row_args=(0, 1, 2, 3, 4))
-def kl_full_rows(logits: torch.Tensor, prev: torch.Tensor, prev_lse: torch.Tensor, seen: torch.Tensor,
-                 fresh: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`kl_full` row by row from logits, in one fused kernel on the GPU: for logits rows [R, V] (any
-    float dtype; their float64 log-softmax is the distribution) and the previous step's fp32 logits
-    rows `prev` [R, V] with their float64 log-sum-exp `prev_lse` [R] (read only where `seen` [R]),
-    returns (kl [R] float64, this step's float64 log-sum-exp [R], the rows to keep as the previous
-    logits: these logits in fp32 where `fresh` [R], else `prev`).
-
-    The eager function (CPU) is the compiled kernel's reference twin. Both take each reduction per
-    chunk of the vocabulary, then over the chunks (kernels/vocab_chunks.py), so a few rows spread
-    over the GPU; compiled, no [R, V] float64 temporary is written: the logits and prev are read
-    once and the kept rows written once, against a dozen float64 passes for the unfused ops. The
-    values are `kl_full`'s of logits.double().log_softmax(-1) to float64 rounding (sums add in
-    another order)."""
-    c = chunked(logits.double())
-    m = c.amax(-1).amax(-1)
-    lse = m + row_sum((c - m[:, None, None]).exp()).log()
-    p = (c - lse[:, None, None]).exp()
-    q = (chunked(prev.double()) - prev_lse[:, None, None]).exp()
-    q = torch.where(seen[:, None, None], q, 0.0)
-    kl = row_sum(p * ((p + eps).log() - (q + eps).log()))
-    keep = torch.where(fresh[:, None], logits.float(), prev)
-    return kl, lse, keep
 
 
 def topk_summary(logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
