@@ -116,6 +116,18 @@ def test_klass_only_fresh_positions_update_their_kl_history():
     _step(m, lg, cand, 1, fresh=fresh)
     assert m.run.tolist() == [[1, 1, 0, 0]]
     assert torch.equal(m.ring[0, 2:4], prev[0, 2:4])       # kept: the next fresh forward compares with it
+    assert m.ring.shape == (1, gen.gen_length + 1, 3)      # a view without blocks: a slot per position
+
+
+def test_klass_keeps_log_p_of_two_blocks_per_row_in_a_float64_ring():
+    from decoding.loop import decode
+    from models import load_model
+    model = load_model("llada-tiny", no_weights=True)
+    gen = GenConfig(gen_length=24, block_length=4)
+    m = method("klass", gen)
+    decode(model, m, [[5, 6, 7], [8, 9]], gen)
+    V = model.module.cfg.vocab_size
+    assert m.ring.shape == (2, 2 * gen.block_length + 1, V) and m.ring.dtype == torch.float64
 
 
 def test_klass_topk_reads_the_loop_summary_and_never_calls_the_first_step_stable():
