@@ -155,6 +155,17 @@ class RMSNorm(nn.Module):
         return s.view(x.shape), h.view(x.shape)
 
 
+def fused_norm_layers(layers, final_norm, x, cos, sin, mask, cache, step) -> torch.Tensor:
+    """Run decoder layers whose residual adds are fused with the norm after them: layer i takes
+    (x, h = its input norm of x, cos, sin, mask, i, cache, step, the next layer's input norm or
+    `final_norm`) and returns (new x, that norm of it) -> the final norm of the last residual."""
+    h = layers[0].input_layernorm(x)
+    for i, layer in enumerate(layers):
+        x, h = layer(x, h, cos, sin, mask, i, cache, step,
+                     layers[i + 1].input_layernorm if i + 1 < len(layers) else final_norm)
+    return h
+
+
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, L, 1, head_dim] tables for rotate-half RoPE (heads-last layout: they broadcast over

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .block_cache import BlockKVCache, attend_block, block_causal_mask, cached_forward
-from .layers import RMSNorm, default_positions, fused_qk_norm_rope, fused_qkv_rope, rope_cos_sin
+from .layers import (RMSNorm, default_positions, fused_norm_layers, fused_qk_norm_rope, fused_qkv_rope,
+                     rope_cos_sin)
 from .moe import Expert, SparseMoE
 
 MASK_ID, EOS_ID = 156895, 156892
@@ -230,11 +231,7 @@ class LLaDA2(nn.Module):
         c, m = self.cfg, self.model
         x = m.word_embeddings(input_ids)
         cos, sin = rope_cos_sin(positions, c.rope_dim, c.rope_theta, x.dtype)
-        layers = m.layers
-        h = layers[0].input_layernorm(x)
-        for i, layer in enumerate(layers):
-            x, h = layer(x, h, cos, sin, mask, i, cache, step,
-                         layers[i + 1].input_layernorm if i + 1 < len(layers) else m.norm)
+        h = fused_norm_layers(m.layers, m.norm, x, cos, sin, mask, cache, step)
         h = h if logits_last is None else h[:, -logits_last:]
         w = m.word_embeddings.weight if c.tie_word_embeddings else self.lm_head.weight
         return F.linear(h, w).float(), h

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .block_cache import BlockKVCache, attend_block, block_causal_mask, cached_forward
-from .layers import (add_rms_norm, default_positions, fuse_linears_, fused_qk_norm_rope, fused_qkv_rope, rms_norm,
-                     rms_norm_fp32_scale, rope_cos_sin, swiglu)
+from .layers import (add_rms_norm, default_positions, fuse_linears_, fused_norm_layers, fused_qk_norm_rope, fused_qkv_rope,
+                     rms_norm, rms_norm_fp32_scale, rope_cos_sin, swiglu)
 
 
 class Norm(nn.Module):
@@ -127,11 +127,7 @@ class BlockCausalQwen(nn.Module):
         c, m = self.cfg, self.model
         x = m.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, x.dtype)
-        layers = m.layers
-        h = layers[0].input_layernorm(x)
-        for i, layer in enumerate(layers):
-            x, h = layer(x, h, cos, sin, mask, i, cache, step,
-                         layers[i + 1].input_layernorm if i + 1 < len(layers) else m.norm)
+        h = fused_norm_layers(m.layers, m.norm, x, cos, sin, mask, cache, step)
         h = h if logits_last is None else h[:, -logits_last:]
         w = m.embed_tokens.weight if c.tie_word_embeddings else self.lm_head.weight
         return F.linear(h, w), h

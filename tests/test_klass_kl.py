@@ -1,24 +1,14 @@
 """klass's Triton KL kernels (kernels/klass_kl.py) against their eager twin, on the CPU through
 Triton's interpreter: the KL and the ring rows they write, and whole decodes token for token."""
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from triton_child import interpreted
 
 pytest.importorskip("triton")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def measured():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, str(ROOT / "tests" / "klass_kl_child.py")], env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return interpreted("klass_kl_child.py")
 
 
 @pytest.mark.parametrize("case", ["8192_bfloat16", "9001_float32", "7_float32"])

@@ -1,25 +1,15 @@
 """The Triton window-step attention (kernels/window_attention.py) against the SDPA path, on
 the CPU through Triton's interpreter: outputs, the K/V it writes into the cache, and whole cached
 decodes token for token. (On the GPU: results/speed/window_attention_h200.txt.)"""
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from triton_child import interpreted
 
 pytest.importorskip("triton")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def measured():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, str(ROOT / "tests" / "window_attention_child.py")], env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return interpreted("window_attention_child.py")
 
 
 @pytest.mark.parametrize("case", ["mha", "gqa_mask_rows", "window_of_33", "long_sequence"])

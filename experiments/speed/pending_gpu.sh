@@ -12,23 +12,12 @@
 #   rm -rf .old && mkdir .old && git archive e63bf44 kernels models decoding acceleration bench tasks training run_bench.py | tar -x -C .old
 #   bash experiments/speed/pending_gpu.sh      # $OUT gets the 8 bench_speed files; the rest is on stdout
 set -u
+source experiments/speed/common.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader
-python - <<'PY'
-import torch
-from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
-torch.manual_seed(0)
-save_controller(Controller(ControllerConfig(d_model=4096)), "/tmp/random-controller", {"note": "random weights, speed only"})
-PY
+random_controller
 C=/tmp/random-controller
 timeout 80 python experiments/gpu_checks/repeat_steps.py --spec "prr:controller=$C,cache=dual" --batch 8 --reps 3 \
   2>&1 | grep "per call\|Error"
 timeout 45 python experiments/speed/top50_probe.py 2>&1 | grep "us \|Error"
-ab() {   # ab NAME BATCH "SPECS" SECONDS: bench_speed of the old and the new tree, one after the other
-  local args="--config llada-8b --prompt 512 --gen 256 --block 32 --batch $2 --confident-share 0.5"
-  (cd .old && timeout $4 python -m bench.bench_speed $args --methods "$3" --out "$OUT/$1_old.json") > "$OUT/$1_old.txt" 2>&1
-  timeout $4 python -m bench.bench_speed $args --methods "$3" --out "$OUT/$1_new.json" > "$OUT/$1_new.txt" 2>&1
-  grep -h "decode\|window step\|Error" "$OUT/$1_old.txt" | sed "s/^/$1 old /"
-  grep -h "decode\|window step\|Error" "$OUT/$1_new.txt" | sed "s/^/$1 new /"
-}
 ab b1 1 "threshold;prr:controller=$C;klass" 110
 ab dual_b8 8 "klass:cache=dual;prr:controller=$C,cache=dual" 110

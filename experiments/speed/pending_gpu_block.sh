@@ -14,8 +14,8 @@
 #   rm -rf .old && mkdir .old && git archive e63bf44 kernels models decoding acceleration bench tasks training run_bench.py | tar -x -C .old
 #   bash experiments/speed/pending_gpu_block.sh      # $OUT gets the 8 bench_speed files; the rest is on stdout
 set -u
+source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
-quiet() { grep -v "Warn\|warn\|^ *$\|Online softmax\|split the\|important use\|^softmax"; }
 run() {  # tree config methods name
   (cd "$1" && timeout 100 python -m bench.bench_speed --config "$2" --prompt 512 --gen 256 --batch 1 --methods "$3" \
      --out "$OUT/$4_$2.json") > "$OUT/$4_$2.txt" 2>&1

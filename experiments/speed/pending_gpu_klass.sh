@@ -8,17 +8,10 @@
 #   rm -rf .old && mkdir .old && git archive a9488f4 kernels models decoding acceleration bench tasks training run_bench.py | tar -x -C .old && rm -rf .old/models/tiny .old/models/tiny-cdlm
 #   bash experiments/speed/pending_gpu_klass.sh      # $OUT gets the bench_speed files; the rest is on stdout
 set -u
+source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
-quiet() { grep -v "Warn\|warn\|^ *$\|Online softmax\|split the\|important use\|^softmax"; }
 timeout 120 python experiments/gpu_checks/fast_vs_reference.py --config llada-8b --batch 4 --gen 64 --only klass \
   2>&1 | grep "rows equal\|EQUAL\|DIFF\|Error"
-ab() {   # ab NAME BATCH "SPECS" SECONDS: bench_speed of the old and the new tree, one after the other
-  local args="--config llada-8b --prompt 512 --gen 256 --block 32 --batch $2 --confident-share 0.5"
-  (cd .old && timeout $4 python -m bench.bench_speed $args --methods "$3" --out "$OUT/$1_old.json") > "$OUT/$1_old.txt" 2>&1
-  timeout $4 python -m bench.bench_speed $args --methods "$3" --out "$OUT/$1_new.json" > "$OUT/$1_new.txt" 2>&1
-  grep -h "decode\|window step\|Error" "$OUT/$1_old.txt" | sed "s/^/$1 old /"
-  grep -h "decode\|window step\|Error" "$OUT/$1_new.txt" | sed "s/^/$1 new /"
-}
 ab klass_b1 1 "threshold;klass" 110
 ab klass_dual_b8 8 "klass:cache=dual" 110
 timeout 150 python experiments/speed/profile_step.py --batch 8 --top 12 --methods "klass:cache=dual" 2>&1 | quiet

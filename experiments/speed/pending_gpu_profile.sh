@@ -5,14 +5,9 @@
 # replayed apart: the host's share of its 5.5%).
 #   bash experiments/speed/pending_gpu_profile.sh      # everything on stdout
 set -u
+source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
-python - <<'PY'
-import torch
-from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
-torch.manual_seed(0)
-save_controller(Controller(ControllerConfig(d_model=4096)), "/tmp/random-controller", {"note": "random weights, speed only"})
-PY
-quiet() { grep -v "Warn\|warn\|^ *$\|Online softmax\|split the\|important use\|^softmax"; }
+random_controller
 timeout 150 python experiments/speed/profile_step.py --batch 1 --top 20 \
   --methods "threshold;prr:controller=/tmp/random-controller;klass" 2>&1 | quiet
 timeout 120 python experiments/speed/profile_step.py --batch 8 --top 20 --methods "klass:cache=dual" 2>&1 | quiet

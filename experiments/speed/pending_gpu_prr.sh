@@ -3,13 +3,8 @@
 # its step graphs by kernel, and each step kind's share of the decode (about 4 min).
 #   bash experiments/speed/pending_gpu_prr.sh      # everything on stdout
 set -u
+source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
-python - <<'PY'
-import torch
-from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
-torch.manual_seed(0)
-save_controller(Controller(ControllerConfig(d_model=4096)), "/tmp/random-controller", {"note": "random weights, speed only"})
-PY
-quiet() { grep -v "Warn\|warn\|^ *$\|Online softmax\|split the\|important use\|^softmax"; }
+random_controller
 timeout 200 python experiments/speed/profile_step.py --batch 8 --top 20 \
   --methods "prr:controller=/tmp/random-controller,cache=dual" 2>&1 | quiet

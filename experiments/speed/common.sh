@@ -1,0 +1,24 @@
+# Shell pieces the device scripts share (source experiments/speed/common.sh from the repository root).
+
+# The probes' output without compiler warnings.
+quiet() { grep -v "Warn\|warn\|^ *$\|Online softmax\|split the\|important use\|^softmax"; }
+
+# A PRR controller with random weights for LLaDA-8B's width, at /tmp/random-controller (speed only).
+random_controller() {
+  python - <<'PY'
+import torch
+from decoding.methods.prr.controller import Controller, ControllerConfig, save_controller
+torch.manual_seed(0)
+save_controller(Controller(ControllerConfig(d_model=4096)), "/tmp/random-controller", {"note": "random weights, speed only"})
+PY
+}
+
+# ab NAME BATCH "SPECS" SECONDS: bench_speed on LLaDA-8B (prompt 512, gen 256, block 32, half the
+# masked positions confident) of the old tree (.old) and this one, one after the other; files in $OUT.
+ab() {
+  local args="--config llada-8b --prompt 512 --gen 256 --block 32 --batch $2 --confident-share 0.5"
+  (cd .old && timeout $4 python -m bench.bench_speed $args --methods "$3" --out "$OUT/$1_old.json") > "$OUT/$1_old.txt" 2>&1
+  timeout $4 python -m bench.bench_speed $args --methods "$3" --out "$OUT/$1_new.json" > "$OUT/$1_new.txt" 2>&1
+  grep -h "decode\|window step\|Error" "$OUT/$1_old.txt" | sed "s/^/$1 old /"
+  grep -h "decode\|window step\|Error" "$OUT/$1_new.txt" | sed "s/^/$1 new /"
+}
