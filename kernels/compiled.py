@@ -91,7 +91,7 @@ def on_gpu_compiled(fn=None, *, min_numel: int | None = None, row_args: tuple[in
         with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
             return compiled(x, *args)
 
-    wrapper.__doc__ = fn.__doc__
+    wrapper.__doc__, wrapper.__name__, wrapper.__qualname__ = fn.__doc__, fn.__name__, fn.__qualname__
     wrapper.__wrapped__, wrapper.row_args = fn, row_args   # for tests: what it compiles, and how
     return wrapper
 

@@ -21,10 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.compiled import on_gpu_compiled
 
+from .layers import fuse_linears_, swiglu
+
+
+@on_gpu_compiled
 def route(x: torch.Tensor, weight: torch.Tensor, expert_bias: torch.Tensor, top_k: int, n_group: int,
           topk_group: int, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [T, d] -> (expert ids [T, top_k], fp32 weights [T, top_k])."""
+    """x [T, d] -> (expert ids [T, top_k], fp32 weights [T, top_k]); on the GPU its elementwise
+    work fused around the top-k selections (kernels/compiled.py)."""
     T = x.shape[0]
     scores = torch.sigmoid(F.linear(x.float(), weight.float()))
     biased = scores + expert_bias
@@ -53,17 +59,26 @@ def expert_order(flat: torch.Tensor, n_experts: int) -> torch.Tensor:
 
 
 def grouped_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, gate_up: torch.Tensor,
-                    down: torch.Tensor) -> torch.Tensor:
+                    down: torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:
     """sum_j w[t, j] * expert_{idx[t, j]}(x[t]) for x [T, d], idx/w [T, k], gate_up [E, 2F, d],
-    down [E, d, F] -> [T, d] in x's dtype (the weighted sum in fp32). On a CUDA bf16 input, the
-    grouped matrix product (offsets_grouped_experts: no host sync, capturable in a CUDA graph);
-    elsewhere the padded batched product."""
+    down [E, d, F] -> [T, d] in x's dtype (the weighted sum in fp32), plus `shared` [T, d] (the
+    shared experts' output) if given. On a CUDA bf16 input, the grouped matrix product
+    (offsets_grouped_experts: no host sync, capturable in a CUDA graph); elsewhere the padded
+    batched product."""
     if x.is_cuda and x.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm"):
-        return offsets_grouped_experts(x, idx, w, gate_up, down)
-    return padded_grouped_experts(x, idx, w, gate_up, down)
+        return offsets_grouped_experts(x, idx, w, gate_up, down, shared)
+    return padded_grouped_experts(x, idx, w, gate_up, down, shared)
 
 
-def offsets_grouped_experts(x, idx, w, gate_up, down) -> torch.Tensor:
+@on_gpu_compiled(row_args=(0, 1, 2))
+def _combine_rows(y: torch.Tensor, w: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
+    """The routed experts' outputs y [T, k, d] weighted by w [T, k] and summed in fp32, cast to y's
+    dtype, plus the shared experts' output [T, d] (one pass on the GPU)."""
+    out = (y.float() * w[..., None]).sum(1).to(y.dtype)
+    return out if shared is None else out + shared
+
+
+def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tensor:
     """grouped_experts through torch._grouped_mm: the (token, slot) pairs sorted by expert, each
     expert's rows multiplied by its weights (experts without rows read nothing), shapes fixed by
     T and k alone."""
@@ -79,10 +94,10 @@ def offsets_grouped_experts(x, idx, w, gate_up, down) -> torch.Tensor:
     out = torch._grouped_mm(F.silu(g) * u, down.transpose(1, 2), offs=offs)
     y = torch.empty_like(out)
     y[order] = out
-    return (y.view(T, k, -1).float() * w[..., None]).sum(1).to(x.dtype)
+    return _combine_rows(y.view(T, k, -1), w, shared)
 
 
-def padded_grouped_experts(x, idx, w, gate_up, down) -> torch.Tensor:
+def padded_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tensor:
     """grouped_experts as two batched products over a padded [A, C, d] layout (A experts with
     work, C their largest load: one host sync)."""
     T, k = idx.shape
@@ -104,10 +119,14 @@ def padded_grouped_experts(x, idx, w, gate_up, down) -> torch.Tensor:
     out = torch.bmm(F.silu(g) * u, down[active].transpose(1, 2))
     y = torch.empty(T * k, x.shape[1], dtype=x.dtype, device=x.device)
     y[order] = out[rank[e_sorted], slot]
-    return (y.view(T, k, -1).float() * w[..., None]).sum(1).to(x.dtype)
+    return _combine_rows(y.view(T, k, -1), w, shared)
 
 
 class Expert(nn.Module):
+    """A SwiGLU MLP: down(silu(gate(x)) * up(x)), the gate and up products as one (their weights
+    fused on the first call, the parameters views into it) and silu * up in one pass. Routed
+    experts never call it (grouped_experts reads their stacked weights)."""
+
     def __init__(self, d: int, f: int):
         super().__init__()
         self.gate_proj = nn.Linear(d, f, bias=False)
@@ -115,7 +134,9 @@ class Expert(nn.Module):
         self.down_proj = nn.Linear(f, d, bias=False)
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if not hasattr(self, "w_gate_up"):
+            self.w_gate_up, _ = fuse_linears_(self.gate_proj, self.up_proj)
+        return self.down_proj(swiglu(F.linear(x, self.w_gate_up)))
 
 
 class Gate(nn.Module):
@@ -172,7 +193,5 @@ class SparseMoE(nn.Module):
         h = x.reshape(-1, shape[-1])
         idx, w = route(h, self.router_weight(), self.gate.expert_bias, c.num_experts_per_tok, c.n_group, c.topk_group,
                        c.routed_scaling_factor)
-        y = grouped_experts(h, idx, w, self.w_gate_up, self.w_down).view(shape)
-        if c.num_shared_experts:
-            y = y + self.shared_experts(x)
-        return y
+        shared = self.shared_experts(h) if c.num_shared_experts else None
+        return grouped_experts(h, idx, w, self.w_gate_up, self.w_down, shared).view(shape)
