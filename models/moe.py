@@ -10,10 +10,15 @@ are a plain SwiGLU MLP added to the routed sum.
 
 Expert product: the experts' weights live in two stacked tensors ([E, 2F, d] gate/up and
 [E, d, F] down; each expert's gate_proj/up_proj/down_proj parameters are views into them, so the
-checkpoint names are kept). Tokens are sorted by expert, laid out per active expert in a padded
-[A, C, d] buffer (A experts with work, C their largest load), and multiplied in two batched
-matmuls; the outputs go back to their (token, slot) places and are summed over the top_k slots in
-fp32, weighted, as the reference does.
+checkpoint names are kept). The (token, slot) pairs are grouped by expert (a stable sort of the
+expert ids as uint8), multiplied by each expert's weights (on a CUDA bf16 input by two grouped
+matrix products; elsewhere per active expert in a padded [A, C, d] buffer, A experts with work, C
+their largest load), put back in their places and summed over the top_k slots in fp32, weighted,
+as the reference does; the shared experts' output is added in the same pass.
+
+On the GPU the routing's elementwise work, SwiGLU and that weighted sum run as compiled kernels
+(kernels/compiled.py); on the CPU the same functions run eagerly, the reference's order of
+operations.
 """
 from __future__ import annotations
 
@@ -90,8 +95,7 @@ def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tens
         0, flat, torch.ones_like(flat, dtype=torch.int32))                  # bincount without its host sync
     offs = counts.cumsum(0, dtype=torch.int32)
     h = torch._grouped_mm(x[order // k], gate_up.transpose(1, 2), offs=offs)
-    g, u = h.chunk(2, dim=-1)
-    out = torch._grouped_mm(F.silu(g) * u, down.transpose(1, 2), offs=offs)
+    out = torch._grouped_mm(swiglu(h), down.transpose(1, 2), offs=offs)
     y = torch.empty_like(out)
     y[order] = out
     return _combine_rows(y.view(T, k, -1), w, shared)
@@ -115,8 +119,7 @@ def padded_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tenso
     buf = x.new_zeros(active.numel(), C, x.shape[1])
     buf[rank[e_sorted], slot] = x[order // k]
     h = torch.bmm(buf, gate_up[active].transpose(1, 2))
-    g, u = h.chunk(2, dim=-1)
-    out = torch.bmm(F.silu(g) * u, down[active].transpose(1, 2))
+    out = torch.bmm(swiglu(h), down[active].transpose(1, 2))
     y = torch.empty(T * k, x.shape[1], dtype=x.dtype, device=x.device)
     y[order] = out[rank[e_sorted], slot]
     return _combine_rows(y.view(T, k, -1), w, shared)
