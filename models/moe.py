@@ -75,30 +75,37 @@ def grouped_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, gate_up
     return padded_grouped_experts(x, idx, w, gate_up, down, shared)
 
 
-@on_gpu_compiled(row_args=(0, 1, 2))
-def _combine_rows(y: torch.Tensor, w: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
-    """The routed experts' outputs y [T, k, d] weighted by w [T, k] and summed in fp32, cast to y's
-    dtype, plus the shared experts' output [T, d] (one pass on the GPU)."""
-    out = (y.float() * w[..., None]).sum(1).to(y.dtype)
+@on_gpu_compiled(row_args=(0, 1, 2, 3))
+def _combine_rows(rows: torch.Tensor, place: torch.Tensor, w: torch.Tensor,
+                  shared: torch.Tensor | None) -> torch.Tensor:
+    """The routed experts' outputs, rows [T * k, d] in grouped order, taken back to their (token,
+    slot) places (place [T, k]: each pair's row), weighted by w [T, k] and summed in fp32, cast to
+    the rows' dtype, plus the shared experts' output [T, d] (one pass on the GPU)."""
+    out = (rows[place].float() * w[..., None]).sum(1).to(rows.dtype)
     return out if shared is None else out + shared
 
 
+@on_gpu_compiled
+def _group_by_expert(flat: torch.Tensor, n_experts: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (token, slot) pairs of expert ids flat [T * k] grouped by expert -> (the token of each
+    grouped pair, the groups' end offsets [n_experts] int32, each pair's place in the grouped order);
+    no host sync, one or two kernels on the GPU."""
+    order = expert_order(flat, n_experts)
+    counts = torch.zeros(n_experts, dtype=torch.int32, device=flat.device).index_add_(
+        0, flat, torch.ones_like(flat, dtype=torch.int32))                  # bincount without its host sync
+    place = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=flat.device))
+    return order // k, counts.cumsum(0, dtype=torch.int32), place
+
+
 def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tensor:
-    """grouped_experts through torch._grouped_mm: the (token, slot) pairs sorted by expert, each
+    """grouped_experts through torch._grouped_mm: the (token, slot) pairs grouped by expert, each
     expert's rows multiplied by its weights (experts without rows read nothing), shapes fixed by
     T and k alone."""
     T, k = idx.shape
-    E = gate_up.shape[0]
-    flat = idx.reshape(-1)
-    order = expert_order(flat, E)
-    counts = torch.zeros(E, dtype=torch.int32, device=x.device).index_add_(
-        0, flat, torch.ones_like(flat, dtype=torch.int32))                  # bincount without its host sync
-    offs = counts.cumsum(0, dtype=torch.int32)
-    h = torch._grouped_mm(x[order // k], gate_up.transpose(1, 2), offs=offs)
+    token, offs, place = _group_by_expert(idx.reshape(-1), gate_up.shape[0], k)
+    h = torch._grouped_mm(x[token], gate_up.transpose(1, 2), offs=offs)
     out = torch._grouped_mm(swiglu(h), down.transpose(1, 2), offs=offs)
-    y = torch.empty_like(out)
-    y[order] = out
-    return _combine_rows(y.view(T, k, -1), w, shared)
+    return _combine_rows(out, place.view(T, k), w, shared)
 
 
 def padded_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tensor:
@@ -120,9 +127,8 @@ def padded_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tenso
     buf[rank[e_sorted], slot] = x[order // k]
     h = torch.bmm(buf, gate_up[active].transpose(1, 2))
     out = torch.bmm(swiglu(h), down[active].transpose(1, 2))
-    y = torch.empty(T * k, x.shape[1], dtype=x.dtype, device=x.device)
-    y[order] = out[rank[e_sorted], slot]
-    return _combine_rows(y.view(T, k, -1), w, shared)
+    place = torch.empty_like(order).scatter_(0, order, torch.arange(T * k, device=x.device))
+    return _combine_rows(out[rank[e_sorted], slot], place.view(T, k), w, shared)
 
 
 class Expert(nn.Module):
