@@ -2,17 +2,19 @@
 previous step's log(p + eps) kept in a float64 ring of rows and updated in place.
 
 For logits rows [R, V] (any float dtype; their float64 softmax is the distribution p) and a ring
-[S, V] float64 whose row slot[r] holds log(q + eps) of row r's previous distribution q:
+[S, V] float64 whose row slot[r] holds log(q + eps) of row r's previous distribution q, at the rows
+taken (take[r]):
 
     kl[r]   = sum_v p(v) * (log(p(v) + eps) - ring[slot[r], v])          (float64)
-    ring[slot[r]] = log(p + eps)                                          where fresh[r]
+    ring[slot[r]] = log(p + eps)
+
+The other rows cost no pass over the vocabulary: their kl is 0 and their ring row is untouched.
 
 That is the authors' KL(p_t || p_{t-1}) (shkim0116/KLASS): they keep p_{t-1} in float64 and take
 log(p_{t-1} + eps) again each step; keeping that logarithm instead gives the same values and
 leaves three float64 transcendentals per element (the log-sum-exp's exp, p's exp, log(p + eps))
 where recomputing q from kept logits took five. A row whose ring row holds nothing yet gets a
-meaningless kl (the caller masks it). Rows of one call must not share a slot unless none of them
-is fresh.
+meaningless kl (the caller masks it). Rows taken in one call must not share a slot.
 
 `kl_ring` is a custom operator (torch.library, `dllm::klass_kl_ring`): on CUDA tensors with
 Triton, two kernels over (row, chunk of the vocabulary) programs: the chunks' max and sum of
@@ -37,9 +39,10 @@ except ImportError:   # CPU installs: the eager twin serves
     triton = None
 
 
-def kl_ring_reference(logits: torch.Tensor, ring: torch.Tensor, slot: torch.Tensor, fresh: torch.Tensor,
+def kl_ring_reference(logits: torch.Tensor, ring: torch.Tensor, slot: torch.Tensor, take: torch.Tensor,
                       eps: float) -> torch.Tensor:
-    """The operator's eager twin: kl [R] float64, ring updated in place."""
+    """The operator's eager twin: kl [R] float64, ring updated in place (it computes every row and
+    keeps the taken ones: no host sync, capturable)."""
     c = chunked(logits.double())
     m = c.amax(-1).amax(-1)
     lse = m + row_sum((c - m[:, None, None]).exp()).log()
@@ -48,8 +51,8 @@ def kl_ring_reference(logits: torch.Tensor, ring: torch.Tensor, slot: torch.Tens
     ring = ring.view(-1, ring.shape[-1])
     kept = ring[slot]
     kl = row_sum(p * (log_p - chunked(kept)))
-    ring[slot] = torch.where(fresh[:, None], log_p.flatten(1), kept)   # no host sync: capturable
-    return kl
+    ring[slot] = torch.where(take[:, None], log_p.flatten(1), kept)
+    return torch.where(take, kl, 0.0)
 
 
 def triton_ready(x: torch.Tensor) -> bool:
@@ -61,25 +64,25 @@ def triton_ready(x: torch.Tensor) -> bool:
 
 
 @torch.library.custom_op("dllm::klass_kl_ring", mutates_args=("ring",))
-def kl_ring(logits: torch.Tensor, ring: torch.Tensor, slot: torch.Tensor, fresh: torch.Tensor,
+def kl_ring(logits: torch.Tensor, ring: torch.Tensor, slot: torch.Tensor, take: torch.Tensor,
             eps: float) -> torch.Tensor:
     """kl [R] float64 of logits rows [R, V] against ring rows ring[slot] (a contiguous float64
-    ring [..., V], its rows numbered flat), the ring's rows slot[r] set to log(p + eps) where
-    fresh[r] (module docstring)."""
+    ring [..., V], its rows numbered flat), the ring's rows slot[r] set to log(p + eps), at the rows
+    where take[r]; 0 and the ring untouched elsewhere (module docstring)."""
     if triton_ready(logits) and logits.shape[0]:
-        return _kl_ring_triton(logits, ring, slot, fresh, eps)
-    return kl_ring_reference(logits, ring, slot, fresh, eps)
+        return _kl_ring_triton(logits, ring, slot, take, eps)
+    return kl_ring_reference(logits, ring, slot, take, eps)
 
 
 @kl_ring.register_fake
-def _(logits, ring, slot, fresh, eps):
+def _(logits, ring, slot, take, eps):
     return logits.new_empty(logits.shape[0], dtype=torch.float64)
 
 
 BLOCK = 1024
 
 
-def _kl_ring_triton(logits, ring, slot, fresh, eps):
+def _kl_ring_triton(logits, ring, slot, take, eps):
     R, V = logits.shape
     n = max(1, min(MAX_CHUNKS, triton.cdiv(V, 2 * BLOCK)))   # chunks of about 2048: rows x chunks programs
     chunk = triton.cdiv(V, n)
@@ -89,20 +92,22 @@ def _kl_ring_triton(logits, ring, slot, fresh, eps):
     m = torch.empty((R, n), dtype=torch.float64, device=dev)
     s = torch.empty((R, n), dtype=torch.float64, device=dev)
     part = torch.empty((R, n), dtype=torch.float64, device=dev)
-    _chunk_lse[(R, n)](logits, logits.stride(0), m, s, V, chunk, n, BLOCK=BLOCK)
-    _chunk_kl[(R, n)](logits, logits.stride(0), ring, ring.stride(0), slot, fresh.to(torch.int8), m, s, part,
+    take = take.to(torch.int8)
+    _chunk_lse[(R, n)](logits, logits.stride(0), take, m, s, V, chunk, n, BLOCK=BLOCK)
+    _chunk_kl[(R, n)](logits, logits.stride(0), ring, ring.stride(0), slot, take, m, s, part,
                       V, chunk, n, eps, N_POW2=triton.next_power_of_2(n), BLOCK=BLOCK)
     return part.sum(-1)
 
 
 if triton is not None:
     @triton.jit
-    def _chunk_lse(x_ptr, x_stride, m_ptr, s_ptr, V, chunk, n, BLOCK: tl.constexpr):
-        """Program (row r, chunk c): the chunk's max and sum of exp(x - max), float64."""
+    def _chunk_lse(x_ptr, x_stride, take_ptr, m_ptr, s_ptr, V, chunk, n, BLOCK: tl.constexpr):
+        """Program (row r, chunk c): the chunk's max and sum of exp(x - max), float64 (no pass over
+        a row not taken)."""
         r, c = tl.program_id(0), tl.program_id(1)
         row = x_ptr + r.to(tl.int64) * x_stride
         lo = c * chunk
-        hi = tl.minimum(lo + chunk, V)
+        hi = tl.where(tl.load(take_ptr + r) != 0, tl.minimum(lo + chunk, V), lo)
         mx = tl.full([BLOCK], float("-inf"), tl.float64)
         for start in range(lo, hi, BLOCK):
             i = start + tl.arange(0, BLOCK)
@@ -118,10 +123,11 @@ if triton is not None:
         tl.store(s_ptr + r * n + c, tl.sum(acc, 0))
 
     @triton.jit
-    def _chunk_kl(x_ptr, x_stride, ring_ptr, ring_stride, slot_ptr, fresh_ptr, m_ptr, s_ptr, part_ptr,
+    def _chunk_kl(x_ptr, x_stride, ring_ptr, ring_stride, slot_ptr, take_ptr, m_ptr, s_ptr, part_ptr,
                   V, chunk, n, eps, N_POW2: tl.constexpr, BLOCK: tl.constexpr):
         """Program (row r, chunk c): the row's log-sum-exp from the chunks' (max, sum), then the
-        chunk's share of the KL against ring row slot[r], writing log(p + eps) there if fresh[r]."""
+        chunk's share of the KL against ring row slot[r], writing log(p + eps) there (no pass over a
+        row not taken: its share is 0)."""
         r, c = tl.program_id(0), tl.program_id(1)
         j = tl.arange(0, N_POW2)
         cm = tl.load(m_ptr + r * n + j, mask=j < n, other=float("-inf"))
@@ -131,8 +137,7 @@ if triton is not None:
         row = x_ptr + r.to(tl.int64) * x_stride
         q_row = ring_ptr + tl.load(slot_ptr + r).to(tl.int64) * ring_stride
         lo = c * chunk
-        hi = tl.minimum(lo + chunk, V)
-        write_hi = tl.where(tl.load(fresh_ptr + r) != 0, hi, lo)   # the ring row is written where fresh
+        hi = tl.where(tl.load(take_ptr + r) != 0, tl.minimum(lo + chunk, V), lo)
         acc = tl.zeros([BLOCK], tl.float64)
         for start in range(lo, hi, BLOCK):
             i = start + tl.arange(0, BLOCK)
@@ -142,5 +147,5 @@ if triton is not None:
             log_p = tl.log(p + eps)
             log_q = tl.load(q_row + i, mask=inside, other=0.0)
             acc += tl.where(inside, p * (log_p - log_q), 0.0)
-            tl.store(q_row + i, log_p, mask=i < write_hi)
+            tl.store(q_row + i, log_p, mask=inside)
         tl.store(part_ptr + r * n + c, tl.sum(acc, 0))

@@ -13,13 +13,13 @@ def kernel_case(V, dtype, seed):
     R = 6
     logits = (3 * torch.randn(R, V, generator=g)).to(dtype)
     ring = torch.randn(3, 4, V, generator=g).double() - 20         # 3 rows of 3 slots and a spare
-    slot = torch.tensor([0, 2, 5, 7, 7, 9])                        # 7: a spare slot shared by rows not fresh
-    fresh = torch.tensor([True, True, False, False, False, True])
+    slot = torch.tensor([0, 2, 5, 7, 7, 9])                        # 7: a spare slot shared by rows not taken
+    take = torch.tensor([True, True, False, False, False, True])
     a_ring, b_ring = ring.clone(), ring.clone()
-    a = kl_ring_reference(logits, a_ring, slot, fresh, 1e-12)
-    b = _kl_ring_triton(logits, b_ring, slot, fresh, 1e-12)
+    a = kl_ring_reference(logits, a_ring, slot, take, 1e-12)
+    b = _kl_ring_triton(logits, b_ring, slot, take, 1e-12)
     return {"kl": (a - b).abs().max().item(), "ring": (a_ring - b_ring).abs().max().item(),
-            "ring_changed": (b_ring - ring).abs().max().item()}
+            "ring_changed": (b_ring - ring).abs().max().item(), "kl_not_taken": b[~take].abs().max().item()}
 
 
 def decode_case():

@@ -22,11 +22,12 @@ def _logits(probs):
     return (p / p.sum(-1, keepdim=True)).log().float().unsqueeze(0)
 
 
-def _step(m, logits, cand, step_in_block, fresh=None, history=None, step=None):
+def _step(m, logits, cand, step_in_block, fresh=None, history=None, step=None, tokens=None):
     conf, x0 = torch.softmax(logits, -1).max(-1)
     z = torch.zeros(1, dtype=torch.long)
     view, out = step_inputs(conf=conf, x0=x0, logits=logits, candidates=cand, step_in_block=z + step_in_block,
-                            step=z + (step_in_block if step is None else step), fresh=fresh, history=history)
+                            step=z + (step_in_block if step is None else step), fresh=fresh, history=history,
+                            tokens=tokens)
     return m.decide(view, out).commit
 
 
@@ -47,14 +48,14 @@ def test_klass_commits_stable_confident_positions_after_h_steps():
     # step 1: KL = 0 at every position (run 1 < H = 2): still the quota
     cand = torch.tensor([[F, T, T, T]])
     assert _step(m, lg, cand, 1).tolist() == [[F, F, F, T]]
-    assert m.run.tolist() == [[1, 1, 1, 1]]
+    assert m.run.tolist() == [[0, 1, 1, 1]]      # position 0, written at step 0, is followed no more
     # step 2: run 2 = H: ready = conf > 0.6 -> positions 1 (0.7) and 3 (0.8); 2 (0.5) waits
     cand = torch.tensor([[F, T, T, F]])
     assert _step(m, lg, cand, 2).tolist() == [[F, T, F, F]]
     # a position whose distribution moves (KL >= kl_tol) restarts its run
     moved = _logits([PROBS[0], PROBS[1], [0.95, 0.03, 0.02], PROBS[3]])
-    _step(m, moved, torch.tensor([[F, F, T, F]]), 3)
-    assert m.run.tolist() == [[3, 3, 0, 3]]
+    _step(m, moved, torch.tensor([[F, T, T, F]]), 3)
+    assert m.run.tolist() == [[0, 3, 0, 0]]
 
 
 def test_klass_kl_is_the_authors_float64_full_vocabulary_kl():
@@ -96,8 +97,9 @@ def test_klass_gate_waits_h_minus_1_steps_into_a_new_block_though_history_carrie
     m.start(1, CPU)
     lg = _logits(PROBS + PROBS)
     first = torch.tensor([[T, T, T, T, F, F, F, F]])
+    masked = torch.full((1, 8), -1)                      # the next block is masked too (MASK = -1)
     for i in range(3):
-        _step(m, lg, first, i)
+        _step(m, lg, first, i, tokens=masked)
     assert m.run[0, 4:].tolist() == [2, 2, 2, 2]         # the next block's positions are stable already
     second = torch.tensor([[F, F, F, F, T, T, T, T]])
     assert _step(m, lg, second, 0, step=3).tolist() == [[F, F, F, F, T, F, F, F]]   # in-block step 0 < H - 1: quota

@@ -12,11 +12,12 @@ def measured():
 
 
 @pytest.mark.parametrize("case", ["8192_bfloat16", "9001_float32", "7_float32"])
-def test_kernels_equal_the_eager_twin_and_write_the_fresh_rows(measured, case):
+def test_kernels_equal_the_eager_twin_and_write_the_rows_taken(measured, case):
     r = measured[case]
     assert r["kl"] < 1e-11, r            # float64, sums in another order
-    assert r["ring"] < 1e-13, r          # log(p + eps) of the fresh rows; the others untouched
+    assert r["ring"] < 1e-13, r          # log(p + eps) of the rows taken; the others untouched
     assert r["ring_changed"] > 1.0, r    # ... which the kernel did write
+    assert r["kl_not_taken"] == 0.0, r   # rows not taken: no pass, kl 0
 
 
 @pytest.mark.parametrize("spec", ["klass", "klass:cache=dual"])

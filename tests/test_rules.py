@@ -35,10 +35,10 @@ def test_kl_full_is_the_authors_smoothed_kl():
 
 
 @pytest.mark.parametrize("V,dtype", [(126464, torch.bfloat16), (1000, torch.float32), (7, torch.float32)])
-def test_kl_ring_is_kl_full_of_the_float64_log_softmax_and_keeps_log_p_of_the_fresh_rows(V, dtype):
+def test_kl_ring_is_kl_full_of_the_float64_log_softmax_and_keeps_log_p_at_the_rows_taken(V, dtype):
     """klass's kl=full operator (eager twin on the CPU) equals the plain definition on
     logits.double().log_softmax(-1) to float64 rounding against the kept log(p_prev + eps), and
-    writes log(p + eps) into the ring rows of the fresh rows only."""
+    writes log(p + eps) into the ring rows, at the rows taken only (0 elsewhere)."""
     from kernels.klass_kl import kl_ring
     g = torch.Generator().manual_seed(0)
     logits = (4 * torch.randn(5, V, generator=g)).to(dtype)
@@ -51,7 +51,8 @@ def test_kl_ring_is_kl_full_of_the_float64_log_softmax_and_keeps_log_p_of_the_fr
     kl = kl_ring(logits, ring, slot, fresh, 1e-12)
     logp = logits.double().log_softmax(-1)
     assert kl.dtype == torch.float64
-    assert torch.allclose(kl, kl_full(logp, prev), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(kl[fresh], kl_full(logp, prev)[fresh], rtol=1e-12, atol=1e-12)
+    assert torch.equal(kl[~fresh], torch.zeros(2, dtype=torch.float64))      # rows not taken
     flat, old = ring.view(-1, V), before.view(-1, V)
     assert torch.allclose(flat[slot[fresh]], (logp.exp() + 1e-12).log()[fresh], rtol=1e-14, atol=1e-14)
     untouched = torch.ones(8, dtype=torch.bool)

@@ -38,8 +38,10 @@ cache, 64 rows instead of 256).
 Under a KV cache a forward computes only some positions (StepOutput.fresh: with cache=dual the
 current block, after the block's refresh). Only fresh positions update their KL, run and previous
 distribution; the others keep them, so a position's KL always compares two forwards that computed
-it. Without a cache (the authors' setting) every position is fresh every step. Each step is one
-forward (one NFE), refreshes included.
+it. Without a cache (the authors' setting) every position is fresh every step. With kl=full only
+masked positions do: a decision never reads a written position's KL again, so the operator takes
+no pass over its vocabulary row (at batch 8 with the dual cache, about half the block's rows). Each
+step is one forward (one NFE), refreshes included.
 
 Differences from the authors' loop (docs/methods-fidelity.md, section 3): our block ends when it has
 no mask, not after steps / blocks forwards (theirs can leave masks behind when a ready step commits
@@ -115,7 +117,7 @@ class KLASSMethod(Method):
         """(KL(p_t || p_{t-1}) per position [b, G] (float64), the positions whose distribution this
         step kept [b, G] bool) at the positions of the forward's logits rows (out.logits [b, W, V]:
         a cache window computes only its own rows) inside the current and next block; +inf
-        elsewhere and where no previous distribution exists."""
+        elsewhere, where no previous distribution exists and (kl=full) at written positions."""
         rows, at = view.rows, out.logits_at
         b, W, V = out.logits.shape
         G = self.seen.shape[1]
@@ -131,6 +133,8 @@ class KLASSMethod(Method):
             inside = inside & (at >= start) & (at < start + N)
         seen = self.seen[rows].gather(1, at.clamp(max=G - 1)) & inside
         fresh = out.fresh.gather(1, at.clamp(max=G - 1)) & inside
+        if self.cfg.kl == "full":   # a written position's KL is never read again: the operator skips its row
+            fresh = fresh & (view.tokens.gather(1, at.clamp(max=G - 1)) == view.mask_id)
         if self.cfg.kl == "topk":
             logits = out.logits.double()
             logp = logits - logits.logsumexp(-1, keepdim=True)
@@ -144,7 +148,7 @@ class KLASSMethod(Method):
             slot = rows.unsqueeze(1) * (N + 1) + torch.where(inside, at % N, N)   # N consecutive positions: N slots
             kl = kl_ring(out.logits.reshape(b * W, V), self.ring, slot.reshape(-1), fresh.reshape(-1),
                          EPS).view(b, W)
-        kl = torch.where(seen, kl, torch.inf)
+        kl = torch.where(seen & fresh, kl, torch.inf)
         kept = place_rows(fresh, at, torch.zeros((b, G), dtype=torch.bool, device=kl.device))
         return place_rows(kl, at, torch.full((b, G), torch.inf, dtype=kl.dtype, device=kl.device)), kept
 
