@@ -16,9 +16,9 @@ matrix products; elsewhere per active expert in a padded [A, C, d] buffer, A exp
 their largest load), put back in their places and summed over the top_k slots in fp32, weighted,
 as the reference does; the shared experts' output is added in the same pass.
 
-On the GPU the routing's elementwise work, SwiGLU and that weighted sum run as compiled kernels
-(kernels/compiled.py); on the CPU the same functions run eagerly, the reference's order of
-operations.
+On the GPU the expert choice is one Triton kernel (kernels/moe_route.py), SwiGLU and that weighted
+sum run as compiled kernels (kernels/compiled.py); on the CPU the same functions run eagerly, the
+reference's order of operations.
 """
 from __future__ import annotations
 
@@ -27,28 +27,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.compiled import on_gpu_compiled
+from kernels.moe_route import route_select, route_select_reference
+from kernels.moe_route import triton_ready as route_kernel_ready
 
 from .layers import fuse_linears_, swiglu
 
 
-@on_gpu_compiled
 def route(x: torch.Tensor, weight: torch.Tensor, expert_bias: torch.Tensor, top_k: int, n_group: int,
           topk_group: int, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [T, d] -> (expert ids [T, top_k], fp32 weights [T, top_k]); on the GPU its elementwise
-    work fused around the top-k selections (kernels/compiled.py)."""
-    T = x.shape[0]
-    scores = torch.sigmoid(F.linear(x.float(), weight.float()))
-    biased = scores + expert_bias
-    # the sum of two values is the same in either order: their top-2 need not be sorted (one sort less a layer)
-    group_scores = biased.view(T, n_group, -1).topk(2, dim=-1, sorted=False)[0].sum(-1)
-    groups = group_scores.topk(topk_group, dim=-1, sorted=False)[1]
-    keep = torch.zeros_like(group_scores).scatter_(1, groups, 1.0).bool()
-    keep = keep[:, :, None].expand(T, n_group, scores.shape[1] // n_group).reshape(T, -1)
-    idx = biased.masked_fill(~keep, float("-inf")).topk(top_k, dim=-1)[1]
-    w = scores.gather(1, idx)
-    if top_k > 1:
-        w = w / (w.sum(-1, keepdim=True) + 1e-20)
-    return idx, w * scaling
+    """x [T, d] -> (expert ids [T, top_k], fp32 weights [T, top_k]): the fp32 router logits, then
+    the choice (kernels/moe_route.py): on the GPU one Triton kernel for it (DLLM_TRITON_ROUTE=0:
+    the reference's steps, their elementwise work compiled around the top-k selections), on the CPU
+    the reference's steps."""
+    if route_kernel_ready(x, weight.shape[0], n_group):
+        return route_select(F.linear(x.float(), weight.float()), expert_bias, top_k, n_group, topk_group, scaling)
+    return _route_steps(x, weight, expert_bias, top_k, n_group, topk_group, scaling)
+
+
+@on_gpu_compiled
+def _route_steps(x, weight, expert_bias, top_k: int, n_group: int, topk_group: int, scaling: float):
+    return route_select_reference(F.linear(x.float(), weight.float()), expert_bias, top_k, n_group, topk_group,
+                                  scaling)
 
 
 def expert_order(flat: torch.Tensor, n_experts: int) -> torch.Tensor:

@@ -1,0 +1,126 @@
+"""The expert choice of a group-limited MoE router (LLaDA2.x, Ling/BailingMoeV2), from its fp32
+router logits, as one operator:
+
+    scores = sigmoid(logits)                      [T, E]
+    biased = scores + expert_bias
+    group score = the sum of a group's top-2 biased scores (E experts in n_group groups)
+    eligible = the experts of the topk_group best groups
+    idx = the top_k eligible experts by biased score (best first)
+    w = scores[idx] / (sum + 1e-20) * scaling      (normalised when top_k > 1)
+
+`route_select_reference` is that computation in torch (the reference's order of operations: three
+top-k selections, a scatter, a gather). `route_select` is a custom operator (torch.library,
+`dllm::moe_route_select`): on CUDA tensors with Triton, one kernel with one program per token that
+does the whole choice in registers (the top-k selections as repeated arg-max: ties go to the lower
+expert id), instead of some ten kernels a layer; elsewhere the reference. `DLLM_TRITON_ROUTE=0`
+turns the kernel off. The kernel needs E and n_group powers of two with at least two experts a
+group (LLaDA2.0-mini: 256 experts, 8 groups); other shapes take the reference.
+Imports nothing of this project.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:   # CPU installs: the reference serves
+    triton = None
+
+
+def route_select_reference(logits: torch.Tensor, expert_bias: torch.Tensor, top_k: int, n_group: int,
+                           topk_group: int, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 router logits [T, E] -> (expert ids [T, top_k] int64, fp32 weights [T, top_k])."""
+    T = logits.shape[0]
+    scores = torch.sigmoid(logits)
+    biased = scores + expert_bias
+    # the sum of two values is the same in either order: their top-2 need not be sorted (one sort less a layer)
+    group_scores = biased.view(T, n_group, -1).topk(2, dim=-1, sorted=False)[0].sum(-1)
+    groups = group_scores.topk(topk_group, dim=-1, sorted=False)[1]
+    keep = torch.zeros_like(group_scores).scatter_(1, groups, 1.0).bool()
+    keep = keep[:, :, None].expand(T, n_group, scores.shape[1] // n_group).reshape(T, -1)
+    idx = biased.masked_fill(~keep, float("-inf")).topk(top_k, dim=-1)[1]
+    w = scores.gather(1, idx)
+    if top_k > 1:
+        w = w / (w.sum(-1, keepdim=True) + 1e-20)
+    return idx, w * scaling
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def triton_ready(x: torch.Tensor, n_experts: int, n_group: int) -> bool:
+    """Whether route_select takes the Triton kernel for tensors like x: Triton importable, a CUDA
+    tensor (or the interpreter, TRITON_INTERPRET=1, as the tests run it on CPU), shapes it handles;
+    DLLM_TRITON_ROUTE=0 turns it off."""
+    if triton is None or os.environ.get("DLLM_TRITON_ROUTE", "1") == "0":
+        return False
+    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        return False
+    return _pow2(n_experts) and _pow2(n_group) and n_experts // n_group >= 2 and n_experts <= 4096
+
+
+@torch.library.custom_op("dllm::moe_route_select", mutates_args=())
+def route_select(logits: torch.Tensor, expert_bias: torch.Tensor, top_k: int, n_group: int, topk_group: int,
+                 scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 router logits [T, E] -> (expert ids [T, top_k] int64, fp32 weights [T, top_k]) (module
+    docstring)."""
+    if triton_ready(logits, logits.shape[-1], n_group) and logits.shape[0]:
+        return _route_select_triton(logits, expert_bias, top_k, n_group, topk_group, scaling)
+    return route_select_reference(logits, expert_bias, top_k, n_group, topk_group, scaling)
+
+
+@route_select.register_fake
+def _(logits, expert_bias, top_k, n_group, topk_group, scaling):
+    T = logits.shape[0]
+    return (logits.new_empty((T, top_k), dtype=torch.long), logits.new_empty((T, top_k), dtype=torch.float32))
+
+
+def _route_select_triton(logits, expert_bias, top_k, n_group, topk_group, scaling):
+    T, E = logits.shape
+    logits = logits.float().contiguous()
+    bias = expert_bias.float().contiguous()
+    idx = torch.empty((T, top_k), dtype=torch.long, device=logits.device)
+    w = torch.empty((T, top_k), dtype=torch.float32, device=logits.device)
+    _route_kernel[(T,)](logits, bias, idx, w, scaling, E=E, G=n_group, TG=topk_group, K=top_k,
+                        KP=triton.next_power_of_2(top_k))
+    return idx, w
+
+
+if triton is not None:
+    @triton.jit
+    def _route_kernel(logit_ptr, bias_ptr, idx_ptr, w_ptr, scaling, E: tl.constexpr, G: tl.constexpr,
+                      TG: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
+        """Program t: token t's top-K experts among the TG best of G groups, and their weights."""
+        t = tl.program_id(0).to(tl.int64)
+        e = tl.arange(0, E)
+        s = tl.sigmoid(tl.load(logit_ptr + t * E + e))
+        b = s + tl.load(bias_ptr + e)
+        b2 = tl.reshape(b, (G, E // G))
+        col = tl.arange(0, E // G)
+        first = tl.argmax(b2, 1)                                            # each group's best
+        m1 = tl.max(b2, 1)
+        m2 = tl.max(tl.where(col[None, :] == first[:, None], float("-inf"), b2), 1)   # and its second
+        gs = m1 + m2
+        g = tl.arange(0, G)
+        keep = tl.zeros((G,), dtype=tl.int1)
+        for _ in tl.static_range(TG):                                       # the TG best groups
+            best = tl.argmax(gs, 0)
+            keep = keep | (g == best)
+            gs = tl.where(g == best, float("-inf"), gs)
+        cand = tl.reshape(tl.where(keep[:, None], b2, float("-inf")), (E,))
+        k = tl.arange(0, KP)
+        ids = tl.zeros((KP,), dtype=tl.int64)
+        ws = tl.zeros((KP,), dtype=tl.float32)
+        for j in tl.static_range(K):                                        # the K best eligible experts
+            i = tl.argmax(cand, 0)
+            ids = tl.where(k == j, i.to(tl.int64), ids)
+            ws = tl.where(k == j, tl.sum(tl.where(e == i, s, 0.0), 0), ws)
+            cand = tl.where(e == i, float("-inf"), cand)
+        if K > 1:
+            ws = ws / (tl.sum(ws, 0) + 1e-20)
+        tl.store(idx_ptr + t * K + k, ids, mask=k < K)
+        tl.store(w_ptr + t * K + k, ws * scaling, mask=k < K)

@@ -1,0 +1,39 @@
+"""Run by tests/test_moe_route.py under TRITON_INTERPRET=1: the MoE router's Triton kernel against
+the reference's steps on the CPU, and whole llada2-tiny forwards with and without it. Prints one
+JSON line."""
+import json
+import os
+
+import torch
+
+from kernels.moe_route import _route_select_triton, route_select_reference, triton_ready
+
+
+def kernel_case(T, E, G, TG, K, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = 2 * torch.randn(T, E, generator=g)
+    bias = 0.1 * torch.randn(E, generator=g)
+    a_idx, a_w = route_select_reference(logits, bias, K, G, TG, 2.5)
+    b_idx, b_w = _route_select_triton(logits, bias, K, G, TG, 2.5)
+    return {"idx_equal": torch.equal(a_idx, b_idx), "w": (a_w - b_w).abs().max().item(),
+            "w_sum": (b_w.sum(-1) - 2.5).abs().max().item() if K > 1 else 0.0}
+
+
+def forward_case():
+    from models import load_model
+    m = load_model("llada2-tiny", no_weights=True)
+    ids = torch.randint(5, 500, (2, 12), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for kernel in ("1", "0"):
+        os.environ["DLLM_TRITON_ROUTE"] = kernel
+        assert triton_ready(ids.float(), 32, 4) == (kernel == "1")
+        out[kernel] = m.module(ids)[0].float()
+    return {"max_diff": (out["1"] - out["0"]).abs().max().item(),
+            "argmax_agree": (out["1"].argmax(-1) == out["0"].argmax(-1)).float().mean().item()}
+
+
+if __name__ == "__main__":
+    res = {f"T{T}_E{E}_G{G}_TG{TG}_K{K}": kernel_case(T, E, G, TG, K, T + E)
+           for T, E, G, TG, K in ((5, 256, 8, 4, 8), (33, 32, 4, 2, 4), (3, 8, 4, 2, 2), (4, 16, 2, 1, 1))}
+    res["forward"] = forward_case()
+    print(json.dumps(res))

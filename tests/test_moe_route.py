@@ -1,0 +1,44 @@
+"""The MoE router's Triton kernel (kernels/moe_route.py) against the reference's steps, on the CPU
+through Triton's interpreter: the same experts in the same order, the same weights to fp32 rounding,
+and a whole llada2-tiny forward with it equal to one without."""
+import pytest
+import torch
+from triton_child import interpreted
+
+from kernels.moe_route import route_select, route_select_reference, triton_ready
+
+CASES = ["T5_E256_G8_TG4_K8", "T33_E32_G4_TG2_K4", "T3_E8_G4_TG2_K2", "T4_E16_G2_TG1_K1"]
+
+
+@pytest.fixture(scope="module")
+def measured():
+    pytest.importorskip("triton")
+    return interpreted("moe_route_child.py")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_chooses_the_reference_experts_with_its_weights(measured, case):
+    r = measured[case]
+    assert r["idx_equal"], r
+    assert r["w"] < 1e-6, r
+    assert r["w_sum"] < 1e-5, r          # normalised, times the scaling factor
+
+
+def test_a_forward_with_the_kernel_equals_one_without(measured):
+    r = measured["forward"]
+    assert r["max_diff"] < 1e-4 and r["argmax_agree"] == 1.0, r
+
+
+def test_route_select_off_the_gpu_is_the_reference_and_chooses_among_the_best_groups():
+    """On the CPU the operator runs the reference's steps: experts only from the topk_group groups
+    with the best top-2 sums, best first, weights of the unbiased scores normalised and scaled."""
+    logits = torch.full((1, 8), -4.0)
+    logits[0, [0, 1]] = torch.tensor([3.0, 2.9])     # group 0: two strong experts
+    logits[0, 6] = 4.0                               # group 3: one stronger expert, a weak second
+    bias = torch.zeros(8)
+    assert not triton_ready(logits, 8, 4)
+    idx, w = route_select(logits, bias, 2, 4, 1, 2.0)
+    assert idx.tolist() == [[0, 1]]                  # group 0 sums higher, though expert 6 is the best
+    assert torch.equal((idx, w)[1], route_select_reference(logits, bias, 2, 4, 1, 2.0)[1])
+    s = torch.sigmoid(logits[0, [0, 1]])
+    assert torch.allclose(w[0], s / s.sum() * 2.0)
