@@ -1,0 +1,21 @@
+#!/bin/bash
+# Every method's loop overhead on LLaDA-8B (random weights, bf16, prompt 512 + gen 256, block 32, half
+# the masked positions confident), the table: one device call per (batch, group), each
+# under 10 min, files in $OUT (bench_speed JSON and text per call).
+#   bash experiments/speed/pending_gpu_all_methods.sh 1 a     # batch 1, fixed .. eb, no cache and dual
+#   bash experiments/speed/pending_gpu_all_methods.sh 1 b     # batch 1, prr .. dico
+#   bash experiments/speed/pending_gpu_all_methods.sh 8 a|b   # batch 8
+set -u
+b=$1 group=$2
+source experiments/speed/common.sh
+nvidia-smi --query-gpu=name --format=csv,noheader
+random_controller
+if [ "$group" = a ]; then
+  specs="fixed;fixed:cache=dual;threshold;threshold:cache=dual;slowfast;localleap;localleap:cache=dual;eb;eb:cache=dual"
+else
+  p=prr:controller=/tmp/random-controller
+  specs="$p;$p,cache=dual;wino;edit;edit:cache=dual;klass;klass:cache=dual;dico;dico:cache=dual"
+fi
+timeout 560 python -m bench.bench_speed --config llada-8b --prompt 512 --gen 256 --block 32 --batch "$b" \
+  --confident-share 0.5 --methods "$specs" --out "$OUT/all_b${b}_${group}.json" > "$OUT/all_b${b}_${group}.txt" 2>&1
+grep -h "decode\|window step\|full forward\|Error" "$OUT/all_b${b}_${group}.txt" | grep -v "^|"
