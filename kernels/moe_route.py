@@ -12,7 +12,9 @@ router logits, as one operator:
 top-k selections, a scatter, a gather). `route_select` is a custom operator (torch.library,
 `dllm::moe_route_select`): on CUDA tensors with Triton, one kernel with one program per token that
 does the whole choice in registers (the top-k selections as repeated arg-max: ties go to the lower
-expert id), instead of some ten kernels a layer; elsewhere the reference. `DLLM_TRITON_ROUTE=0`
+expert id), instead of some ten kernels a layer; elsewhere the reference. The kernel serves only
+after its first call on a device agreed with the reference on that call's input
+(`_kernel_trusted`). `DLLM_TRITON_ROUTE=0`
 turns the kernel off. The kernel needs E and n_group powers of two with at least two experts a
 group (LLaDA2.0-mini: 256 experts, 8 groups); other shapes take the reference.
 Imports nothing of this project.
@@ -20,6 +22,7 @@ Imports nothing of this project.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -68,9 +71,35 @@ def route_select(logits: torch.Tensor, expert_bias: torch.Tensor, top_k: int, n_
                  scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 router logits [T, E] -> (expert ids [T, top_k] int64, fp32 weights [T, top_k]) (module
     docstring)."""
-    if triton_ready(logits, logits.shape[-1], n_group) and logits.shape[0]:
-        return _route_select_triton(logits, expert_bias, top_k, n_group, topk_group, scaling)
-    return route_select_reference(logits, expert_bias, top_k, n_group, topk_group, scaling)
+    args = (logits, expert_bias, top_k, n_group, topk_group, scaling)
+    if triton_ready(logits, logits.shape[-1], n_group) and logits.shape[0] and _kernel_trusted(*args):
+        return _route_select_triton(*args)
+    return route_select_reference(*args)
+
+
+_trusted: dict[tuple, bool] = {}   # (device, E, top_k, n_group, topk_group) -> the kernel agreed with the reference
+
+
+def _kernel_trusted(logits, expert_bias, top_k, n_group, topk_group, scaling) -> bool:
+    """Whether the kernel serves these shapes on this device: the first call outside a CUDA graph
+    capture runs it beside the reference on its own input and keeps the answer (the same experts
+    for every token, weights within 1e-5); a kernel that fails to build or disagrees is reported
+    once and the reference serves from then on. During a capture, before that check, the reference."""
+    key = (logits.device, logits.shape[-1], top_k, n_group, topk_group)
+    if key not in _trusted:
+        if logits.is_cuda and torch.cuda.is_current_stream_capturing():
+            return False
+        try:
+            idx, w = _route_select_triton(logits, expert_bias, top_k, n_group, topk_group, scaling)
+            ref_idx, ref_w = route_select_reference(logits, expert_bias, top_k, n_group, topk_group, scaling)
+            _trusted[key] = bool(torch.equal(idx, ref_idx) and torch.allclose(w, ref_w, rtol=0, atol=1e-5))
+            why = "its choice differs from the reference's"
+        except Exception as e:   # a kernel that does not build here
+            _trusted[key], why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if not _trusted[key]:
+            warnings.warn(f"kernels.moe_route: the Triton router kernel is not used ({why}); the reference's "
+                          f"steps choose the experts (DLLM_TRITON_ROUTE=0 silences this)")
+    return _trusted[key]
 
 
 @route_select.register_fake

@@ -42,3 +42,26 @@ def test_route_select_off_the_gpu_is_the_reference_and_chooses_among_the_best_gr
     assert torch.equal((idx, w)[1], route_select_reference(logits, bias, 2, 4, 1, 2.0)[1])
     s = torch.sigmoid(logits[0, [0, 1]])
     assert torch.allclose(w[0], s / s.sum() * 2.0)
+
+
+@pytest.mark.parametrize("kernel, trusted, says", [
+    (lambda *a: route_select_reference(*a), True, None),
+    (lambda *a: (route_select_reference(*a)[0].flip(-1), route_select_reference(*a)[1]), False, "differs"),
+    (lambda *a: 1 / 0, False, "ZeroDivisionError"),
+])
+def test_the_kernel_serves_only_after_agreeing_with_the_reference_on_its_first_input(monkeypatch, kernel, trusted, says):
+    """A kernel that disagrees with the reference or does not build is reported once and the
+    reference serves from then on."""
+    import warnings
+
+    import kernels.moe_route as mr
+    monkeypatch.setattr(mr, "_route_select_triton", kernel)
+    monkeypatch.setattr(mr, "_trusted", {})
+    logits = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
+    args = (logits, torch.zeros(32), 4, 4, 2, 1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert mr._kernel_trusted(*args) is trusted
+        assert mr._kernel_trusted(*args) is trusted           # kept: checked once
+    msgs = [str(w.message) for w in caught]
+    assert (len(msgs) == 0) if trusted else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_ROUTE=0" in msgs[0])
