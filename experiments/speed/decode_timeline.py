@@ -8,7 +8,6 @@ a step outside its forward and step graph shows where it is.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,31 +17,14 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from acceleration import Decoder  # noqa: E402
-from decoding.base import GenConfig  # noqa: E402
+from calibrated import calibrated, speed_args  # noqa: E402
 from decoding.registry import build_method, parse_methods  # noqa: E402
-from models import load_model  # noqa: E402
-from models.calibrate import calibrate_confidence_  # noqa: E402
 
 
 @torch.no_grad()
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="llada-8b")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--prompt", type=int, default=512)
-    ap.add_argument("--gen", type=int, default=256)
-    ap.add_argument("--block", type=int, default=32)
-    ap.add_argument("--methods", type=lambda s: s.split(";"), required=True)
-    ap.add_argument("--top", type=int, default=15)
-    a = ap.parse_args()
-    dev = torch.device("cuda")
-    model = load_model(a.config, device="cuda", dtype=torch.bfloat16, no_weights=True)
-    g = torch.Generator(device=dev).manual_seed(1)
-    sample = torch.randint(2000, 100000, (1, a.prompt), device=dev, generator=g)
-    calibrate_confidence_(model, torch.cat([sample, torch.full((1, a.gen), model.mask_id, device=dev)], 1), 0.5, tau=0.9)
-    prompts = torch.randint(2000, 100000, (a.batch, a.prompt), device=dev,
-                            generator=torch.Generator(device=dev).manual_seed(0)).tolist()
-    gen = GenConfig(gen_length=a.gen, block_length=a.block, early_stop=False)
+    a = speed_args(batch=8).parse_args()
+    model, prompts, gen = calibrated(a)
     decoder = Decoder(model)
     for spec in a.methods:
         decoder(build_method(parse_methods(spec)[0], gen), prompts, gen)

@@ -11,7 +11,6 @@ block-causal model, last, the block forward alone as bench_speed times it, by ke
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -23,32 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from acceleration import Decoder  # noqa: E402
 from acceleration.captured import copy_tree  # noqa: E402
 from bench.bench_speed import cuda_time  # noqa: E402
-from decoding.base import GenConfig  # noqa: E402
+from calibrated import calibrated, speed_args  # noqa: E402
 from decoding.registry import build_method, parse_methods  # noqa: E402
-from models import load_model  # noqa: E402
-from models.calibrate import calibrate_confidence_  # noqa: E402
 
 
 @torch.no_grad()
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="llada-8b")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--prompt", type=int, default=512)
-    ap.add_argument("--gen", type=int, default=256)
-    ap.add_argument("--block", type=int, default=32)
-    ap.add_argument("--methods", type=lambda s: s.split(";"), required=True)
-    ap.add_argument("--top", type=int, default=12)
+    ap = speed_args()
     ap.add_argument("--ab", default="", help="a speed switch (e.g. DLLM_QUEUE_AHEAD) whose decode is also timed on and off")
     a = ap.parse_args()
-    dev = torch.device("cuda")
-    model = load_model(a.config, device="cuda", dtype=torch.bfloat16, no_weights=True)
-    g = torch.Generator(device=dev).manual_seed(1)
-    sample = torch.randint(2000, 100000, (1, a.prompt), device=dev, generator=g)
-    calibrate_confidence_(model, torch.cat([sample, torch.full((1, a.gen), model.mask_id, device=dev)], 1), 0.5, tau=0.9)
-    prompts = torch.randint(2000, 100000, (a.batch, a.prompt), device=dev,
-                            generator=torch.Generator(device=dev).manual_seed(0)).tolist()
-    gen = GenConfig(gen_length=a.gen, block_length=a.block, early_stop=False)
+    model, prompts, gen = calibrated(a)
     decoder = Decoder(model)
     for spec in a.methods:
         m = build_method(parse_methods(spec)[0], gen)
