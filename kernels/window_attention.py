@@ -118,10 +118,11 @@ if triton is not None:
         return tl.dot(a, b)
 
     @triton.jit
-    def _softmax_tile(q1, q2, k1, k2, v1, v2, valid, acc1, acc2, m_i, l_i, qk_scale, IEEE: tl.constexpr):
-        """One online-softmax step over a tile of keys (k and v in two halves of the head dim)."""
+    def _softmax_tile(q1, q2, k1, k2, v1, v2, seen, acc1, acc2, m_i, l_i, qk_scale, IEEE: tl.constexpr):
+        """One online-softmax step over a tile of keys (k and v in two halves of the head dim);
+        `seen`: [BLOCK_M, BLOCK_N] or [1, BLOCK_N], the keys each query reads."""
         sc = _dot(q1, tl.trans(k1), IEEE) + _dot(q2, tl.trans(k2), IEEE)
-        sc = tl.where(valid[None, :], sc * qk_scale, float("-inf"))   # log2 units
+        sc = tl.where(seen, sc * qk_scale, float("-inf"))   # log2 units
         m_new = tl.maximum(m_i, tl.max(sc, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)         # no valid key yet
         p = tl.math.exp2(sc - m_use[:, None])
@@ -182,7 +183,7 @@ if triton is not None:
                 v2 = tl.load(vp + HALF, mask=ld, other=0.0)
                 if HAS_MASK:
                     valid = valid & (tl.load(key_mask + bi * s_mb + n, mask=inside, other=0) != 0)
-                acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, valid, acc1, acc2, m_i, l_i,
+                acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, valid[None, :], acc1, acc2, m_i, l_i,
                                                      qk_scale, IEEE)
         else:                                          # the window's own keys
             for w0 in range(0, W, BLOCK_N):
@@ -207,7 +208,7 @@ if triton is not None:
                 valid = win
                 if HAS_MASK:
                     valid = valid & (tl.load(key_mask + bi * s_mb + st + w, mask=win, other=0) != 0)
-                acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, valid, acc1, acc2, m_i, l_i,
+                acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, valid[None, :], acc1, acc2, m_i, l_i,
                                                      qk_scale, IEEE)
         o = o_part + (bh * n_part + sp) * BLOCK_M * 2 * HALF + m[:, None] * 2 * HALF + d[None, :]
         tl.store(o, acc1)

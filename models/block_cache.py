@@ -28,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
+
+from kernels import block_attention
 
 
 def block_of(positions: torch.Tensor, block_size: int, origin: torch.Tensor | None = None) -> torch.Tensor:
@@ -156,15 +157,13 @@ def attend_block(qkv: torch.Tensor, n_heads: int, layer: int, cache: BlockKVCach
     """Attention over a token-major qkv [B, W, H + 2 H_kv, hd] (RoPE applied) -> [B, W, H * hd].
     Without a cache: the fed sequence alone under `mask` ([B, 1, W, W], block_causal_mask).
     With one: the fed K/V are written at step.write_idx, then the queries read the first
-    step.key_len cache slots under step.key_mask (as an additive mask made once per forward)."""
-    B, W = qkv.shape[:2]
+    step.key_len cache slots under step.key_mask (as an additive mask made once per forward); at
+    small batch on the GPU through kernels/block_attention.py's Triton kernels."""
     kv = qkv[:, :, n_heads:]
     if cache is not None:
         buf = cache.kv[layer]
         buf.index_put_((step.rows, step.write_idx), kv)
         kv, mask = buf[:, :step.key_len], step.additive_mask(qkv.dtype)
-    n_kv = kv.shape[2] // 2
-    q = qkv[:, :, :n_heads].transpose(1, 2)
-    k, v = kv[:, :, :n_kv].transpose(1, 2), kv[:, :, n_kv:].transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=n_heads != n_kv)
-    return out.transpose(1, 2).reshape(B, W, -1)
+        if block_attention.available(qkv, n_heads) and block_attention.trusted(qkv, n_heads, kv, step.key_mask, mask):
+            return block_attention.block_attention(qkv, n_heads, kv, step.key_mask)
+    return block_attention.sdpa(qkv, n_heads, kv, mask)

@@ -400,8 +400,8 @@ def test_the_additive_key_mask_made_once_per_forward_equals_the_bool_mask(name, 
         step, _ = net.block_forward(nxt, cache, key_len=cache.capacity, checked=False)
         return first, step
     masks = []
-    sdpa = bc.F.scaled_dot_product_attention
-    monkeypatch.setattr(bc.F, "scaled_dot_product_attention",
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
                         lambda q, k, v, attn_mask=None, **kw: masks.append(attn_mask) or sdpa(q, k, v, attn_mask=attn_mask, **kw))
     additive = run()
     assert all(mk.dtype == dtype for mk in masks)

@@ -430,15 +430,14 @@ def test_captured_block_steps_read_a_key_length_that_is_a_multiple_of_64(models,
     takes the mask without padding it (Fast-dLLM v2 with a prompt on a block boundary needs an odd
     capacity: prompt + gen + 1 + a block). The tokens equal the reference loop's, which reads the
     exact length."""
-    import models.block_cache as block_cache
     m = models["fast-dllm-v2-tiny"]
     bs = m.block_size
     gen = GenConfig(gen_length=24, block_length=4)
     prompts = [prompt_of(2 * bs)]
     want = decode(m, method("threshold", gen), prompts, gen)
-    keys, sdpa = [], block_cache.F.scaled_dot_product_attention
+    keys, sdpa = [], torch.nn.functional.scaled_dot_product_attention
     _stand_in_block_graphs(monkeypatch)
-    monkeypatch.setattr(block_cache.F, "scaled_dot_product_attention",
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
                         lambda q, k, v, **kw: keys.append(k.shape[2]) or sdpa(q, k, v, **kw))
     got = Decoder(m)(method("threshold", gen), prompts, gen)
     monkeypatch.undo()

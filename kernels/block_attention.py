@@ -1,0 +1,168 @@
+"""Attention of a block-causal model's block step (SDAR/TraDo, LLaDA2.x, Fast-dLLM v2) in two Triton
+kernels, at small batch.
+
+A block step feeds W tokens (a block, two when it folds the finished one in) whose K/V are already
+in the cache; the queries read the first K cache slots under the step's key mask [B, 1, W, K]
+(block-causal, padding). Through `scaled_dot_product_attention` that is one cuDNN kernel of some
+20 us a layer at batch 1 (Fast-dLLM v2 7B on an H100: 0.65 ms of a 6.7 ms step,
+results/speed/block-causal/REPORT.md), with a thread block per (row, head, 64 queries): 28 of 132
+SMs. Here (flash-decoding, as kernels/window_attention.py does for LLaDA's cache windows):
+
+  1. `_attend_chunk`, one program per (row, q head, chunk of keys): one flash-attention pass over
+     the chunk under the mask, keeping the unnormalized output, its running max and its sum;
+  2. `_combine` (kernels/window_attention.py): merges the chunks of each (row, head) and writes
+     [B, W, H * hd].
+
+Math as SDPA's: scores and softmax in fp32, probabilities cast to the value dtype for the second
+product; fp32 models use IEEE products (no TF32). A hidden key counts for nothing (SDPA adds
+-65504 to its score, whose exponential underflows to 0 beside any seen key; every query sees at
+least its own position). `available()` says whether a step may use the kernels: Triton, CUDA
+tensors (or the interpreter, TRITON_INTERPRET=1, as the tests run it), a power-of-two head dim,
+SDPA's own kernel filling at most half the SMs (batch 1 and 2 here), and `DLLM_TRITON_ATTN` not
+"0" (the switch of the window kernels too). The kernels serve only after their first call on a
+device agreed with SDPA on that call's input (`trusted`).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from . import window_attention
+from .window_attention import triton
+
+if triton is not None:
+    import triton.language as tl
+
+    from .window_attention import _combine, _softmax_tile
+
+BLOCK_N = 32          # keys per tile
+MIN_PROGRAMS = 264    # ~2 per SM of an H100/H200
+MAX_CHUNKS = 16       # the combine holds the chunks of a row in registers
+
+
+def available(qkv: torch.Tensor, n_heads: int) -> bool:
+    """Whether a block step's attention over qkv [B, W, H + 2 H_kv, hd] takes these kernels."""
+    return window_attention.available(qkv, n_heads)
+
+
+def sdpa(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The reference: SDPA over token-major qkv [B, W, H + 2 H_kv, hd] and kv [B, K, 2 H_kv, hd]
+    under the additive mask [B, 1, W, K] -> [B, W, H * hd]."""
+    B, W = qkv.shape[:2]
+    n_kv = kv.shape[2] // 2
+    q = qkv[:, :, :n_heads].transpose(1, 2)
+    k, v = kv[:, :, :n_kv].transpose(1, 2), kv[:, :, n_kv:].transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=n_heads != n_kv)
+    return out.transpose(1, 2).reshape(B, W, -1)
+
+
+def block_attention(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """qkv [B, W, H + 2 H_kv, hd] (RoPE applied), kv [B, K, 2 H_kv, hd] (a view of the cache's first
+    K slots), key_mask [B, 1, W, K] bool (True: seen) -> [B, W, H * hd]."""
+    B, W, nh, hd = qkv.shape
+    n_kv = kv.shape[2] // 2
+    K = kv.shape[1]
+    assert qkv.stride(-1) == 1 and kv.stride(-1) == 1 and key_mask.shape == (B, 1, W, K) and key_mask.stride(-1) == 1
+    per_head = max(1, MIN_PROGRAMS // (B * n_heads))
+    chunk = triton.cdiv(triton.cdiv(K, per_head), BLOCK_N) * BLOCK_N
+    chunk = max(chunk, triton.cdiv(K, MAX_CHUNKS * BLOCK_N) * BLOCK_N)
+    splits = triton.cdiv(K, chunk)
+    block_m = max(16, triton.next_power_of_2(W))
+    o_part = torch.empty((B * n_heads, splits, block_m, hd), dtype=torch.float32, device=qkv.device)
+    ml_part = torch.empty((B * n_heads, splits, 2, block_m), dtype=torch.float32, device=qkv.device)
+    km = key_mask.view(torch.uint8)
+    _attend_chunk[(B * n_heads, splits)](
+        qkv, kv, km, o_part, ml_part,
+        qkv.stride(0), qkv.stride(1), qkv.stride(2), kv.stride(0), kv.stride(1), kv.stride(2),
+        km.stride(0), km.stride(2), W, K, chunk, 1.0 / math.sqrt(hd) * 1.4426950408889634,
+        H=n_heads, HKV=n_kv, HALF=hd // 2, BLOCK_M=block_m, BLOCK_N=BLOCK_N,
+        IEEE=qkv.dtype == torch.float32, num_warps=window_attention.NUM_WARPS,
+        num_stages=window_attention.NUM_STAGES)
+    out = qkv.new_empty((B, W, n_heads * hd))
+    rows = window_attention.COMBINE_ROWS
+    _combine[(B * n_heads, triton.cdiv(W, rows))](
+        o_part, ml_part, out, out.stride(0), out.stride(1), W,
+        H=n_heads, HD=hd, SPLITS=splits, SPLITS_P2=triton.next_power_of_2(splits), BLOCK_M=block_m,
+        ROWS=rows, num_warps=2)
+    return out
+
+
+_trusted: dict[tuple, bool] = {}   # (device, dtype, H, H_kv, hd) -> the kernels agreed with SDPA
+
+
+def trusted(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask: torch.Tensor,
+            mask: torch.Tensor) -> bool:
+    """Whether the kernels serve these heads on this device: the first call outside a CUDA graph
+    capture runs them beside SDPA (additive `mask`) on its own input and keeps the answer (outputs
+    within 1e-5 in fp32, 2e-2 in bf16/fp16, of the largest |output|); kernels that fail to build or
+    disagree are reported once and SDPA serves from then on. During a capture, before that check,
+    SDPA."""
+    key = (qkv.device, qkv.dtype, n_heads, kv.shape[2] // 2, qkv.shape[-1])
+    if key not in _trusted:
+        if qkv.is_cuda and torch.cuda.is_current_stream_capturing():
+            return False
+        try:
+            got, ref = block_attention(qkv, n_heads, kv, key_mask), sdpa(qkv, n_heads, kv, mask)
+            tol = 1e-5 if qkv.dtype == torch.float32 else 2e-2
+            err = (got.float() - ref.float()).abs().max().item()
+            _trusted[key] = err <= tol * max(1.0, ref.float().abs().max().item())
+            why = f"its output differs from SDPA's by {err:.3g}"
+        except Exception as e:   # kernels that do not build here
+            _trusted[key], why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if not _trusted[key]:
+            warnings.warn(f"kernels.block_attention: the Triton block attention is not used ({why}); SDPA "
+                          f"serves (DLLM_TRITON_ATTN=0 silences this)")
+    return _trusted[key]
+
+
+if triton is not None:
+    @triton.jit
+    def _attend_chunk(qkv, kv, key_mask, o_part, ml_part,
+                      s_xb, s_xw, s_xh, s_kb, s_kl, s_kh, s_mb, s_mw, W, K, chunk, qk_scale,
+                      H: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+        """One (row, q head, chunk of keys): a flash-attention pass over the chunk's keys under the
+        key mask. Out: the unnormalized output, its max and its sum."""
+        bh = tl.program_id(0)
+        sp = tl.program_id(1)
+        n_part = tl.num_programs(1)
+        bi = bh // H
+        h = bh % H
+        hk = h // (H // HKV)
+        m = tl.arange(0, BLOCK_M)
+        d = tl.arange(0, HALF)
+        qm = m[:, None] < W
+        src = qkv + bi * s_xb + m[:, None] * s_xw + h * s_xh + d[None, :]
+        q1 = tl.load(src, mask=qm, other=0.0)
+        q2 = tl.load(src + HALF, mask=qm, other=0.0)
+        k_base = kv + bi * s_kb + hk * s_kh
+        v_base = kv + bi * s_kb + (HKV + hk) * s_kh
+        acc1 = tl.zeros((BLOCK_M, HALF), dtype=tl.float32)
+        acc2 = tl.zeros((BLOCK_M, HALF), dtype=tl.float32)
+        m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        lo = sp * chunk
+        hi = tl.minimum(lo + chunk, K)
+        for n0 in range(lo, hi, BLOCK_N):
+            n = n0 + tl.arange(0, BLOCK_N)
+            inside = n < hi
+            kp = k_base + n[:, None] * s_kl + d[None, :]
+            vp = v_base + n[:, None] * s_kl + d[None, :]
+            ld = inside[:, None]
+            k1 = tl.load(kp, mask=ld, other=0.0)
+            k2 = tl.load(kp + HALF, mask=ld, other=0.0)
+            v1 = tl.load(vp, mask=ld, other=0.0)
+            v2 = tl.load(vp + HALF, mask=ld, other=0.0)
+            seen = tl.load(key_mask + bi * s_mb + m[:, None] * s_mw + n[None, :],
+                           mask=qm & inside[None, :], other=0) != 0
+            acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, seen, acc1, acc2, m_i, l_i, qk_scale,
+                                                 IEEE)
+        o = o_part + (bh * n_part + sp) * BLOCK_M * 2 * HALF + m[:, None] * 2 * HALF + d[None, :]
+        tl.store(o, acc1)
+        tl.store(o + HALF, acc2)
+        ml = ml_part + (bh * n_part + sp) * 2 * BLOCK_M
+        tl.store(ml + m, m_i)
+        tl.store(ml + BLOCK_M + m, l_i)
