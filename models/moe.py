@@ -10,9 +10,9 @@ are a plain SwiGLU MLP added to the routed sum.
 
 Expert product: the experts' weights live in two stacked tensors ([E, 2F, d] gate/up and
 [E, d, F] down; each expert's gate_proj/up_proj/down_proj parameters are views into them, so the
-checkpoint names are kept). The (token, slot) pairs are grouped by expert (a stable sort of the
-expert ids as uint8), multiplied by each expert's weights (on a CUDA bf16 input by two grouped
-matrix products; elsewhere per active expert in a padded [A, C, d] buffer, A experts with work, C
+checkpoint names are kept). The (token, slot) pairs are grouped by expert (kernels/moe_group.py:
+a stable sort of the expert ids as uint8; on the GPU one Triton counting sort up to 4096 pairs),
+multiplied by each expert's weights (on a CUDA bf16 input by two grouped matrix products; elsewhere per active expert in a padded [A, C, d] buffer, A experts with work, C
 their largest load), put back in their places and summed over the top_k slots in fp32, weighted,
 as the reference does; the shared experts' output is added in the same pass.
 
@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.compiled import on_gpu_compiled
+from kernels.moe_group import expert_order, group_pairs, group_pairs_reference
+from kernels.moe_group import triton_ready as group_kernel_ready
 from kernels.moe_route import route_select, route_select_reference
 from kernels.moe_route import triton_ready as route_kernel_ready
 
@@ -48,18 +50,6 @@ def route(x: torch.Tensor, weight: torch.Tensor, expert_bias: torch.Tensor, top_
 def _route_steps(x, weight, expert_bias, top_k: int, n_group: int, topk_group: int, scaling: float):
     return route_select_reference(F.linear(x.float(), weight.float()), expert_bias, top_k, n_group, topk_group,
                                   scaling)
-
-
-def expert_order(flat: torch.Tensor, n_experts: int) -> torch.Tensor:
-    """The stable argsort of expert ids `flat`: the (token, slot) pairs grouped by expert, in
-    token order within an expert. The ids are sorted as the narrowest integers that hold them (uint8
-    up to 256 experts): the same permutation, and on the GPU a radix sort of 8 key bits instead of
-    64."""
-    if n_experts <= 256:
-        flat = flat.to(torch.uint8)
-    elif n_experts <= 1 << 15:
-        flat = flat.to(torch.int16)
-    return flat.argsort(stable=True)
 
 
 def grouped_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, gate_up: torch.Tensor,
@@ -84,16 +74,7 @@ def _combine_rows(rows: torch.Tensor, place: torch.Tensor, w: torch.Tensor,
     return out if shared is None else out + shared
 
 
-@on_gpu_compiled
-def _group_by_expert(flat: torch.Tensor, n_experts: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The (token, slot) pairs of expert ids flat [T * k] grouped by expert -> (the token of each
-    grouped pair, the groups' end offsets [n_experts] int32, each pair's place in the grouped order);
-    no host sync, one or two kernels on the GPU."""
-    order = expert_order(flat, n_experts)
-    counts = torch.zeros(n_experts, dtype=torch.int32, device=flat.device).index_add_(
-        0, flat, torch.ones_like(flat, dtype=torch.int32))                  # bincount without its host sync
-    place = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=flat.device))
-    return order // k, counts.cumsum(0, dtype=torch.int32), place
+_group_by_expert = on_gpu_compiled(group_pairs_reference)   # the reference's kernels, fused where they can be
 
 
 def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tensor:
@@ -101,7 +82,8 @@ def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tens
     expert's rows multiplied by its weights (experts without rows read nothing), shapes fixed by
     T and k alone."""
     T, k = idx.shape
-    token, offs, place = _group_by_expert(idx.reshape(-1), gate_up.shape[0], k)
+    flat, E = idx.reshape(-1), gate_up.shape[0]
+    token, offs, place = (group_pairs if group_kernel_ready(flat, E) else _group_by_expert)(flat, E, k)
     h = torch._grouped_mm(x[token], gate_up.transpose(1, 2), offs=offs)
     out = torch._grouped_mm(swiglu(h), down.transpose(1, 2), offs=offs)
     return _combine_rows(out, place.view(T, k), w, shared)

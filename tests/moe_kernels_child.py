@@ -1,11 +1,12 @@
-"""Run by tests/test_moe_route.py under TRITON_INTERPRET=1: the MoE router's Triton kernel against
-the reference's steps on the CPU, and whole llada2-tiny forwards with and without it. Prints one
-JSON line."""
+"""Run by tests/test_moe_kernels.py under TRITON_INTERPRET=1: the MoE router's and grouping's Triton
+kernels against their references on the CPU, and whole llada2-tiny forwards with and without them.
+Prints one JSON line."""
 import json
 import os
 
 import torch
 
+from kernels.moe_group import _group_pairs_triton, group_pairs_reference
 from kernels.moe_route import _route_select_triton, route_select_reference, triton_ready
 
 
@@ -17,6 +18,16 @@ def kernel_case(T, E, G, TG, K, seed):
     b_idx, b_w = _route_select_triton(logits, bias, K, G, TG, 2.5)
     return {"idx_equal": torch.equal(a_idx, b_idx), "w": (a_w - b_w).abs().max().item(),
             "w_sum": (b_w.sum(-1) - 2.5).abs().max().item() if K > 1 else 0.0}
+
+
+def group_case(T, k, E, seed):
+    g = torch.Generator().manual_seed(seed)
+    flat = torch.randint(0, E, (T * k,), generator=g)
+    if T > 4:
+        flat[: T * k // 2] = flat[0]                  # one expert with half the pairs
+    got, want = _group_pairs_triton(flat, E, k), group_pairs_reference(flat, E, k)
+    return {"equal": all(torch.equal(a, b) for a, b in zip(got, want)),
+            "dtypes": [str(t.dtype) for t in got] == [str(t.dtype) for t in want]}
 
 
 def forward_case():
@@ -35,5 +46,7 @@ def forward_case():
 if __name__ == "__main__":
     res = {f"T{T}_E{E}_G{G}_TG{TG}_K{K}": kernel_case(T, E, G, TG, K, T + E)
            for T, E, G, TG, K in ((5, 256, 8, 4, 8), (33, 32, 4, 2, 4), (3, 8, 4, 2, 2), (4, 16, 2, 1, 1))}
+    res.update({f"group_T{T}_k{k}_E{E}": group_case(T, k, E, T * E)
+                for T, k, E in ((1, 2, 8), (32, 8, 256), (37, 4, 32), (512, 8, 256))})
     res["forward"] = forward_case()
     print(json.dumps(res))

@@ -1,10 +1,13 @@
-"""The MoE router's Triton kernel (kernels/moe_route.py) against the reference's steps, on the CPU
-through Triton's interpreter: the same experts in the same order, the same weights to fp32 rounding,
-and a whole llada2-tiny forward with it equal to one without."""
+"""The MoE layer's Triton kernels against their references, on the CPU through Triton's
+interpreter: the router (kernels/moe_route.py: the same experts in the same order, the same weights
+to fp32 rounding), the grouping of the pairs by expert (kernels/moe_group.py: equal outputs, up to
+one expert holding half the pairs and 4096 pairs), and a whole llada2-tiny forward with them equal
+to one without."""
 import pytest
 import torch
 from triton_child import interpreted
 
+from kernels.moe_group import group_pairs, group_pairs_reference
 from kernels.moe_route import route_select, route_select_reference, triton_ready
 
 CASES = ["T5_E256_G8_TG4_K8", "T33_E32_G4_TG2_K4", "T3_E8_G4_TG2_K2", "T4_E16_G2_TG1_K1"]
@@ -13,7 +16,7 @@ CASES = ["T5_E256_G8_TG4_K8", "T33_E32_G4_TG2_K4", "T3_E8_G4_TG2_K2", "T4_E16_G2
 @pytest.fixture(scope="module")
 def measured():
     pytest.importorskip("triton")
-    return interpreted("moe_route_child.py")
+    return interpreted("moe_kernels_child.py")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -24,7 +27,12 @@ def test_kernel_chooses_the_reference_experts_with_its_weights(measured, case):
     assert r["w_sum"] < 1e-5, r          # normalised, times the scaling factor
 
 
-def test_a_forward_with_the_kernel_equals_one_without(measured):
+@pytest.mark.parametrize("case", ["group_T1_k2_E8", "group_T32_k8_E256", "group_T37_k4_E32", "group_T512_k8_E256"])
+def test_grouping_kernel_gives_the_reference_token_offsets_and_places(measured, case):
+    assert measured[case] == {"equal": True, "dtypes": True}
+
+
+def test_a_forward_with_the_kernels_equals_one_without(measured):
     r = measured["forward"]
     assert r["max_diff"] < 1e-4 and r["argmax_agree"] == 1.0, r
 
@@ -65,3 +73,32 @@ def test_the_kernel_serves_only_after_agreeing_with_the_reference_on_its_first_i
         assert mr._kernel_trusted(*args) is trusted           # kept: checked once
     msgs = [str(w.message) for w in caught]
     assert (len(msgs) == 0) if trusted else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_ROUTE=0" in msgs[0])
+
+
+@pytest.mark.parametrize("kernel, trusted, says", [
+    (lambda *a: group_pairs_reference(*a), True, None),
+    (lambda *a: tuple(t.flip(0) for t in group_pairs_reference(*a)), False, "differ"),
+    (lambda *a: 1 / 0, False, "ZeroDivisionError"),
+])
+def test_the_grouping_kernel_serves_only_after_giving_the_reference_outputs(monkeypatch, kernel, trusted, says):
+    import warnings
+
+    import kernels.moe_group as mg
+    monkeypatch.setattr(mg, "_group_pairs_triton", kernel)
+    monkeypatch.setattr(mg, "_trusted", {})
+    flat = torch.randint(0, 8, (12,), generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert mg._kernel_trusted(flat, 8, 3) is trusted
+        assert mg._kernel_trusted(flat, 8, 3) is trusted
+    msgs = [str(w.message) for w in caught]
+    assert (msgs == []) if trusted else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_ROUTE=0" in msgs[0])
+
+
+def test_group_pairs_off_the_gpu_is_the_reference():
+    """Pairs of tokens 0..2 (k = 2) by expert: expert 1 holds pairs 1 and 4, expert 3 pairs 0, 2, 5."""
+    flat = torch.tensor([3, 1, 3, 0, 1, 3])
+    token, offs, place = group_pairs(flat, 4, 2)
+    assert offs.tolist() == [1, 3, 3, 6] and offs.dtype == torch.int32
+    assert token.tolist() == [1, 0, 2, 0, 1, 2]          # grouped: pair 3 | pairs 1, 4 | pairs 0, 2, 5
+    assert place.tolist() == [3, 1, 4, 0, 2, 5]
