@@ -1,0 +1,51 @@
+"""GPU probe: the MoE layer's Triton kernels against their references at LLaDA2.0-mini's shapes
+(256 experts, 8 groups, 4 kept, top 8): the router (kernels/moe_route.py: the same experts in the
+same order, the weights' largest difference) and the grouping of the pairs (kernels/moe_group.py:
+equal outputs), each timed under a CUDA graph beside its reference as the model runs it on the
+GPU (compiled).
+
+    python experiments/speed/moe_kernels_probe.py
+"""
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.bench_speed import cuda_time  # noqa: E402
+from kernels.compiled import compiling_for_graph  # noqa: E402
+from kernels.moe_group import _group_pairs_triton  # noqa: E402
+from kernels.moe_route import _route_select_triton  # noqa: E402
+from models.moe import _group_by_expert, _route_steps  # noqa: E402
+
+
+def graphed_us(fn) -> float:
+    with compiling_for_graph():
+        fn()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    return cuda_time(graph.replay, warmup=5, reps=50) * 1e6
+
+
+g = torch.Generator(device="cuda").manual_seed(0)
+weight = 0.02 * torch.randn(256, 2048, device="cuda", generator=g)
+bias = 0.05 * torch.randn(256, device="cuda", generator=g)
+for T in (32, 256):
+    x = torch.randn(T, 2048, device="cuda", generator=g).bfloat16()
+    with compiling_for_graph():
+        ref = _route_steps(x, weight, bias, 8, 8, 4, 2.5)
+        ref_group = _group_by_expert(ref[0].reshape(-1), 256, 8)
+    new = _route_select_triton(torch.nn.functional.linear(x.float(), weight), bias, 8, 8, 4, 2.5)
+    new_group = _group_pairs_triton(ref[0].reshape(-1), 256, 8)
+    same = (ref[0] == new[0]).all(-1).float().mean().item()
+    flat = ref[0].reshape(-1)
+    t = {"route, reference steps": graphed_us(lambda: _route_steps(x, weight, bias, 8, 8, 4, 2.5)),
+         "route, kernel": graphed_us(lambda: _route_select_triton(torch.nn.functional.linear(x.float(), weight),
+                                                                  bias, 8, 8, 4, 2.5)),
+         "group, reference": graphed_us(lambda: _group_by_expert(flat, 256, 8)),
+         "group, kernel": graphed_us(lambda: _group_pairs_triton(flat, 256, 8))}
+    print(f"{T} tokens: route rows with the same experts in the same order {same:.4f}, max |w - ref| "
+          f"{(ref[1] - new[1]).abs().max().item():.2e}; grouping equal "
+          f"{all(torch.equal(a, b) for a, b in zip(ref_group, new_group))}; graphed: "
+          + ", ".join(f"{k} {v:.1f} us" for k, v in t.items()), flush=True)
