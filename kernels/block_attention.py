@@ -1,5 +1,5 @@
 """Attention of a block-causal model's block step (SDAR/TraDo, LLaDA2.x, Fast-dLLM v2) in two Triton
-kernels, at small batch.
+kernels, at small batch or narrow blocks.
 
 A block step feeds W tokens (a block, two when it folds the finished one in) whose K/V are already
 in the cache; the queries read the first K cache slots under the step's key mask [B, 1, W, K]
@@ -18,8 +18,9 @@ product; fp32 models use IEEE products (no TF32). A hidden key counts for nothin
 -65504 to its score, whose exponential underflows to 0 beside any seen key; every query sees at
 least its own position). `available()` says whether a step may use the kernels: Triton, CUDA
 tensors (or the interpreter, TRITON_INTERPRET=1, as the tests run it), a power-of-two head dim,
-SDPA's own kernel filling at most half the SMs (batch 1 and 2 here), and `DLLM_TRITON_ATTN` not
-"0" (the switch of the window kernels too). The kernels serve only after their first call on a
+SDPA's own kernel filling at most half the SMs (batch 1 and 2 here) or a step of at most 16 tokens
+(SDAR's blocks of 4, at any batch), and `DLLM_TRITON_ATTN` not "0" (the switch of the window
+kernels too). The kernels serve only after their first call on a
 device agreed with SDPA on that call's input (`trusted`).
 """
 from __future__ import annotations
@@ -43,9 +44,15 @@ MIN_PROGRAMS = 264    # ~2 per SM of an H100/H200
 MAX_CHUNKS = 16       # the combine holds the chunks of a row in registers
 
 
+NARROW = 16   # fed tokens up to which SDPA's 64-query tiles are mostly empty: the kernels at any batch
+
+
 def available(qkv: torch.Tensor, n_heads: int) -> bool:
-    """Whether a block step's attention over qkv [B, W, H + 2 H_kv, hd] takes these kernels."""
-    return window_attention.available(qkv, n_heads)
+    """Whether a block step's attention over qkv [B, W, H + 2 H_kv, hd] takes these kernels: where
+    they can run (window_attention.supported) and either SDPA's kernel would fill at most half the
+    SMs (as for the window kernels) or the step feeds at most NARROW tokens (SDAR's block of 4: SDPA
+    computes 64 query rows for every 4)."""
+    return window_attention.supported(qkv) and (qkv.shape[1] <= NARROW or window_attention.available(qkv, n_heads))
 
 
 def sdpa(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

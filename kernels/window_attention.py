@@ -41,15 +41,21 @@ def available(qkv: torch.Tensor, n_heads: int) -> bool:
     GPU's SMs. On an H200 at LLaDA-8B's 32-token window these made the dual-cache step 5.4% and
     3.1% faster at batch 1 and 2; at batch 4 and 8 both paths were within 1.4%
     (results/speed/window_attention_h200.txt). DLLM_TRITON_ATTN=0 turns them off."""
-    b, W, _, hd = qkv.shape
+    b, W = qkv.shape[:2]
+    return supported(qkv) and (os.environ.get("TRITON_INTERPRET") == "1"
+                               or 2 * b * n_heads * triton.cdiv(W, 64) <= _gpu(qkv.device)[0])
+
+
+def supported(qkv: torch.Tensor) -> bool:
+    """Whether these kernels can run on qkv [b, W, heads, hd] at all: Triton importable, a
+    power-of-two head dim of at least 16, a GPU of compute capability 8.0 or newer (bf16
+    products) or the interpreter, DLLM_TRITON_ATTN not "0"."""
+    hd = qkv.shape[-1]
     if triton is None or os.environ.get("DLLM_TRITON_ATTN", "1") == "0" or hd < 16 or hd & (hd - 1):
         return False
     if os.environ.get("TRITON_INTERPRET") == "1":
         return True
-    if not qkv.is_cuda:
-        return False
-    sms, major = _gpu(qkv.device)
-    return major >= 8 and 2 * b * n_heads * triton.cdiv(W, 64) <= sms   # bf16 products need sm80+
+    return qkv.is_cuda and _gpu(qkv.device)[1] >= 8
 
 
 @functools.lru_cache(maxsize=None)

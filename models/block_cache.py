@@ -158,7 +158,7 @@ def attend_block(qkv: torch.Tensor, n_heads: int, layer: int, cache: BlockKVCach
     Without a cache: the fed sequence alone under `mask` ([B, 1, W, W], block_causal_mask).
     With one: the fed K/V are written at step.write_idx, then the queries read the first
     step.key_len cache slots under step.key_mask (as an additive mask made once per forward); at
-    small batch on the GPU through kernels/block_attention.py's Triton kernels."""
+    small batch or narrow blocks on the GPU through kernels/block_attention.py's Triton kernels."""
     kv = qkv[:, :, n_heads:]
     if cache is not None:
         buf = cache.kv[layer]

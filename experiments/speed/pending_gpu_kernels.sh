@@ -5,7 +5,8 @@
 # DLLM_TRITON_ATTN). One device call per part (each under 10 min):
 #   bash experiments/speed/pending_gpu_kernels.sh check   # the MoE kernels against their references; fast path
 #                                                        # against the reference loop on llada2-mini and sdar-8b
-#   bash experiments/speed/pending_gpu_kernels.sh speed   # bench_speed at batch 1, kernels off then on, 3 models
+#   bash experiments/speed/pending_gpu_kernels.sh speed   # bench_speed at batch 1 (SDAR also 8: its blocks of 4),
+#                                                        # kernels off then on, 3 models
 # $OUT gets the bench_speed files; the rest is on stdout.
 set -u
 nvidia-smi --query-gpu=name --format=csv,noheader
@@ -17,10 +18,11 @@ if [ "$1" = check ]; then
   done
   exit
 fi
-for c in llada2-mini fast-dllm-v2-7b sdar-8b; do
+for cb in llada2-mini:1 fast-dllm-v2-7b:1 sdar-8b:1,8; do
+  c=${cb%:*}
   for k in 0 1; do
-    DLLM_TRITON_ATTN=$k DLLM_TRITON_ROUTE=$k timeout 110 python -m bench.bench_speed --config $c --prompt 512 --gen 256 \
-      --batch 1 --methods threshold --out "$OUT/kernels${k}_$c.json" > "$OUT/kernels${k}_$c.txt" 2>&1
+    DLLM_TRITON_ATTN=$k DLLM_TRITON_ROUTE=$k timeout 130 python -m bench.bench_speed --config $c --prompt 512 --gen 256 \
+      --batch ${cb#*:} --methods threshold --out "$OUT/kernels${k}_$c.json" > "$OUT/kernels${k}_$c.txt" 2>&1
     grep -h "decode\|_step\|_block\|Error\|not used" "$OUT/kernels${k}_$c.txt" | grep -v "^|" | sed "s/^/$c kernels=$k /"
   done
 done
