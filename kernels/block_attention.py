@@ -26,18 +26,19 @@ device agreed with SDPA on that call's input (`trusted`).
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 
 from . import window_attention
+from .first_call import agreed
 from .window_attention import triton
 
 if triton is not None:
     import triton.language as tl
 
-    from .window_attention import _combine, _softmax_tile
+    from .window_attention import (_combine, _head_program, _kv_tile, _softmax_start, _softmax_store,
+                                   _softmax_tile)
 
 BLOCK_N = 32          # keys per tile
 MIN_PROGRAMS = 264    # ~2 per SM of an H100/H200
@@ -102,27 +103,16 @@ _trusted: dict[tuple, bool] = {}   # (device, dtype, H, H_kv, hd) -> the kernels
 
 def trusted(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask: torch.Tensor,
             mask: torch.Tensor) -> bool:
-    """Whether the kernels serve these heads on this device: the first call outside a CUDA graph
-    capture runs them beside SDPA (additive `mask`) on its own input and keeps the answer (outputs
-    within 1e-5 in fp32, 2e-2 in bf16/fp16, of the largest |output|); kernels that fail to build or
-    disagree are reported once and SDPA serves from then on. During a capture, before that check,
-    SDPA."""
-    key = (qkv.device, qkv.dtype, n_heads, kv.shape[2] // 2, qkv.shape[-1])
-    if key not in _trusted:
-        if qkv.is_cuda and torch.cuda.is_current_stream_capturing():
-            return False
-        try:
-            got, ref = block_attention(qkv, n_heads, kv, key_mask), sdpa(qkv, n_heads, kv, mask)
-            tol = 1e-5 if qkv.dtype == torch.float32 else 2e-2
-            err = (got.float() - ref.float()).abs().max().item()
-            _trusted[key] = err <= tol * max(1.0, ref.float().abs().max().item())
-            why = f"its output differs from SDPA's by {err:.3g}"
-        except Exception as e:   # kernels that do not build here
-            _trusted[key], why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if not _trusted[key]:
-            warnings.warn(f"kernels.block_attention: the Triton block attention is not used ({why}); SDPA "
-                          f"serves (DLLM_TRITON_ATTN=0 silences this)")
-    return _trusted[key]
+    """Whether the kernels serve these heads on this device (kernels/first_call.py): outputs within
+    1e-5 (fp32) or 2e-2 (bf16, fp16) of SDPA's (additive `mask`), relative to the largest |output|,
+    on their first input."""
+    def compare():
+        got, ref = block_attention(qkv, n_heads, kv, key_mask), sdpa(qkv, n_heads, kv, mask)
+        tol = 1e-5 if qkv.dtype == torch.float32 else 2e-2
+        err = (got.float() - ref.float()).abs().max().item()
+        return err <= tol * max(1.0, ref.float().abs().max().item()), f"its output differs from SDPA's by {err:.3g}"
+    return agreed(_trusted, (qkv.device, qkv.dtype, n_heads, kv.shape[2] // 2, qkv.shape[-1]), qkv, compare,
+                  "kernels.block_attention: the Triton block attention", "SDPA serves", "DLLM_TRITON_ATTN")
 
 
 if triton is not None:
@@ -133,12 +123,7 @@ if triton is not None:
                       BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
         """One (row, q head, chunk of keys): a flash-attention pass over the chunk's keys under the
         key mask. Out: the unnormalized output, its max and its sum."""
-        bh = tl.program_id(0)
-        sp = tl.program_id(1)
-        n_part = tl.num_programs(1)
-        bi = bh // H
-        h = bh % H
-        hk = h // (H // HKV)
+        bh, sp, n_part, bi, h, hk = _head_program(H, HKV)
         m = tl.arange(0, BLOCK_M)
         d = tl.arange(0, HALF)
         qm = m[:, None] < W
@@ -147,29 +132,15 @@ if triton is not None:
         q2 = tl.load(src + HALF, mask=qm, other=0.0)
         k_base = kv + bi * s_kb + hk * s_kh
         v_base = kv + bi * s_kb + (HKV + hk) * s_kh
-        acc1 = tl.zeros((BLOCK_M, HALF), dtype=tl.float32)
-        acc2 = tl.zeros((BLOCK_M, HALF), dtype=tl.float32)
-        m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc1, acc2, m_i, l_i = _softmax_start(BLOCK_M, HALF)
         lo = sp * chunk
         hi = tl.minimum(lo + chunk, K)
         for n0 in range(lo, hi, BLOCK_N):
             n = n0 + tl.arange(0, BLOCK_N)
             inside = n < hi
-            kp = k_base + n[:, None] * s_kl + d[None, :]
-            vp = v_base + n[:, None] * s_kl + d[None, :]
-            ld = inside[:, None]
-            k1 = tl.load(kp, mask=ld, other=0.0)
-            k2 = tl.load(kp + HALF, mask=ld, other=0.0)
-            v1 = tl.load(vp, mask=ld, other=0.0)
-            v2 = tl.load(vp + HALF, mask=ld, other=0.0)
+            k1, k2, v1, v2 = _kv_tile(k_base, v_base, n, s_kl, d, inside[:, None], HALF)
             seen = tl.load(key_mask + bi * s_mb + m[:, None] * s_mw + n[None, :],
                            mask=qm & inside[None, :], other=0) != 0
             acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, seen, acc1, acc2, m_i, l_i, qk_scale,
                                                  IEEE)
-        o = o_part + (bh * n_part + sp) * BLOCK_M * 2 * HALF + m[:, None] * 2 * HALF + d[None, :]
-        tl.store(o, acc1)
-        tl.store(o + HALF, acc2)
-        ml = ml_part + (bh * n_part + sp) * 2 * BLOCK_M
-        tl.store(ml + m, m_i)
-        tl.store(ml + BLOCK_M + m, l_i)
+        _softmax_store(o_part, ml_part, bh * n_part + sp, m, d, acc1, acc2, m_i, l_i, BLOCK_M, HALF)

@@ -21,9 +21,10 @@ device gave the reference's outputs. `DLLM_TRITON_ROUTE=0` turns it off with the
 from __future__ import annotations
 
 import os
-import warnings
 
 import torch
+
+from .first_call import agreed
 
 try:
     import triton
@@ -85,23 +86,13 @@ _trusted: dict[tuple, bool] = {}   # (device, E, k) -> the kernel gave the refer
 
 
 def _kernel_trusted(flat: torch.Tensor, n_experts: int, k: int) -> bool:
-    """Whether the kernel serves on this device: the first call outside a CUDA graph capture runs
-    it beside the reference on its own input and keeps whether the outputs are equal; a kernel that
-    fails to build or differs is reported once and the reference serves from then on."""
-    key = (flat.device, n_experts, k)
-    if key not in _trusted:
-        if flat.is_cuda and torch.cuda.is_current_stream_capturing():
-            return False
-        try:
-            got, want = _group_pairs_triton(flat, n_experts, k), group_pairs_reference(flat, n_experts, k)
-            _trusted[key] = all(torch.equal(a, b) for a, b in zip(got, want))
-            why = "its outputs differ from the reference's"
-        except Exception as e:   # a kernel that does not build here
-            _trusted[key], why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if not _trusted[key]:
-            warnings.warn(f"kernels.moe_group: the Triton grouping kernel is not used ({why}); the reference "
-                          f"groups the pairs (DLLM_TRITON_ROUTE=0 silences this)")
-    return _trusted[key]
+    """Whether the kernel serves on this device (kernels/first_call.py): outputs equal to the
+    reference's on its first input."""
+    def compare():
+        got, want = _group_pairs_triton(flat, n_experts, k), group_pairs_reference(flat, n_experts, k)
+        return all(torch.equal(a, b) for a, b in zip(got, want)), "its outputs differ from the reference's"
+    return agreed(_trusted, (flat.device, n_experts, k), flat, compare, "kernels.moe_group: the Triton grouping kernel",
+                  "the reference groups the pairs", "DLLM_TRITON_ROUTE")
 
 
 def _group_pairs_triton(flat, n_experts, k):

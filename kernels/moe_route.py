@@ -22,9 +22,10 @@ Imports nothing of this project.
 from __future__ import annotations
 
 import os
-import warnings
 
 import torch
+
+from .first_call import agreed
 
 try:
     import triton
@@ -81,25 +82,16 @@ _trusted: dict[tuple, bool] = {}   # (device, E, top_k, n_group, topk_group) -> 
 
 
 def _kernel_trusted(logits, expert_bias, top_k, n_group, topk_group, scaling) -> bool:
-    """Whether the kernel serves these shapes on this device: the first call outside a CUDA graph
-    capture runs it beside the reference on its own input and keeps the answer (the same experts
-    for every token, weights within 1e-5); a kernel that fails to build or disagrees is reported
-    once and the reference serves from then on. During a capture, before that check, the reference."""
-    key = (logits.device, logits.shape[-1], top_k, n_group, topk_group)
-    if key not in _trusted:
-        if logits.is_cuda and torch.cuda.is_current_stream_capturing():
-            return False
-        try:
-            idx, w = _route_select_triton(logits, expert_bias, top_k, n_group, topk_group, scaling)
-            ref_idx, ref_w = route_select_reference(logits, expert_bias, top_k, n_group, topk_group, scaling)
-            _trusted[key] = bool(torch.equal(idx, ref_idx) and torch.allclose(w, ref_w, rtol=0, atol=1e-5))
-            why = "its choice differs from the reference's"
-        except Exception as e:   # a kernel that does not build here
-            _trusted[key], why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if not _trusted[key]:
-            warnings.warn(f"kernels.moe_route: the Triton router kernel is not used ({why}); the reference's "
-                          f"steps choose the experts (DLLM_TRITON_ROUTE=0 silences this)")
-    return _trusted[key]
+    """Whether the kernel serves these shapes on this device (kernels/first_call.py): the same
+    experts for every token of its first input as the reference, weights within 1e-5."""
+    def compare():
+        idx, w = _route_select_triton(logits, expert_bias, top_k, n_group, topk_group, scaling)
+        ref_idx, ref_w = route_select_reference(logits, expert_bias, top_k, n_group, topk_group, scaling)
+        return (torch.equal(idx, ref_idx) and torch.allclose(w, ref_w, rtol=0, atol=1e-5),
+                "its choice differs from the reference's")
+    return agreed(_trusted, (logits.device, logits.shape[-1], top_k, n_group, topk_group), logits, compare,
+                  "kernels.moe_route: the Triton router kernel", "the reference's steps choose the experts",
+                  "DLLM_TRITON_ROUTE")
 
 
 @route_select.register_fake

@@ -124,6 +124,37 @@ if triton is not None:
         return tl.dot(a, b)
 
     @triton.jit
+    def _head_program(H: tl.constexpr, HKV: tl.constexpr):
+        """(row x q head, part, parts, row, q head, kv head) of a (row, q head, part) program."""
+        bh = tl.program_id(0)
+        h = bh % H
+        return bh, tl.program_id(1), tl.num_programs(1), bh // H, h, h // (H // HKV)
+
+    @triton.jit
+    def _softmax_start(BLOCK_M: tl.constexpr, HALF: tl.constexpr):
+        """An online softmax's start: output halves (the V columns), running max and sum."""
+        return (tl.zeros((BLOCK_M, HALF), dtype=tl.float32), tl.zeros((BLOCK_M, HALF), dtype=tl.float32),
+                tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32), tl.zeros((BLOCK_M,), dtype=tl.float32))
+
+    @triton.jit
+    def _softmax_store(o_part, ml_part, part, m, d, acc1, acc2, m_i, l_i, BLOCK_M: tl.constexpr, HALF: tl.constexpr):
+        """A part's unnormalized output, max and sum, for _combine."""
+        o = o_part + part * BLOCK_M * 2 * HALF + m[:, None] * 2 * HALF + d[None, :]
+        tl.store(o, acc1)
+        tl.store(o + HALF, acc2)
+        ml = ml_part + part * 2 * BLOCK_M
+        tl.store(ml + m, m_i)
+        tl.store(ml + BLOCK_M + m, l_i)
+
+    @triton.jit
+    def _kv_tile(k_base, v_base, n, s_kl, d, ld, HALF: tl.constexpr):
+        """The cached K and V of keys n (rows s_kl apart), each in two halves of the head dim."""
+        kp = k_base + n[:, None] * s_kl + d[None, :]
+        vp = v_base + n[:, None] * s_kl + d[None, :]
+        return (tl.load(kp, mask=ld, other=0.0), tl.load(kp + HALF, mask=ld, other=0.0),
+                tl.load(vp, mask=ld, other=0.0), tl.load(vp + HALF, mask=ld, other=0.0))
+
+    @triton.jit
     def _softmax_tile(q1, q2, k1, k2, v1, v2, seen, acc1, acc2, m_i, l_i, qk_scale, IEEE: tl.constexpr):
         """One online-softmax step over a tile of keys (k and v in two halves of the head dim);
         `seen`: [BLOCK_M, BLOCK_N] or [1, BLOCK_N], the keys each query reads."""
@@ -149,12 +180,7 @@ if triton is not None:
         a chunk of the cache without the window's positions, or (the last part) the window's own
         keys, rotated from the projection and written to the cache with their v by the first q
         head of each kv head. Out: the unnormalized output, its max and its sum."""
-        bh = tl.program_id(0)
-        sp = tl.program_id(1)
-        n_part = tl.num_programs(1)
-        bi = bh // H
-        h = bh % H
-        hk = h // (H // HKV)
+        bh, sp, n_part, bi, h, hk = _head_program(H, HKV)
         dt = cache.dtype.element_ty
         r = tl.load(rows + bi).to(tl.int64)
         st = tl.load(pos + bi * s_pb)                  # the window is [st, st + W)
@@ -169,10 +195,7 @@ if triton is not None:
                          tl.load(sin + tab, mask=qm, other=0.0).to(tl.float32), dt)
         k_base = cache + r * s_kb + hk * s_kh
         v_base = cache + r * s_kb + (HKV + hk) * s_kh
-        acc1 = tl.zeros((BLOCK_M, HALF), dtype=tl.float32)   # output halves (the V columns)
-        acc2 = tl.zeros((BLOCK_M, HALF), dtype=tl.float32)
-        m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc1, acc2, m_i, l_i = _softmax_start(BLOCK_M, HALF)
         if sp < n_part - 1:                            # a chunk of cached keys
             lo = sp * chunk
             hi = tl.minimum(lo + chunk, L)
@@ -180,13 +203,7 @@ if triton is not None:
                 n = n0 + tl.arange(0, BLOCK_N)
                 inside = n < hi
                 valid = inside & ((n < st) | (n >= st + W))
-                kp = k_base + n[:, None] * s_kl + d[None, :]
-                vp = v_base + n[:, None] * s_kl + d[None, :]
-                ld = valid[:, None]
-                k1 = tl.load(kp, mask=ld, other=0.0)
-                k2 = tl.load(kp + HALF, mask=ld, other=0.0)
-                v1 = tl.load(vp, mask=ld, other=0.0)
-                v2 = tl.load(vp + HALF, mask=ld, other=0.0)
+                k1, k2, v1, v2 = _kv_tile(k_base, v_base, n, s_kl, d, valid[:, None], HALF)
                 if HAS_MASK:
                     valid = valid & (tl.load(key_mask + bi * s_mb + n, mask=inside, other=0) != 0)
                 acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, valid[None, :], acc1, acc2, m_i, l_i,
@@ -216,12 +233,7 @@ if triton is not None:
                     valid = valid & (tl.load(key_mask + bi * s_mb + st + w, mask=win, other=0) != 0)
                 acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, valid[None, :], acc1, acc2, m_i, l_i,
                                                      qk_scale, IEEE)
-        o = o_part + (bh * n_part + sp) * BLOCK_M * 2 * HALF + m[:, None] * 2 * HALF + d[None, :]
-        tl.store(o, acc1)
-        tl.store(o + HALF, acc2)
-        ml = ml_part + (bh * n_part + sp) * 2 * BLOCK_M
-        tl.store(ml + m, m_i)
-        tl.store(ml + BLOCK_M + m, l_i)
+        _softmax_store(o_part, ml_part, bh * n_part + sp, m, d, acc1, acc2, m_i, l_i, BLOCK_M, HALF)
 
     @triton.jit
     def _combine(o_part, ml_part, out, s_ob, s_ow, W,
