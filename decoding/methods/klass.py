@@ -40,8 +40,8 @@ current block, after the block's refresh). Only fresh positions update their KL,
 distribution; the others keep them, so a position's KL always compares two forwards that computed
 it. Without a cache (the authors' setting) every position is fresh every step. With kl=full only
 masked positions do: a decision never reads a written position's KL again, so the operator takes
-no pass over its vocabulary row (at batch 8 with the dual cache, about half the block's rows). Each
-step is one forward (one NFE), refreshes included.
+no pass over its vocabulary row (results/speed/step-graphs/REPORT.md measures it). Each step is one
+forward (one NFE), refreshes included.
 
 Differences from the authors' loop (docs/methods-fidelity.md, section 3): our block ends when it has
 no mask, not after steps / blocks forwards (theirs can leave masks behind when a ready step commits
