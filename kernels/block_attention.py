@@ -3,8 +3,8 @@ kernels, at small batch or narrow blocks.
 
 A block step feeds W tokens (a block, two when it folds the finished one in) whose K/V are already
 in the cache; the queries read the first K cache slots under the step's key mask [B, 1, W, K]
-(block-causal, padding). Through `scaled_dot_product_attention` that is one cuDNN kernel of some
-20 us a layer at batch 1 (Fast-dLLM v2 7B on an H100: 0.65 ms of a 6.7 ms step,
+(block-causal, padding). Through `scaled_dot_product_attention` that is one cuDNN kernel of
+23 us a layer at batch 1 (Fast-dLLM v2 7B on an H100: 0.646 ms in 28 layers of a 6.65 ms step,
 results/speed/block-causal/REPORT.md), with a thread block per (row, head, 64 queries): 28 of 132
 SMs. Here (flash-decoding, as kernels/window_attention.py does for LLaDA's cache windows):
 
