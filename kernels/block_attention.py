@@ -21,7 +21,10 @@ tensors (or the interpreter, TRITON_INTERPRET=1, as the tests run it), a power-o
 SDPA's own kernel filling at most half the SMs (batch 1 and 2 here) or a step of at most 16 tokens
 (SDAR's blocks of 4, at any batch), and `DLLM_TRITON_ATTN` not "0" (the switch of the window
 kernels too). The kernels serve only after their first call on a
-device agreed with SDPA on that call's input (`trusted`).
+device agreed with SDPA on that call's input (`trusted`). With them, the middle block step of a
+threshold decode on an H100 (prompt 512, gen 256) took 6.90 ms instead of SDPA's 7.38 (SDAR-8B,
+batch 1), 7.80 instead of 8.27 (SDAR-8B, batch 8) and 6.12 instead of 6.56 (Fast-dLLM v2 7B, batch 1)
+(`bash experiments/speed/pending_gpu_kernels.sh speed`, results/speed/block-causal/REPORT.md).
 """
 from __future__ import annotations
 

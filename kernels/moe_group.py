@@ -11,12 +11,13 @@ For expert ids flat [P] (P = T * k pairs, pair p = token p // k, slot p % k) and
 `group_pairs_reference` computes it in torch (a sort of the ids as the narrowest integers that hold
 them, an index_add, a scatter: some six kernels a layer on the GPU). `group_pairs` is a custom
 operator (torch.library, `dllm::moe_group_pairs`): on CUDA tensors with Triton and at most
-MAX_PAIRS pairs (a block step's at batch 1 and 2: LLaDA2.0-mini feeds 32 tokens a row, 8 experts
-each), one kernel with one program: a counting sort, in chunks of CHUNK pairs (each pair's place is
-its expert's start, plus the pairs of that expert in earlier chunks, plus those before it in its
-chunk); elsewhere the reference. One program's work grows with the pairs, while the reference
-takes some six kernels whatever the count: hence the bound (the GPU times of both are not measured
-yet: experiments/speed/moe_kernels_probe.py). The
+MAX_PAIRS pairs (a block step's at batch 1: LLaDA2.0-mini feeds 32 tokens a row, 8 experts each),
+one kernel with one program: a counting sort, in chunks of CHUNK pairs (each pair's place is its
+expert's start, plus the pairs of that expert in earlier chunks, plus those before it in its chunk);
+elsewhere the reference. One program's work grows with the pairs, while the reference takes some
+six kernels whatever the count: under a CUDA graph on an H100 (experiments/speed/moe_kernels_probe.py,
+results/speed/block-causal/kernels_check_h100_3a1dd5b.txt) the kernel takes 21.4 us against the
+reference's 24.3 us at 256 pairs, and 125.8 us against 31.0 us at 2048; hence the bound. The
 outputs are integers, equal to the reference's; the kernel serves only after its first call on a
 device gave the reference's outputs. `DLLM_TRITON_ROUTE=0` turns it off with the router kernel
 (kernels/moe_route.py). Imports nothing of this project.
@@ -35,7 +36,7 @@ try:
 except ImportError:   # CPU installs: the reference serves
     triton = None
 
-MAX_PAIRS = 512
+MAX_PAIRS = 256
 CHUNK = 64
 
 
