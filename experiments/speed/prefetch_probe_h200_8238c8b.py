@@ -1,4 +1,4 @@
-"""Probe (session 5, rejected): prefetch the attention output projection's weight into L2 on a side stream while the
+"""Probe (not adopted): prefetch the attention output projection's weight into L2 on a side stream while the
 (latency-bound) window attention runs; window-step graph time with and without."""
 import sys
 import torch
