@@ -27,7 +27,8 @@ Measured in one process, on one device:
     each step's own forwards (dual_forwards_s, from the kinds and rows at a block start the decode
     recorded): a refresh of every row, a window of every row, or, where some rows start a block
     (rows out of step at batch > 1), the window of every row plus the refresh of those rows, each
-    row count's refresh timed apart as the step runs it. Steps queued ahead (acceleration/captured.py) hold
+    row count's refresh timed apart as the step runs it, and the same forwards run back to back
+    (dual_forwards_back_to_back_s, `forward_s_sustained`). Steps queued ahead (acceleration/captured.py) hold
     their forward inside their own graph, where no event reaches: a decode with any
     (`ahead_steps`) reports only the overhead against the forward timed apart
     (DLLM_QUEUE_AHEAD=0 gives the in-loop figure).
@@ -214,11 +215,10 @@ def run(args) -> dict:
               f"ratio {t_win / flw['floor_s']:.2f}", flush=True)
         refresh = (GraphedCall(lambda ids: model.forward(ids, None, kv=CacheCall(cache), logits_from=P), x)
                    if launch_bound(model, x.numel()) else None)
-        t_refresh = cuda_time(refresh and (lambda: refresh(x))
-                              or (lambda: model.forward(x, None, kv=CacheCall(cache), logits_from=P)), warmup=1, reps=5)
-        del refresh
+        refresh_call = refresh and (lambda: refresh(x)) or (lambda: model.forward(x, None, kv=CacheCall(cache), logits_from=P))
+        window_call = lambda: graphed(ids, pos, pos, None)   # noqa: E731
+        t_refresh = cuda_time(refresh_call, warmup=1, reps=5)
         r["dual_refresh_s"] = t_refresh
-        del cache
         # decode loop overhead: step time minus the forward time of that step
         gen = GenConfig(gen_length=G, block_length=BL, early_stop=False)
         warm = GenConfig(gen_length=G, block_length=BL, early_stop=False, max_steps=G // BL)  # same shapes
@@ -251,6 +251,7 @@ def run(args) -> dict:
             if m.cache == "dual" and used and used[0].forward.stepper is not None:   # the steps' own forwards
                 fwd, mix = dual_forwards_s(used[0], t_refresh, t_win)
                 fwd = fwd_wall = fwd / steps
+                sustained = dual_forwards_back_to_back_s(used[0], refresh_call, window_call) / steps
             cut = cut_lengths(used[0], before.get(id(used[0]), {})) if used else {}
             if cut:   # truncated forwards inside the step graphs: each length's forward graph timed apart
                 fwd = fwd_wall = sum(n * truncated_forward_s(decoder.pool, x, attn, L, P) for L, n in cut.items()) / steps
@@ -267,6 +268,8 @@ def run(args) -> dict:
                    "steps_by_cut_length": {(f"{-L} no mask" if L < 0 else str(L)): n for L, n in cut.items()},
                    "dual_steps_by_kind_and_starts": mix,
                    "overhead_in_loop_pct": None if ahead or cut else 100 * (total - fwd_in_loop) / total}
+            if mix:
+                row["forward_s_sustained"] = sustained
             if m.cache == "none":   # the same number of forwards back to back: the forward under sustained load
                 again = decoder.pool.full_graph(x, None, False, P)   # the loop's graph (kept in the pool)
                 call = (lambda: again(x, None)) if again is not None else (lambda: model.forward(x, None, logits_from=P))
@@ -296,6 +299,8 @@ def run(args) -> dict:
             print(f"b={b} decode {spec}: {steps} steps, {step * 1e3:.2f} ms/step; {in_loop}; "
                   f"against the forward timed apart {fwd * 1e3:.2f} ms: {row['overhead_pct']:.2f}%"
                   + (f"; {steps} forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms each" if m.cache == "none" else "")
+                  + (f"; its steps' forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms/step: "
+                     f"{100 * (step - row['forward_s_sustained']) / step:.2f}%" if mix else "")
                   + f"; warm-up decode {warm_s:.1f} s, step compiled {row['step_compiled']}",
                   flush=True)
         out["batches"][str(b)] = r
@@ -322,6 +327,17 @@ def truncated_forward_s(pool, x, attn, L: int, P: int) -> float:
     return cuda_time((lambda: g(xs, mask)) if g is not None else (lambda: pool.model.forward(xs, mask, logits_from=P)))
 
 
+def refresh_rows(decode):
+    """n -> a callable running a captured dual-cache decode's refresh forward of its rows 0..n-1
+    (CacheStepper.refresh_forward), as a step where n rows start a block runs it."""
+    st, s, hidden = decode.forward.stepper, decode.state, decode.method.reads().hidden
+
+    def rows(n: int):
+        ri = torch.arange(n, device=s.tokens.device)
+        return lambda: st.refresh_forward(ri, s.tokens[ri], s.attn[ri], hidden)
+    return rows
+
+
 def dual_forwards_s(decode, t_refresh: float, t_win: float, timer=None) -> tuple[float, dict]:
     """The forwards of a captured dual-cache decode's last call, timed apart step by step as its
     steps ran them (CapturedDecode.starts: each step's kind and rows at a block start n): a
@@ -331,8 +347,7 @@ def dual_forwards_s(decode, t_refresh: float, t_win: float, timer=None) -> tuple
     with DLLM_MIXED_STEPS=0 runs the window for fewer rows, so this is its upper bound).
     -> (seconds, {"kind n": steps}). `timer`: times a callable (default cuda_time)."""
     timer = timer or (lambda fn: cuda_time(fn, warmup=1, reps=3))
-    st, s = decode.forward.stepper, decode.state
-    hidden, rows_s, total = decode.method.reads().hidden, {}, 0.0
+    rows, rows_s, total = refresh_rows(decode), {}, 0.0
     for (kind, n), steps in decode.starts.items():
         if kind == "refresh":
             t = t_refresh
@@ -340,11 +355,30 @@ def dual_forwards_s(decode, t_refresh: float, t_win: float, timer=None) -> tuple
             t = t_win
         else:
             if n not in rows_s:
-                ri = torch.arange(n, device=s.tokens.device)
-                rows_s[n] = timer(lambda: st.refresh_forward(ri, s.tokens[ri], s.attn[ri], hidden))
+                rows_s[n] = timer(rows(n))
             t = t_win + rows_s[n]
         total += steps * t
     return total, {f"{k} {n}": v for (k, n), v in sorted(decode.starts.items(), key=str)}
+
+
+def dual_forwards_back_to_back_s(decode, refresh, window, sync=None) -> float:
+    """The same forwards as dual_forwards_s counts, run back to back (grouped by kind, each kind
+    called once untimed first) with one wait for the device at the end: seconds in all. The
+    forwards under the sustained load of a decode, as `forward_s_sustained` is without a cache.
+    `refresh`, `window`: callables of a refresh and a window step of every row."""
+    sync = sync or torch.cuda.synchronize
+    rows = refresh_rows(decode)
+    plan = [(refresh if kind == "refresh" else window if kind == "window"
+             else (lambda r=rows(n): (window(), r())), steps) for (kind, n), steps in decode.starts.items()]
+    for fn, _ in plan:
+        fn()
+    sync()
+    t0 = time.perf_counter()
+    for fn, steps in plan:
+        for _ in range(steps):
+            fn()
+    sync()
+    return time.perf_counter() - t0
 
 
 def switch_ab(switch: str, reps: int, decode, steps: int, fwd: float, sync=None) -> dict:

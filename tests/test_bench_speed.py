@@ -67,3 +67,23 @@ def test_dual_forwards_are_each_steps_own_refresh_and_window():
     assert total == pytest.approx(2 * 4.0 + 10 * 0.25 + 3 * (0.25 + 0.5) + 3 * (0.25 + 1.0))
     assert sorted(calls) == [[0], [0, 1]]            # each row count timed once
     assert mix == {"eager 2": 1, "mixed 1": 3, "mixed 2": 2, "refresh 8": 2, "window 0": 10}
+
+
+def test_dual_forwards_back_to_back_run_every_steps_forwards():
+    """bench_speed's sustained basis with the dual cache: every recorded step's forwards (a refresh,
+    a window, or a window plus the refresh of the n rows starting a block) run back to back, each
+    kind once untimed first, with one wait for the device before and one after the timed run."""
+    from bench.bench_speed import dual_forwards_back_to_back_s
+    calls = []
+    stepper = SimpleNamespace(refresh_forward=lambda ri, x, a, hidden: calls.append(("rows", ri.tolist())))
+    state = SimpleNamespace(tokens=torch.zeros(8, 10, dtype=torch.long), attn=torch.ones(8, 10, dtype=torch.long))
+    decode = SimpleNamespace(forward=SimpleNamespace(stepper=stepper), state=state,
+                             method=SimpleNamespace(reads=lambda: SimpleNamespace(hidden=False)),
+                             starts={("refresh", 8): 2, ("window", 0): 3, ("mixed", 2): 2})
+    seconds = dual_forwards_back_to_back_s(decode, refresh=lambda: calls.append("refresh"),
+                                           window=lambda: calls.append("window"),
+                                           sync=lambda: calls.append("sync"))
+    assert seconds >= 0
+    mixed = ["window", ("rows", [0, 1])]
+    warm = ["refresh", "window", *mixed, "sync"]
+    assert calls == warm + ["refresh"] * 2 + ["window"] * 3 + mixed * 2 + ["sync"]

@@ -687,3 +687,11 @@ def test_a_captured_dual_decode_records_each_steps_kind_and_rows_at_a_block_star
     assert total == sum(k * (4.0 if kind == "refresh" else 0.25 if kind == "window" else 1.25)
                         for (kind, n), k in want.items())
     assert sorted(o.logits.shape[0] for o in refreshed) == sorted({n for kind, n in want if kind == mixed})
+    from bench.bench_speed import dual_forwards_back_to_back_s   # the same forwards back to back, for real
+    ran = Counter()
+    dual_forwards_back_to_back_s(kept, refresh=lambda: ran.update(["refresh"]), window=lambda: ran.update(["window"]),
+                                 sync=lambda: None)
+    expected = Counter()
+    for (kind, n), k in want.items():   # each kind once untimed, then once per step; a mixed step runs a window
+        expected.update({"refresh" if kind == "refresh" else "window": k + 1})
+    assert ran == expected
