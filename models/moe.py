@@ -11,7 +11,7 @@ are a plain SwiGLU MLP added to the routed sum.
 Expert product: the experts' weights live in two stacked tensors ([E, 2F, d] gate/up and
 [E, d, F] down; each expert's gate_proj/up_proj/down_proj parameters are views into them, so the
 checkpoint names are kept). The (token, slot) pairs are grouped by expert (kernels/moe_group.py:
-a stable sort of the expert ids as uint8; on the GPU one Triton counting sort up to 512 pairs),
+a stable sort of the expert ids as uint8; on the GPU one Triton counting sort up to 256 pairs),
 multiplied by each expert's weights (on a CUDA bf16 input by two grouped matrix products; elsewhere per active expert in a padded [A, C, d] buffer, A experts with work, C
 their largest load), put back in their places and summed over the top_k slots in fp32, weighted,
 as the reference does; the shared experts' output is added in the same pass.
