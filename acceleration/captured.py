@@ -107,6 +107,10 @@ def _same_layout(new, t: torch.Tensor) -> bool:
 
 
 class CapturedDecode:
+    # Whether after_decide and count run inside the compiled part of a step, on the generated
+    # region (they read no prompt position and no attention mask there), fused with the decide.
+    settle_in_compiled_step = False
+
     def __init__(self, model, method, state, forward, kinds, choose, current):
         self.model, self.method, self.state, self.forward = model, method, state, forward
         self.kinds, self.choose, self.current = kinds, choose, current
@@ -411,7 +415,8 @@ class CapturedDecode:
     def capture_step(self, kind, launched) -> graphs.CapturedStep:
         """The step graph: the token statistics of the forward graph's output (`stats`), then
         `decide_step` compiled into fused kernels where it traces as one graph
-        (acceleration/compiled_step.py), then the counts the host reads. `launched`: the forward's
+        (acceleration/compiled_step.py), then after_decide and the counts the host reads (inside
+        the compiled part where `settle_in_compiled_step` holds). `launched`: the forward's
         output (a graph's static tensors). Warm-ups run on copies.
 
         The compiled part sees the generated region only, in tensors whose shapes and strides do
@@ -426,18 +431,22 @@ class CapturedDecode:
             gen.copy_(state.tokens[:, P:])
             return dataclasses.replace(state, tokens=gen, attn=None, attn_fwd=None, P=0)
 
+        settle = self.settle_in_compiled_step
+        lead = (self,) if settle else ()
+
         def copies():
             state = copy_tree(self.state)
-            return generated(state), contiguous(stats(state, launched)), self.method, self.every, nfe
-        decide = compile_step(decide_step, copies, self.state.tokens.device)
+            return *lead, generated(state), contiguous(stats(state, launched)), self.method, self.every, nfe
+        decide = compile_step(decide_and_settle if settle else decide_step, copies, self.state.tokens.device)
         self.compiled_kinds.append(decide.why_not is None)
 
         def step(state, launched):
             out = contiguous(stats(state, launched))
-            decide(generated(state), out, self.method, self.every, nfe)
+            decide(*lead, generated(state), out, self.method, self.every, nfe)
             state.tokens[:, P:].copy_(gen)
-            self.after_decide(state)
-            self.count(state)
+            if not settle:
+                self.after_decide(state)
+                self.count(state)
         self.step_fns[kind], self.launched[kind] = step, launched
         return graphs.CapturedStep(lambda state: step(state, launched), self.state, copy_tree)
 
@@ -456,3 +465,11 @@ def decide_step(state, out, method, every, nfe: bool) -> None:
     if nfe:
         state.nfe += act.long()
     loop.decide_and_apply(state, method, slice(None), every, out, act)
+
+
+def decide_and_settle(decode, state, out, method, every, nfe: bool) -> None:
+    """decide_step, then the decode's after_decide and count on the same (generated) state: one
+    compiled function where `settle_in_compiled_step` holds."""
+    decide_step(state, out, method, every, nfe)
+    decode.after_decide(state)
+    decode.count(state)

@@ -31,6 +31,10 @@ APPEND = -1   # the kind of the append graph (a step's kind is the width its blo
 
 
 class CapturedBlockDecode(CapturedDecode):
+    # the block bookkeeping (finished blocks, Fast-dLLM v2's stop rule, the next width) fuses with
+    # the decide: it reads the generated region and the per-row counters only
+    settle_in_compiled_step = True
+
     @classmethod
     def build_block(cls, pool, model, method, state, lay, generator) -> "CapturedBlockDecode":
         B = state.tokens.shape[0]

@@ -169,7 +169,9 @@ def new_block_state(model: ModelAdapter, method: Method, prompts: list[list[int]
                   mask_id=model.mask_id, block_length=sub, num_blocks=lay.num_blocks * bs // sub,
                   early_stop=gen.early_stop)
     lay = BlockLayout(lay.shift.to(dev), lay.end.to(dev), lay.num_blocks, G)
-    rows = Counters(lay.shift // sub, z(), z(), z(torch.bool), z(torch.bool), shift=lay.shift)
+    # the counters' own copy of the shifts: a compiled captured step reads both, and aliased
+    # inputs would make its guards differ between the real state and the copies it warms up on
+    rows = Counters(lay.shift // sub, z(), z(), z(torch.bool), z(torch.bool), shift=lay.shift.clone())
     attn = torch.cat([p_attn, torch.ones((B, G), dtype=torch.long)], 1).to(dev)
     state = DecodeState(
         tokens=torch.cat([p_ids, region.long()], 1).to(dev), attn=attn, attn_fwd=None, P=P, gen=gen,
