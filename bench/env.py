@@ -33,9 +33,10 @@ PACKAGES = ("dllm-bench", "torch", "transformers", "accelerate", "tokenizers", "
             "datasets", "numpy", "pandas", "tabulate", "nvidia-ml-py", "matplotlib")
 
 
-# Environment variables that change how a decode runs on GPU (README, "Speed switches").
+# Environment variables that change how a decode runs on GPU (docs/metrics.md, "Speed switches").
 SPEED_SWITCHES = ("DLLM_CUDA_GRAPHS", "DLLM_COMPILE", "DLLM_COMPILE_STEP", "DLLM_QUEUE_AHEAD", "DLLM_TRUNCATED_STEPS", "DLLM_MIXED_STEPS", "DLLM_TRITON_ATTN",
-                  "DLLM_TRITON_KL", "DLLM_TRITON_ROUTE", "DLLM_BENCH_ENERGY")
+                  "DLLM_TRITON_KL", "DLLM_TRITON_ROUTE", "DLLM_TRITON_EXPERTS",
+                  "DLLM_BENCH_ENERGY")
 
 
 def environment(device: torch.device) -> dict:

@@ -12,7 +12,8 @@ Expert product: the experts' weights live in two stacked tensors ([E, 2F, d] gat
 [E, d, F] down; each expert's gate_proj/up_proj/down_proj parameters are views into them, so the
 checkpoint names are kept). The (token, slot) pairs are grouped by expert (kernels/moe_group.py:
 a stable sort of the expert ids as uint8; on the GPU one Triton counting sort up to 256 pairs),
-multiplied by each expert's weights (on a CUDA bf16 input by two grouped matrix products; elsewhere per active expert in a padded [A, C, d] buffer, A experts with work, C
+multiplied by each expert's weights (on a CUDA bf16 input by two grouped matrix products, or up
+to 256 pairs by two Triton kernels, kernels/moe_experts.py; elsewhere per active expert in a padded [A, C, d] buffer, A experts with work, C
 their largest load), put back in their places and summed over the top_k slots in fp32, weighted,
 as the reference does; the shared experts' output is added in the same pass.
 
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.compiled import on_gpu_compiled
+from kernels.moe_experts import expert_products
+from kernels.moe_experts import triton_ready as experts_kernel_ready
 from kernels.moe_group import expert_order, group_pairs, group_pairs_reference
 from kernels.moe_group import triton_ready as group_kernel_ready
 from kernels.moe_route import route_select, route_select_reference
@@ -84,8 +87,11 @@ def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tens
     T, k = idx.shape
     flat, E = idx.reshape(-1), gate_up.shape[0]
     token, offs, place = (group_pairs if group_kernel_ready(flat, E) else _group_by_expert)(flat, E, k)
-    h = torch._grouped_mm(x[token], gate_up.transpose(1, 2), offs=offs)
-    out = torch._grouped_mm(swiglu(h), down.transpose(1, 2), offs=offs)
+    if experts_kernel_ready(token, x):   # kernels/moe_experts.py: both products in two Triton kernels
+        out = expert_products(x, token, offs, gate_up, down)
+    else:
+        h = torch._grouped_mm(x[token], gate_up.transpose(1, 2), offs=offs)
+        out = torch._grouped_mm(swiglu(h), down.transpose(1, 2), offs=offs)
     return _combine_rows(out, place.view(T, k), w, shared)
 
 

@@ -1,8 +1,9 @@
 """GPU probe: the MoE layer's Triton kernels against their references at LLaDA2.0-mini's shapes
 (256 experts, 8 groups, 4 kept, top 8): the router (kernels/moe_route.py: the same experts in the
-same order, the weights' largest difference) and the grouping of the pairs (kernels/moe_group.py:
-equal outputs), each timed under a CUDA graph beside its reference as the model runs it on the
-GPU (compiled).
+same order, the weights' largest difference), the grouping of the pairs (kernels/moe_group.py:
+equal outputs) and the experts' two products (kernels/moe_experts.py: the largest difference
+against the grouped products), each timed under a CUDA graph beside its reference as the model
+runs it on the GPU (compiled).
 
     python experiments/speed/moe_kernels_probe.py
 """
@@ -14,8 +15,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.bench_speed import cuda_time  # noqa: E402
 from kernels.compiled import compiling_for_graph  # noqa: E402
+from kernels.moe_experts import _expert_products_triton  # noqa: E402
 from kernels.moe_group import _group_pairs_triton  # noqa: E402
 from kernels.moe_route import _route_select_triton  # noqa: E402
+from models.layers import swiglu  # noqa: E402
 from models.moe import _group_by_expert, _route_steps  # noqa: E402
 
 
@@ -31,6 +34,15 @@ def graphed_us(fn) -> float:
 g = torch.Generator(device="cuda").manual_seed(0)
 weight = 0.02 * torch.randn(256, 2048, device="cuda", generator=g)
 bias = 0.05 * torch.randn(256, device="cuda", generator=g)
+gate_up = (torch.randn(256, 1024, 2048, device="cuda", generator=g) / 2048 ** 0.5).bfloat16()   # F = 512
+down = (torch.randn(256, 2048, 512, device="cuda", generator=g) / 512 ** 0.5).bfloat16()
+
+
+def grouped_products(x, token, offs):   # as models/moe.py runs them without kernels/moe_experts.py
+    h = torch._grouped_mm(x[token], gate_up.transpose(1, 2), offs=offs)
+    return torch._grouped_mm(swiglu(h), down.transpose(1, 2), offs=offs)
+
+
 for T in (32, 256):
     x = torch.randn(T, 2048, device="cuda", generator=g).bfloat16()
     with compiling_for_graph():
@@ -45,6 +57,12 @@ for T in (32, 256):
                                                                   bias, 8, 8, 4, 2.5)),
          "group, reference": graphed_us(lambda: _group_by_expert(flat, 256, 8)),
          "group, kernel": graphed_us(lambda: _group_pairs_triton(flat, 256, 8))}
+    token, offs = ref_group[0], ref_group[1]
+    want, got = grouped_products(x, token, offs).float(), _expert_products_triton(x, token, offs, gate_up, down).float()
+    t["experts, grouped products"] = graphed_us(lambda: grouped_products(x, token, offs))
+    t["experts, kernels"] = graphed_us(lambda: _expert_products_triton(x, token, offs, gate_up, down))
+    print(f"{T} tokens, {int((offs.diff(prepend=offs[:1] * 0) > 0).sum())} experts with pairs: expert products' max "
+          f"difference {(got - want).abs().max().item():.3g} (outputs up to {want.abs().max().item():.3g})", flush=True)
     print(f"{T} tokens: route rows with the same experts in the same order {same:.4f}, max |w - ref| "
           f"{(ref[1] - new[1]).abs().max().item():.2e}; grouping equal "
           f"{all(torch.equal(a, b) for a, b in zip(ref_group, new_group))}; graphed: "

@@ -1,0 +1,32 @@
+"""Run by tests/test_moe_experts.py under TRITON_INTERPRET=1: the routed experts' Triton kernels
+(kernels/moe_experts.py) against their reference on the CPU, in fp32 (the interpreter's bf16
+products are not computed as the GPU computes them). Prints one JSON line."""
+import json
+
+import torch
+
+from kernels.moe_experts import _expert_products_triton, expert_products_reference
+from kernels.moe_group import group_pairs_reference
+
+
+def case(T, k, E, d, f, dtype, crowd, seed):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, E, (T, k), generator=g)
+    if crowd:
+        idx[: T // 2, 0] = 1                          # one expert with more pairs than a BLOCK_M
+    x = torch.randn(T, d, generator=g).to(dtype)
+    gate_up = (torch.randn(E, 2 * f, d, generator=g) / d ** 0.5).to(dtype)
+    down = (torch.randn(E, d, f, generator=g) / f ** 0.5).to(dtype)
+    token, offs, _ = group_pairs_reference(idx.reshape(-1), E, k)
+    got = _expert_products_triton(x, token, offs, gate_up, down).float()
+    want = expert_products_reference(x, token, offs, gate_up, down).float()
+    return {"max_diff": (got - want).abs().max().item(), "scale": want.abs().max().item(),
+            "shape": list(got.shape), "dtype": str(_expert_products_triton(x, token, offs, gate_up, down).dtype)}
+
+
+if __name__ == "__main__":
+    res = {f"T{T}_k{k}_E{E}_d{d}_f{f}_{str(dt)[6:]}{'_crowd' if c else ''}": case(T, k, E, d, f, dt, c, T + E)
+           for T, k, E, d, f, dt, c in ((5, 2, 8, 64, 32, torch.float32, False),
+                                        (40, 2, 6, 96, 80, torch.float32, True),
+                                        (3, 4, 16, 64, 64, torch.float32, False))}
+    print(json.dumps(res))

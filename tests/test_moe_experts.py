@@ -1,0 +1,64 @@
+"""The routed experts' Triton kernels (kernels/moe_experts.py): under Triton's interpreter on the
+CPU against the reference (pairs grouped by expert, experts without pairs, one expert with more
+pairs than a tile, widths that are not multiples of the tiles); off the GPU the operator is the
+reference; the kernels serve only after agreeing with it."""
+import warnings
+
+import pytest
+import torch
+from triton_child import interpreted
+
+import kernels.moe_experts as me
+from kernels.moe_group import group_pairs_reference
+
+CASES = ["T5_k2_E8_d64_f32_float32", "T40_k2_E6_d96_f80_float32_crowd", "T3_k4_E16_d64_f64_float32"]
+
+
+@pytest.fixture(scope="module")
+def measured():
+    pytest.importorskip("triton")
+    return interpreted("moe_experts_child.py")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernels_give_the_reference_expert_products(measured, case):
+    r = measured[case]
+    assert r["max_diff"] < 1e-5 * r["scale"], r
+    assert r["dtype"] == "torch.float32", r
+
+
+def _inputs(T=6, k=2, E=5, d=8, f=4):
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, E, (T, k), generator=g)
+    token, offs, _ = group_pairs_reference(idx.reshape(-1), E, k)
+    return (torch.randn(T, d, generator=g), token, offs, torch.randn(E, 2 * f, d, generator=g),
+            torch.randn(E, d, f, generator=g)), idx
+
+
+def test_expert_products_off_the_gpu_are_each_pairs_swiglu_expert():
+    """Pair p (grouped order) is token token[p] through its expert's SwiGLU MLP."""
+    (x, token, offs, gate_up, down), idx = _inputs()
+    out = me.expert_products(x, token, offs, gate_up, down)
+    e = me.expert_of_pairs(offs, token.numel())
+    assert torch.equal(e, idx.reshape(-1)[idx.reshape(-1).argsort(stable=True)])   # the grouped pairs' experts
+    for p in range(token.numel()):
+        gate, up = gate_up[e[p]].chunk(2)
+        h = torch.nn.functional.silu(gate @ x[token[p]]) * (up @ x[token[p]])
+        assert torch.allclose(out[p], down[e[p]] @ h, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel, trusted, says", [
+    (lambda *a: me.expert_products_reference(*a), True, None),
+    (lambda *a: me.expert_products_reference(*a) * 1.1, False, "max difference"),
+    (lambda *a: 1 / 0, False, "ZeroDivisionError"),
+])
+def test_the_kernels_serve_only_after_agreeing_with_the_reference(monkeypatch, kernel, trusted, says):
+    monkeypatch.setattr(me, "_expert_products_triton", kernel)
+    monkeypatch.setattr(me, "_trusted", {})
+    args, _ = _inputs()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert me._kernels_trusted(*args) is trusted
+        assert me._kernels_trusted(*args) is trusted          # kept: checked once
+    msgs = [str(w.message) for w in caught]
+    assert (msgs == []) if trusted else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_EXPERTS=0" in msgs[0])
