@@ -19,7 +19,7 @@ rounded to x's dtype, as the reference rounds its product before its SwiGLU. Sum
 order than cuBLAS/CUTLASS's, so outputs may differ from the reference's in the last bits of x's
 dtype: the kernels serve on a device only after their first call there came within 3% of the
 reference's largest output (kernels/first_call.py). Their GPU speed is not measured yet
-(`bash experiments/speed/pending_gpu_block_settle.sh` measures it against the tree before).
+(`bash experiments/speed/pending_gpu_block_settle.sh speed` measures it against the tree before).
 `DLLM_TRITON_EXPERTS=0` turns them off. Imports nothing of this project but kernels/.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ if triton is not None:
     from .window_attention import _dot
 
 MAX_PAIRS = 256
-BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 64
+BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 128   # the tiles (experiments/speed/moe_kernels_probe.py times others)
 TOLERANCE = 3e-2   # of the reference's largest |output|
 
 
@@ -104,18 +104,18 @@ def _kernels_trusted(x, token, offs, gate_up, down) -> bool:
                   "torch's grouped products serve", "DLLM_TRITON_EXPERTS")
 
 
-def _expert_products_triton(x, token, offs, gate_up, down):
+def _expert_products_triton(x, token, offs, gate_up, down, block_n: int = BLOCK_N, block_k: int = BLOCK_K,
+                            stages: int = 3):
     E, F2, d = gate_up.shape
     f, P = F2 // 2, token.numel()
     x, token, offs = x.contiguous(), token.contiguous(), offs.contiguous()
     gate_up, down = gate_up.contiguous(), down.contiguous()
-    ieee = x.dtype == torch.float32
+    tiles = dict(BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_K=block_k, IEEE=x.dtype == torch.float32, num_warps=4,
+                 num_stages=stages)
     h = torch.empty(P, f, dtype=x.dtype, device=x.device)
-    _swiglu_kernel[(E, triton.cdiv(f, BLOCK_N))](x, token, offs, gate_up, h, d, f, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                                                 BLOCK_K=BLOCK_K, IEEE=ieee, num_warps=4, num_stages=3)
+    _swiglu_kernel[(E, triton.cdiv(f, block_n))](x, token, offs, gate_up, h, d, f, **tiles)
     out = torch.empty(P, d, dtype=x.dtype, device=x.device)
-    _down_kernel[(E, triton.cdiv(d, BLOCK_N))](h, offs, down, out, f, d, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                                               BLOCK_K=BLOCK_K, IEEE=ieee, num_warps=4, num_stages=3)
+    _down_kernel[(E, triton.cdiv(d, block_n))](h, offs, down, out, f, d, **tiles)
     return out
 
 
@@ -128,17 +128,18 @@ if triton is not None:
         return e, first, tl.load(offs_ptr + e)
 
     @triton.jit
-    def _product_tile(a_rows, rows_in, w_rows, cols_in, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    def _product_tile(a_rows, rows_in, w_cols, cols_in, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       BLOCK_K: tl.constexpr, IEEE: tl.constexpr):
-        """[BLOCK_M, BLOCK_N] fp32: rows a_rows [BLOCK_M, 1] (pointers) times rows w_rows [BLOCK_N, 1]
-        (pointers) of the weight, over K."""
+        """[BLOCK_M, BLOCK_N] fp32: rows a_rows [BLOCK_M, 1] (pointers) times the weight rows w_cols
+        [1, BLOCK_N] (pointers), over K (each weight tile loaded as [BLOCK_K, BLOCK_N], the dot's
+        second operand as it is)."""
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         kk = tl.arange(0, BLOCK_K)
         for k0 in range(0, K, BLOCK_K):
             k = k0 + kk
             a = tl.load(a_rows + k[None, :], mask=rows_in[:, None] & (k[None, :] < K), other=0.0)
-            w = tl.load(w_rows + k[None, :], mask=cols_in[:, None] & (k[None, :] < K), other=0.0)
-            acc += _dot(a, tl.trans(w), IEEE)
+            w = tl.load(w_cols + k[:, None], mask=cols_in[None, :] & (k[:, None] < K), other=0.0)
+            acc += _dot(a, w, IEEE)
         return acc
 
     @triton.jit
@@ -148,7 +149,7 @@ if triton is not None:
         e, first, end = _pairs_of(offs_ptr)
         n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         cols_in = n < Fh
-        gate_rows = w_ptr + e.to(tl.int64) * 2 * Fh * K + n[:, None].to(tl.int64) * K
+        gate_rows = w_ptr + e.to(tl.int64) * 2 * Fh * K + n[None, :].to(tl.int64) * K
         up_rows = gate_rows + Fh * K
         for m0 in range(first, end, BLOCK_M):
             m = m0 + tl.arange(0, BLOCK_M)
@@ -171,7 +172,7 @@ if triton is not None:
         e, first, end = _pairs_of(offs_ptr)
         n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         cols_in = n < N
-        w_rows = w_ptr + e.to(tl.int64) * N * K + n[:, None].to(tl.int64) * K
+        w_rows = w_ptr + e.to(tl.int64) * N * K + n[None, :].to(tl.int64) * K
         for m0 in range(first, end, BLOCK_M):
             m = m0 + tl.arange(0, BLOCK_M)
             rows_in = m < end

@@ -62,3 +62,21 @@ def test_the_kernels_serve_only_after_agreeing_with_the_reference(monkeypatch, k
         assert me._kernels_trusted(*args) is trusted          # kept: checked once
     msgs = [str(w.message) for w in caught]
     assert (msgs == []) if trusted else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_EXPERTS=0" in msgs[0])
+
+
+def test_the_kernels_build_for_hopper_with_pipelined_weight_loads():
+    """Both kernels compile for sm_90 without a GPU (Triton's ahead-of-time compiler, the integer
+    arguments specialised as the JIT specialises LLaDA2.0-mini's), their weight tiles loaded by
+    asynchronous copies in flight while the previous tile is multiplied."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    tiles = {"BLOCK_M": me.BLOCK_M, "BLOCK_N": me.BLOCK_N, "BLOCK_K": me.BLOCK_K, "IEEE": False}
+    kernels = {me._swiglu_kernel: ["*bf16", "*i64", "*i32", "*bf16", "*bf16", "i32", "i32"],
+               me._down_kernel: ["*bf16", "*i32", "*bf16", "*bf16", "i32", "i32"]}
+    for fn, types in kernels.items():
+        sig = {**dict(zip(fn.arg_names, types)), **{k: "constexpr" for k in tiles}}
+        attrs = {(i,): [["tt.divisibility", 16]] for i in range(len(types))}
+        k = triton.compile(ASTSource(fn, sig, constexprs=tiles, attrs=attrs), target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": 4, "num_stages": 3})
+        assert k.asm["cubin"] and k.asm["ttgir"].count("async_copy_global_to_local") >= 2, fn.__name__

@@ -61,6 +61,9 @@ for T in (32, 256):
     want, got = grouped_products(x, token, offs).float(), _expert_products_triton(x, token, offs, gate_up, down).float()
     t["experts, grouped products"] = graphed_us(lambda: grouped_products(x, token, offs))
     t["experts, kernels"] = graphed_us(lambda: _expert_products_triton(x, token, offs, gate_up, down))
+    for bn, bk, st in ((32, 128, 3), (64, 64, 4), (64, 256, 2), (128, 128, 3)):   # other tiles
+        t[f"experts, kernels {bn}x{bk}/{st}"] = graphed_us(lambda: _expert_products_triton(x, token, offs, gate_up, down,
+                                                                                           bn, bk, st))
     print(f"{T} tokens, {int((offs.diff(prepend=offs[:1] * 0) > 0).sum())} experts with pairs: expert products' max "
           f"difference {(got - want).abs().max().item():.3g} (outputs up to {want.abs().max().item():.3g})", flush=True)
     print(f"{T} tokens: route rows with the same experts in the same order {same:.4f}, max |w - ref| "
