@@ -24,9 +24,29 @@ def case(T, k, E, d, f, dtype, crowd, seed):
             "shape": list(got.shape), "dtype": str(_expert_products_triton(x, token, offs, gate_up, down).dtype)}
 
 
+def layer_case():
+    """models/moe.py's grouped experts (route output in, weighted sum out) with the kernels and
+    without (torch._grouped_mm, which runs on the CPU too)."""
+    import os
+
+    from models.moe import offsets_grouped_experts
+    g = torch.Generator().manual_seed(3)
+    T, k, E, d, f = 32, 8, 64, 64, 48
+    x = torch.randn(T, d, generator=g)
+    idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])
+    w = torch.rand(T, k, generator=g)
+    gate_up, down = torch.randn(E, 2 * f, d, generator=g) / 8, torch.randn(E, d, f, generator=g) / 7
+    out = {}
+    for kernel in ("1", "0"):
+        os.environ["DLLM_TRITON_EXPERTS"] = kernel
+        out[kernel] = offsets_grouped_experts(x, idx, w, gate_up, down)
+    return {"max_diff": (out["1"] - out["0"]).abs().max().item(), "scale": out["0"].abs().max().item()}
+
+
 if __name__ == "__main__":
     res = {f"T{T}_k{k}_E{E}_d{d}_f{f}_{str(dt)[6:]}{'_crowd' if c else ''}": case(T, k, E, d, f, dt, c, T + E)
            for T, k, E, d, f, dt, c in ((5, 2, 8, 64, 32, torch.float32, False),
                                         (40, 2, 6, 96, 80, torch.float32, True),
                                         (3, 4, 16, 64, 64, torch.float32, False))}
+    res["layer"] = layer_case()
     print(json.dumps(res))
