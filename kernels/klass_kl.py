@@ -79,12 +79,14 @@ def _(logits, ring, slot, take, eps):
     return logits.new_empty(logits.shape[0], dtype=torch.float64)
 
 
-BLOCK = 1024
+BLOCK = 512    # vocabulary entries a program takes per iteration (chunks of about 2 * BLOCK)
+WARPS = 2      # warps per program (experiments/speed/klass_kl_probe.py times other tiles)
 
 
-def _kl_ring_triton(logits, ring, slot, take, eps):
+def _kl_ring_triton(logits, ring, slot, take, eps, block: int | None = None, warps: int | None = None):
+    block, warps = block or BLOCK, warps or WARPS
     R, V = logits.shape
-    n = max(1, min(MAX_CHUNKS, triton.cdiv(V, 2 * BLOCK)))   # chunks of about 2048: rows x chunks programs
+    n = max(1, min(MAX_CHUNKS, triton.cdiv(V, 2 * block)))   # chunks of about 2 * block: rows x chunks programs
     chunk = triton.cdiv(V, n)
     ring = ring.view(-1, V)
     logits = logits if logits.stride(-1) == 1 else logits.contiguous()
@@ -93,9 +95,9 @@ def _kl_ring_triton(logits, ring, slot, take, eps):
     s = torch.empty((R, n), dtype=torch.float64, device=dev)
     part = torch.empty((R, n), dtype=torch.float64, device=dev)
     take = take.to(torch.int8)
-    _chunk_lse[(R, n)](logits, logits.stride(0), take, m, s, V, chunk, n, BLOCK=BLOCK)
+    _chunk_lse[(R, n)](logits, logits.stride(0), take, m, s, V, chunk, n, BLOCK=block, num_warps=warps)
     _chunk_kl[(R, n)](logits, logits.stride(0), ring, ring.stride(0), slot, take, m, s, part,
-                      V, chunk, n, eps, N_POW2=triton.next_power_of_2(n), BLOCK=BLOCK)
+                      V, chunk, n, eps, N_POW2=triton.next_power_of_2(n), BLOCK=block, num_warps=warps)
     return part.sum(-1)
 
 
