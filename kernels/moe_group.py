@@ -12,14 +12,15 @@ For expert ids flat [P] (P = T * k pairs, pair p = token p // k, slot p % k) and
 them, an index_add, a scatter: some six kernels a layer on the GPU). `group_pairs` is a custom
 operator (torch.library, `dllm::moe_group_pairs`): on CUDA tensors with Triton and at most
 MAX_PAIRS pairs (a block step's at batch 1: LLaDA2.0-mini feeds 32 tokens a row, 8 experts each),
-one kernel with one program: a counting sort, in chunks of CHUNK pairs (each pair's place is its
-expert's start, plus the pairs of that expert in earlier chunks, plus those before it in its chunk);
-elsewhere the reference. One program's work grows with the pairs, while the reference takes some
-six kernels whatever the count: under a CUDA graph on an H100 (experiments/speed/moe_kernels_probe.py,
-results/speed/block-causal/kernels_check_h100_3a1dd5b.txt) the kernel takes 21.4 us against the
-reference's 24.3 us at 256 pairs, and 125.8 us against 31.0 us at 2048; hence the bound. The
-outputs are integers, equal to the reference's; the kernel serves only after its first call on a
-device gave the reference's outputs. `DLLM_TRITON_ROUTE=0` turns it off with the router kernel
+one kernel with a program per CHUNK pairs: a pair's place is the number of pairs of smaller
+experts plus those of its expert before it, an expert's end the number of pairs of experts up to
+it, each program counting over every id for its pairs and its share of the experts; elsewhere the
+reference. A single-program counting sort took 21.4 us against the reference's 24.3 us at 256 pairs
+under a CUDA graph on an H100 (16 us a layer in LLaDA2.0-mini's block step; results/speed/
+block-causal/REPORT.md); this kernel's time is not measured yet (`python
+experiments/speed/moe_kernels_probe.py` times it at 256 and 2048 pairs). The outputs are integers,
+equal to the reference's; the kernel serves only after its first call on a device gave the
+reference's outputs. `DLLM_TRITON_ROUTE=0` turns it off with the router kernel
 (kernels/moe_route.py). Imports nothing of this project.
 """
 from __future__ import annotations
@@ -37,7 +38,8 @@ except ImportError:   # CPU installs: the reference serves
     triton = None
 
 MAX_PAIRS = 256
-CHUNK = 64
+CHUNK = 64    # pairs placed by one program
+SCAN = 256    # ids read at a time
 
 
 def expert_order(flat: torch.Tensor, n_experts: int) -> torch.Tensor:
@@ -105,33 +107,33 @@ def _group_pairs_triton(flat, n_experts, k):
     token = torch.empty(P, dtype=torch.long, device=flat.device)
     place = torch.empty(P, dtype=torch.long, device=flat.device)
     offs = torch.empty(n_experts, dtype=torch.int32, device=flat.device)
-    _group_kernel[(1,)](flat, token, place, offs, P, n_experts, k,
-                        E_P2=triton.next_power_of_2(n_experts), C=CHUNK, num_warps=4)
+    grid = triton.cdiv(P, CHUNK)
+    _group_kernel[(grid,)](flat, token, place, offs, P, n_experts, k, C=CHUNK, A=SCAN,
+                           EB=triton.next_power_of_2(triton.cdiv(n_experts, grid)), num_warps=4)
     return token, offs, place
 
 
 if triton is not None:
     @triton.jit
-    def _group_kernel(ids_ptr, token_ptr, place_ptr, offs_ptr, P, E, k, E_P2: tl.constexpr, C: tl.constexpr):
-        """One program: the experts' counts and ends, then each pair's place, chunk by chunk."""
-        e = tl.arange(0, E_P2)
-        c = tl.arange(0, C)
-        counts = tl.zeros((E_P2,), dtype=tl.int32)
-        for c0 in range(0, P, C):                                  # pass 1: the experts' counts
-            p = c0 + c
-            ids = tl.load(ids_ptr + p, mask=p < P, other=E_P2).to(tl.int32)
-            counts += tl.sum((ids[:, None] == e[None, :]).to(tl.int32), 0)
-        ends = tl.cumsum(counts, 0)
+    def _group_kernel(ids_ptr, token_ptr, place_ptr, offs_ptr, P, E, k, C: tl.constexpr, A: tl.constexpr,
+                      EB: tl.constexpr):
+        """Program i: the places of pairs [i C, (i + 1) C) (the pairs of smaller experts, plus those
+        of the same expert before the pair) and the ends of experts [i EB, (i + 1) EB) (the pairs of
+        experts up to each), every id read in chunks of A."""
+        i = tl.program_id(0)
+        p = i * C + tl.arange(0, C)
+        inside = p < P
+        none = 1 << 30                                             # an id past every expert: counts nowhere
+        mine = tl.load(ids_ptr + p, mask=inside, other=none).to(tl.int32)
+        e = i * EB + tl.arange(0, EB)
+        at = tl.zeros((C,), dtype=tl.int32)
+        ends = tl.zeros((EB,), dtype=tl.int32)
+        for a0 in range(0, P, A):
+            q = a0 + tl.arange(0, A)
+            ids = tl.load(ids_ptr + q, mask=q < P, other=none).to(tl.int32)
+            before = (ids[None, :] < mine[:, None]) | ((ids[None, :] == mine[:, None]) & (q[None, :] < p[:, None]))
+            at += tl.sum(before.to(tl.int32), 1)
+            ends += tl.sum((ids[None, :] <= e[:, None]).to(tl.int32), 1)
+        tl.store(place_ptr + p, at.to(tl.int64), mask=inside)
+        tl.store(token_ptr + at, (p // k).to(tl.int64), mask=inside)
         tl.store(offs_ptr + e, ends, mask=e < E)
-        before = ends - counts                                     # start, plus the pairs placed so far
-        for c0 in range(0, P, C):                                  # pass 2: each pair's place
-            p = c0 + c
-            inside = p < P
-            ids = tl.load(ids_ptr + p, mask=inside, other=E_P2).to(tl.int32)
-            hot = ids[:, None] == e[None, :]                       # [C, E_P2]
-            base = tl.sum(tl.where(hot, before[None, :], 0), 1)
-            same_earlier = (ids[:, None] == ids[None, :]) & (c[None, :] < c[:, None])
-            at = base + tl.sum(same_earlier.to(tl.int32), 1)
-            tl.store(place_ptr + p, at.to(tl.int64), mask=inside)
-            tl.store(token_ptr + at, (p // k).to(tl.int64), mask=inside)
-            before += tl.sum(hot.to(tl.int32), 0)

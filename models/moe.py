@@ -11,7 +11,7 @@ are a plain SwiGLU MLP added to the routed sum.
 Expert product: the experts' weights live in two stacked tensors ([E, 2F, d] gate/up and
 [E, d, F] down; each expert's gate_proj/up_proj/down_proj parameters are views into them, so the
 checkpoint names are kept). The (token, slot) pairs are grouped by expert (kernels/moe_group.py:
-a stable sort of the expert ids as uint8; on the GPU one Triton counting sort up to 256 pairs),
+a stable sort of the expert ids as uint8; on the GPU one Triton kernel up to 256 pairs),
 multiplied by each expert's weights (on a CUDA bf16 input by two grouped matrix products, or up
 to 256 pairs by two Triton kernels, kernels/moe_experts.py; elsewhere per active expert in a padded [A, C, d] buffer, A experts with work, C
 their largest load), put back in their places and summed over the top_k slots in fp32, weighted,
