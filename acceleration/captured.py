@@ -327,7 +327,8 @@ class CapturedDecode:
         self.count(state)
         slot, last, self.ahead_steps, self.starts = self.publish(), None, 0, {}
         while True:
-            ahead = self.queue_ahead(last)
+            expected = self.next_kind(last)
+            ahead = self.queue_ahead(expected)
             ahead_slot = self.publish() if ahead else None
             n_active, n_start = self.read(slot)   # the step's one host sync
             self.n_active = n_active
@@ -337,7 +338,7 @@ class CapturedDecode:
             self.replays[kind or "eager"] = self.replays.get(kind or "eager", 0) + 1
             key = (kind or "eager", n_start)
             self.starts[key] = self.starts.get(key, 0) + 1
-            if ahead and kind == last:   # the step queued ahead is this step
+            if ahead and kind == expected:   # the step queued ahead is this step
                 self.ahead_steps += 1
                 slot = ahead_slot
                 continue
@@ -371,10 +372,15 @@ class CapturedDecode:
             self.events[i].synchronize()
         return self.slots[i].tolist()
 
+    def next_kind(self, last):
+        """The kind of step queued ahead after a step of kind `last` (None: none): the same kind."""
+        return last
+
     def queue_ahead(self, kind):
         """Replay the GuardedStep of `kind` (built at its first use), or None where there is none:
-        no kind yet, a kind whose forward is host work, switched off, or not buildable here."""
-        if kind is None or not queue_ahead_enabled():
+        no kind yet, a kind not captured yet, a kind whose forward is host work, switched off, or
+        not buildable here."""
+        if kind is None or kind not in self.step_fns or not queue_ahead_enabled():
             return None
         if kind not in self.guarded:
             self.guarded[kind] = self.build_guarded(kind)

@@ -80,6 +80,11 @@ class CapturedBlockDecode(CapturedDecode):
     def eager_step(self, rows: torch.Tensor) -> None:
         block_causal.step(self.state, self.method, self.forward, rows)
 
+    def next_kind(self, last):
+        """After an append graph, the block step of the next block (one block wide: appends are
+        separate) is queued ahead; after a block step, a step of the same width."""
+        return self.model.block_size if last == APPEND else last
+
     def capture_step(self, kind, launched) -> graphs.CapturedStep:
         if kind != APPEND:
             return super().capture_step(kind, launched)

@@ -445,3 +445,24 @@ def test_captured_block_steps_read_a_key_length_that_is_a_multiple_of_64(models,
     assert need % 2 == 1 and max(keys) == 64 * -(-need // 64)
     for f in FIELDS:
         assert torch.equal(getattr(got, f), getattr(want, f)), f
+
+
+@pytest.mark.parametrize("name,append", [("fast-dllm-v2-tiny", ""), ("sdar-tiny", ",append=separate")])
+def test_the_block_step_after_an_append_is_queued_ahead(models, name, append, monkeypatch):
+    """With blocks appended by forwards of their own, the host queues the next block's step behind
+    each append graph (CapturedBlockDecode.next_kind), as it queues a step behind a step of its
+    width: every block step but a call's first runs queued ahead, with the reference loop's tokens."""
+    import acceleration.captured_block as cb
+    m = models[name]
+    gen = gen_for(m, blocks=3)
+    prompts = [prompt_of(5), prompt_of(11)]
+    want = decode(m, method("fixed" + append, gen), prompts, gen)
+    monkeypatch.setenv("DLLM_QUEUE_AHEAD", "1")
+    _stand_in_block_graphs(monkeypatch)
+    dec = Decoder(m)
+    got = dec(method("fixed" + append, gen), prompts, gen)
+    (kept,) = dec.pool.decodes.values()
+    assert kept.replays[cb.APPEND] >= 2
+    assert kept.ahead_steps == kept.replays[m.block_size] - 1, kept.replays
+    for f in FIELDS:
+        assert torch.equal(getattr(got, f), getattr(want, f)), f
