@@ -3,7 +3,8 @@
 same order, the weights' largest difference), the grouping of the pairs (kernels/moe_group.py:
 equal outputs) and the experts' two products (kernels/moe_experts.py: the largest difference
 against the grouped products), each timed under a CUDA graph beside its reference as the model
-runs it on the GPU (compiled).
+runs it on the GPU (compiled); then the expert products of 32 tokens routed among 27 and among 8
+experts (as a decode's blocks route) for several tiles.
 
     python experiments/speed/moe_kernels_probe.py
 """
@@ -70,3 +71,20 @@ for T in (32, 256):
           f"{(ref[1] - new[1]).abs().max().item():.2e}; grouping equal "
           f"{all(torch.equal(a, b) for a, b in zip(ref_group, new_group))}; graphed: "
           + ", ".join(f"{k} {v:.1f} us" for k, v in t.items()), flush=True)
+
+# A decode's block routes its 32 tokens to fewer experts than random tokens do (27.4 a layer on
+# average in LLaDA2.0-mini's middle block, bench_speed's step_own_block): the expert products with
+# each token's 8 experts drawn among A experts, every tile, narrower ones included.
+for A in (27, 8):
+    x = torch.randn(32, 2048, device="cuda", generator=g).bfloat16()
+    pool = torch.randperm(256, device="cuda", generator=g)[:A]
+    pick = torch.rand(32, A, device="cuda", generator=g).argsort(-1)[:, :8]
+    token, offs, _ = _group_by_expert(pool[pick].reshape(-1), 256, 8)
+    want = grouped_products(x, token, offs).float()
+    t = {"grouped products": graphed_us(lambda: grouped_products(x, token, offs))}
+    for bn, bk, st in ((64, 128, 3), (16, 128, 3), (32, 128, 3), (16, 256, 2), (32, 256, 2), (32, 64, 4)):
+        got = _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st).float()
+        t[f"kernels {bn}x{bk}/{st} (max diff {(got - want).abs().max().item():.3g})"] = graphed_us(
+            lambda: _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st))
+    print(f"32 tokens over {A} experts, expert products graphed: " + ", ".join(f"{k} {v:.1f} us" for k, v in t.items()),
+          flush=True)
