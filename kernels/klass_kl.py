@@ -79,8 +79,11 @@ def _(logits, ring, slot, take, eps):
     return logits.new_empty(logits.shape[0], dtype=torch.float64)
 
 
-BLOCK = 512    # vocabulary entries a program takes per iteration (chunks of about 2 * BLOCK)
-WARPS = 2      # warps per program (experiments/speed/klass_kl_probe.py times other tiles)
+# The tile: vocabulary entries a program takes per iteration (chunks of about 2 * BLOCK) and its warps.
+# 512 x 2 took 643 us for 256 rows of 126464 under a CUDA graph on an H100, against 1176 us for 1024 x 4
+# (experiments/speed/klass_kl_probe.py, results/speed/all-methods/REPORT.md).
+BLOCK = 512
+WARPS = 2
 
 
 def _kl_ring_triton(logits, ring, slot, take, eps, block: int | None = None, warps: int | None = None):
