@@ -1,7 +1,9 @@
 #!/bin/bash
-# Two changes against the tree before them (.old), one device call (about 8 min): the MoE grouping
+# Two changes against the tree before them (.old), one device call (about 9 min): the MoE grouping
 # kernel with a program per 64 pairs (kernels/moe_group.py), and the block step after an append
-# graph queued ahead (CapturedBlockDecode.next_kind; Fast-dLLM v2 appends every block). The kernels'
+# graph queued ahead (CapturedBlockDecode.next_kind; Fast-dLLM v2 appends every block). Also klass's
+# KL kernels with the barrier between the ring's reads and writes (kernels/klass_kl.py), three
+# tiles, 2048 x 8 the one that gave a wrong KL without it. The MoE kernels'
 # probe (the grouping at 256 and 2048 pairs under a CUDA graph, equal to the reference; the expert
 # products of blocks routed among 27 and 8 experts by tile), the fast
 # path against the reference loop on llada2-mini and fast-dllm-v2-7b, and bench_speed's block step
@@ -9,12 +11,14 @@
 #   rm -rf .old && mkdir .old && git archive 723e1d1 kernels models decoding acceleration bench tasks \
 #     training run_bench.py | tar -x -C .old       # then carry .old:
 #   bash experiments/speed/pending_gpu_group.sh
-# $OUT gets the probe, the parity checks and the bench_speed JSON (7 files); stdout the lines that matter.
+# $OUT gets the probes, the parity checks and the bench_speed JSON (8 files); stdout the lines that matter.
 set -u
 source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 150 python experiments/speed/moe_kernels_probe.py > "$OUT/probe.txt" 2>&1
 grep -o "^[0-9]* tokens: .*group, kernel [0-9.]* us\|^32 tokens over.*" "$OUT/probe.txt"
+timeout 90 python experiments/speed/klass_kl_probe.py --tiles 512x2,1024x4,2048x8 > "$OUT/klass_kl_probe.txt" 2>&1
+grep "rows:\|Error" "$OUT/klass_kl_probe.txt"
 for c in llada2-mini fast-dllm-v2-7b; do
   timeout 120 python experiments/gpu_checks/fast_vs_reference.py --config $c --batch 4 --prompt 256 --gen 64 \
     > "$OUT/fast_vs_reference_$c.txt" 2>&1
