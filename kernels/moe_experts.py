@@ -10,7 +10,7 @@ experts' ends in the grouped order; pair p belongs to expert e_p) and stacked we
 `expert_products_reference` is what models/moe.py computes without these kernels (on the GPU the
 gather of x's rows, torch._grouped_mm, a compiled SwiGLU, torch._grouped_mm again; elsewhere the same
 products pair by pair). `expert_products` is a custom operator (torch.library, `dllm::moe_experts`):
-on CUDA tensors with Triton and at most MAX_PAIRS pairs (a block step at batch 1), two kernels
+on CUDA tensors with Triton and at most MAX_PAIRS rows (a block step at batch 1), two kernels
 instead of some five, each with one program per (expert, tile of BLOCK_N output columns). A
 program whose expert has no pair returns at once and reads nothing; the others stream their tile
 of the expert's weights once per BLOCK_M of its pairs (fp32 accumulation). The first kernel reads
@@ -39,7 +39,7 @@ if triton is not None:
 
     from .window_attention import _dot
 
-MAX_PAIRS = 256
+MAX_PAIRS = 288   # rows: 256 routed pairs and a shared expert's 32 (LLaDA2.0-mini's block step at batch 1)
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 128   # the tiles (experiments/speed/moe_kernels_probe.py times others)
 TOLERANCE = 3e-2   # of the reference's largest |output|
 
@@ -67,22 +67,22 @@ def _swiglu(h: torch.Tensor) -> torch.Tensor:
     return (F.silu(g) * u).to(h.dtype)
 
 
-def triton_ready(token: torch.Tensor, x: torch.Tensor) -> bool:
-    """Whether expert_products takes the kernels: Triton importable, CUDA tensors (or the
-    interpreter, TRITON_INTERPRET=1, as the tests run it on CPU), 1 to MAX_PAIRS pairs;
+def triton_ready(rows: int, x: torch.Tensor) -> bool:
+    """Whether expert_products takes the kernels for `rows` pairs: Triton importable, CUDA tensors
+    (or the interpreter, TRITON_INTERPRET=1, as the tests run it on CPU), 1 to MAX_PAIRS rows;
     DLLM_TRITON_EXPERTS=0 turns them off."""
     if triton is None or os.environ.get("DLLM_TRITON_EXPERTS", "1") == "0":
         return False
     if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         return False
-    return 0 < token.numel() <= MAX_PAIRS
+    return 0 < rows <= MAX_PAIRS
 
 
 @torch.library.custom_op("dllm::moe_experts", mutates_args=())
 def expert_products(x: torch.Tensor, token: torch.Tensor, offs: torch.Tensor, gate_up: torch.Tensor,
                     down: torch.Tensor) -> torch.Tensor:
     """out [P, d] of the module docstring, pairs in grouped order."""
-    if triton_ready(token, x) and _kernels_trusted(x, token, offs, gate_up, down):
+    if triton_ready(token.numel(), x) and _kernels_trusted(x, token, offs, gate_up, down):
         return _expert_products_triton(x, token, offs, gate_up, down)
     return expert_products_reference(x, token, offs, gate_up, down)
 

@@ -15,7 +15,10 @@ a stable sort of the expert ids as uint8; on the GPU one Triton kernel up to 256
 multiplied by each expert's weights (on a CUDA bf16 input by two grouped matrix products, or up
 to 256 pairs by two Triton kernels, kernels/moe_experts.py; elsewhere per active expert in a padded [A, C, d] buffer, A experts with work, C
 their largest load), put back in their places and summed over the top_k slots in fp32, weighted,
-as the reference does; the shared experts' output is added in the same pass.
+as the reference does; the shared experts' output is added in the same pass. A single shared
+expert of the routed experts' width (LLaDA2.x) is stacked as row E of the same tensors; where the
+Triton kernels serve, its rows run through them as T more pairs after the routed ones
+(experts_with_shared_row: no separate launches for it), elsewhere as its own SwiGLU MLP.
 
 On the GPU the expert choice is one Triton kernel (kernels/moe_route.py), SwiGLU and that weighted
 sum run as compiled kernels (kernels/compiled.py); on the CPU the same functions run eagerly, the
@@ -80,6 +83,24 @@ def _combine_rows(rows: torch.Tensor, place: torch.Tensor, w: torch.Tensor,
 _group_by_expert = on_gpu_compiled(group_pairs_reference)   # the reference's kernels, fused where they can be
 
 
+def kernels_take(x: torch.Tensor, rows: int) -> bool:
+    """Whether the expert kernels (kernels/moe_experts.py) serve `rows` pairs of x: a CUDA bf16 x,
+    as grouped_experts takes the grouped products, or Triton's interpreter (the tests), within the
+    kernels' bound."""
+    return (x.dtype == torch.bfloat16 or not x.is_cuda) and experts_kernel_ready(rows, x)
+
+
+def experts_with_shared_row(x, idx, w, gate_up, down) -> torch.Tensor:
+    """grouped_experts plus the shared expert, held as gate_up/down's last row (E = rows - 1): its T
+    rows (x's rows in order) go through the expert kernels as T more pairs after the routed ones,
+    one launch of each kernel for both (SparseMoE.forward takes this where the kernels serve)."""
+    T, k = idx.shape
+    flat, E = idx.reshape(-1), gate_up.shape[0] - 1
+    token, offs, place = (group_pairs if group_kernel_ready(flat, E) else _group_by_expert)(flat, E, k, T)
+    out = expert_products(x, token, offs, gate_up, down)
+    return _combine_rows(out[:T * k], place.view(T, k), w, out[T * k:])
+
+
 def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tensor:
     """grouped_experts through torch._grouped_mm: the (token, slot) pairs grouped by expert, each
     expert's rows multiplied by its weights (experts without rows read nothing), shapes fixed by
@@ -87,7 +108,7 @@ def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tens
     T, k = idx.shape
     flat, E = idx.reshape(-1), gate_up.shape[0]
     token, offs, place = (group_pairs if group_kernel_ready(flat, E) else _group_by_expert)(flat, E, k)
-    if experts_kernel_ready(token, x):   # kernels/moe_experts.py: both products in two Triton kernels
+    if experts_kernel_ready(token.numel(), x):   # kernels/moe_experts.py: both products in two Triton kernels
         out = expert_products(x, token, offs, gate_up, down)
     else:
         h = torch._grouped_mm(x[token], gate_up.transpose(1, 2), offs=offs)
@@ -157,15 +178,23 @@ class SparseMoE(nn.Module):
     @torch.no_grad()
     def stack_(self) -> None:
         """Stack the experts' weights ([E, 2F, d] gate/up, [E, d, F] down); the per-expert
-        parameters become views into them (state_dict names unchanged, no extra memory)."""
-        ex = self.experts
+        parameters become views into them (state_dict names unchanged, no extra memory). A single
+        shared expert of the routed experts' width is stacked too, as row E (`shared_row`): the
+        expert kernels can then run it with the routed ones (experts_with_shared_row)."""
+        ex = list(self.experts)
+        c = self.c
+        self.shared_row = c.num_shared_experts == 1
+        if self.shared_row:
+            ex.append(self.shared_experts)
         self.w_gate_up = torch.stack([torch.cat([e.gate_proj.weight, e.up_proj.weight]) for e in ex])
         self.w_down = torch.stack([e.down_proj.weight for e in ex])
-        f = self.c.moe_intermediate_size
+        f = c.moe_intermediate_size
         for i, e in enumerate(ex):
             e.gate_proj.weight = nn.Parameter(self.w_gate_up[i, :f], requires_grad=False)
             e.up_proj.weight = nn.Parameter(self.w_gate_up[i, f:], requires_grad=False)
             e.down_proj.weight = nn.Parameter(self.w_down[i], requires_grad=False)
+        if self.shared_row:   # its own forward's fused gate/up weight is that row
+            self.shared_experts.w_gate_up = self.w_gate_up[c.num_experts]
 
     def router_weight(self) -> torch.Tensor:
         """The router's weight in fp32 (the reference routes in fp32), converted once per version of
@@ -189,5 +218,8 @@ class SparseMoE(nn.Module):
         h = x.reshape(-1, shape[-1])
         idx, w = route(h, self.router_weight(), self.gate.expert_bias, c.num_experts_per_tok, c.n_group, c.topk_group,
                        c.routed_scaling_factor)
+        E = c.num_experts
+        if self.shared_row and kernels_take(h, idx.numel() + h.shape[0]):
+            return experts_with_shared_row(h, idx, w, self.w_gate_up, self.w_down).view(shape)
         shared = self.shared_experts(h) if c.num_shared_experts else None
-        return grouped_experts(h, idx, w, self.w_gate_up, self.w_down, shared).view(shape)
+        return grouped_experts(h, idx, w, self.w_gate_up[:E], self.w_down[:E], shared).view(shape)

@@ -43,10 +43,52 @@ def layer_case():
     return {"max_diff": (out["1"] - out["0"]).abs().max().item(), "scale": out["0"].abs().max().item()}
 
 
+def shared_row_case():
+    """A shared expert stacked as the experts' last row and run by the kernels with the routed
+    pairs (models/moe.py experts_with_shared_row) against the routed experts by the grouped
+    products plus the shared expert as its own SwiGLU MLP."""
+    import os
+
+    import torch.nn.functional as F
+
+    from models.layers import swiglu
+    from models.moe import experts_with_shared_row, offsets_grouped_experts
+    g = torch.Generator().manual_seed(4)
+    T, k, E, d, f = 32, 8, 64, 64, 48
+    x = torch.randn(T, d, generator=g)
+    idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])
+    w = torch.rand(T, k, generator=g)
+    gate_up, down = torch.randn(E + 1, 2 * f, d, generator=g) / 8, torch.randn(E + 1, d, f, generator=g) / 7
+    os.environ["DLLM_TRITON_EXPERTS"] = "1"
+    got = experts_with_shared_row(x, idx, w, gate_up, down)
+    os.environ["DLLM_TRITON_EXPERTS"] = "0"
+    shared = F.linear(swiglu(F.linear(x, gate_up[E])), down[E])
+    want = offsets_grouped_experts(x, idx, w, gate_up[:E], down[:E], shared)
+    return {"max_diff": (got - want).abs().max().item(), "scale": want.abs().max().item()}
+
+
+def model_case():
+    """A whole llada2-tiny forward (its MoE layers' shared expert run with the routed ones by the
+    kernels) against the same forward with DLLM_TRITON_EXPERTS=0."""
+    import os
+
+    from models import load_model
+    m = load_model("llada2-tiny", no_weights=True)
+    ids = torch.randint(5, 500, (1, 12), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for kernel in ("1", "0"):
+        os.environ["DLLM_TRITON_EXPERTS"] = kernel
+        out[kernel] = m.module(ids)[0].float()
+    return {"max_diff": (out["1"] - out["0"]).abs().max().item(), "scale": out["0"].abs().max().item(),
+            "argmax_agree": (out["1"].argmax(-1) == out["0"].argmax(-1)).float().mean().item()}
+
+
 if __name__ == "__main__":
     res = {f"T{T}_k{k}_E{E}_d{d}_f{f}_{str(dt)[6:]}{'_crowd' if c else ''}": case(T, k, E, d, f, dt, c, T + E)
            for T, k, E, d, f, dt, c in ((5, 2, 8, 64, 32, torch.float32, False),
                                         (40, 2, 6, 96, 80, torch.float32, True),
                                         (3, 4, 16, 64, 64, torch.float32, False))}
     res["layer"] = layer_case()
+    res["shared_row"] = shared_row_case()
+    res["model"] = model_case()
     print(json.dumps(res))

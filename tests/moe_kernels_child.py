@@ -20,12 +20,12 @@ def kernel_case(T, E, G, TG, K, seed):
             "w_sum": (b_w.sum(-1) - 2.5).abs().max().item() if K > 1 else 0.0}
 
 
-def group_case(T, k, E, seed):
+def group_case(T, k, E, seed, extra=0):
     g = torch.Generator().manual_seed(seed)
     flat = torch.randint(0, E, (T * k,), generator=g)
     if T > 4:
         flat[: T * k // 2] = flat[0]                  # one expert with half the pairs
-    got, want = _group_pairs_triton(flat, E, k), group_pairs_reference(flat, E, k)
+    got, want = _group_pairs_triton(flat, E, k, extra), group_pairs_reference(flat, E, k, extra)
     return {"equal": all(torch.equal(a, b) for a, b in zip(got, want)),
             "dtypes": [str(t.dtype) for t in got] == [str(t.dtype) for t in want]}
 
@@ -48,5 +48,7 @@ if __name__ == "__main__":
            for T, E, G, TG, K in ((5, 256, 8, 4, 8), (33, 32, 4, 2, 4), (3, 8, 4, 2, 2), (4, 16, 2, 1, 1))}
     res.update({f"group_T{T}_k{k}_E{E}": group_case(T, k, E, T * E)
                 for T, k, E in ((1, 2, 8), (32, 8, 256), (37, 4, 32), (512, 8, 256))})
+    res.update({f"group_T{T}_k{k}_E{E}_extra{x}": group_case(T, k, E, T * E, x)   # a shared expert's rows
+                for T, k, E, x in ((32, 8, 256, 32), (7, 2, 8, 70))})
     res["forward"] = forward_case()
     print(json.dumps(res))

@@ -34,6 +34,20 @@ def test_the_moe_layer_gives_the_same_sum_with_the_kernels_and_without(measured)
     assert r["max_diff"] < 1e-5 * r["scale"], r
 
 
+def test_a_shared_expert_run_with_the_routed_ones_gives_its_own_mlp_sum(measured):
+    """models/moe.py's experts_with_shared_row (the shared expert as the experts' last row, its rows
+    as more pairs for the kernels) against the routed experts' grouped products plus the shared
+    expert's SwiGLU MLP."""
+    r = measured["shared_row"]
+    assert r["max_diff"] < 1e-5 * r["scale"], r
+
+
+def test_a_model_forward_with_the_kernels_equals_one_without(measured):
+    """llada2-tiny (one shared expert a layer) with the expert kernels and without."""
+    r = measured["model"]
+    assert r["max_diff"] < 1e-4 * r["scale"] and r["argmax_agree"] == 1.0, r
+
+
 def _inputs(T=6, k=2, E=5, d=8, f=4):
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, E, (T, k), generator=g)

@@ -27,7 +27,8 @@ def test_kernel_chooses_the_reference_experts_with_its_weights(measured, case):
     assert r["w_sum"] < 1e-5, r          # normalised, times the scaling factor
 
 
-@pytest.mark.parametrize("case", ["group_T1_k2_E8", "group_T32_k8_E256", "group_T37_k4_E32", "group_T512_k8_E256"])
+@pytest.mark.parametrize("case", ["group_T1_k2_E8", "group_T32_k8_E256", "group_T37_k4_E32", "group_T512_k8_E256",
+                                  "group_T32_k8_E256_extra32", "group_T7_k2_E8_extra70"])
 def test_grouping_kernel_gives_the_reference_token_offsets_and_places(measured, case):
     assert measured[case] == {"equal": True, "dtypes": True}
 
@@ -102,19 +103,23 @@ def test_group_pairs_off_the_gpu_is_the_reference():
     assert offs.tolist() == [1, 3, 3, 6] and offs.dtype == torch.int32
     assert token.tolist() == [1, 0, 2, 0, 1, 2]          # grouped: pair 3 | pairs 1, 4 | pairs 0, 2, 5
     assert place.tolist() == [3, 1, 4, 0, 2, 5]
+    token, offs, place = group_pairs(flat, 4, 2, 3)      # and 3 rows of a shared expert, expert 4
+    assert offs.tolist() == [1, 3, 3, 6, 9] and token.tolist() == [1, 0, 2, 0, 1, 2, 0, 1, 2]
+    assert place.tolist() == [3, 1, 4, 0, 2, 5]
 
 
 def test_the_grouping_kernel_builds_for_hopper():
     """The grouping kernel compiles for sm_90 without a GPU (Triton's ahead-of-time compiler), with
-    the block sizes a block step of LLaDA2.0-mini at batch 1 gives it (256 pairs, 4 programs)."""
+    the block sizes a block step of LLaDA2.0-mini at batch 1 gives it (256 pairs and the shared
+    expert's 32 rows, 5 programs)."""
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     import kernels.moe_group as mg
     fn = mg._group_kernel
-    types = ["*i64", "*i64", "*i64", "*i32", "i32", "i32", "i32"]
-    blocks = {"C": mg.CHUNK, "A": mg.SCAN, "EB": 64}
+    types = ["*i64", "*i64", "*i64", "*i32", "i32", "i32", "i32", "i32", "i32"]
+    blocks = {"C": mg.CHUNK, "A": mg.SCAN, "EB": 64}       # 257 experts over 5 programs
     sig = {**dict(zip(fn.arg_names, types)), **{k: "constexpr" for k in blocks}}
     k = triton.compile(ASTSource(fn, sig, constexprs=blocks), target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 4})

@@ -1,7 +1,9 @@
 #!/bin/bash
-# Two changes against the tree before them (.old), one device call (about 9 min): the MoE grouping
-# kernel with a program per 64 pairs (kernels/moe_group.py), and the block step after an append
-# graph queued ahead (CapturedBlockDecode.next_kind; Fast-dLLM v2 appends every block). Also klass's
+# Three changes against the tree before them (.old), one device call (about 9 min): the MoE grouping
+# kernel with a program per 64 pairs (kernels/moe_group.py), LLaDA2.x's shared expert run by the
+# expert kernels with the routed ones (models/moe.py experts_with_shared_row; new_experts0 is the new
+# tree with DLLM_TRITON_EXPERTS=0, which runs neither), and the block step after an append graph
+# queued ahead (CapturedBlockDecode.next_kind; Fast-dLLM v2 appends every block). Also klass's
 # KL kernels with the barrier between the ring's reads and writes (kernels/klass_kl.py), three
 # tiles, 2048 x 8 the one that gave a wrong KL without it. The MoE kernels'
 # probe (the grouping at 256 and 2048 pairs under a CUDA graph, equal to the reference; the expert
@@ -32,3 +34,6 @@ for c in llada2-mini fast-dllm-v2-7b; do
     grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error\|not used" "/tmp/${tree}_$c.txt" | sed "s/^/$tree $c /"
   done
 done
+DLLM_TRITON_EXPERTS=0 timeout 150 python -m bench.bench_speed --config llada2-mini --prompt 512 --gen 256 --batch 1 \
+  --methods threshold --out /tmp/new_experts0.json > /tmp/new_experts0.txt 2>&1
+grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error" /tmp/new_experts0.txt | sed "s/^/new_experts0 /"
