@@ -20,7 +20,8 @@ Measured in one process, on one device:
     decode at a lower clock than a short timing burst would otherwise put the slowdown on the loop.
     Also given: the overhead against the forward timed apart (as the loop runs it: a CUDA graph
     when launch-bound, acceleration/graphs.py; eager and unmasked otherwise), and, without a cache, the
-    same number of forwards run back to back. For a method with a verification block (WINO) that
+    decode's own forwards run back to back, as many as it ran (no_cache_forwards, back_to_back_s,
+    `forward_s_sustained`). For a method with a verification block (WINO) that
     forward is its verification graph, replayed apart; for truncated forwards held in the step
     graphs (SlowFast, acceleration/captured_truncated.py), each step's forward at the length it was
     cut at, that length's full-forward graph replayed apart (unmasked where the step's is). With the dual cache
@@ -270,14 +271,14 @@ def run(args) -> dict:
                    "overhead_in_loop_pct": None if ahead or cut else 100 * (total - fwd_in_loop) / total}
             if mix:
                 row["forward_s_sustained"] = sustained
-            if m.cache == "none":   # the same number of forwards back to back: the forward under sustained load
+            if m.cache == "none":   # the decode's forwards back to back: the forwards under sustained load
                 again = decoder.pool.full_graph(x, None, False, P)   # the loop's graph (kept in the pool)
                 call = (lambda: again(x, None)) if again is not None else (lambda: model.forward(x, None, logits_from=P))
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    call()
-                torch.cuda.synchronize()
-                row["forward_s_sustained"] = (time.perf_counter() - t0) / steps
+                plan = no_cache_forwards(call, steps, cut, lambda L: truncated_forward(decoder.pool, x, attn, L, P),
+                                         (lambda: verify(*verify.inputs)) if verify is not None else None)
+                row["forward_s_sustained"] = back_to_back_s(plan) / steps
+                row["sustained_forwards"] = ({(f"{-L} no mask" if L < 0 else str(L)): n for L, n in cut.items()} if cut
+                                             else {"verification" if verify is not None else "full": steps})
             if args.ab:
                 row["ab"] = switch_ab(args.ab, args.ab_reps, lambda: decoder(build_method(parse_methods(spec)[0], gen),
                                                                         prompts, gen), steps, fwd)
@@ -298,7 +299,8 @@ def run(args) -> dict:
                                 if "steps_differ" in v), flush=True)
             print(f"b={b} decode {spec}: {steps} steps, {step * 1e3:.2f} ms/step; {in_loop}; "
                   f"against the forward timed apart {fwd * 1e3:.2f} ms: {row['overhead_pct']:.2f}%"
-                  + (f"; {steps} forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms each" if m.cache == "none" else "")
+                  + (f"; its {steps} forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms each: "
+                     f"{100 * (step - row['forward_s_sustained']) / step:.2f}%" if m.cache == "none" else "")
                   + (f"; its steps' forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms/step: "
                      f"{100 * (step - row['forward_s_sustained']) / step:.2f}%" if mix else "")
                   + f"; warm-up decode {warm_s:.1f} s, step compiled {row['step_compiled']}",
@@ -319,12 +321,42 @@ def cut_lengths(decode, replays_before: dict) -> dict:
             if isinstance(k, int) and n > replays_before.get(k, 0)}
 
 
-def truncated_forward_s(pool, x, attn, L: int, P: int) -> float:
-    """A forward of every row cut at length L (with a mask, as a truncated step runs it; at -L
-    without one), its graph replayed."""
+def truncated_forward(pool, x, attn, L: int, P: int):
+    """A callable running a forward of every row cut at length L (with a mask, as a truncated step
+    runs it; at -L without one), its graph replayed where the pool has one."""
     xs, mask = x[:, :abs(L)], (attn[:, :L] if L > 0 else None)
     g = pool.full_graph(xs, mask, False, P)
-    return cuda_time((lambda: g(xs, mask)) if g is not None else (lambda: pool.model.forward(xs, mask, logits_from=P)))
+    return (lambda: g(xs, mask)) if g is not None else (lambda: pool.model.forward(xs, mask, logits_from=P))
+
+
+def truncated_forward_s(pool, x, attn, L: int, P: int) -> float:
+    """truncated_forward timed apart (median of its replays)."""
+    return cuda_time(truncated_forward(pool, x, attn, L, P))
+
+
+def back_to_back_s(plan, sync=None) -> float:
+    """(callable, times) pairs run back to back, each callable once untimed first, with one wait for
+    the device before the timed run and one after it: seconds in all (forwards under the sustained
+    load of a decode, `forward_s_sustained`)."""
+    sync = sync or torch.cuda.synchronize
+    for fn, _ in plan:
+        fn()
+    sync()
+    t0 = time.perf_counter()
+    for fn, times in plan:
+        for _ in range(times):
+            fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def no_cache_forwards(full, steps: int, cut: dict, truncated=None, verify=None) -> list:
+    """The forwards a decode without a cache ran, as back_to_back_s's plan: its truncated forwards
+    by length (cut: L -> steps; truncated(L) -> a callable), or its verification graph each step
+    (wino), else the full forward each step."""
+    if cut:
+        return [(truncated(L), n) for L, n in cut.items()]
+    return [(verify or full, steps)]
 
 
 def refresh_rows(decode):
@@ -366,19 +398,10 @@ def dual_forwards_back_to_back_s(decode, refresh, window, sync=None) -> float:
     called once untimed first) with one wait for the device at the end: seconds in all. The
     forwards under the sustained load of a decode, as `forward_s_sustained` is without a cache.
     `refresh`, `window`: callables of a refresh and a window step of every row."""
-    sync = sync or torch.cuda.synchronize
     rows = refresh_rows(decode)
     plan = [(refresh if kind == "refresh" else window if kind == "window"
              else (lambda r=rows(n): (window(), r())), steps) for (kind, n), steps in decode.starts.items()]
-    for fn, _ in plan:
-        fn()
-    sync()
-    t0 = time.perf_counter()
-    for fn, steps in plan:
-        for _ in range(steps):
-            fn()
-    sync()
-    return time.perf_counter() - t0
+    return back_to_back_s(plan, sync)
 
 
 def switch_ab(switch: str, reps: int, decode, steps: int, fwd: float, sync=None) -> dict:

@@ -69,6 +69,22 @@ def test_dual_forwards_are_each_steps_own_refresh_and_window():
     assert mix == {"eager 2": 1, "mixed 1": 3, "mixed 2": 2, "refresh 8": 2, "window 0": 10}
 
 
+def test_a_no_cache_decodes_forwards_back_to_back_are_its_own():
+    """bench_speed's sustained basis without a cache: the truncated forwards by the lengths a
+    SlowFast decode cut at, WINO's verification graph each step, else the full forward each step;
+    each run back to back after one untimed call, one wait before and one after the timed run."""
+    from bench.bench_speed import back_to_back_s, no_cache_forwards
+    calls = []
+    full, verify = (lambda: calls.append("full")), (lambda: calls.append("verify"))
+    truncated = lambda L: (lambda: calls.append(L))   # noqa: E731
+    assert no_cache_forwards(full, 5, {}) == [(full, 5)]
+    assert no_cache_forwards(full, 5, {}, truncated, verify) == [(verify, 5)]
+    plan = no_cache_forwards(full, 5, {768: 3, 544: 2}, truncated, verify)
+    assert [n for _, n in plan] == [3, 2]
+    assert back_to_back_s(plan, sync=lambda: calls.append("sync")) >= 0
+    assert calls == [768, 544, "sync"] + [768] * 3 + [544] * 2 + ["sync"]
+
+
 def test_dual_forwards_back_to_back_run_every_steps_forwards():
     """bench_speed's sustained basis with the dual cache: every recorded step's forwards (a refresh,
     a window, or a window plus the refresh of the n rows starting a block) run back to back, each
