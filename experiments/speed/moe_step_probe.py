@@ -6,7 +6,9 @@ sort and grouped products), for a block of masks and a block of random tokens (m
 experts); prints each variant's kernel count and top kernels, and how far its logits are from the
 plain layer's.
 
-    python experiments/speed/moe_step_probe.py [--config llada2-mini] [--batch 1]
+    python experiments/speed/moe_step_probe.py [--config llada2-mini] [--batch 1] [--stacks]
+
+`--stacks`: only the copies and indexed writes of the plain step, each by its Python callers.
 """
 from __future__ import annotations
 
@@ -55,6 +57,26 @@ def kernels(fn, top: int) -> str:
     return "\n".join(lines)
 
 
+COPIES = ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous", "aten::index_put_", "aten::index")
+
+
+def copies_by_caller(fn) -> str:
+    """fn run once eagerly (with the graph's compiled kernels) under torch.profiler with Python
+    stacks: each copy or indexed write by its callers in this repository, count and GPU time."""
+    with compiling_for_graph(), torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
+            with_stack=True, experimental_config=torch._C._profiler._ExperimentalConfig(verbose=True)) as prof:
+        fn()
+        torch.cuda.synchronize()
+    lines = []
+    for e in sorted(prof.key_averages(group_by_stack_n=8), key=lambda e: -e.device_time_total):
+        if e.key in COPIES and e.device_time_total > 0:
+            ours = [f for f in e.stack if "/experiments/" not in f and ("models/" in f or "kernels/" in f
+                                                                         or "decoding/" in f or "bench/" in f)]
+            lines.append(f"  {e.device_time_total / 1e3:7.3f} ms  x{e.count:<4d} {e.key}  <- {' <- '.join(ours[:3])}")
+    return "copies and indexed writes by caller:\n" + "\n".join(lines)
+
+
 @torch.no_grad()
 def main():
     ap = argparse.ArgumentParser()
@@ -62,6 +84,8 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--top", type=int, default=14)
+    ap.add_argument("--stacks", action="store_true",
+                    help="also: the copies and indexed writes of the plain step with their Python callers, then stop")
     a = ap.parse_args()
     dev = torch.device("cuda")
     model = load_model(a.config, device="cuda", dtype=torch.bfloat16, no_weights=True)
@@ -71,6 +95,12 @@ def main():
     blocks = {"masks": torch.full((a.batch, bs), model.mask_id, device=dev),
               "random tokens": _tokens(net.cfg, (a.batch, bs), dev, g)}
     plain = moe.SparseMoE.forward
+    if a.stacks:
+        step, inputs = block_step(net, cache, blocks["masks"], 0, bs)
+        with compiling_for_graph():
+            step(*inputs)
+        print(copies_by_caller(lambda: step(*inputs)), flush=True)
+        return
     for what, blk in blocks.items():
         logits = {}
         for variant in ("plain", "compiled"):

@@ -37,3 +37,5 @@ done
 DLLM_TRITON_EXPERTS=0 timeout 150 python -m bench.bench_speed --config llada2-mini --prompt 512 --gen 256 --batch 1 \
   --methods threshold --out /tmp/new_experts0.json > /tmp/new_experts0.txt 2>&1
 grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error" /tmp/new_experts0.txt | sed "s/^/new_experts0 /"
+# If the call has time left (else a call of its own): LLaDA2.0-mini's copies and indexed writes by caller.
+timeout 60 python experiments/speed/moe_step_probe.py --batch 1 --stacks 2>&1 | grep -A40 "by caller"
