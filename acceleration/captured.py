@@ -414,6 +414,10 @@ class CapturedDecode:
         act = ~state.rows.done
         self.dcounts.copy_(torch.stack([act.sum(), (act & (state.rows.step_in_block == 0)).sum()]))
 
+    def placed(self, out) -> StepOutput:
+        """A kind's `stats` output as the StepOutput the decide reads (here it is one already)."""
+        return out
+
     def kept_by_warm_up(self) -> list[torch.Tensor]:
         """Tensors outside the state that a step graph's warm-up writes, restored after it."""
         return list(method_tensors(self.method).values())
@@ -475,7 +479,8 @@ def decide_step(state, out, method, every, nfe: bool) -> None:
 
 def decide_and_settle(decode, state, out, method, every, nfe: bool) -> None:
     """decide_step, then the decode's after_decide and count on the same (generated) state: one
-    compiled function where `settle_in_compiled_step` holds."""
-    decide_step(state, out, method, every, nfe)
+    compiled function where `settle_in_compiled_step` holds. `out` is what the kind's `stats`
+    returned, made a StepOutput by the decode's `placed`."""
+    decide_step(state, decode.placed(out), method, every, nfe)
     decode.after_decide(state)
     decode.count(state)

@@ -41,7 +41,6 @@ class CapturedBlockDecode(CapturedDecode):
         capacity = block_causal.block_capacity(state, lay, model.block_size)
         cache = pool.block_cache(B, capacity)
         forward = block_causal.BlockForward(model, method, state, lay, generator, cache=cache)
-        every = torch.arange(B, device=state.tokens.device)
         separate = forward.separate
         block_before = torch.zeros_like(state.rows.block) if separate else None
 
@@ -50,7 +49,7 @@ class CapturedBlockDecode(CapturedDecode):
                 act = ~s.rows.done
                 if separate:
                     block_before.copy_(s.rows.block)
-                return forward.output(every, forward.feed_block(s, act, width))
+                return forward.block_stats(None, forward.feed_block(s, act, width))   # placed compiled
             return stats
         bs = model.block_size
         kinds = {w: Kind(lambda: None, stats_of(w), lambda: None) for w in (bs, 2 * bs)}
@@ -114,6 +113,11 @@ class CapturedBlockDecode(CapturedDecode):
 
     def guard(self, kind):
         return (self.dcounts[0] > 0) & (self.dcounts[1] == kind)
+
+    def placed(self, out):
+        """The block's statistics (BlockForward.block_stats) placed in the generated region: index
+        math and scatters, compiled with the decide."""
+        return self.forward.place(None, out)
 
     def kept_by_warm_up(self) -> list[torch.Tensor]:
         f = self.forward

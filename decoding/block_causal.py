@@ -377,30 +377,55 @@ class BlockForward:
         return FedBlock(first, lb, hidden[:, -bs:] if self.reads.hidden else None, stale_first)
 
     def output(self, rows, fed: "FedBlock") -> StepOutput:
-        """Scatter the block's statistics to the generated region of `rows` (fresh there only; a
-        stale first position keeps its last proposal)."""
-        G, first, lb, hb = self.lay.width, fed.first, fed.logits, fed.hidden
-        j = first.unsqueeze(1) + self.cols                                  # [B, bs] generated index
+        """The block's statistics placed in the generated region of `rows` (None: every row)."""
+        return self.place(rows, self.block_stats(rows, fed))
+
+    def block_stats(self, rows, fed: "FedBlock") -> "BlockStats":
+        """The token statistics of the block positions of `rows` (None: every row, no gathers)."""
+        sel = (lambda t: t) if rows is None else (lambda t: None if t is None else t[rows])
+        lb = sel(fed.logits)
+        x0, conf = token_stats(lb, self.method.temperature, self.generator)
+        return BlockStats(sel(fed.first), sel(fed.stale_first), x0, conf.float(),
+                          lb if self.reads.logits else None, sel(fed.hidden))
+
+    def place(self, rows, st: "BlockStats") -> StepOutput:
+        """Scatter a block's statistics to the generated region (fresh there only; a stale first
+        position keeps its last proposal) and keep them as the rows' last proposals. Index math
+        and copies only (exact): a captured step runs it compiled with the decide
+        (acceleration/captured_block.py)."""
+        G, bs = self.lay.width, self.bs
+        j = st.first.unsqueeze(1) + self.cols                               # [b, bs] generated index
         inside = (j >= 0) & (j < G)
-        if fed.stale_first is not None:
-            inside &= ~(fed.stale_first.unsqueeze(1) & (self.cols == 0))
-        j = torch.where(inside, j, G)[rows]                                  # G: a dump column
-        lb, inside = lb[rows], inside[rows]
-        x0b, confb = token_stats(lb, self.method.temperature, self.generator)
-        b = rows.numel()
+        if st.stale_first is not None:
+            inside &= ~(st.stale_first.unsqueeze(1) & (self.cols == 0))
+        j = torch.where(inside, j, G)                                       # G: a dump column
+        b = j.shape[0]
         put = lambda src, base: torch.cat([base, base.new_zeros((b, 1, *base.shape[2:]))], 1).scatter(
-            1, j.view(b, self.bs, *([1] * (base.dim() - 2))).expand(b, self.bs, *base.shape[2:]), src)[:, :G]
-        x0 = put(x0b, self.x0[rows])
-        conf = put(confb.float(), self.conf[rows])
-        self.x0[rows], self.conf[rows] = x0, conf
-        fresh = put(inside, torch.zeros((b, G), dtype=torch.bool, device=rows.device))
-        hidden = None
-        if hb is not None:
-            hb = hb[rows]
-            hidden = put(hb, hb.new_zeros((b, G, hb.shape[-1])))
-        if not self.reads.logits:
+            1, j.view(b, bs, *([1] * (base.dim() - 2))).expand(b, bs, *base.shape[2:]), src)[:, :G]
+        last_x0, last_conf = (self.x0, self.conf) if rows is None else (self.x0[rows], self.conf[rows])
+        x0, conf = put(st.x0, last_x0), put(st.conf, last_conf)
+        if rows is None:
+            self.x0.copy_(x0)
+            self.conf.copy_(conf)
+        else:
+            self.x0[rows], self.conf[rows] = x0, conf
+        fresh = put(inside, torch.zeros((b, G), dtype=torch.bool, device=j.device))
+        hidden = None if st.hidden is None else put(st.hidden, st.hidden.new_zeros((b, G, st.hidden.shape[-1])))
+        if st.logits is None:
             return StepOutput(x0, conf, fresh, None, hidden)
-        return StepOutput(x0, conf, fresh, lb, hidden, logits_at=j)
+        return StepOutput(x0, conf, fresh, st.logits, hidden, logits_at=j)
+
+
+@dataclass
+class BlockStats:
+    """A block forward's token statistics for b rows, before BlockForward.place puts them in the
+    generated region."""
+    first: torch.Tensor                # [b] generated index of the block's first position
+    stale_first: torch.Tensor | None   # [b] bool (FedBlock.stale_first)
+    x0: torch.Tensor                   # [b, bs] proposals
+    conf: torch.Tensor                 # [b, bs] fp32 their probabilities
+    logits: torch.Tensor | None        # [b, bs, V] when the method reads logits
+    hidden: torch.Tensor | None        # [b, bs, d] when the method reads hidden states
 
 
 @torch.no_grad()
