@@ -53,6 +53,10 @@ def mixed_steps_enabled() -> bool:
     return os.environ.get("DLLM_MIXED_STEPS", "1") != "0"
 
 
+SLOTS = 8   # pinned slots for the counts, more than are in flight: the last step's and those of the
+            # steps queued ahead (at most 2 x len(next_kinds) - 1)
+
+
 def queue_ahead_enabled() -> bool:
     """Steps queued ahead (GuardedStep) unless DLLM_QUEUE_AHEAD=0."""
     return os.environ.get("DLLM_QUEUE_AHEAD", "1") != "0"
@@ -61,8 +65,8 @@ def queue_ahead_enabled() -> bool:
 @dataclass
 class Kind:
     """One kind of captured step: `launch()` runs its forward (a graph replay; SlowFast's eager
-    truncated forward) and returns the output, `stats(state, output)` the StepOutput the step
-    graph decides on, `record()` issues the forward's kernels inside another capture
+    truncated forward) and returns the output, `stats(state, output)` what the step graph
+    decides on (a StepOutput, or what the decode's `placed` makes one), `record()` issues the forward's kernels inside another capture
     (GuardedStep; None: never queued ahead)."""
     launch: Callable
     stats: Callable
@@ -117,8 +121,8 @@ class CapturedDecode:
         dev, cuda = state.tokens.device, state.tokens.is_cuda
         self.dcounts = torch.zeros(2, dtype=torch.long, device=dev)   # decoding; at a block start (or width)
         # the host reads the counts from pinned slots, written in turn, each after its own event
-        self.slots = [torch.zeros(2, dtype=torch.long, pin_memory=cuda) for _ in range(2)]
-        self.events = [torch.cuda.Event() if cuda else None for _ in range(2)]
+        self.slots = [torch.zeros(2, dtype=torch.long, pin_memory=cuda) for _ in range(SLOTS)]
+        self.events = [torch.cuda.Event() if cuda else None for _ in range(SLOTS)]
         self.published, self.n_active = 0, 0
         self.every = torch.arange(state.tokens.shape[0], device=dev)
         self.steps: dict[str, graphs.CapturedStep] = {}
@@ -320,16 +324,22 @@ class CapturedDecode:
 
     def run(self) -> None:
         """The host's loop: read the counts the last step left (the one sync), choose the next
-        step's kind, launch its forward and step graph. Where a GuardedStep of the last kind exists,
-        it is queued before the sync: the GPU runs it if the device-side guard finds it is the next
-        step (no idle gap while the host reads and launches), else it does nothing."""
+        step's kind, launch its forward and step graph. Where GuardedSteps of the kinds that may
+        come next exist (next_kinds), they are queued before the sync, each followed by its counts:
+        the GPU runs one where its device-side guard finds it is the next step (no idle gap while
+        the host reads and launches), else it does nothing. The host then accounts for them in
+        order: one of the kind it reads ran, the ones before it were skipped. While fewer steps
+        are queued than the kinds that may come next, those kinds are queued again behind them."""
         state = self.state
         self.count(state)
         slot, last, self.ahead_steps, self.starts = self.publish(), None, 0, {}
+        queued = []   # [(kind, the slot published after it)] queued ahead, not yet accounted for
         while True:
-            expected = self.next_kind(last)
-            ahead = self.queue_ahead(expected)
-            ahead_slot = self.publish() if ahead else None
+            nexts = self.next_kinds(last)
+            if len(queued) < len(nexts):   # behind what is queued still (run or skipped in order)
+                for k in nexts:
+                    if self.queue_ahead(k):
+                        queued.append((k, self.publish()))
             n_active, n_start = self.read(slot)   # the step's one host sync
             self.n_active = n_active
             if n_active == 0:
@@ -338,9 +348,11 @@ class CapturedDecode:
             self.replays[kind or "eager"] = self.replays.get(kind or "eager", 0) + 1
             key = (kind or "eager", n_start)
             self.starts[key] = self.starts.get(key, 0) + 1
-            if ahead and kind == expected:   # the step queued ahead is this step
+            while queued and queued[0][0] != kind:   # its guard found another kind: it did nothing
+                queued.pop(0)
+            if queued:   # the step queued ahead is this step
                 self.ahead_steps += 1
-                slot = ahead_slot
+                slot, last = queued.pop(0)[1], kind
                 continue
             if kind is None:
                 self.eager_step((~state.rows.done).nonzero().squeeze(1))
@@ -372,9 +384,10 @@ class CapturedDecode:
             self.events[i].synchronize()
         return self.slots[i].tolist()
 
-    def next_kind(self, last):
-        """The kind of step queued ahead after a step of kind `last` (None: none): the same kind."""
-        return last
+    def next_kinds(self, last) -> tuple:
+        """The kinds of the steps queued ahead, in order, after a step of kind `last` (None: none):
+        the same kind."""
+        return () if last is None else (last,)
 
     def queue_ahead(self, kind):
         """Replay the GuardedStep of `kind` (built at its first use), or None where there is none:

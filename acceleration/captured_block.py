@@ -53,8 +53,8 @@ class CapturedBlockDecode(CapturedDecode):
             return stats
         bs = model.block_size
         kinds = {w: Kind(lambda: None, stats_of(w), lambda: None) for w in (bs, 2 * bs)}
-        if separate:   # never queued ahead: an append never follows an append
-            kinds[APPEND] = Kind(lambda: None, None, None)
+        if separate:   # the append graph holds its own forward
+            kinds[APPEND] = Kind(lambda: None, None, lambda: None)
         kept = pool.caches[("block", B, capacity)]
         d = cls(model, method, state, forward, kinds, lambda n_active, width: width if width in kinds else None,
                 lambda: pool.caches.get(("block", B, capacity)) is kept)
@@ -79,10 +79,17 @@ class CapturedBlockDecode(CapturedDecode):
     def eager_step(self, rows: torch.Tensor) -> None:
         block_causal.step(self.state, self.method, self.forward, rows)
 
-    def next_kind(self, last):
-        """After an append graph, the block step of the next block (one block wide: appends are
-        separate) is queued ahead; after a block step, a step of the same width."""
-        return self.model.block_size if last == APPEND else last
+    def next_kinds(self, last) -> tuple:
+        """After an append graph, the next block's step (one block wide: appends are separate).
+        After a block step, the step that starts the next block (the append graph, or the step
+        two blocks wide that folds the append in), then a step one block wide: whichever comes
+        next runs, and where the start of a block ran, the step after it too."""
+        bs = self.model.block_size
+        if last is None:
+            return ()
+        if last == APPEND:
+            return (bs,)
+        return (APPEND if self.pending is not None else 2 * bs, bs)
 
     def capture_step(self, kind, launched) -> graphs.CapturedStep:
         if kind != APPEND:

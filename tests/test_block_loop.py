@@ -448,10 +448,10 @@ def test_captured_block_steps_read_a_key_length_that_is_a_multiple_of_64(models,
 
 
 @pytest.mark.parametrize("name,append", [("fast-dllm-v2-tiny", ""), ("sdar-tiny", ",append=separate")])
-def test_the_block_step_after_an_append_is_queued_ahead(models, name, append, monkeypatch):
+def test_the_steps_around_an_append_are_queued_ahead(models, name, append, monkeypatch):
     """With blocks appended by forwards of their own, the host queues the next block's step behind
-    each append graph (CapturedBlockDecode.next_kind), as it queues a step behind a step of its
-    width: every block step but a call's first runs queued ahead, with the reference loop's tokens."""
+    each append graph and the append graph behind each block step (CapturedBlockDecode.next_kinds):
+    every step but a call's first of each kind runs queued ahead, with the reference loop's tokens."""
     import acceleration.captured_block as cb
     m = models[name]
     gen = gen_for(m, blocks=3)
@@ -463,6 +463,32 @@ def test_the_block_step_after_an_append_is_queued_ahead(models, name, append, mo
     got = dec(method("fixed" + append, gen), prompts, gen)
     (kept,) = dec.pool.decodes.values()
     assert kept.replays[cb.APPEND] >= 2
-    assert kept.ahead_steps == kept.replays[m.block_size] - 1, kept.replays
+    assert kept.ahead_steps == kept.replays[m.block_size] - 1 + kept.replays[cb.APPEND] - 1, kept.replays
     for f in FIELDS:
         assert torch.equal(getattr(got, f), getattr(want, f)), f
+
+
+@pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny"])
+def test_the_step_that_starts_a_block_is_queued_ahead(models, name, monkeypatch):
+    """With appends folded into the next block's first step (two blocks wide), the host queues that
+    step and then one a block wide behind each block step (CapturedBlockDecode.next_kinds): every
+    graphed step but the first of each width runs queued ahead, with the reference loop's tokens
+    and counts; ragged prompts, early stop and a step cap included."""
+    m = models[name]
+    bs = m.block_size
+    prompts = [prompt_of(5), prompt_of(2 * bs + 3, seed=1), prompt_of(11, seed=2)]
+    for spec in ("fixed", "threshold:tau=0.6"):
+        for gen in (gen_for(m, blocks=4), gen_for(m, blocks=4, early_stop=False),
+                    gen_for(m, blocks=4, early_stop=False, max_steps=5)):
+            want = decode(m, method(spec, gen), prompts, gen)
+            monkeypatch.setenv("DLLM_QUEUE_AHEAD", "1")
+            _stand_in_block_graphs(monkeypatch)
+            dec = Decoder(m)
+            got = dec(method(spec, gen), prompts, gen)
+            monkeypatch.undo()
+            (kept,) = dec.pool.decodes.values()
+            graphed = [kept.replays.get(w, 0) for w in (bs, 2 * bs)]
+            assert gen.max_steps is not None or graphed[1] >= 2, (spec, kept.replays)
+            assert kept.ahead_steps == sum(graphed) - sum(n > 0 for n in graphed), (spec, gen, kept.replays)
+            for f in FIELDS:
+                assert torch.equal(getattr(got, f), getattr(want, f)), (spec, gen, f)
