@@ -24,7 +24,8 @@ gather or scatter of [R, V] rows around it); elsewhere `kl_ring_reference`, its 
 each iteration's reads of the ring from its writes: Triton may give a load and a store of the same
 addresses different thread layouts, and orders global accesses only within the thread that makes
 them (triton-lang/triton#10924); without the barrier the tile 2048 x 8 gave on an H100 a KL off by
-up to 7.4e-4 relative with its ring rows right. As an operator, a compiled step keeps it
+up to 7.4e-4 relative with its ring rows right, and with it a KL within 3.9e-15 relative of the eager
+twin's (results/speed/block-causal/REPORT.md). As an operator, a compiled step keeps it
 as one opaque call that updates the ring in place. The two round sums in other orders (float64).
 Imports nothing of this project but kernels/.
 """
@@ -85,7 +86,8 @@ def _(logits, ring, slot, take, eps):
 
 # The tile: vocabulary entries a program takes per iteration (chunks of about 2 * BLOCK) and its warps.
 # 512 x 2 took 643 us for 256 rows of 126464 under a CUDA graph on an H100, against 1176 us for 1024 x 4
-# (experiments/speed/klass_kl_probe.py, results/speed/all-methods/REPORT.md).
+# (experiments/speed/klass_kl_probe.py, results/speed/all-methods/REPORT.md); with the barrier 544 us
+# against 541 us for 2048 x 8 on another H100, which is slower at 512 rows (1098 against 1076 us).
 BLOCK = 512
 WARPS = 2
 

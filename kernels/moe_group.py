@@ -15,14 +15,13 @@ end (P + S).
 `group_pairs_reference` computes it in torch (a sort of the ids as the narrowest integers that hold
 them, an index_add, a scatter: some six kernels a layer on the GPU). `group_pairs` is a custom
 operator (torch.library, `dllm::moe_group_pairs`): on CUDA tensors with Triton and at most
-MAX_PAIRS pairs (a block step's at batch 1: LLaDA2.0-mini feeds 32 tokens a row, 8 experts each),
+MAX_PAIRS pairs (a block step's at batch 8: LLaDA2.0-mini feeds 32 tokens a row, 8 experts each),
 one kernel with a program per CHUNK pairs: a pair's place is the number of pairs of smaller
 experts plus those of its expert before it, an expert's end the number of pairs of experts up to
 it, each program counting over every id for its pairs and its share of the experts; elsewhere the
-reference. A single-program counting sort took 21.4 us against the reference's 24.3 us at 256 pairs
-under a CUDA graph on an H100 (16 us a layer in LLaDA2.0-mini's block step; results/speed/
-block-causal/REPORT.md); this kernel's time is not measured yet (`python
-experiments/speed/moe_kernels_probe.py` times it at 256 and 2048 pairs). The outputs are integers,
+reference. Under a CUDA graph on an H100 it took 10.9 us at 256 pairs and 16.5 us at 2048, against
+the reference's 22.5 and 28.6 us (`python
+experiments/speed/moe_kernels_probe.py`, results/speed/block-causal/REPORT.md). The outputs are integers,
 equal to the reference's; the kernel serves only after its first call on a device gave the
 reference's outputs. `DLLM_TRITON_ROUTE=0` turns it off with the router kernel
 (kernels/moe_route.py). Imports nothing of this project.
@@ -41,7 +40,7 @@ try:
 except ImportError:   # CPU installs: the reference serves
     triton = None
 
-MAX_PAIRS = 256
+MAX_PAIRS = 2048   # a block step at batch 8 (8 rows x 32 tokens x 8 experts)
 CHUNK = 64    # pairs placed by one program
 SCAN = 256    # ids read at a time
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The block-causal changes against the tree before them (.old), the short call (about 6 min): the
+# The block-causal changes against the tree before them (.old), the short call (about 8 min): the
 # fast path against the reference loop, then bench_speed's block step and decode at batch 1, old then
 # new, on llada2-mini and fast-dllm-v2-7b. What changed: the steps around a block's end queued ahead
 # (CapturedBlockDecode.next_kinds), the block's statistics placed inside the compiled decide
@@ -12,7 +12,7 @@ set -u
 source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
 for c in fast-dllm-v2-7b llada2-mini; do
-  timeout 100 python experiments/gpu_checks/fast_vs_reference.py --config $c --batch 4 --prompt 256 --gen 64 \
+  timeout 160 python experiments/gpu_checks/fast_vs_reference.py --config $c --batch 4 --prompt 256 --gen 64 \
     > "$OUT/fast_vs_reference_$c.txt" 2>&1
   grep "ALL EQUAL\|DIFF\|Error\|not used" "$OUT/fast_vs_reference_$c.txt" | sed "s/^/$c /"
 done
