@@ -5,17 +5,16 @@
 #   bash experiments/speed/pending_gpu_all_methods.sh 1 a     # batch 1, fixed .. eb, no cache and dual
 #   bash experiments/speed/pending_gpu_all_methods.sh 1 b     # batch 1, prr .. dico
 #   bash experiments/speed/pending_gpu_all_methods.sh 8 a|b   # batch 8
+#   bash experiments/speed/pending_gpu_all_methods.sh 1 ab    # batch 1, every method in one call (about 7 min)
 set -u
 b=$1 group=$2
 source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
 random_controller
-if [ "$group" = a ]; then
-  specs="fixed;fixed:cache=dual;threshold;threshold:cache=dual;slowfast;localleap;localleap:cache=dual;eb;eb:cache=dual"
-else
-  p=prr:controller=/tmp/random-controller
-  specs="$p;$p,cache=dual;wino;edit;edit:cache=dual;klass;klass:cache=dual;dico;dico:cache=dual"
-fi
+specs_a="fixed;fixed:cache=dual;threshold;threshold:cache=dual;slowfast;localleap;localleap:cache=dual;eb;eb:cache=dual"
+p=prr:controller=/tmp/random-controller
+specs_b="$p;$p,cache=dual;wino;edit;edit:cache=dual;klass;klass:cache=dual;dico;dico:cache=dual"
+case "$group" in a) specs=$specs_a ;; b) specs=$specs_b ;; ab) specs="$specs_a;$specs_b" ;; *) echo "group: a, b or ab" >&2; exit 2 ;; esac
 timeout 560 python -m bench.bench_speed --config llada-8b --prompt 512 --gen 256 --block 32 --batch "$b" \
   --confident-share 0.5 --methods "$specs" --out "$OUT/all_b${b}_${group}.json" > "$OUT/all_b${b}_${group}.txt" 2>&1
 grep -h "decode\|window step\|full forward\|Error" "$OUT/all_b${b}_${group}.txt" | grep -v "^|"
