@@ -16,12 +16,5 @@ for c in fast-dllm-v2-7b llada2-mini; do
     > "$OUT/fast_vs_reference_$c.txt" 2>&1
   grep "ALL EQUAL\|DIFF\|Error\|not used" "$OUT/fast_vs_reference_$c.txt" | sed "s/^/$c /"
 done
-for c in fast-dllm-v2-7b llada2-mini; do
-  for tree in old new; do
-    dir=.; [ $tree = old ] && dir=.old
-    (cd $dir && timeout 100 python -m bench.bench_speed --config $c --prompt 512 --gen 256 --batch 1 \
-       --methods threshold --out "$OUT/${tree}_$c.json") > "/tmp/${tree}_$c.txt" 2>&1
-    grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error\|not used" "/tmp/${tree}_$c.txt" | sed "s/^/$tree $c /"
-  done
-done
+for c in fast-dllm-v2-7b llada2-mini; do block_ab $c 100; done
 for f in /tmp/{old,new}_*.txt; do echo "== $f"; cat "$f"; done > "$OUT/bench_stdout.txt"   # 7 files in $OUT

@@ -26,14 +26,7 @@ for c in llada2-mini fast-dllm-v2-7b; do
     > "$OUT/fast_vs_reference_$c.txt" 2>&1
   grep "ALL EQUAL\|DIFF\|Error\|not used" "$OUT/fast_vs_reference_$c.txt" | sed "s/^/$c /"
 done
-for c in llada2-mini fast-dllm-v2-7b; do
-  for tree in old new; do
-    dir=.; [ $tree = old ] && dir=.old
-    (cd $dir && timeout 150 python -m bench.bench_speed --config $c --prompt 512 --gen 256 --batch 1 \
-       --methods threshold --out "$OUT/${tree}_$c.json") > "/tmp/${tree}_$c.txt" 2>&1
-    grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error\|not used" "/tmp/${tree}_$c.txt" | sed "s/^/$tree $c /"
-  done
-done
+for c in llada2-mini fast-dllm-v2-7b; do block_ab $c; done
 DLLM_TRITON_EXPERTS=0 timeout 150 python -m bench.bench_speed --config llada2-mini --prompt 512 --gen 256 --batch 1 \
   --methods threshold --out /tmp/new_experts0.json > /tmp/new_experts0.txt 2>&1
 grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error" /tmp/new_experts0.txt | sed "s/^/new_experts0 /"
