@@ -320,9 +320,11 @@ def run_block(args, model, ceil) -> dict:
                 fwd = sum(n * t_kind[k] for k, n in kinds.items()) + (r["prefill_s"] if kept[-1].forward.separate else 0.0)
                 row.update({"captured": True, "steps_by_width": {("append" if k == APPEND else str(k)): n
                                                                  for k, n in kinds.items()},
+                            "ahead_steps": kept[-1].ahead_steps,   # launched before the host read the step before
                             "forward_s_per_step": fwd / steps, "overhead_s_per_step": (total - fwd) / steps,
                             "overhead_pct": 100 * (total - fwd) / total})
-                print(f"b={b} decode {spec}: {steps} steps ({row['steps_by_width']}), {row['step_s'] * 1e3:.2f} "
+                print(f"b={b} decode {spec}: {steps} steps ({row['steps_by_width']}, {row['ahead_steps']} queued "
+                      f"ahead), {row['step_s'] * 1e3:.2f} "
                       f"ms/step, forwards timed apart {row['forward_s_per_step'] * 1e3:.2f} ms/step, loop overhead "
                       f"{row['overhead_pct']:.2f}%", flush=True)
                 if bs in kinds:   # the width-bs steps timed again on the blocks this decode fed
