@@ -41,21 +41,29 @@ from kernels.moe_route import triton_ready as route_kernel_ready
 from .layers import fuse_linears_, swiglu
 
 
-def route(x: torch.Tensor, weight: torch.Tensor, expert_bias: torch.Tensor, top_k: int, n_group: int,
-          topk_group: int, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [T, d] -> (expert ids [T, top_k], fp32 weights [T, top_k]): the fp32 router logits, then
-    the choice (kernels/moe_route.py): on the GPU one Triton kernel for it (DLLM_TRITON_ROUTE=0:
-    the reference's steps, their elementwise work compiled around the top-k selections), on the CPU
-    the reference's steps."""
-    if route_kernel_ready(x, weight.shape[0], n_group):
-        return route_select(F.linear(x.float(), weight.float()), expert_bias, top_k, n_group, topk_group, scaling)
-    return _route_steps(x, weight, expert_bias, top_k, n_group, topk_group, scaling)
+def router_logits(x: torch.Tensor, weight: torch.Tensor, weight_fp32) -> torch.Tensor:
+    """The fp32 router logits of x [T, d] (the reference casts x and the weight to fp32 first).
+    For bf16 x and weight on the GPU: one bf16 matrix product accumulated and returned in fp32
+    (torch.mm's out_dtype), the same products (a product of two bf16 numbers is exact in fp32) in
+    one kernel instead of a cast of x, an fp32 product and its split-K reduction. Elsewhere
+    x.float() times `weight_fp32()`, the weight in fp32."""
+    if x.is_cuda and x.dtype == weight.dtype == torch.bfloat16:
+        return torch.mm(x, weight.t(), out_dtype=torch.float32)
+    return F.linear(x.float(), weight_fp32())
 
 
-@on_gpu_compiled
-def _route_steps(x, weight, expert_bias, top_k: int, n_group: int, topk_group: int, scaling: float):
-    return route_select_reference(F.linear(x.float(), weight.float()), expert_bias, top_k, n_group, topk_group,
-                                  scaling)
+def route(logits: torch.Tensor, expert_bias: torch.Tensor, top_k: int, n_group: int, topk_group: int,
+          scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 router logits [T, E] -> (expert ids [T, top_k], fp32 weights [T, top_k]), the choice of
+    kernels/moe_route.py: on the GPU one Triton kernel for it (DLLM_TRITON_ROUTE=0: the reference's
+    steps, their elementwise work compiled around the top-k selections), on the CPU the reference's
+    steps."""
+    if route_kernel_ready(logits, logits.shape[1], n_group):
+        return route_select(logits, expert_bias, top_k, n_group, topk_group, scaling)
+    return _route_steps(logits, expert_bias, top_k, n_group, topk_group, scaling)
+
+
+_route_steps = on_gpu_compiled(route_select_reference)
 
 
 def grouped_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, gate_up: torch.Tensor,
@@ -216,7 +224,8 @@ class SparseMoE(nn.Module):
             self.stack_()
         c, shape = self.c, x.shape
         h = x.reshape(-1, shape[-1])
-        idx, w = route(h, self.router_weight(), self.gate.expert_bias, c.num_experts_per_tok, c.n_group, c.topk_group,
+        logits = router_logits(h, self.gate.weight, self.router_weight)
+        idx, w = route(logits, self.gate.expert_bias, c.num_experts_per_tok, c.n_group, c.topk_group,
                        c.routed_scaling_factor)
         E = c.num_experts
         if self.shared_row and kernels_take(h, idx.numel() + h.shape[0]):

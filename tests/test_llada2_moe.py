@@ -2,10 +2,11 @@
 a dense reference (every expert on every token, a Python loop) on small shapes."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.checkpoint import load_weights, read_config, save_checkpoint
 from models.llada2 import CONFIGS, LLaDA2, LLaDA2Config
-from models.moe import grouped_experts, offsets_grouped_experts, route
+from models.moe import grouped_experts, offsets_grouped_experts, route, router_logits
 
 
 def dense_moe(x, idx, w, gate_up, down):
@@ -45,7 +46,7 @@ def test_router_and_grouped_experts_equal_dense_reference(T, E, k, groups, topk_
     d, F_ = 24, 16
     x = torch.randn(T, d, generator=g)
     weight, bias = torch.randn(E, d, generator=g), torch.randn(E, generator=g) * 0.3
-    idx, w = route(x, weight, bias, k, groups, topk_group, 2.5)
+    idx, w = route(F.linear(x, weight), bias, k, groups, topk_group, 2.5)
     ridx, rw = dense_route(x, weight, bias, k, groups, topk_group, 2.5)
     assert torch.equal(idx.sort(1).values, ridx.sort(1).values)
     torch.testing.assert_close(w.gather(1, idx.argsort(1)).double(), rw.gather(1, ridx.argsort(1)), rtol=1e-5, atol=1e-6)
@@ -70,11 +71,33 @@ def test_graph_safe_expert_product_equals_dense_reference(T, E, k):
     torch.testing.assert_close(offsets_grouped_experts(x, idx, w, gate_up, down).float(), ref, rtol=3e-2, atol=3e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the bf16 product with fp32 output runs on CUDA")
+def test_router_logits_of_bf16_inputs_are_the_fp32_products():
+    """On the GPU a bf16 x and router weight take one bf16 product with fp32 accumulation and
+    output: the reference's fp32 logits up to the order of the fp32 sums, and the same experts."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 2048, generator=g).bfloat16().cuda()
+    weight = (torch.randn(256, 2048, generator=g) * 0.02).bfloat16().cuda()
+    logits = router_logits(x, weight, weight.float)
+    assert logits.dtype == torch.float32
+    ref = F.linear(x.double(), weight.double())
+    assert (logits.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+    bias = torch.zeros(256, device="cuda")
+    idx, _ = route(logits, bias, 8, 8, 4, 2.5)
+    ridx, _ = route(F.linear(x.float(), weight.float()), bias, 8, 8, 4, 2.5)
+    assert torch.equal(idx, ridx)
+
+
+def test_router_logits_on_the_cpu_are_the_reference_fp32_product():
+    x, weight = torch.randn(5, 16).bfloat16(), torch.randn(8, 16).bfloat16()
+    assert torch.equal(router_logits(x, weight, weight.float), F.linear(x.float(), weight.float()))
+
+
 def test_expert_bias_changes_the_choice_not_the_weights():
     x = torch.randn(5, 8)
     weight = torch.randn(4, 8)
     bias = torch.tensor([0.0, 0.0, 0.0, 10.0])            # expert 3 always chosen, one group
-    idx, w = route(x, weight, bias, 1, 1, 1, 1.0)
+    idx, w = route(F.linear(x, weight), bias, 1, 1, 1, 1.0)
     assert (idx[:, 0] == 3).all()
     torch.testing.assert_close(w[:, 0], torch.sigmoid(x @ weight[3]))   # top_k 1: the raw sigmoid score
 

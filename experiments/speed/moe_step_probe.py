@@ -27,7 +27,7 @@ from models import load_model  # noqa: E402
 
 
 def moe_core(h, gate_w, bias, w_gate_up, w_down, top_k: int, n_group: int, topk_group: int, scaling: float):
-    idx, w = moe.route(h, gate_w, bias, top_k, n_group, topk_group, scaling)
+    idx, w = moe.route(moe.router_logits(h, gate_w, gate_w.float), bias, top_k, n_group, topk_group, scaling)
     return moe.offsets_grouped_experts(h, idx, w, w_gate_up, w_down)   # what grouped_experts runs on a CUDA bf16 input
 
 
