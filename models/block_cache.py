@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kernels import block_attention
+from kernels import block_attention, qk_rope_write
+
+from .layers import fused_qk_norm_rope, fused_qkv_rope
 
 
 def block_of(positions: torch.Tensor, block_size: int, origin: torch.Tensor | None = None) -> torch.Tensor:
@@ -69,6 +71,7 @@ class BlockStep:
     new_length: torch.Tensor   # [B] length after this forward (length + commit)
     rows: torch.Tensor         # [B, 1] row index for the indexed writes
     bias: torch.Tensor | None = field(default=None, repr=False)   # key_mask as an additive mask (additive_mask)
+    flat: tuple | None = field(default=None, repr=False)          # (rows, slots) per fed token (flat_writes)
 
     def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
         """key_mask as SDPA's additive mask in `dtype` (0 where a key is seen, MASKED where not), made
@@ -77,6 +80,14 @@ class BlockStep:
             self.bias = torch.zeros(self.key_mask.shape, dtype=dtype, device=self.key_mask.device).masked_fill_(
                 ~self.key_mask, MASKED)
         return self.bias
+
+    def flat_writes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cache row, cache slot) of each fed token, [B * W] each, made at the first layer and
+        shared by the others."""
+        if self.flat is None:
+            B, W = self.write_idx.shape
+            self.flat = (self.rows.expand(B, W).reshape(-1), self.write_idx.reshape(-1))
+        return self.flat
 
 
 @dataclass
@@ -152,17 +163,48 @@ def cached_forward(run, input_ids: torch.Tensor, cache: BlockKVCache, valid: tor
     return out
 
 
+def block_heads(qkv: torch.Tensor, n_heads: int, n_kv: int, cos: torch.Tensor, sin: torch.Tensor,
+                norm: tuple[torch.Tensor, torch.Tensor, float, bool] | None, layer: int,
+                cache: BlockKVCache | None, step: BlockStep | None) -> torch.Tensor:
+    """A fused [B, W, (H + 2 H_kv) * hd] projection -> token-major heads [B, W, H + 2 H_kv, hd]:
+    q and k through their per-head RMSNorms (norm: q weight, k weight, eps, fp32_scale; None: no
+    norms) and RoPE (cos/sin [B, W, 1, R]), v as projected; with a cache, the fed K/V written at
+    step.write_idx (attend_block then reads them: written=True). On the GPU with a cache one Triton
+    kernel does it all (kernels/qk_rope_write.py), else the compiled passes of layers.py and an
+    indexed write."""
+    def torch_heads():
+        if norm is None:
+            return fused_qkv_rope(qkv, n_heads, n_kv, cos, sin)
+        return fused_qk_norm_rope(qkv, n_heads, n_kv, norm[0], norm[1], norm[2], norm[3], cos, sin)
+    if cache is None:
+        return torch_heads()
+    B, W, _ = qkv.shape
+    nh = n_heads + 2 * n_kv
+    flat = qkv.view(B * W, nh, -1)
+    if qk_rope_write.ready(flat):
+        buf, (rows, slots) = cache.kv[layer], step.flat_writes()
+        c, s = cos.reshape(B * W, -1), sin.reshape(B * W, -1)
+        args = (flat, n_heads, n_kv, c, s, norm, buf, rows, slots)
+        if qk_rope_write.trusted(*args, reference=lambda: torch_heads().view(B * W, nh, -1)):
+            return qk_rope_write.qk_rope_write(*args).view(B, W, nh, -1)
+    heads = torch_heads()
+    cache.kv[layer].index_put_((step.rows, step.write_idx), heads[:, :, n_heads:])
+    return heads
+
+
 def attend_block(qkv: torch.Tensor, n_heads: int, layer: int, cache: BlockKVCache | None, step: BlockStep | None,
-                 mask: torch.Tensor | None) -> torch.Tensor:
+                 mask: torch.Tensor | None, written: bool = False) -> torch.Tensor:
     """Attention over a token-major qkv [B, W, H + 2 H_kv, hd] (RoPE applied) -> [B, W, H * hd].
     Without a cache: the fed sequence alone under `mask` ([B, 1, W, W], block_causal_mask).
-    With one: the fed K/V are written at step.write_idx, then the queries read the first
-    step.key_len cache slots under step.key_mask (as an additive mask made once per forward); at
-    small batch or narrow blocks on the GPU through kernels/block_attention.py's Triton kernels."""
+    With one: the fed K/V are written at step.write_idx (unless `written`: block_heads wrote them),
+    then the queries read the first step.key_len cache slots under step.key_mask (as an additive
+    mask made once per forward); at small batch or narrow blocks on the GPU through
+    kernels/block_attention.py's Triton kernels."""
     kv = qkv[:, :, n_heads:]
     if cache is not None:
         buf = cache.kv[layer]
-        buf.index_put_((step.rows, step.write_idx), kv)
+        if not written:
+            buf.index_put_((step.rows, step.write_idx), kv)
         kv, mask = buf[:, :step.key_len], step.additive_mask(qkv.dtype)
         if block_attention.available(qkv, n_heads) and block_attention.trusted(qkv, n_heads, kv, step.key_mask, mask):
             return block_attention.block_attention(qkv, n_heads, kv, step.key_mask)

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .block_cache import BlockKVCache, attend_block, block_causal_mask, cached_forward
-from .layers import (RMSNorm, default_positions, fused_norm_layers, fused_qk_norm_rope, fused_qkv_rope,
-                     rope_cos_sin)
+from .block_cache import BlockKVCache, attend_block, block_causal_mask, block_heads, cached_forward
+from .layers import RMSNorm, default_positions, fused_norm_layers, rope_cos_sin
 from .moe import Expert, SparseMoE
 
 MASK_ID, EOS_ID = 156895, 156892
@@ -176,12 +174,10 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, mask, layer, cache, step):
         H, Hk = self.H, self.Hk
         qkv = self.query_key_value(x)
-        if hasattr(self, "query_layernorm"):   # per-head RMSNorm of q and k, then partial RoPE (one pass)
-            qn = self.query_layernorm
-            heads = fused_qk_norm_rope(qkv, H, Hk, qn.weight, self.key_layernorm.weight, qn.eps, False, cos, sin)
-        else:
-            heads = fused_qkv_rope(qkv, H, Hk, cos, sin)
-        return self.dense(attend_block(heads, H, layer, cache, step, mask))
+        qn = getattr(self, "query_layernorm", None)   # per-head RMSNorm of q and k, then partial RoPE
+        norm = None if qn is None else (qn.weight, self.key_layernorm.weight, qn.eps, False)
+        heads = block_heads(qkv, H, Hk, cos, sin, norm, layer, cache, step)
+        return self.dense(attend_block(heads, H, layer, cache, step, mask, written=True))
 
 
 class Layer(nn.Module):

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .block_cache import BlockKVCache, attend_block, block_causal_mask, cached_forward
-from .layers import (add_rms_norm, default_positions, fuse_linears_, fused_norm_layers, fused_qk_norm_rope, fused_qkv_rope,
+from .block_cache import BlockKVCache, attend_block, block_causal_mask, block_heads, cached_forward
+from .layers import (add_rms_norm, default_positions, fuse_linears_, fused_norm_layers,
                      rms_norm, rms_norm_fp32_scale, rope_cos_sin, swiglu)
 
 
@@ -59,12 +59,10 @@ class Attention(nn.Module):
         B, W, _ = x.shape
         H, Hk = self.n_heads, self.n_kv
         qkv = F.linear(x, self.w_qkv, self.b_qkv)
-        if hasattr(self, "q_norm"):      # Qwen3: per-head RMSNorm of q and k, then RoPE (one pass)
-            qn = self.q_norm
-            heads = fused_qk_norm_rope(qkv, H, Hk, qn.weight, self.k_norm.weight, qn.eps, qn.fp32_scale, cos, sin)
-        else:
-            heads = fused_qkv_rope(qkv, H, Hk, cos, sin)
-        return self.o_proj(attend_block(heads, H, layer, cache, step, mask))
+        qn = getattr(self, "q_norm", None)   # Qwen3: per-head RMSNorm of q and k, then RoPE
+        norm = None if qn is None else (qn.weight, self.k_norm.weight, qn.eps, qn.fp32_scale)
+        heads = block_heads(qkv, H, Hk, cos, sin, norm, layer, cache, step)
+        return self.o_proj(attend_block(heads, H, layer, cache, step, mask, written=True))
 
 
 class MLP(nn.Module):
