@@ -86,7 +86,8 @@ class BlockStep:
         shared by the others."""
         if self.flat is None:
             B, W = self.write_idx.shape
-            self.flat = (self.rows.expand(B, W).reshape(-1), self.write_idx.reshape(-1))
+            # contiguous: at batch 1 the expanded rows would flatten to a view of stride 0
+            self.flat = (self.rows.expand(B, W).contiguous().view(-1), self.write_idx.contiguous().view(-1))
         return self.flat
 
 

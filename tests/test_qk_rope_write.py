@@ -54,3 +54,14 @@ def test_the_kernel_serves_only_after_agreeing_with_the_torch_passes(monkeypatch
         warnings.simplefilter("always")
         assert not k.trusted(qkv, H, Hk, cos, sin, None, cache, rows, slots, reference=lambda: qkv + 1)
     assert "differ from the torch passes" in str(w[-1].message) and "DLLM_TRITON_PROLOGUE=0" in str(w[-1].message)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_the_kernels_row_and_slot_per_fed_token_are_contiguous(B):
+    """The kernel reads rows[n] and slots[n] at n: at batch 1 an expanded row index would be a
+    stride-0 view (on the GPU an illegal memory access)."""
+    from models.block_cache import BlockKVCache
+    cache = BlockKVCache.empty(1, B, 1, 16, 16, 4, torch.float32, "cpu")
+    rows, slots = cache.step(torch.ones(B, 4, dtype=torch.bool), 0).flat_writes()
+    assert rows.is_contiguous() and rows.stride() == (1,) and slots.stride() == (1,)
+    assert rows.tolist() == [b for b in range(B) for _ in range(4)] and slots.tolist() == list(range(4)) * B
