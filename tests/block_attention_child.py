@@ -2,12 +2,13 @@
 against SDPA on the CPU (fp32), and whole block-causal decodes with and without them. Prints one
 JSON line."""
 import json
-import os
 
 import torch
 
+from kernels import block_attention as ba
 from kernels.block_attention import block_attention, sdpa
 from models.block_cache import BlockKVCache
+from triton_child import block_decodes_switched
 
 
 def kernel_case(B, W, H, Hkv, hd, length, seed):
@@ -27,29 +28,8 @@ def kernel_case(B, W, H, Hkv, hd, length, seed):
     return {"max_diff": (got - ref).abs().max().item(), "ref_max": ref.abs().max().item()}
 
 
-def decode_case():
-    from decoding.base import GenConfig
-    from kernels import block_attention as ba
-    from decoding.loop import decode
-    from decoding.registry import build_method, parse_methods
-    from models import load_model
-    out = {}
-    for name in ("sdar-tiny", "llada2-tiny", "fast-dllm-v2-tiny"):
-        m = load_model(name, no_weights=True)
-        gen = GenConfig(gen_length=16, block_length=m.block_size)
-        runs = []
-        for kernels in ("1", "0"):
-            os.environ["DLLM_TRITON_ATTN"] = kernels
-            torch.manual_seed(0)
-            r = decode(m, build_method(parse_methods("threshold")[0], gen), [[5, 6, 7, 8, 9], [10, 11, 12]], gen)
-            runs.append((r.tokens.tolist(), r.nfe.tolist()))
-        out[name] = {"equal": runs[0] == runs[1], "nfe": runs[0][1], "kernels_served": sorted(set(ba._trusted.values()))}
-        ba._trusted.clear()
-    return out
-
-
 if __name__ == "__main__":
     res = {f"B{B}_W{W}_H{H}_{Hkv}_hd{hd}": kernel_case(B, W, H, Hkv, hd, L, B + W + H)
            for B, W, H, Hkv, hd, L in ((1, 4, 4, 2, 16, 9), (2, 32, 6, 2, 32, 70), (3, 64, 7, 1, 16, 130))}
-    res["decode"] = decode_case()
+    res["decode"] = block_decodes_switched("DLLM_TRITON_ATTN", ba._trusted)
     print(json.dumps(res))

@@ -9,6 +9,7 @@ import torch
 from kernels import qk_rope_write as k
 from models.block_cache import BlockKVCache
 from models.layers import fused_qk_norm_rope, fused_qkv_rope, rope_cos_sin
+from triton_child import block_decodes_switched
 
 
 def kernel_case(H, Hk, hd, R, norm_kind, dtype, seed):
@@ -42,31 +43,11 @@ def kernel_case(H, Hk, hd, R, norm_kind, dtype, seed):
             "written": int((cache.kv[0][:, real] != 0).any(-1).any(-1).sum())}
 
 
-def decode_case():
-    from decoding.base import GenConfig
-    from decoding.loop import decode
-    from decoding.registry import build_method, parse_methods
-    from models import load_model
-    out = {}
-    os.environ["DLLM_TRITON_ATTN"] = "0"          # SDPA's attention either way: this kernel alone differs
-    for name in ("sdar-tiny", "llada2-tiny", "fast-dllm-v2-tiny"):
-        m = load_model(name, no_weights=True)
-        gen = GenConfig(gen_length=16, block_length=m.block_size)
-        runs = []
-        for on in ("1", "0"):
-            os.environ["DLLM_TRITON_PROLOGUE"] = on
-            torch.manual_seed(0)
-            r = decode(m, build_method(parse_methods("threshold")[0], gen), [[5, 6, 7, 8, 9], [10, 11, 12]], gen)
-            runs.append((r.tokens.tolist(), r.nfe.tolist()))
-        out[name] = {"equal": runs[0] == runs[1], "nfe": runs[0][1], "served": sorted(set(k._trusted.values()))}
-        k._trusted.clear()
-    return out
-
-
 if __name__ == "__main__":
     res = {}
     for H, Hk, hd, R, norm_kind in ((4, 2, 16, 8, "plain"), (6, 2, 32, 32, "fp32_scale"), (3, 1, 16, 16, None)):
         for dtype in (torch.float32, torch.bfloat16):
             res[f"H{H}_{Hk}_hd{hd}_R{R}_{norm_kind}_{str(dtype)[6:]}"] = kernel_case(H, Hk, hd, R, norm_kind, dtype, H + hd)
-    res["decode"] = decode_case()
+    os.environ["DLLM_TRITON_ATTN"] = "0"          # SDPA's attention either way: this kernel alone differs
+    res["decode"] = block_decodes_switched("DLLM_TRITON_PROLOGUE", k._trusted)
     print(json.dumps(res))
