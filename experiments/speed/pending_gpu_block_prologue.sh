@@ -12,9 +12,9 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 case "$1" in
 a)
   for c in fast-dllm-v2-7b sdar-8b; do
-    timeout 100 python experiments/gpu_checks/fast_vs_reference.py --config $c --batch 4 --prompt 256 --gen 64 \
+    timeout 160 python experiments/gpu_checks/fast_vs_reference.py --config $c --batch 4 --prompt 256 --gen 64 \
       > "$OUT/fast_vs_reference_$c.txt" 2>&1
-    grep "ALL EQUAL\|DIFF\|Error\|not used" "$OUT/fast_vs_reference_$c.txt" | sed "s/^/$c /"
+    grep "rows equal\|ALL EQUAL\|DIFFERENCES\|Error\|not used" "$OUT/fast_vs_reference_$c.txt" | sed "s/^/$c /"
   done
   for c in fast-dllm-v2-7b sdar-8b; do block_ab $c 90; done
   for f in /tmp/{old,new}_*.txt; do echo "== $f"; cat "$f"; done > "$OUT/bench_stdout.txt" ;;
