@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 
 from decoding import loop
-from decoding.contract import StepOutput
+from decoding.contract import StepOutput, positions_of_blocks
 from decoding.forward import verify_output
 from decoding.select import token_stats
 from . import graphs
@@ -201,7 +201,10 @@ class CapturedDecode:
         the rows at a block start (it rewrites their whole cache rows, the window's K/V included;
         a graph where it is one launch-bound row, as one row of LLaDA-8B is, else eager). Their
         outputs, merged as the reference merges them (decoding/cache.py, _merge: logits dense in
-        fp32), land in fixed buffers that the step graph of this kind reads."""
+        fp32), land in fixed buffers that the step graph of this kind reads. A method that reads
+        the logits rows of its blocks only (Reads.logits_blocks, no top-k history) gets those rows
+        alone, as the merged output's block_rows would give them ([B, blocks x block, V] in place
+        of [B, G, V])."""
         s, st, reads, every = self.state, self.forward.stepper, self.method.reads(), self.every
         start = (~s.rows.done) & (s.rows.step_in_block == 0)
         ri = start.nonzero().squeeze(1)                  # rows at a block start (the host knows the count)
@@ -210,26 +213,31 @@ class CapturedDecode:
             w_out, pos = calls.window(st, x, s.attn, s.rows.block, width, reads.hidden)
             w = st.window_output(every, w_out.logits, w_out.hidden, pos, 0.0, reads, None)
         r = st._refresh(ri, x[ri], s.attn[ri], s.rows.block[ri], self.method, reads, None)
+        blocks = reads.logits_blocks if reads.topk == 0 else 0
+        at = None if not blocks else positions_of_blocks((s.rows.block + 1) * st.BL, st.G, st.BL, blocks)
         if self.mixed_out is None:
             B, G = x.shape[0], st.G
             dev = x.device
+            rows = G if at is None else at.shape[1]
             self.mixed_out = StepOutput(
                 torch.zeros((B, G), dtype=torch.long, device=dev), torch.zeros((B, G), device=dev),
                 torch.zeros((B, G), dtype=torch.bool, device=dev),
-                None if r.logits is None else torch.zeros((B, G, r.logits.shape[-1]), device=dev),
-                None if r.hidden is None else r.hidden.new_zeros((B, G, r.hidden.shape[-1])))
+                None if r.logits is None else torch.zeros((B, rows, r.logits.shape[-1]), device=dev),
+                None if r.hidden is None else r.hidden.new_zeros((B, G, r.hidden.shape[-1])),
+                logits_at=None if at is None or r.logits is None else torch.zeros_like(at))
         buf = self.mixed_out
+        if buf.logits_at is not None:
+            buf.logits_at.copy_(at)
         if ri.numel() < self.n_active:
             for name in ("x0", "conf", "fresh"):
                 getattr(buf, name).copy_(getattr(w, name))
-            if buf.logits is not None:   # w.dense_logits(), written in place: no [B, G, V] temporaries
-                at = w.logits_at.unsqueeze(-1).expand(*w.logits.shape)   # a window's rows lie inside the region
-                buf.logits.zero_().scatter_(1, at, w.logits.float())
+            if buf.logits is not None:
+                merge_window_logits(buf, w)
             if buf.hidden is not None:
                 buf.hidden.copy_(w.hidden)
         buf.x0[ri], buf.conf[ri], buf.fresh[ri] = r.x0, r.conf, r.fresh
         if buf.logits is not None:
-            buf.logits[ri] = r.logits.float()
+            buf.logits[ri] = (r.logits if at is None else rows_of(r.logits, at[ri].clamp(max=st.G - 1))).float()
         if buf.hidden is not None:
             buf.hidden[ri] = r.hidden
         return buf
@@ -472,6 +480,27 @@ class CapturedDecode:
                 self.count(state)
         self.step_fns[kind], self.launched[kind] = step, launched
         return graphs.CapturedStep(lambda state: step(state, launched), self.state, copy_tree)
+
+
+def merge_window_logits(buf: StepOutput, w: StepOutput) -> None:
+    """Write a cache window's logits rows (w.logits at w.logits_at, inside the generated region) into
+    the merged buffer in fp32, zeros elsewhere: dense [B, G, V] where buf.logits_at is None, else
+    the rows at buf.logits_at, as the dense buffer's rows_at would read them."""
+    if buf.logits_at is None:   # written in place: no [B, G, V] temporaries
+        at = w.logits_at.unsqueeze(-1).expand(*w.logits.shape)
+        buf.logits.zero_().scatter_(1, at, w.logits.float())
+        return
+    B, W = w.logits_at.shape
+    G = w.x0.shape[1]
+    row = torch.full((B, G + 1), -1, dtype=torch.long, device=w.logits.device)   # window row of each position
+    row.scatter_(1, w.logits_at, torch.arange(W, device=row.device).expand(B, W))
+    j = row.gather(1, buf.logits_at.clamp(max=G - 1))
+    buf.logits.copy_(rows_of(w.logits, j.clamp(min=0))).masked_fill_((j < 0).unsqueeze(-1), 0.0)
+
+
+def rows_of(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t [b, N, V] at rows idx [b, K] (each in range) -> [b, K, V]."""
+    return t.gather(1, idx.unsqueeze(-1).expand(*idx.shape, t.shape[-1]))
 
 
 def contiguous(out: StepOutput) -> StepOutput:

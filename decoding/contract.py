@@ -26,6 +26,9 @@ class Reads:
     hidden: bool = False     # StepOutput.hidden: [b, G, d] last hidden states (zeros where not fresh)
     history: bool = False    # StepView.history: argmax, conf, stable steps, commit step (before this step)
     topk: int = 0            # ... and the previous distribution's top-k log-probs and ids (k = topk)
+    logits_blocks: int = 0   # with logits: decide's vocabulary statistics read only the rows of the
+                             # current block and the logits_blocks - 1 after it (StepOutput.block_rows),
+                             # so a step's output may hold only those; 0: rows at any position
     rng: bool = False        # draws random numbers from the run's generator
     host: bool = False       # syncs with the host or keeps Python-side state per step
     truncated: bool = False  # plan() may return truncated forwards (Plan.extent)
@@ -35,6 +38,8 @@ class Reads:
     def __post_init__(self):
         if self.topk < 0:
             raise ValueError(f"Reads.topk={self.topk} must be >= 0 (0: no top-k history)")
+        if self.logits_blocks < 0:
+            raise ValueError(f"Reads.logits_blocks={self.logits_blocks} must be >= 0 (0: rows at any position)")
 
 
 @dataclass
@@ -131,6 +136,12 @@ class StepOutput:
         rows = self.logits.gather(1, idx.unsqueeze(-1).expand(*idx.shape, self.logits.shape[-1]))
         return dataclasses.replace(self, logits=rows, logits_at=at)
 
+    def block_rows(self, view: "StepView", block_length: int, blocks: int = 1) -> "StepOutput":
+        """rows_at the positions of the row's current block and the `blocks - 1` after it: the rows a
+        method that declares Reads.logits_blocks = blocks reads (an output that holds only those,
+        acceleration's merged dual-cache step, is returned as it is)."""
+        return self.rows_at(block_positions(view, block_length, blocks))
+
     def dense_logits(self) -> torch.Tensor:
         """[b, G, V] fp32 logits, zeros at positions without a logits row."""
         return self.per_position(lambda lg: lg.float())
@@ -142,8 +153,12 @@ def block_positions(view: StepView, block_length: int, blocks: int = 1) -> torch
     None where the view has no block_end."""
     if view.block_end is None:
         return None
-    G = view.tokens.shape[1]
-    at = (view.block_end - block_length).unsqueeze(1) + torch.arange(blocks * block_length, device=view.tokens.device)
+    return positions_of_blocks(view.block_end, view.tokens.shape[1], block_length, blocks)
+
+
+def positions_of_blocks(block_end: torch.Tensor, G: int, block_length: int, blocks: int) -> torch.Tensor:
+    """block_positions from each row's block end [b] and the generated length G."""
+    at = (block_end - block_length).unsqueeze(1) + torch.arange(blocks * block_length, device=block_end.device)
     return torch.where(at >= G, G, at.clamp(min=0))
 
 

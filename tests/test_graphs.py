@@ -215,6 +215,7 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
     gens = [GenConfig(gen_length=48, block_length=16), GenConfig(gen_length=48, block_length=16, max_steps=7),
             GenConfig(gen_length=48, block_length=16, early_stop=False)]   # rows done after their last block
     one_row_refresh = False   # a step where one row starts a block: that row's refresh graph
+    blocks_read = False       # a mixed step's merged output holding its blocks' logits rows only
     for model, ids in cases:
         for spec, graphs_step in (("threshold:cache=dual", True), ("threshold:tau=0.5:cache=dual", True),
                                   ("fixed:steps=24:cache=dual", True), ("localleap:cache=dual", True),
@@ -241,11 +242,16 @@ def test_graphed_dual_cache_steps_equal_the_eager_loop(builtin_model, prompts, m
                 if graphs_step:
                     (kept,) = dec.pool.decodes.values()
                     assert not eager_steps, where                               # mixed steps are captured too
+                    merged = getattr(kept, "mixed_out", None)
+                    if merged is not None and merged.logits is not None:   # only the blocks' rows where the method reads only those
+                        reads = method(spec, gen).reads()
+                        assert (merged.logits_at is not None) == (reads.logits_blocks > 0 and not reads.topk), where
+                        blocks_read |= merged.logits_at is not None
                     if model is builtin_model and spec.startswith(("threshold", "klass")) and gen.max_steps is None:
                         assert 0 < kept.replays.get("mixed", 0) < int(graphed.steps.max()), where
                         (cache_graphs,) = [g for _, g in dec.pool.caches.values() if g]
                         one_row_refresh |= any(k[0] == "refresh" and not k[-1] for k in cache_graphs)
-    assert one_row_refresh
+    assert one_row_refresh and blocks_read
 
 
 def test_mixed_dual_cache_steps_run_eagerly_when_switched_off(builtin_model, prompts, monkeypatch):

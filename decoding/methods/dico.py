@@ -27,7 +27,7 @@ import torch
 from kernels.topk import top2_values
 
 from ..base import Method
-from ..contract import Decision, Reads, StepOutput, StepView, block_positions
+from ..contract import Decision, Reads, StepOutput, StepView
 from ..rules.dico import dico_decide
 
 
@@ -44,7 +44,7 @@ class DiCoConfig:                 # every default is ours (no public rule)
 class DiCoMethod(Method):
     name = "dico"
     Config = DiCoConfig
-    READS = Reads(logits=True, history=True)
+    READS = Reads(logits=True, history=True, logits_blocks=1)
 
     def validate(self) -> None:
         c = self.cfg
@@ -59,7 +59,7 @@ class DiCoMethod(Method):
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
         c, h = self.cfg, view.history
-        margin = out.rows_at(block_positions(view, self.gen.block_length)).per_position(top2_margin)   # candidates only
+        margin = out.block_rows(view, self.gen.block_length).per_position(top2_margin)   # candidates only
         run = torch.where(out.x0 != h.argmax, 0, h.stable + 1)   # steps since the argmax last changed
         return Decision(dico_decide(out.conf, margin, run, view.candidates, tau_seed=c.tau_seed,
                                     min_stable=c.min_stable, radius=c.radius, tau_cluster=c.tau_cluster,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base import Method
-from ..contract import Decision, Reads, StepOutput, StepView, block_positions
+from ..contract import Decision, Reads, StepOutput, StepView
 from ..select import entropy, entropy_budget_commit
 
 
@@ -22,7 +22,7 @@ class EBConfig:
 class EBMethod(Method):
     name = "eb"
     Config = EBConfig
-    READS = Reads(logits=True)
+    READS = Reads(logits=True, logits_blocks=1)
 
     def validate(self) -> None:
         if self.cfg.gamma < 0:
@@ -34,4 +34,4 @@ class EBMethod(Method):
 
 def block_entropy(view: StepView, out: StepOutput, block_length: int):
     """[b, G] entropy at the current block's positions (the candidates lie there; log V elsewhere)."""
-    return out.rows_at(block_positions(view, block_length)).per_position(entropy)
+    return out.block_rows(view, block_length).per_position(entropy)

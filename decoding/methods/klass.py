@@ -99,8 +99,8 @@ class KLASSMethod(Method):
 
     def reads(self) -> Reads:
         if self.cfg.kl == "topk":
-            return Reads(logits=True, history=True, topk=self.cfg.topk)
-        return Reads(logits=True)
+            return Reads(logits=True, history=True, topk=self.cfg.topk, logits_blocks=2)
+        return Reads(logits=True, logits_blocks=2)
 
     def start(self, batch_size, device, generator=None) -> None:
         G = self.gen.gen_length
@@ -159,7 +159,7 @@ class KLASSMethod(Method):
             self.run = torch.zeros((B, G), dtype=torch.long, device=fresh.device)
             self.seen = torch.zeros((B, G), dtype=torch.bool, device=fresh.device)
             self.ring = None
-        out = out.rows_at(block_positions(view, self.gen.block_length, blocks=2))   # see the module docstring
+        out = out.block_rows(view, self.gen.block_length, blocks=2)   # see the module docstring
         kl, kept = self.kl(view, out)
         run = torch.where(fresh, stable_run(self.run[rows], kl, c.kl_tol), self.run[rows])
         self.run[rows] = run

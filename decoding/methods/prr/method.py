@@ -96,7 +96,7 @@ class PRRMethod(Method):
         features) and the history; the recorder copies to the host, and so does profile=true."""
         learned = self.ctrl is not None or self.recorder is not None
         return Reads(logits=learned or self.cfg.conf == "top50", hidden=learned, history=learned,
-                     host=self.recorder is not None or self.cfg.profile)
+                     host=self.recorder is not None or self.cfg.profile, logits_blocks=1)
 
     def start(self, batch_size, device, generator=None) -> None:
         self.quota = self.quota.to(device)
@@ -158,7 +158,7 @@ class PRRMethod(Method):
         return out.per_position(top50_confidence, out.x0, fill=0.0)   # read at candidates only
 
     def decide(self, view: StepView, out: StepOutput) -> Decision:
-        out = out.rows_at(block_positions(view, self.gen.block_length))   # vocabulary statistics: candidates only
+        out = out.block_rows(view, self.gen.block_length)   # vocabulary statistics: candidates only
         s, feats = self.timed_progress(view, out) if self.cfg.profile else self.progress(view, out)
         k = self.quota[view.step_in_block.clamp(max=self.steps_per_block - 1)]
         if self.cfg.controller == "off":
