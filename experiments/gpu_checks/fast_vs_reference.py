@@ -9,6 +9,7 @@ decode (acceleration/captured_block.py).
     python experiments/gpu_checks/fast_vs_reference.py --config llada-8b --batch 8 --gen 128
     python experiments/gpu_checks/fast_vs_reference.py --config sdar-8b --batch 8 --gen 128
     python experiments/gpu_checks/fast_vs_reference.py --config sdar-8b --batch 4 --suffix ,append=separate
+    python experiments/gpu_checks/fast_vs_reference.py --only cache=dual --save /tmp/fast.pt   # to compare trees
 
 Prints one line per method: rows with equal tokens and NFE, and the mean NFE per row.
 """
@@ -42,6 +43,8 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--only", default="", help="run only the method specs containing this text, e.g. cache=dual")
     ap.add_argument("--suffix", default="", help="settings added to every spec, e.g. ,append=separate")
+    ap.add_argument("--save", default="", help="write the fast path's tokens and NFE per spec here (torch.save), "
+                    "to compare two trees")
     a = ap.parse_args()
     model = load_model(a.config, device=a.device, dtype=torch.bfloat16 if a.device == "cuda" else torch.float32, no_weights=True)
     g = torch.Generator(device=a.device).manual_seed(0)
@@ -53,7 +56,7 @@ def main():
     block_causal = model.regime == "block_causal"
     gen = GenConfig(gen_length=a.gen, block_length=default_block(model) if block_causal else a.block)
     decoder = Decoder(model)
-    all_equal = True
+    all_equal, saved = True, {}
     cfg = model.module.cfg
     specs = all_methods(model, getattr(cfg, "d_model", None) or cfg.hidden_size)
     if block_causal:      # no cache modes, no truncated forwards (decoding/block_causal.check)
@@ -65,10 +68,13 @@ def main():
         same = ((fast.tokens == ref.tokens).all(1) & (fast.nfe == ref.nfe)
                 & (fast2.tokens == ref.tokens).all(1) & (fast2.nfe == ref.nfe))
         all_equal &= bool(same.all())
+        saved[spec] = {"tokens": fast.tokens.cpu(), "nfe": fast.nfe.cpu()}
         label = spec if "controller=" not in spec else "prr(random controller)" + spec[spec.find(",cache"):] * (",cache" in spec)
         print(f"{label}: {int(same.sum())}/{a.batch} rows equal (tokens, NFE; fast path twice), "
               f"mean NFE/row {ref.nfe.float().mean():.1f}", flush=True)
     print("ALL EQUAL" if all_equal else "DIFFERENCES FOUND")
+    if a.save:
+        torch.save(saved, a.save)
 
 
 if __name__ == "__main__":
