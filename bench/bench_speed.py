@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from bench.measure import EventForwardTimer
+from bench.measure import EventForwardTimer, UnqueuedEventForwardTimer
 from models import load_model
 from models.calibrate import calibrate_confidence_
 from models.layers import CacheCall
@@ -271,6 +271,9 @@ def run(args) -> dict:
                    "overhead_in_loop_pct": None if ahead or cut else 100 * (total - fwd_in_loop) / total}
             if mix:
                 row["forward_s_sustained"] = sustained
+            if ahead:   # the forwards of steps queued ahead are not timed: time them in a decode that queues none
+                row.update(unqueued_forwards(lambda: decoder(build_method(parse_methods(spec)[0], gen), prompts, gen),
+                                             UnqueuedEventForwardTimer(model, [dev]), steps, step))
             if m.cache == "none":   # the decode's forwards back to back: the forwards under sustained load
                 again = decoder.pool.full_graph(x, None, False, P)   # the loop's graph (kept in the pool)
                 call = (lambda: again(x, None)) if again is not None else (lambda: model.forward(x, None, logits_from=P))
@@ -297,6 +300,10 @@ def run(args) -> dict:
                                   for k, v in row["ab"].items())
                       + "".join(f"; STEPS DIFFER {v['steps_differ']}" for v in row["ab"].values()
                                 if "steps_differ" in v), flush=True)
+            if "forward_s_per_step_unqueued" in row:
+                in_loop += (f"; its forwards timed inside a decode with none queued ahead "
+                            f"{row['forward_s_per_step_unqueued'] * 1e3:.2f} ms/step: {row['overhead_vs_unqueued_pct']:.2f}%"
+                            + (f" ({row['unqueued_steps_differ']})" if "unqueued_steps_differ" in row else ""))
             print(f"b={b} decode {spec}: {steps} steps, {step * 1e3:.2f} ms/step; {in_loop}; "
                   f"against the forward timed apart {fwd * 1e3:.2f} ms: {row['overhead_pct']:.2f}%"
                   + (f"; its {steps} forwards back to back {row['forward_s_sustained'] * 1e3:.2f} ms each: "
@@ -308,6 +315,24 @@ def run(args) -> dict:
         out["batches"][str(b)] = r
         torch.cuda.empty_cache()
     return out
+
+
+def unqueued_forwards(decode, timer, steps: int, step_s: float) -> dict:
+    """The forwards of a decode timed inside a second decode of the same method with no step queued
+    ahead (`timer`: an UnqueuedEventForwardTimer), per step of the first decode's `steps`, and the
+    first decode's overhead against them (its step time `step_s`); a second decode that takes other
+    steps is recorded and gives no overhead."""
+    with timer:
+        res = decode()
+    fwd, calls = timer.take()
+    again = int(res.steps.max())
+    row = {"forward_s_per_step_unqueued": fwd / again, "forward_calls_unqueued": calls}
+    if again != steps:
+        row["unqueued_steps_differ"] = f"{again} steps with none queued ahead, the timed decode {steps}"
+        row["overhead_vs_unqueued_pct"] = None
+    else:
+        row["overhead_vs_unqueued_pct"] = 100 * (step_s - fwd / steps) / step_s
+    return row
 
 
 def cut_lengths(decode, replays_before: dict) -> dict:

@@ -423,3 +423,12 @@ class EventForwardTimer(ForwardTimer):
         out = (sum(a.elapsed_time(b) for a, b in self.events) / 1000, len(self.events))
         self.events = []
         return out
+
+
+class UnqueuedEventForwardTimer(EventForwardTimer):
+    """EventForwardTimer with no step queued ahead: every forward of the decode is timed by its
+    events, the steps queued ahead included (each then runs after the host's sync, as its own
+    forward graph and step graph). bench_speed times a decode that queued steps ahead against the
+    forwards of this second decode of the same steps."""
+
+    queues_ahead = False

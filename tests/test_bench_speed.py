@@ -103,3 +103,39 @@ def test_dual_forwards_back_to_back_run_every_steps_forwards():
     mixed = ["window", ("rows", [0, 1])]
     warm = ["refresh", "window", *mixed, "sync"]
     assert calls == warm + ["refresh"] * 2 + ["window"] * 3 + mixed * 2 + ["sync"]
+
+
+def test_unqueued_forwards_time_a_second_decode_and_give_the_overhead_against_them():
+    """A decode that queued steps ahead is set against the forwards of a second decode with none
+    queued ahead; a second decode of other steps is recorded and gives no overhead."""
+    from bench.bench_speed import unqueued_forwards
+
+    class Timer:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def take(self):
+            return 0.8, 12
+    decode = lambda n: (lambda: SimpleNamespace(steps=torch.tensor([n, n - 2])))
+    row = unqueued_forwards(decode(10), Timer(), steps=10, step_s=0.1)
+    assert row["forward_s_per_step_unqueued"] == pytest.approx(0.08) and row["forward_calls_unqueued"] == 12
+    assert row["overhead_vs_unqueued_pct"] == pytest.approx(20.0)
+    row = unqueued_forwards(decode(11), Timer(), steps=10, step_s=0.1)
+    assert row["overhead_vs_unqueued_pct"] is None
+    assert row["unqueued_steps_differ"] == "11 steps with none queued ahead, the timed decode 10"
+
+
+def test_the_unqueued_event_timer_queues_no_step_ahead_inside_its_context():
+    from acceleration.captured import CapturedDecode
+    from bench.measure import EventForwardTimer, UnqueuedEventForwardTimer
+    from models import load_model
+    model = load_model("tiny", no_weights=True)
+    queue = CapturedDecode.queue_ahead
+    with EventForwardTimer(model, []):
+        assert CapturedDecode.queue_ahead is queue                 # the plain event timer leaves it on
+    with UnqueuedEventForwardTimer(model, []):
+        assert CapturedDecode.queue_ahead(None, "window") is None   # no GuardedStep replayed
+    assert CapturedDecode.queue_ahead is queue
