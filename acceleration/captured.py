@@ -213,7 +213,7 @@ class CapturedDecode:
             w_out, pos = calls.window(st, x, s.attn, s.rows.block, width, reads.hidden)
             w = st.window_output(every, w_out.logits, w_out.hidden, pos, 0.0, reads, None)
         r = st._refresh(ri, x[ri], s.attn[ri], s.rows.block[ri], self.method, reads, None)
-        blocks = reads.logits_blocks if reads.topk == 0 else 0
+        blocks = reads.logits_blocks if reads.logits and not reads.topk else 0
         at = None if not blocks else positions_of_blocks((s.rows.block + 1) * st.BL, st.G, st.BL, blocks)
         if self.mixed_out is None:
             B, G = x.shape[0], st.G
