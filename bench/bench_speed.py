@@ -271,7 +271,8 @@ def run(args) -> dict:
                    "overhead_in_loop_pct": None if ahead or cut else 100 * (total - fwd_in_loop) / total}
             if mix:
                 row["forward_s_sustained"] = sustained
-            if ahead:   # the forwards of steps queued ahead are not timed: time them in a decode that queues none
+            if ahead and not cut:   # queued steps' forwards are not timed: time them in a decode that queues none
+                # (not for truncated steps: their graph holds the forward and the decision, timed as one)
                 row.update(unqueued_forwards(lambda: decoder(build_method(parse_methods(spec)[0], gen), prompts, gen),
                                              UnqueuedEventForwardTimer(model, [dev]), steps, step))
             if m.cache == "none":   # the decode's forwards back to back: the forwards under sustained load
