@@ -1,0 +1,64 @@
+"""GPU probe: a block step's attention alone, SDPA (what serves at batch 4 and 8 for blocks of 32)
+against kernels/block_attention.py's Triton kernels at several program counts, on the shapes of
+Fast-dLLM v2 7B (28 q heads, 4 kv), LLaDA2.0-mini (16 q heads, 4 kv) and SDAR-8B (32 q heads, 8 kv),
+head dim 128, bf16, a cache of K slots of which the first `seen` are the prefix, the fed block seeing
+itself. Each call is timed as a CUDA graph of 20 calls replayed (events), per call; the Triton
+output's largest difference from SDPA's is printed beside it.
+
+    python experiments/speed/block_attention_batch_probe.py [--K 832] [--seen 640]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import kernels.block_attention as ba  # noqa: E402
+from bench.bench_speed import cuda_time  # noqa: E402
+
+SHAPES = {"fast-dllm-v2-7b": (28, 4), "llada2-mini": (16, 4), "sdar-8b": (32, 8)}
+
+
+def graphed(fn, calls: int = 20):
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(calls):
+            fn()
+    return lambda: g.replay(), calls
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--K", type=int, default=832)
+    ap.add_argument("--seen", type=int, default=640)
+    ap.add_argument("--programs", default="264,528,1056")
+    a = ap.parse_args()
+    dev, hd = "cuda", 128
+    print(torch.cuda.get_device_name(), f"K={a.K}, prefix seen {a.seen}", flush=True)
+    for name, (H, Hkv) in SHAPES.items():
+        for W in ((4, 8) if name == "sdar-8b" else (32, 64)):
+            for B in (1, 2, 4, 8):
+                g = torch.Generator(device=dev).manual_seed(0)
+                qkv = torch.randn(B, W, H + 2 * Hkv, hd, device=dev, dtype=torch.bfloat16, generator=g)
+                kv = torch.randn(B, a.K, 2 * Hkv, hd, device=dev, dtype=torch.bfloat16, generator=g)
+                key_mask = torch.zeros(B, 1, W, a.K, dtype=torch.bool, device=dev)
+                key_mask[..., :a.seen + W] = True
+                mask = torch.zeros(key_mask.shape, dtype=torch.bfloat16, device=dev).masked_fill_(~key_mask, -65504.0)
+                ref = ba.sdpa(qkv, H, kv, mask)
+                fn, n = graphed(lambda: ba.sdpa(qkv, H, kv, mask))
+                line = [f"{name} W={W} B={B}: sdpa {cuda_time(fn) / n * 1e6:.1f} us"]
+                for p in (int(x) for x in a.programs.split(",")):
+                    ba.MIN_PROGRAMS = p
+                    err = (ba.block_attention(qkv, H, kv, key_mask).float() - ref.float()).abs().max().item()
+                    fn, n = graphed(lambda: ba.block_attention(qkv, H, kv, key_mask))
+                    line.append(f"triton@{p} {cuda_time(fn) / n * 1e6:.1f} us (err {err:.2g})")
+                print("; ".join(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
