@@ -189,6 +189,7 @@ class FedBlock:
     hidden: torch.Tensor | None        # [B, bs, d] when the method reads hidden states
     stale_first: torch.Tensor | None   # [B] bool: position 0 not computed by this forward (logit-shifted
                                        # models: its logit comes from the forward that fed the token before)
+    stats_shifted: bool = False        # logits unshifted: position i takes the statistics of row i - 1
 
 
 CAPACITY_MULTIPLE = 64
@@ -366,7 +367,11 @@ class BlockForward:
         first, append = self._fed(state, act)
         logits, hidden = self._feed(state, first + bs, append + bs, act, append, bs + int(self.shift), width)
         stale_first = None
-        if self.ar:         # block position i reads logit i - 1, position 0 its own (Fast-dLLM v2)
+        if self.ar and not self.method.temperature > 0 and not self.reads.logits:
+            # block position i reads logit i - 1, position 0 its own (Fast-dLLM v2): greedy statistics
+            # are per row, so block_stats shifts the statistics of the block's rows, not a copy of the logits
+            return FedBlock(first, logits[:, -bs:], hidden[:, -bs:] if self.reads.hidden else None, None, True)
+        if self.ar:
             lb = logits[:, -bs:]
             lb = torch.cat([lb[:, :1], lb[:, :-1]], 1)
         elif self.shift:    # position 0 reads the token before the block: fed only with an append
@@ -385,6 +390,8 @@ class BlockForward:
         sel = (lambda t: t) if rows is None else (lambda t: None if t is None else t[rows])
         lb = sel(fed.logits)
         x0, conf = token_stats(lb, self.method.temperature, self.generator)
+        if fed.stats_shifted:
+            x0, conf = torch.cat([x0[:, :1], x0[:, :-1]], 1), torch.cat([conf[:, :1], conf[:, :-1]], 1)
         return BlockStats(sel(fed.first), sel(fed.stale_first), x0, conf.float(),
                           lb if self.reads.logits else None, sel(fed.hidden))
 

@@ -93,6 +93,37 @@ def test_fast_dllm_v2_equals_its_reference_decoder(models, sub):
             assert int(r.nfe[0]) == ref.nfe, (P, sub, stop)
 
 
+def test_fast_dllm_v2_greedy_statistics_are_shifted_instead_of_the_logits(models, monkeypatch):
+    """A greedy method that reads no logits gets the statistics of the block's own logit rows,
+    shifted by one position, instead of those of a shifted copy of the logits: every step's proposals and
+    confidences, and the tokens and NFE, equal a decode of the same method made to read the logits
+    (the shifted copy), batched with left padding."""
+    import decoding.block_causal as bc
+    m = models["fast-dllm-v2-tiny"]
+    gen = GenConfig(gen_length=24, block_length=4)
+    prompts = [prompt_of(P) for P in (5, 11, 16)]
+    seen = []
+    stats = bc.BlockForward.block_stats
+
+    def spy(self, rows, fed):
+        st = stats(self, rows, fed)
+        seen.append((fed.stats_shifted, st.x0.clone(), st.conf.clone()))
+        return st
+    monkeypatch.setattr(bc.BlockForward, "block_stats", spy)
+    r = decode(m, method("threshold:tau=0.6", gen), prompts, gen)
+    fast, seen = seen, []
+    reading = method("threshold:tau=0.6", gen)
+    reads = reading.reads()
+    reading.reads = lambda: dataclasses.replace(reads, logits=True)
+    ref = decode(m, reading, prompts, gen)
+    assert fast and all(f[0] for f in fast) and not any(s[0] for s in seen)
+    assert len(fast) == len(seen)
+    for (_, x0, conf), (_, x0_ref, conf_ref) in zip(fast, seen):
+        assert torch.equal(x0, x0_ref) and torch.equal(conf, conf_ref)
+    assert torch.equal(r.tokens, ref.tokens) and torch.equal(r.nfe, ref.nfe)
+    assert int(r.nfe.max()) < 24                                           # multi-token commits happened
+
+
 @pytest.mark.parametrize("name", ["sdar-tiny", "llada2-tiny", "fast-dllm-v2-tiny"])
 def test_left_padded_batch_equals_single_runs(models, name):
     """Rows with different prompt tails (one with none: its region starts a block later) decode

@@ -23,14 +23,16 @@ ab() {
   grep -h "decode\|window step\|Error" "$OUT/$1_new.txt" | sed "s/^/$1 new /"
 }
 
-# block_ab CONFIG [SECONDS]: bench_speed's batch-1 block decode (prompt 512, gen 256, threshold) of the
-# old tree (.old), then this one; JSON in $OUT/{old,new}_CONFIG.json, text in /tmp, the lines that matter.
+# block_ab CONFIG [SECONDS] [BATCH]: bench_speed's block decode (prompt 512, gen 256, threshold; batch 1
+# unless BATCH) of the old tree (.old), then this one; JSON in $OUT/{old,new}_CONFIG[_bBATCH].json, text
+# in /tmp, the lines that matter.
 block_ab() {
-  local c=$1 tree dir
+  local c=$1 b=${3:-1} tree dir name
+  name=$c; [ "$b" != 1 ] && name=${c}_b$b
   for tree in old new; do
     dir=.; [ $tree = old ] && dir=.old
-    (cd $dir && timeout "${2:-150}" python -m bench.bench_speed --config "$c" --prompt 512 --gen 256 --batch 1 \
-       --methods threshold --out "$OUT/${tree}_$c.json") > "/tmp/${tree}_$c.txt" 2>&1
-    grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error\|not used" "/tmp/${tree}_$c.txt" | sed "s/^/$tree $c /"
+    (cd $dir && timeout "${2:-150}" python -m bench.bench_speed --config "$c" --prompt 512 --gen 256 --batch "$b" \
+       --methods threshold --out "$OUT/${tree}_$name.json") > "/tmp/${tree}_$name.txt" 2>&1
+    grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error\|not used" "/tmp/${tree}_$name.txt" | sed "s/^/$tree $name /"
   done
 }
