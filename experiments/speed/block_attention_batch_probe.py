@@ -2,7 +2,8 @@
 against kernels/block_attention.py's Triton kernels at several program counts, on the shapes of
 Fast-dLLM v2 7B (28 q heads, 4 kv), LLaDA2.0-mini (16 q heads, 4 kv) and SDAR-8B (32 q heads, 8 kv),
 head dim 128, bf16, a cache of K slots of which the first `seen` are the prefix, the fed block seeing
-itself. Each call is timed as a CUDA graph of 20 calls replayed (events), per call; the Triton
+itself. SDPA is timed as it serves (cuDNN on an H100) and forced to its memory-efficient kernel
+(`sdpa[efficient]`), which also takes the additive mask. Each call is timed as a CUDA graph of 20 calls replayed (events), per call; the Triton
 output's largest difference from SDPA's is printed beside it.
 
     python experiments/speed/block_attention_batch_probe.py [--K 832] [--seen 640]
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import kernels.block_attention as ba  # noqa: E402
@@ -52,6 +54,13 @@ def main():
                 ref = ba.sdpa(qkv, H, kv, mask)
                 fn, n = graphed(lambda: ba.sdpa(qkv, H, kv, mask))
                 line = [f"{name} W={W} B={B}: sdpa {cuda_time(fn) / n * 1e6:.1f} us"]
+                try:
+                    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+                        err = (ba.sdpa(qkv, H, kv, mask).float() - ref.float()).abs().max().item()
+                        fn, n = graphed(lambda: ba.sdpa(qkv, H, kv, mask))
+                    line.append(f"sdpa[efficient] {cuda_time(fn) / n * 1e6:.1f} us (err {err:.2g})")
+                except RuntimeError as e:   # no GQA or no such mask in this build's kernel
+                    line.append(f"sdpa[efficient] not run ({str(e).splitlines()[0][:80]})")
                 for p in (int(x) for x in a.programs.split(",")):
                     ba.MIN_PROGRAMS = p
                     err = (ba.block_attention(qkv, H, kv, key_mask).float() - ref.float()).abs().max().item()
