@@ -46,14 +46,15 @@ def grouped_products(x, token, offs):   # as models/moe.py runs them without ker
 
 for T in (32, 256):
     x = torch.randn(T, 2048, device="cuda", generator=g).bfloat16()
+    logits = torch.nn.functional.linear(x.float(), weight)
     with compiling_for_graph():
-        ref = _route_steps(x, weight, bias, 8, 8, 4, 2.5)
+        ref = _route_steps(logits, bias, 8, 8, 4, 2.5)
         ref_group = _group_by_expert(ref[0].reshape(-1), 256, 8)
     new = _route_select_triton(torch.nn.functional.linear(x.float(), weight), bias, 8, 8, 4, 2.5)
     new_group = _group_pairs_triton(ref[0].reshape(-1), 256, 8)
     same = (ref[0] == new[0]).all(-1).float().mean().item()
     flat = ref[0].reshape(-1)
-    t = {"route, reference steps": graphed_us(lambda: _route_steps(x, weight, bias, 8, 8, 4, 2.5)),
+    t = {"route, reference steps": graphed_us(lambda: _route_steps(logits, bias, 8, 8, 4, 2.5)),
          "route, kernel": graphed_us(lambda: _route_select_triton(torch.nn.functional.linear(x.float(), weight),
                                                                   bias, 8, 8, 4, 2.5)),
          "group, reference": graphed_us(lambda: _group_by_expert(flat, 256, 8)),
