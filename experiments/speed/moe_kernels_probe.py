@@ -4,7 +4,8 @@ same order, the weights' largest difference), the grouping of the pairs (kernels
 equal outputs) and the experts' two products (kernels/moe_experts.py: the largest difference
 against the grouped products), each timed under a CUDA graph beside its reference as the model
 runs it on the GPU (compiled); then the expert products of 32 tokens routed among 27 and among 8
-experts (as a decode's blocks route) for several tiles.
+experts (as a decode's blocks route) for several tiles, on a grid of every expert and of the active
+ones only, beside a copy of the active experts' bytes.
 
     python experiments/speed/moe_kernels_probe.py
 """
@@ -87,5 +88,19 @@ for A in (27, 8):
         got = _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st).float()
         t[f"kernels {bn}x{bk}/{st} (max diff {(got - want).abs().max().item():.3g})"] = graphed_us(
             lambda: _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st))
+    # The same products with a grid of the active experts only (their weights copied apart, the ids
+    # renumbered): what the programs of the experts without pairs cost; and a copy of those bytes.
+    active = torch.unique(pool)
+    rank = torch.full((256,), -1, dtype=torch.long, device="cuda")
+    rank[active] = torch.arange(A, device="cuda")
+    token_a, offs_a, _ = _group_by_expert(rank[pool[pick]].reshape(-1), A, 8)
+    gate_up_a, down_a = gate_up[active].contiguous(), down[active].contiguous()
+    got = _expert_products_triton(x, token_a, offs_a, gate_up_a, down_a).float()
+    t[f"kernels, grid of the {A} active experts (max diff {(got - want).abs().max().item():.3g})"] = graphed_us(
+        lambda: _expert_products_triton(x, token_a, offs_a, gate_up_a, down_a))
+    flat_bytes = torch.cat([gate_up_a.reshape(-1), down_a.reshape(-1)])
+    copy_us = graphed_us(lambda: flat_bytes.clone())
+    t[f"copy of their {flat_bytes.numel() * 2 / 1e6:.0f} MB ({4 * flat_bytes.numel() / copy_us / 1e6:.2f} TB/s "
+      "read + write)"] = copy_us
     print(f"32 tokens over {A} experts, expert products graphed: " + ", ".join(f"{k} {v:.1f} us" for k, v in t.items()),
           flush=True)
