@@ -44,19 +44,24 @@ if triton is not None:
                                    _softmax_tile)
 
 BLOCK_N = 32          # keys per tile
-MIN_PROGRAMS = 264    # ~2 per SM of an H100/H200
+MIN_PROGRAMS = 264    # ~2 per SM of an H100/H200: steps wider than ONE_BLOCK
+MIN_PROGRAMS_ONE_BLOCK = 528   # ~4 per SM: steps of at most ONE_BLOCK tokens (faster at batch 1-8)
 MAX_CHUNKS = 16       # the combine holds the chunks of a row in registers
 
 
 NARROW = 16   # fed tokens up to which SDPA's 64-query tiles are mostly empty: the kernels at any batch
+ONE_BLOCK, MAX_BATCH = 32, 8   # a step of one block of 32 at batch up to 8: the kernels too
 
 
 def available(qkv: torch.Tensor, n_heads: int) -> bool:
     """Whether a block step's attention over qkv [B, W, H + 2 H_kv, hd] takes these kernels: where
     they can run (window_attention.supported) and either SDPA's kernel would fill at most half the
-    SMs (as for the window kernels) or the step feeds at most NARROW tokens (SDAR's block of 4: SDPA
-    computes 64 query rows for every 4)."""
-    return window_attention.supported(qkv) and (qkv.shape[1] <= NARROW or window_attention.available(qkv, n_heads))
+    SMs (as for the window kernels), or the step feeds at most NARROW tokens (SDAR's block of 4: SDPA
+    computes 64 query rows for every 4), or at most ONE_BLOCK tokens at batch up to MAX_BATCH (where
+    they beat cuDNN's SDPA at every shape timed: experiments/speed/block_attention_batch_probe.py)."""
+    B, W = qkv.shape[:2]
+    return window_attention.supported(qkv) and (W <= NARROW or (W <= ONE_BLOCK and B <= MAX_BATCH)
+                                                or window_attention.available(qkv, n_heads))
 
 
 def sdpa(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -77,7 +82,7 @@ def block_attention(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask:
     n_kv = kv.shape[2] // 2
     K = kv.shape[1]
     assert qkv.stride(-1) == 1 and kv.stride(-1) == 1 and key_mask.shape == (B, 1, W, K) and key_mask.stride(-1) == 1
-    per_head = max(1, MIN_PROGRAMS // (B * n_heads))
+    per_head = max(1, (MIN_PROGRAMS_ONE_BLOCK if W <= ONE_BLOCK else MIN_PROGRAMS) // (B * n_heads))
     chunk = triton.cdiv(triton.cdiv(K, per_head), BLOCK_N) * BLOCK_N
     chunk = max(chunk, triton.cdiv(K, MAX_CHUNKS * BLOCK_N) * BLOCK_N)
     splits = triton.cdiv(K, chunk)

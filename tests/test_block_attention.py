@@ -48,3 +48,18 @@ def test_the_kernels_serve_only_after_agreeing_with_sdpa_on_their_first_input(mo
         assert ba.trusted(qkv, 4, kv, km, mask) is served        # kept: checked once
     msgs = [str(w.message) for w in caught]
     assert (msgs == []) if served else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_ATTN=0" in msgs[0])
+
+
+@pytest.mark.parametrize("B, W, H, takes", [
+    (1, 64, 28, True),     # SDPA would fill at most half the SMs
+    (8, 4, 32, True),      # SDAR's narrow blocks, any batch
+    (8, 32, 28, True),     # one block at batch up to 8 (faster than cuDNN's SDPA on an H100)
+    (4, 64, 28, False),    # two blocks from batch 4 on: SDPA
+    (16, 32, 28, False),   # one block past batch 8: SDPA
+])
+def test_which_step_attention_the_kernels_take_on_a_gpu(monkeypatch, B, W, H, takes):
+    from kernels import window_attention as wa
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(wa, "supported", lambda qkv: True)
+    monkeypatch.setattr(wa, "_gpu", lambda device: (132, 9))   # an H100's SMs
+    assert ba.available(torch.empty(B, W, H + 8, 128), H) is takes

@@ -62,7 +62,7 @@ def main():
                 except RuntimeError as e:   # no GQA or no such mask in this build's kernel
                     line.append(f"sdpa[efficient] not run ({str(e).splitlines()[0][:80]})")
                 for p in (int(x) for x in a.programs.split(",")):
-                    ba.MIN_PROGRAMS = p
+                    ba.MIN_PROGRAMS = ba.MIN_PROGRAMS_ONE_BLOCK = p
                     err = (ba.block_attention(qkv, H, kv, key_mask).float() - ref.float()).abs().max().item()
                     fn, n = graphed(lambda: ba.block_attention(qkv, H, kv, key_mask))
                     line.append(f"triton@{p} {cuda_time(fn) / n * 1e6:.1f} us (err {err:.2g})")
