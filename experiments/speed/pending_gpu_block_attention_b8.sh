@@ -6,7 +6,7 @@
 #   bash experiments/speed/pending_gpu_block_attention_b8.sh
 # bench_speed's threshold decode (prompt 512, gen 256), old then new: batch 8 on
 # Fast-dLLM v2 first, then the fast path against the reference loop at batch 8 (threshold), then
-# SDAR-8B and LLaDA2.0-mini at batch 8, then Fast-dLLM v2 at batch 1.
+# SDAR-8B and LLaDA2.0-mini at batch 8, then Fast-dLLM v2 at batch 1; last moe_kernels_probe.py.
 set -u
 source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
@@ -18,3 +18,5 @@ grep "rows equal\|ALL EQUAL\|DIFFERENCES\|Error\|not used" "$OUT/fast_vs_referen
 block_ab sdar-8b 120 8; keep sdar-8b_b8
 block_ab llada2-mini 110 8; keep llada2-mini_b8
 block_ab fast-dllm-v2-7b 90; keep fast-dllm-v2-7b
+# The expert products on a grid of the active experts only, beside a copy of their bytes
+timeout 60 python experiments/speed/moe_kernels_probe.py 2>&1 | quiet | tee "$OUT/moe_kernels_probe.txt" | tail -2
