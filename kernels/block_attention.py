@@ -18,13 +18,17 @@ product; fp32 models use IEEE products (no TF32). A hidden key counts for nothin
 -65504 to its score, whose exponential underflows to 0 beside any seen key; every query sees at
 least its own position). `available()` says whether a step may use the kernels: Triton, CUDA
 tensors (or the interpreter, TRITON_INTERPRET=1, as the tests run it), a power-of-two head dim,
-SDPA's own kernel filling at most half the SMs (batch 1 and 2 here) or a step of at most 16 tokens
-(SDAR's blocks of 4, at any batch), and `DLLM_TRITON_ATTN` not "0" (the switch of the window
+SDPA's own kernel filling at most half the SMs (batch 1 and 2 here), a step of at most 16 tokens
+(SDAR's blocks of 4, at any batch) or a step of one block of at most 32 tokens at batch up to 8
+(then with ~4 programs an SM), and `DLLM_TRITON_ATTN` not "0" (the switch of the window
 kernels too). The kernels serve only after their first call on a
 device agreed with SDPA on that call's input (`trusted`). With them, the middle block step of a
 threshold decode on an H100 (prompt 512, gen 256) took 6.90 ms instead of SDPA's 7.38 (SDAR-8B,
-batch 1), 7.80 instead of 8.27 (SDAR-8B, batch 8) and 6.12 instead of 6.56 (Fast-dLLM v2 7B, batch 1)
-(`bash experiments/speed/pending_gpu_kernels.sh speed`, results/speed/block-causal/REPORT.md).
+batch 1) and 6.12 instead of 6.56 (Fast-dLLM v2 7B, batch 1) (`bash
+experiments/speed/pending_gpu_kernels.sh speed`); at batch 8, with the one-block rule and its ~4
+programs an SM against the tree before them, 8.33 ms instead of 8.66 (Fast-dLLM v2 7B), 7.14 instead of 7.40 (SDAR-8B) and
+9.31 instead of 9.41 (LLaDA2.0-mini) (`bash experiments/speed/pending_gpu_block_attention_b8.sh`;
+results/speed/block-causal/REPORT.md).
 """
 from __future__ import annotations
 
