@@ -43,7 +43,7 @@ def available(qkv: torch.Tensor, n_heads: int) -> bool:
     (results/speed/window_attention_h200.txt). DLLM_TRITON_ATTN=0 turns them off."""
     b, W = qkv.shape[:2]
     return supported(qkv) and (os.environ.get("TRITON_INTERPRET") == "1"
-                               or 2 * b * n_heads * triton.cdiv(W, 64) <= _gpu(qkv.device)[0])
+                               or 2 * b * n_heads * -(-W // 64) <= _gpu(qkv.device)[0])
 
 
 def supported(qkv: torch.Tensor) -> bool:
