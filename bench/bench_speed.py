@@ -50,6 +50,7 @@ from pathlib import Path
 import torch
 
 from bench.measure import EventForwardTimer, UnqueuedEventForwardTimer
+from kernels.compiled import compiling_for_graph
 from models import load_model
 from models.calibrate import calibrate_confidence_
 from models.layers import CacheCall
@@ -74,6 +75,18 @@ def cuda_time(fn, warmup: int = 3, reps: int = 10) -> float:
         b.synchronize()
         times.append(a.elapsed_time(b) / 1000)
     return statistics.median(times)
+
+
+def graphed_us(fn, warmup: int = 5, reps: int = 50) -> float:
+    """Median microseconds of fn() captured in one CUDA graph (fn run once before the capture, and
+    captured with the compiled kernels a graph takes: kernels.compiled.compiling_for_graph); for
+    the kernel probes of experiments/speed/."""
+    with compiling_for_graph():
+        fn()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    return cuda_time(graph.replay, warmup=warmup, reps=reps) * 1e6
 
 
 def wall_time(fn, warmup: int = 2, reps: int = 8) -> float:

@@ -13,18 +13,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.bench_speed import cuda_time  # noqa: E402
+from bench.bench_speed import graphed_us  # noqa: E402
 from kernels.klass_kl import BLOCK, WARPS, _kl_ring_triton, kl_ring_reference  # noqa: E402
 
 V = 126464
-
-
-def graphed_us(fn) -> float:
-    fn()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return cuda_time(graph.replay, warmup=5, reps=50) * 1e6
 
 
 def main():

@@ -15,22 +15,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.bench_speed import cuda_time  # noqa: E402
+from bench.bench_speed import graphed_us  # noqa: E402
 from kernels.compiled import compiling_for_graph  # noqa: E402
 from kernels.moe_experts import _expert_products_triton  # noqa: E402
 from kernels.moe_group import _group_pairs_triton  # noqa: E402
 from kernels.moe_route import _route_select_triton  # noqa: E402
 from models.layers import swiglu  # noqa: E402
 from models.moe import _group_by_expert, _route_steps  # noqa: E402
-
-
-def graphed_us(fn) -> float:
-    with compiling_for_graph():
-        fn()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-    return cuda_time(graph.replay, warmup=5, reps=50) * 1e6
 
 
 g = torch.Generator(device="cuda").manual_seed(0)

@@ -11,17 +11,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.bench_speed import cuda_time  # noqa: E402
+from bench.bench_speed import graphed_us  # noqa: E402
 from kernels.moe_experts import _down_kernel, _swiglu_kernel, triton  # noqa: E402
 from kernels.moe_group import group_pairs_reference  # noqa: E402
-
-
-def graphed_us(fn) -> float:
-    fn()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return cuda_time(graph.replay, warmup=5, reps=50) * 1e6
 
 
 g = torch.Generator(device="cuda").manual_seed(0)
