@@ -51,6 +51,9 @@ BLOCK_N = 32          # keys per tile
 MIN_PROGRAMS = 264    # ~2 per SM of an H100/H200: steps wider than ONE_BLOCK
 MIN_PROGRAMS_ONE_BLOCK = 528   # ~4 per SM: steps of at most ONE_BLOCK tokens (faster at batch 1-8)
 MAX_CHUNKS = 16       # the combine holds the chunks of a row in registers
+# The packed kernel (`_attend_packed`): the q heads of a kv head share a program, up to PACKED_BLOCK_M
+# (head, query) rows, so each K/V tile is read once per PACKED_BLOCK_M rows instead of once per head.
+PACKED_BLOCK_M, PACKED_BLOCK_N, PACKED_PROGRAMS, PACKED_WARPS = 128, 32, 264, 8
 
 
 NARROW = 16   # fed tokens up to which SDPA's 64-query tiles are mostly empty: the kernels at any batch
@@ -79,28 +82,45 @@ def sdpa(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, mask: torch.Tensor) 
     return out.transpose(1, 2).reshape(B, W, -1)
 
 
-def block_attention(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+def _chunking(K: int, per_row: int, block_n: int) -> tuple[int, int]:
+    """(keys per chunk, chunks) for K keys split into about per_row chunks of whole tiles, at most
+    MAX_CHUNKS."""
+    chunk = triton.cdiv(triton.cdiv(K, max(1, per_row)), block_n) * block_n
+    chunk = max(chunk, triton.cdiv(K, MAX_CHUNKS * block_n) * block_n)
+    return chunk, triton.cdiv(K, chunk)
+
+
+def block_attention(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask: torch.Tensor,
+                    packed: bool = False) -> torch.Tensor:
     """qkv [B, W, H + 2 H_kv, hd] (RoPE applied), kv [B, K, 2 H_kv, hd] (a view of the cache's first
-    K slots), key_mask [B, 1, W, K] bool (True: seen) -> [B, W, H * hd]."""
+    K slots), key_mask [B, 1, W, K] bool (True: seen) -> [B, W, H * hd]. `packed`: the q heads of
+    each kv head in one program (`_attend_packed`) instead of a program per q head."""
     B, W, nh, hd = qkv.shape
     n_kv = kv.shape[2] // 2
     K = kv.shape[1]
     assert qkv.stride(-1) == 1 and kv.stride(-1) == 1 and key_mask.shape == (B, 1, W, K) and key_mask.stride(-1) == 1
-    per_head = max(1, (MIN_PROGRAMS_ONE_BLOCK if W <= ONE_BLOCK else MIN_PROGRAMS) // (B * n_heads))
-    chunk = triton.cdiv(triton.cdiv(K, per_head), BLOCK_N) * BLOCK_N
-    chunk = max(chunk, triton.cdiv(K, MAX_CHUNKS * BLOCK_N) * BLOCK_N)
-    splits = triton.cdiv(K, chunk)
     block_m = max(16, triton.next_power_of_2(W))
-    o_part = torch.empty((B * n_heads, splits, block_m, hd), dtype=torch.float32, device=qkv.device)
-    ml_part = torch.empty((B * n_heads, splits, 2, block_m), dtype=torch.float32, device=qkv.device)
     km = key_mask.view(torch.uint8)
-    _attend_chunk[(B * n_heads, splits)](
-        qkv, kv, km, o_part, ml_part,
-        qkv.stride(0), qkv.stride(1), qkv.stride(2), kv.stride(0), kv.stride(1), kv.stride(2),
-        km.stride(0), km.stride(2), W, K, chunk, 1.0 / math.sqrt(hd) * 1.4426950408889634,
-        H=n_heads, HKV=n_kv, HALF=hd // 2, BLOCK_M=block_m, BLOCK_N=BLOCK_N,
-        IEEE=qkv.dtype == torch.float32, num_warps=window_attention.NUM_WARPS,
-        num_stages=window_attention.NUM_STAGES)
+    args = (qkv.stride(0), qkv.stride(1), qkv.stride(2), kv.stride(0), kv.stride(1), kv.stride(2),
+            km.stride(0), km.stride(2), W, K)
+    scale = 1.0 / math.sqrt(hd) * 1.4426950408889634
+    if packed:
+        rows_m = min(PACKED_BLOCK_M, max(16, triton.next_power_of_2(W * (n_heads // n_kv))))
+        tiles_m = triton.cdiv(W * (n_heads // n_kv), rows_m)
+        chunk, splits = _chunking(K, PACKED_PROGRAMS // (B * n_kv * tiles_m), PACKED_BLOCK_N)
+        o_part, ml_part = _parts(B * n_heads, splits, block_m, hd, qkv.device)
+        _attend_packed[(B * n_kv * tiles_m, splits)](
+            qkv, kv, km, o_part, ml_part, *args, chunk, scale, H=n_heads, HKV=n_kv, HALF=hd // 2,
+            BLOCK_M=rows_m, TILES_M=tiles_m, PART_M=block_m, BLOCK_N=PACKED_BLOCK_N,
+            IEEE=qkv.dtype == torch.float32, num_warps=PACKED_WARPS, num_stages=window_attention.NUM_STAGES)
+    else:
+        per_head = (MIN_PROGRAMS_ONE_BLOCK if W <= ONE_BLOCK else MIN_PROGRAMS) // (B * n_heads)
+        chunk, splits = _chunking(K, per_head, BLOCK_N)
+        o_part, ml_part = _parts(B * n_heads, splits, block_m, hd, qkv.device)
+        _attend_chunk[(B * n_heads, splits)](
+            qkv, kv, km, o_part, ml_part, *args, chunk, scale, H=n_heads, HKV=n_kv, HALF=hd // 2,
+            BLOCK_M=block_m, BLOCK_N=BLOCK_N, IEEE=qkv.dtype == torch.float32,
+            num_warps=window_attention.NUM_WARPS, num_stages=window_attention.NUM_STAGES)
     out = qkv.new_empty((B, W, n_heads * hd))
     rows = window_attention.COMBINE_ROWS
     _combine[(B * n_heads, triton.cdiv(W, rows))](
@@ -108,6 +128,13 @@ def block_attention(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask:
         H=n_heads, HD=hd, SPLITS=splits, SPLITS_P2=triton.next_power_of_2(splits), BLOCK_M=block_m,
         ROWS=rows, num_warps=2)
     return out
+
+
+def _parts(heads: int, splits: int, block_m: int, hd: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunks' unnormalized outputs [heads, splits, block_m, hd] and (max, sum) [heads, splits,
+    2, block_m], fp32, as _combine reads them."""
+    return (torch.empty((heads, splits, block_m, hd), dtype=torch.float32, device=device),
+            torch.empty((heads, splits, 2, block_m), dtype=torch.float32, device=device))
 
 
 _trusted: dict[tuple, bool] = {}   # (device, dtype, H, H_kv, hd) -> the kernels agreed with SDPA
@@ -156,3 +183,48 @@ if triton is not None:
             acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, seen, acc1, acc2, m_i, l_i, qk_scale,
                                                  IEEE)
         _softmax_store(o_part, ml_part, bh * n_part + sp, m, d, acc1, acc2, m_i, l_i, BLOCK_M, HALF)
+
+    @triton.jit
+    def _attend_packed(qkv, kv, key_mask, o_part, ml_part,
+                       s_xb, s_xw, s_xh, s_kb, s_kl, s_kh, s_mb, s_mw, W, K, chunk, qk_scale,
+                       H: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr,
+                       TILES_M: tl.constexpr, PART_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+        """One (row, kv head, tile of BLOCK_M (q head, query) rows, chunk of keys): row r of the tile is
+        query r % W of the kv head's q head r // W; a flash-attention pass over the chunk's keys, each
+        K/V tile read once for all of them. Out: as _attend_chunk's, per (row, q head)."""
+        pid = tl.program_id(0)
+        sp = tl.program_id(1)
+        n_part = tl.num_programs(1)
+        bk = pid // TILES_M
+        bi = bk // HKV
+        hk = bk % HKV
+        r = (pid % TILES_M) * BLOCK_M + tl.arange(0, BLOCK_M)
+        g = r // W
+        w = r - g * W
+        live = g < H // HKV
+        h = hk * (H // HKV) + g
+        d = tl.arange(0, HALF)
+        qm = live[:, None]
+        src = qkv + bi * s_xb + w[:, None] * s_xw + h[:, None] * s_xh + d[None, :]
+        q1 = tl.load(src, mask=qm, other=0.0)
+        q2 = tl.load(src + HALF, mask=qm, other=0.0)
+        k_base = kv + bi * s_kb + hk * s_kh
+        v_base = kv + bi * s_kb + (HKV + hk) * s_kh
+        acc1, acc2, m_i, l_i = _softmax_start(BLOCK_M, HALF)
+        lo = sp * chunk
+        hi = tl.minimum(lo + chunk, K)
+        for n0 in range(lo, hi, BLOCK_N):
+            n = n0 + tl.arange(0, BLOCK_N)
+            inside = n < hi
+            k1, k2, v1, v2 = _kv_tile(k_base, v_base, n, s_kl, d, inside[:, None], HALF)
+            seen = tl.load(key_mask + bi * s_mb + w[:, None] * s_mw + n[None, :],
+                           mask=qm & inside[None, :], other=0) != 0
+            acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, seen, acc1, acc2, m_i, l_i, qk_scale,
+                                                 IEEE)
+        part = (bi * H + h) * n_part + sp                  # _combine's layout: [B * H, splits, PART_M, hd]
+        o = o_part + part[:, None] * PART_M * 2 * HALF + w[:, None] * 2 * HALF + d[None, :]
+        tl.store(o, acc1, mask=qm)
+        tl.store(o + HALF, acc2, mask=qm)
+        ml = ml_part + part * 2 * PART_M + w
+        tl.store(ml, m_i, mask=live)
+        tl.store(ml + PART_M, l_i, mask=live)

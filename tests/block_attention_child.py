@@ -23,9 +23,11 @@ def kernel_case(B, W, H, Hkv, hd, length, seed):
     cache.kv[0].copy_(torch.randn(cache.kv[0].shape, generator=g))
     qkv = torch.randn(B, W, H + 2 * Hkv, hd, generator=g)
     kv = cache.kv[0][:, :step.key_len]
-    got = block_attention(qkv, H, kv, step.key_mask)
     ref = sdpa(qkv, H, kv, step.additive_mask(torch.float32))
-    return {"max_diff": (got - ref).abs().max().item(), "ref_max": ref.abs().max().item()}
+    ba.PACKED_BLOCK_M = 32     # tiles of 32 (head, query) rows: a kv head's heads over several tiles
+    diff = {f"max_diff{'_packed' * packed}": (block_attention(qkv, H, kv, step.key_mask, packed) - ref).abs().max().item()
+            for packed in (False, True)}
+    return {**diff, "ref_max": ref.abs().max().item()}
 
 
 if __name__ == "__main__":
