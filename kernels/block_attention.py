@@ -156,6 +156,30 @@ def trusted(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask: torch.T
 
 if triton is not None:
     @triton.jit
+    def _chunk_pass(src, qm, kv_row, hk, mask_rows, lo, K, chunk, s_kl, s_kh, qk_scale,
+                    HKV: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    IEEE: tl.constexpr):
+        """A flash-attention pass of the query rows at `src` (qm: the live ones) over the keys
+        [lo, min(lo + chunk, K)) of kv head hk of one cache row (kv_row), under the key mask whose
+        rows for these queries start at mask_rows [BLOCK_M, 1]. Out: the unnormalized output halves,
+        the running max and sum."""
+        d = tl.arange(0, HALF)
+        q1 = tl.load(src, mask=qm, other=0.0)
+        q2 = tl.load(src + HALF, mask=qm, other=0.0)
+        k_base = kv_row + hk * s_kh
+        v_base = kv_row + (HKV + hk) * s_kh
+        acc1, acc2, m_i, l_i = _softmax_start(BLOCK_M, HALF)
+        hi = tl.minimum(lo + chunk, K)
+        for n0 in range(lo, hi, BLOCK_N):
+            n = n0 + tl.arange(0, BLOCK_N)
+            inside = n < hi
+            k1, k2, v1, v2 = _kv_tile(k_base, v_base, n, s_kl, d, inside[:, None], HALF)
+            seen = tl.load(mask_rows + n[None, :], mask=qm & inside[None, :], other=0) != 0
+            acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, seen, acc1, acc2, m_i, l_i, qk_scale,
+                                                 IEEE)
+        return acc1, acc2, m_i, l_i
+
+    @triton.jit
     def _attend_chunk(qkv, kv, key_mask, o_part, ml_part,
                       s_xb, s_xw, s_xh, s_kb, s_kl, s_kh, s_mb, s_mw, W, K, chunk, qk_scale,
                       H: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -167,21 +191,9 @@ if triton is not None:
         d = tl.arange(0, HALF)
         qm = m[:, None] < W
         src = qkv + bi * s_xb + m[:, None] * s_xw + h * s_xh + d[None, :]
-        q1 = tl.load(src, mask=qm, other=0.0)
-        q2 = tl.load(src + HALF, mask=qm, other=0.0)
-        k_base = kv + bi * s_kb + hk * s_kh
-        v_base = kv + bi * s_kb + (HKV + hk) * s_kh
-        acc1, acc2, m_i, l_i = _softmax_start(BLOCK_M, HALF)
-        lo = sp * chunk
-        hi = tl.minimum(lo + chunk, K)
-        for n0 in range(lo, hi, BLOCK_N):
-            n = n0 + tl.arange(0, BLOCK_N)
-            inside = n < hi
-            k1, k2, v1, v2 = _kv_tile(k_base, v_base, n, s_kl, d, inside[:, None], HALF)
-            seen = tl.load(key_mask + bi * s_mb + m[:, None] * s_mw + n[None, :],
-                           mask=qm & inside[None, :], other=0) != 0
-            acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, seen, acc1, acc2, m_i, l_i, qk_scale,
-                                                 IEEE)
+        acc1, acc2, m_i, l_i = _chunk_pass(src, qm, kv + bi * s_kb, hk, key_mask + bi * s_mb + m[:, None] * s_mw,
+                                           sp * chunk, K, chunk, s_kl, s_kh, qk_scale,
+                                           HKV, HALF, BLOCK_M, BLOCK_N, IEEE)
         _softmax_store(o_part, ml_part, bh * n_part + sp, m, d, acc1, acc2, m_i, l_i, BLOCK_M, HALF)
 
     @triton.jit
@@ -206,21 +218,9 @@ if triton is not None:
         d = tl.arange(0, HALF)
         qm = live[:, None]
         src = qkv + bi * s_xb + w[:, None] * s_xw + h[:, None] * s_xh + d[None, :]
-        q1 = tl.load(src, mask=qm, other=0.0)
-        q2 = tl.load(src + HALF, mask=qm, other=0.0)
-        k_base = kv + bi * s_kb + hk * s_kh
-        v_base = kv + bi * s_kb + (HKV + hk) * s_kh
-        acc1, acc2, m_i, l_i = _softmax_start(BLOCK_M, HALF)
-        lo = sp * chunk
-        hi = tl.minimum(lo + chunk, K)
-        for n0 in range(lo, hi, BLOCK_N):
-            n = n0 + tl.arange(0, BLOCK_N)
-            inside = n < hi
-            k1, k2, v1, v2 = _kv_tile(k_base, v_base, n, s_kl, d, inside[:, None], HALF)
-            seen = tl.load(key_mask + bi * s_mb + w[:, None] * s_mw + n[None, :],
-                           mask=qm & inside[None, :], other=0) != 0
-            acc1, acc2, m_i, l_i = _softmax_tile(q1, q2, k1, k2, v1, v2, seen, acc1, acc2, m_i, l_i, qk_scale,
-                                                 IEEE)
+        acc1, acc2, m_i, l_i = _chunk_pass(src, qm, kv + bi * s_kb, hk, key_mask + bi * s_mb + w[:, None] * s_mw,
+                                           sp * chunk, K, chunk, s_kl, s_kh, qk_scale,
+                                           HKV, HALF, BLOCK_M, BLOCK_N, IEEE)
         part = (bi * H + h) * n_part + sp                  # _combine's layout: [B * H, splits, PART_M, hd]
         o = o_part + part[:, None] * PART_M * 2 * HALF + w[:, None] * 2 * HALF + d[None, :]
         tl.store(o, acc1, mask=qm)
