@@ -54,6 +54,7 @@ MAX_CHUNKS = 16       # the combine holds the chunks of a row in registers
 # The packed kernel (`_attend_packed`): the q heads of a kv head share a program, up to PACKED_BLOCK_M
 # (head, query) rows, so each K/V tile is read once per PACKED_BLOCK_M rows instead of once per head.
 PACKED_BLOCK_M, PACKED_BLOCK_N, PACKED_PROGRAMS, PACKED_WARPS = 128, 32, 264, 8
+PACKED_FROM_BATCH = None   # a step of one block at this batch or more takes it (None: no step does)
 
 
 NARROW = 16   # fed tokens up to which SDPA's 64-query tiles are mostly empty: the kernels at any batch
@@ -90,13 +91,22 @@ def _chunking(K: int, per_row: int, block_n: int) -> tuple[int, int]:
     return chunk, triton.cdiv(K, chunk)
 
 
+def packs(B: int, W: int, n_heads: int, n_kv: int) -> bool:
+    """Whether block_attention packs a kv head's q heads into one program for this step: a step of
+    at most ONE_BLOCK tokens at batch PACKED_FROM_BATCH or more, with grouped kv heads."""
+    return PACKED_FROM_BATCH is not None and B >= PACKED_FROM_BATCH and W <= ONE_BLOCK and n_heads > n_kv
+
+
 def block_attention(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask: torch.Tensor,
-                    packed: bool = False) -> torch.Tensor:
+                    packed: bool | None = None) -> torch.Tensor:
     """qkv [B, W, H + 2 H_kv, hd] (RoPE applied), kv [B, K, 2 H_kv, hd] (a view of the cache's first
     K slots), key_mask [B, 1, W, K] bool (True: seen) -> [B, W, H * hd]. `packed`: the q heads of
-    each kv head in one program (`_attend_packed`) instead of a program per q head."""
+    each kv head in one program (`_attend_packed`) instead of a program per q head; None: as
+    `packs` says."""
     B, W, nh, hd = qkv.shape
     n_kv = kv.shape[2] // 2
+    if packed is None:
+        packed = packs(B, W, n_heads, n_kv)
     K = kv.shape[1]
     assert qkv.stride(-1) == 1 and kv.stride(-1) == 1 and key_mask.shape == (B, 1, W, K) and key_mask.stride(-1) == 1
     block_m = max(16, triton.next_power_of_2(W))
@@ -137,20 +147,21 @@ def _parts(heads: int, splits: int, block_m: int, hd: int, device) -> tuple[torc
             torch.empty((heads, splits, 2, block_m), dtype=torch.float32, device=device))
 
 
-_trusted: dict[tuple, bool] = {}   # (device, dtype, H, H_kv, hd) -> the kernels agreed with SDPA
+_trusted: dict[tuple, bool] = {}   # (device, dtype, H, H_kv, hd, packed) -> the kernels agreed with SDPA
 
 
 def trusted(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask: torch.Tensor,
             mask: torch.Tensor) -> bool:
     """Whether the kernels serve these heads on this device (kernels/first_call.py): outputs within
     1e-5 (fp32) or 2e-2 (bf16, fp16) of SDPA's (additive `mask`), relative to the largest |output|,
-    on their first input."""
+    on their first input (the packed kernel and the per-head one each on theirs)."""
     def compare():
         got, ref = block_attention(qkv, n_heads, kv, key_mask), sdpa(qkv, n_heads, kv, mask)
         tol = 1e-5 if qkv.dtype == torch.float32 else 2e-2
         err = (got.float() - ref.float()).abs().max().item()
         return err <= tol * max(1.0, ref.float().abs().max().item()), f"its output differs from SDPA's by {err:.3g}"
-    return agreed(_trusted, (qkv.device, qkv.dtype, n_heads, kv.shape[2] // 2, qkv.shape[-1]), qkv, compare,
+    key = (qkv.device, qkv.dtype, n_heads, kv.shape[2] // 2, qkv.shape[-1], packs(*qkv.shape[:2], n_heads, kv.shape[2] // 2))
+    return agreed(_trusted, key, qkv, compare,
                   "kernels.block_attention: the Triton block attention", "SDPA serves", "DLLM_TRITON_ATTN")
 
 

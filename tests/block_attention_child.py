@@ -34,4 +34,6 @@ if __name__ == "__main__":
     res = {f"B{B}_W{W}_H{H}_{Hkv}_hd{hd}": kernel_case(B, W, H, Hkv, hd, L, B + W + H)
            for B, W, H, Hkv, hd, L in ((1, 4, 4, 2, 16, 9), (2, 32, 6, 2, 32, 70), (3, 64, 7, 1, 16, 130))}
     res["decode"] = block_decodes_switched("DLLM_TRITON_ATTN", ba._trusted)
+    ba.PACKED_FROM_BATCH = 1   # every step of one block through the packed kernel
+    res["decode_packed"] = block_decodes_switched("DLLM_TRITON_ATTN", ba._trusted)
     print(json.dumps(res))

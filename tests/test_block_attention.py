@@ -22,11 +22,21 @@ def test_kernels_equal_sdpa_under_the_block_causal_mask(measured, case):
     assert r["max_diff_packed"] < 1e-5, r       # the q heads of a kv head in one program
 
 
+@pytest.mark.parametrize("packed", ["decode", "decode_packed"])
 @pytest.mark.parametrize("model", ["sdar-tiny", "llada2-tiny", "fast-dllm-v2-tiny"])
-def test_a_decode_with_the_kernels_equals_one_with_sdpa(measured, model):
-    r = measured["decode"][model]
+def test_a_decode_with_the_kernels_equals_one_with_sdpa(measured, model, packed):
+    r = measured[packed][model]
     assert r["equal"] and min(r["nfe"]) > 0, r
     assert r["served"] == [True], r        # the kernels did serve the "1" decode
+
+
+@pytest.mark.parametrize("B, W, H, Hkv, from_batch, packs", [
+    (8, 32, 28, 4, 4, True), (2, 32, 28, 4, 4, False), (8, 64, 28, 4, 4, False),
+    (8, 32, 8, 8, 4, False), (8, 32, 28, 4, None, False),
+])
+def test_which_steps_the_packed_kernel_takes(monkeypatch, B, W, H, Hkv, from_batch, packs):
+    monkeypatch.setattr(ba, "PACKED_FROM_BATCH", from_batch)
+    assert ba.packs(B, W, H, Hkv) is packs
 
 
 @pytest.mark.parametrize("kernel, served, says", [
