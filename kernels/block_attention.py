@@ -9,7 +9,10 @@ results/speed/block-causal/REPORT.md), with a thread block per (row, head, 64 qu
 SMs. Here (flash-decoding, as kernels/window_attention.py does for LLaDA's cache windows):
 
   1. `_attend_chunk`, one program per (row, q head, chunk of keys): one flash-attention pass over
-     the chunk under the mask, keeping the unnormalized output, its running max and its sum;
+     the chunk under the mask, keeping the unnormalized output, its running max and its sum; or,
+     for a step of one block at batch PACKED_FROM_BATCH (8) or more (`packs`), `_attend_packed`,
+     one program per (row, kv head, tile of PACKED_BLOCK_M (q head, query) rows, chunk of keys):
+     the same pass for all the q heads of a kv head, each K/V tile read once for them;
   2. `_combine` (kernels/window_attention.py): merges the chunks of each (row, head) and writes
      [B, W, H * hd].
 
@@ -28,7 +31,13 @@ batch 1) and 6.12 instead of 6.56 (Fast-dLLM v2 7B, batch 1) (`bash
 experiments/speed/pending_gpu_kernels.sh speed`); at batch 8, with the one-block rule and its ~4
 programs an SM against the tree before them, 8.33 ms instead of 8.66 (Fast-dLLM v2 7B), 7.14 instead of 7.40 (SDAR-8B) and
 9.31 instead of 9.41 (LLaDA2.0-mini) (`bash experiments/speed/pending_gpu_block_attention_b8.sh`;
-results/speed/block-causal/REPORT.md).
+results/speed/block-causal/REPORT.md). The packed kernel at batch 8, alone (K = 832, graphed,
+`python experiments/speed/block_attention_batch_probe.py --packed`): 25.9 us a call against the
+per-head kernel's 40.7 (Fast-dLLM v2 7B), 22.4 against 27.2 (LLaDA2.0-mini), 16.8 against 30.1
+(SDAR-8B's block of 4, at its tiles 64x64); at batch 1 the per-head kernel is as fast or faster
+(13.7 against 15.3 us, Fast-dLLM v2). In the middle block step at batch 8 against the tree without
+it, same call: 8.07 ms instead of 8.52 (Fast-dLLM v2 7B) and 7.05 instead of 7.37 (SDAR-8B)
+(`bash experiments/speed/packed_attention_ab.sh`).
 """
 from __future__ import annotations
 
@@ -53,8 +62,10 @@ MIN_PROGRAMS_ONE_BLOCK = 528   # ~4 per SM: steps of at most ONE_BLOCK tokens (f
 MAX_CHUNKS = 16       # the combine holds the chunks of a row in registers
 # The packed kernel (`_attend_packed`): the q heads of a kv head share a program, up to PACKED_BLOCK_M
 # (head, query) rows, so each K/V tile is read once per PACKED_BLOCK_M rows instead of once per head.
-PACKED_BLOCK_M, PACKED_BLOCK_N, PACKED_PROGRAMS, PACKED_WARPS = 128, 32, 264, 8
-PACKED_FROM_BATCH = None   # a step of one block at this batch or more takes it (None: no step does)
+# Its tiles: the fastest at Fast-dLLM v2's batch 8 of a sweep on an H100 (block_attention_batch_probe.py
+# --packed: rows 64/128, keys 32/64, 132/264/528 programs, 4/8 warps).
+PACKED_BLOCK_M, PACKED_BLOCK_N, PACKED_PROGRAMS, PACKED_WARPS = 64, 64, 132, 4
+PACKED_FROM_BATCH = 8   # a step of one block at this batch or more takes it (None: no step does); timed at 1 and 8
 
 
 NARROW = 16   # fed tokens up to which SDPA's 64-query tiles are mostly empty: the kernels at any batch
