@@ -33,8 +33,8 @@ programs an SM against the tree before them, 8.33 ms instead of 8.66 (Fast-dLLM 
 9.31 instead of 9.41 (LLaDA2.0-mini) (`bash experiments/speed/pending_gpu_block_attention_b8.sh`;
 results/speed/block-causal/REPORT.md). The packed kernel at batch 8, alone (K = 832, graphed,
 `python experiments/speed/block_attention_batch_probe.py --packed`): 25.9 us a call against the
-per-head kernel's 40.7 (Fast-dLLM v2 7B), 22.4 against 27.2 (LLaDA2.0-mini), 16.8 against 30.1
-(SDAR-8B's block of 4, at its tiles 64x64); at batch 1 the per-head kernel is as fast or faster
+per-head kernel's 40.7 (Fast-dLLM v2 7B), 22.4 against 27.2 (LLaDA2.0-mini); for SDAR-8B's block of
+4, 16.7 us at the sweep's best settings and 24.7 at its worst, against 30.1; at batch 1 the per-head kernel is as fast or faster
 (13.7 against 15.3 us, Fast-dLLM v2). In the middle block step at batch 8 against the tree without
 it, same call: 8.07 ms instead of 8.52 (Fast-dLLM v2 7B) and 7.05 instead of 7.37 (SDAR-8B)
 (`bash experiments/speed/packed_attention_ab.sh`).
