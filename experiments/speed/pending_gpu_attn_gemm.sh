@@ -6,4 +6,4 @@
 set -u
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 200 python experiments/speed/block_attention_batch_probe.py --packed 2>&1 | grep -v Warning | tee "$OUT/attn_packed_probe.txt"
-timeout 300 python experiments/speed/block_gemm_probe.py --M 256 2>&1 | grep -v "Warning\|warn" | tail -8 | tee "$OUT/gemm_probe_fdv2_m256.txt"
+timeout 300 python experiments/speed/block_gemm_probe.py --M 256 2>&1 | grep -v "Warning\|warn" | tail -14 | tee "$OUT/gemm_probe_fdv2_m256.txt"
