@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.compiled import on_gpu_compiled
+from kernels.moe_combine import combine, combine_reference
+from kernels.moe_combine import triton_ready as combine_kernel_ready
 from kernels.moe_experts import expert_products
 from kernels.moe_experts import triton_ready as experts_kernel_ready
 from kernels.moe_group import expert_order, group_pairs, group_pairs_reference
@@ -73,22 +75,31 @@ def grouped_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, gate_up
     shared experts' output) if given. On a CUDA bf16 input, the grouped matrix product
     (offsets_grouped_experts: no host sync, capturable in a CUDA graph); elsewhere the padded
     batched product."""
-    if x.is_cuda and x.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm"):
+    if grouped_mm_serves(x):
         return offsets_grouped_experts(x, idx, w, gate_up, down, shared)
     return padded_grouped_experts(x, idx, w, gate_up, down, shared)
 
 
-@on_gpu_compiled(row_args=(0, 1, 2, 3))
+_combine_compiled = on_gpu_compiled(combine_reference, row_args=(0, 1, 2, 3))
+
+
 def _combine_rows(rows: torch.Tensor, place: torch.Tensor, w: torch.Tensor,
                   shared: torch.Tensor | None) -> torch.Tensor:
     """The routed experts' outputs, rows [T * k, d] in grouped order, taken back to their (token,
     slot) places (place [T, k]: each pair's row), weighted by w [T, k] and summed in fp32, cast to
-    the rows' dtype, plus the shared experts' output [T, d] (one pass on the GPU)."""
-    out = (rows[place].float() * w[..., None]).sum(1).to(rows.dtype)
-    return out if shared is None else out + shared
+    the rows' dtype, plus the shared experts' output [T, d]: one Triton kernel on the GPU
+    (kernels/moe_combine.py), else the compiled reference (one pass on the GPU)."""
+    if combine_kernel_ready(rows):
+        return combine(rows, place, w, shared)
+    return _combine_compiled(rows, place, w, shared)
 
 
 _group_by_expert = on_gpu_compiled(group_pairs_reference)   # the reference's kernels, fused where they can be
+
+
+def grouped_mm_serves(x: torch.Tensor) -> bool:
+    """Whether grouped_experts takes torch._grouped_mm for x: a CUDA bf16 x."""
+    return x.is_cuda and x.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
 
 
 def kernels_take(x: torch.Tensor, rows: int) -> bool:
@@ -100,13 +111,25 @@ def kernels_take(x: torch.Tensor, rows: int) -> bool:
 
 def experts_with_shared_row(x, idx, w, gate_up, down) -> torch.Tensor:
     """grouped_experts plus the shared expert, held as gate_up/down's last row (E = rows - 1): its T
-    rows (x's rows in order) go through the expert kernels as T more pairs after the routed ones,
-    one launch of each kernel for both (SparseMoE.forward takes this where the kernels serve)."""
+    rows (x's rows in order) go through the expert products as T more pairs after the routed ones
+    (the Triton kernels or the grouped products: one launch of each product for both), and its
+    output is added in the weighted sum (SparseMoE.forward takes this on a CUDA bf16 input and
+    where the kernels serve)."""
     T, k = idx.shape
     flat, E = idx.reshape(-1), gate_up.shape[0] - 1
     token, offs, place = (group_pairs if group_kernel_ready(flat, E) else _group_by_expert)(flat, E, k, T)
-    out = expert_products(x, token, offs, gate_up, down)
+    out = _expert_rows(x, token, offs, gate_up, down)
     return _combine_rows(out[:T * k], place.view(T, k), w, out[T * k:])
+
+
+def _expert_rows(x, token, offs, gate_up, down) -> torch.Tensor:
+    """The experts' outputs [P, d] of the grouped pairs (token [P], offs the experts' ends): the
+    Triton expert kernels where they serve (kernels/moe_experts.py), else the gather of x's rows,
+    torch._grouped_mm, the compiled SwiGLU and torch._grouped_mm again."""
+    if experts_kernel_ready(token.numel(), x):
+        return expert_products(x, token, offs, gate_up, down)
+    h = torch._grouped_mm(x[token], gate_up.transpose(1, 2), offs=offs)
+    return torch._grouped_mm(swiglu(h), down.transpose(1, 2), offs=offs)
 
 
 def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tensor:
@@ -116,12 +139,7 @@ def offsets_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tens
     T, k = idx.shape
     flat, E = idx.reshape(-1), gate_up.shape[0]
     token, offs, place = (group_pairs if group_kernel_ready(flat, E) else _group_by_expert)(flat, E, k)
-    if experts_kernel_ready(token.numel(), x):   # kernels/moe_experts.py: both products in two Triton kernels
-        out = expert_products(x, token, offs, gate_up, down)
-    else:
-        h = torch._grouped_mm(x[token], gate_up.transpose(1, 2), offs=offs)
-        out = torch._grouped_mm(swiglu(h), down.transpose(1, 2), offs=offs)
-    return _combine_rows(out, place.view(T, k), w, shared)
+    return _combine_rows(_expert_rows(x, token, offs, gate_up, down), place.view(T, k), w, shared)
 
 
 def padded_grouped_experts(x, idx, w, gate_up, down, shared=None) -> torch.Tensor:
@@ -228,7 +246,7 @@ class SparseMoE(nn.Module):
         idx, w = route(logits, self.gate.expert_bias, c.num_experts_per_tok, c.n_group, c.topk_group,
                        c.routed_scaling_factor)
         E = c.num_experts
-        if self.shared_row and kernels_take(h, idx.numel() + h.shape[0]):
+        if self.shared_row and (grouped_mm_serves(h) or kernels_take(h, idx.numel() + h.shape[0])):
             return experts_with_shared_row(h, idx, w, self.w_gate_up, self.w_down).view(shape)
         shared = self.shared_experts(h) if c.num_shared_experts else None
         return grouped_experts(h, idx, w, self.w_gate_up[:E], self.w_down[:E], shared).view(shape)

@@ -101,3 +101,25 @@ def test_the_kernels_build_for_hopper_with_pipelined_weight_loads():
         k = triton.compile(ASTSource(fn, sig, constexprs=tiles, attrs=attrs), target=GPUTarget("cuda", 90, 32),
                            options={"num_warps": 4, "num_stages": 3})
         assert k.asm["cubin"] and k.asm["ttgir"].count("async_copy_global_to_local") >= 2, fn.__name__
+
+
+def test_a_shared_expert_run_through_the_grouped_products_gives_its_own_mlp_sum(monkeypatch):
+    """models/moe.py's experts_with_shared_row where the Triton kernels do not serve (batch 8 on the
+    GPU: torch._grouped_mm, here on the CPU): the shared expert's rows as one more group of the
+    grouped products, against the routed experts' grouped products plus its own SwiGLU MLP."""
+    import torch.nn.functional as F
+
+    from models.layers import swiglu
+    from models.moe import experts_with_shared_row, offsets_grouped_experts
+    monkeypatch.setenv("DLLM_TRITON_EXPERTS", "0")
+    g = torch.Generator().manual_seed(5)
+    T, k, E, d, f = 24, 4, 16, 32, 24
+    x = torch.randn(T, d, generator=g)
+    idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])
+    w = torch.rand(T, k, generator=g)
+    gate_up, down = torch.randn(E + 1, 2 * f, d, generator=g) / 6, torch.randn(E + 1, d, f, generator=g) / 5
+    got = experts_with_shared_row(x, idx, w, gate_up, down)
+    shared = F.linear(swiglu(F.linear(x, gate_up[E])), down[E])
+    want = offsets_grouped_experts(x, idx, w, gate_up[:E], down[:E], shared)
+    assert got.shape == (T, d)
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
