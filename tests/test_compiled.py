@@ -10,7 +10,7 @@ from models.layers import (_add_rms_norm_fp32_scale_rows, _add_rms_norm_rows, _q
 from decoding.state import Constants, Counters, advance
 from decoding.select import _chosen_prob_rows, _greedy_rows
 from kernels.compiled import _tensors
-from models.moe import _combine_rows, _group_by_expert, _route_steps
+from models.moe import _combine_compiled, _group_by_expert, _route_steps
 
 
 def _advance_args(n: int, g: torch.Generator):
@@ -47,7 +47,7 @@ CASES = {
                                                               torch.randn(n, 1, 4, generator=g), 4, 2, 1e-6, False]),
     "moe_route": (_route_steps, lambda n, g: [torch.randn(n, 32, generator=g), torch.randn(32, generator=g) * 0.1,
                                               4, 4, 2, 2.5]),
-    "moe_combine": (_combine_rows, lambda n, g: [torch.randn(4 * n, 16, generator=g),
+    "moe_combine": (_combine_compiled, lambda n, g: [torch.randn(4 * n, 16, generator=g),
                                                  torch.randperm(4 * n, generator=g).view(n, 4),
                                                  torch.rand(n, 4, generator=g), torch.randn(n, 16, generator=g)]),
     "moe_group": (_group_by_expert, lambda n, g: [torch.randint(0, 32, (4 * n,), generator=g), 32, 4]),
