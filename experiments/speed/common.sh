@@ -36,3 +36,14 @@ block_ab() {
     grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error\|not used" "/tmp/${tree}_$name.txt" | sed "s/^/$tree $name /"
   done
 }
+
+# tree_run NAME DIR CONFIG BATCH [ENV=VALUE]: bench_speed's block decode (prompt 512, gen 256, threshold)
+# of the tree in DIR (. or a copy such as .old/.new, its models/tiny* linked to this tree's); JSON and
+# text in $OUT/NAME_CONFIG_bBATCH.*, the lines that matter.
+tree_run() {
+  local f="$OUT/$1_$3_b$4"
+  for m in tiny tiny-cdlm; do [ "$2" = . ] || ln -sfn "../../models/$m" "$2/models/$m"; done
+  (cd "$2" && env ${5:-X=1} timeout 150 python -m bench.bench_speed --config "$3" --prompt 512 --gen 256 \
+     --batch "$4" --methods threshold --out "$f.json") > "$f.txt" 2>&1
+  grep -h "decode threshold:\|blocks it fed\|step_own_block (\|Error\|not used" "$f.txt" | sed "s/^/$1 $3 b$4 /"
+}
