@@ -12,7 +12,11 @@ the rows by index and a reduction). `combine` is a custom operator (torch.librar
 columns) that loads the token's k rows as one [k, BLOCK_D] tile and sums it over the slots, as the
 compiled reduction does; elsewhere the reference. The kernel serves on a device only after its first
 call there came within one unit in the last place of the rows' dtype of the reference's output,
-relative to its largest |output| (kernels/first_call.py). `DLLM_TRITON_COMBINE=0` turns it off.
+relative to its largest |output| (kernels/first_call.py). On an H100 under a CUDA graph, in
+LLaDA2.0-mini's block step at batch 8 (256 tokens, 8 slots, 2048 columns): 8.4 us a layer against
+the compiled reference's 13.7 (0.160 against 0.260 ms in 19 layers, `python
+experiments/speed/moe_step_probe.py --config llada2-mini --batch 8`); the step 9.16 -> 9.13 ms
+(`bash experiments/speed/moe_combine_ab.sh 8`). `DLLM_TRITON_COMBINE=0` turns it off.
 Imports nothing of this project.
 """
 from __future__ import annotations
