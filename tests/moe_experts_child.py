@@ -43,27 +43,31 @@ def layer_case():
     return {"max_diff": (out["1"] - out["0"]).abs().max().item(), "scale": out["0"].abs().max().item()}
 
 
-def shared_row_case():
-    """A shared expert stacked as the experts' last row and run by the kernels with the routed
-    pairs (models/moe.py experts_with_shared_row) against the routed experts by the grouped
-    products plus the shared expert as its own SwiGLU MLP."""
+def shared_row_and_own_mlp(T, k, E, d, f, seed, kernels: str):
+    """(models/moe.py experts_with_shared_row: a shared expert stacked as the experts' last row and
+    run with the routed pairs, by the Triton kernels with kernels "1" or the grouped products with
+    "0"; the routed experts by the grouped products plus the shared expert as its own SwiGLU MLP)."""
     import os
 
     import torch.nn.functional as F
 
     from models.layers import swiglu
     from models.moe import experts_with_shared_row, offsets_grouped_experts
-    g = torch.Generator().manual_seed(4)
-    T, k, E, d, f = 32, 8, 64, 64, 48
+    g = torch.Generator().manual_seed(seed)
     x = torch.randn(T, d, generator=g)
     idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])
     w = torch.rand(T, k, generator=g)
     gate_up, down = torch.randn(E + 1, 2 * f, d, generator=g) / 8, torch.randn(E + 1, d, f, generator=g) / 7
-    os.environ["DLLM_TRITON_EXPERTS"] = "1"
+    os.environ["DLLM_TRITON_EXPERTS"] = kernels
     got = experts_with_shared_row(x, idx, w, gate_up, down)
     os.environ["DLLM_TRITON_EXPERTS"] = "0"
     shared = F.linear(swiglu(F.linear(x, gate_up[E])), down[E])
-    want = offsets_grouped_experts(x, idx, w, gate_up[:E], down[:E], shared)
+    return got, offsets_grouped_experts(x, idx, w, gate_up[:E], down[:E], shared)
+
+
+def shared_row_case():
+    """The shared expert run by the kernels with the routed pairs against its own SwiGLU MLP."""
+    got, want = shared_row_and_own_mlp(32, 8, 64, 64, 48, 4, "1")
     return {"max_diff": (got - want).abs().max().item(), "scale": want.abs().max().item()}
 
 

@@ -3,21 +3,15 @@ the CPU against the reference (k not a power of two, widths that are not a multi
 with and without the shared experts' output, fp32 and fp16); decodes with it and without give the
 same tokens and NFE; off the GPU the operator is the reference; the kernel serves only after
 agreeing with it."""
-import warnings
-
 import pytest
 import torch
-from triton_child import interpreted
+from triton_child import child_fixture, first_call_verdict, reported_once
 
 import kernels.moe_combine as mc
 
 CASES = ["T5_k8_d64_float32_shared", "T7_k3_d1100_float32", "T4_k8_d2048_float16_shared", "T3_k1_d96_float16"]
 
-
-@pytest.fixture(scope="module")
-def measured():
-    pytest.importorskip("triton")
-    return interpreted("moe_combine_child.py")
+measured = child_fixture("moe_combine_child.py")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -54,12 +48,6 @@ def test_off_the_gpu_the_sum_is_each_tokens_weighted_rows_plus_its_shared_output
     (lambda *a: 1 / 0, False, "ZeroDivisionError"),
 ])
 def test_the_kernel_serves_only_after_agreeing_with_the_reference(monkeypatch, kernel, trusted, says):
-    monkeypatch.setattr(mc, "_combine_triton", kernel)
-    monkeypatch.setattr(mc, "_trusted", {})
-    args = _inputs()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert mc._kernel_trusted(*args) is trusted
-        assert mc._kernel_trusted(*args) is trusted          # kept: checked once
-    msgs = [str(w.message) for w in caught]
-    assert (msgs == []) if trusted else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_COMBINE=0" in msgs[0])
+    served, msgs = first_call_verdict(monkeypatch, mc, "_combine_triton", kernel, mc._kernel_trusted, _inputs())
+    assert served is trusted
+    assert (msgs == []) if trusted else reported_once(msgs, says, "DLLM_TRITON_COMBINE")

@@ -2,11 +2,9 @@
 CPU against the reference (pairs grouped by expert, experts without pairs, one expert with more
 pairs than a tile, widths that are not multiples of the tiles); off the GPU the operator is the
 reference; the kernels serve only after agreeing with it."""
-import warnings
-
 import pytest
 import torch
-from triton_child import interpreted
+from triton_child import first_call_verdict, interpreted, reported_once
 
 import kernels.moe_experts as me
 from kernels.moe_group import group_pairs_reference
@@ -74,15 +72,10 @@ def test_expert_products_off_the_gpu_are_each_pairs_swiglu_expert():
     (lambda *a: 1 / 0, False, "ZeroDivisionError"),
 ])
 def test_the_kernels_serve_only_after_agreeing_with_the_reference(monkeypatch, kernel, trusted, says):
-    monkeypatch.setattr(me, "_expert_products_triton", kernel)
-    monkeypatch.setattr(me, "_trusted", {})
     args, _ = _inputs()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert me._kernels_trusted(*args) is trusted
-        assert me._kernels_trusted(*args) is trusted          # kept: checked once
-    msgs = [str(w.message) for w in caught]
-    assert (msgs == []) if trusted else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_EXPERTS=0" in msgs[0])
+    served, msgs = first_call_verdict(monkeypatch, me, "_expert_products_triton", kernel, me._kernels_trusted, args)
+    assert served is trusted
+    assert (msgs == []) if trusted else reported_once(msgs, says, "DLLM_TRITON_EXPERTS")
 
 
 def test_the_kernels_build_for_hopper_with_pipelined_weight_loads():
@@ -107,19 +100,8 @@ def test_a_shared_expert_run_through_the_grouped_products_gives_its_own_mlp_sum(
     """models/moe.py's experts_with_shared_row where the Triton kernels do not serve (batch 8 on the
     GPU: torch._grouped_mm, here on the CPU): the shared expert's rows as one more group of the
     grouped products, against the routed experts' grouped products plus its own SwiGLU MLP."""
-    import torch.nn.functional as F
-
-    from models.layers import swiglu
-    from models.moe import experts_with_shared_row, offsets_grouped_experts
-    monkeypatch.setenv("DLLM_TRITON_EXPERTS", "0")
-    g = torch.Generator().manual_seed(5)
-    T, k, E, d, f = 24, 4, 16, 32, 24
-    x = torch.randn(T, d, generator=g)
-    idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])
-    w = torch.rand(T, k, generator=g)
-    gate_up, down = torch.randn(E + 1, 2 * f, d, generator=g) / 6, torch.randn(E + 1, d, f, generator=g) / 5
-    got = experts_with_shared_row(x, idx, w, gate_up, down)
-    shared = F.linear(swiglu(F.linear(x, gate_up[E])), down[E])
-    want = offsets_grouped_experts(x, idx, w, gate_up[:E], down[:E], shared)
-    assert got.shape == (T, d)
+    from moe_experts_child import shared_row_and_own_mlp
+    monkeypatch.setenv("DLLM_TRITON_EXPERTS", "0")     # restored after the test
+    got, want = shared_row_and_own_mlp(24, 4, 16, 32, 24, 5, "0")
+    assert got.shape == (24, 32)
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)

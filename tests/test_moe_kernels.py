@@ -5,7 +5,7 @@ one expert holding half the pairs and 4096 pairs), and a whole llada2-tiny forwa
 to one without."""
 import pytest
 import torch
-from triton_child import interpreted
+from triton_child import first_call_verdict, interpreted, reported_once
 
 from kernels.moe_group import group_pairs, group_pairs_reference
 from kernels.moe_route import route_select, route_select_reference, triton_ready
@@ -61,19 +61,12 @@ def test_route_select_off_the_gpu_is_the_reference_and_chooses_among_the_best_gr
 def test_the_kernel_serves_only_after_agreeing_with_the_reference_on_its_first_input(monkeypatch, kernel, trusted, says):
     """A kernel that disagrees with the reference or does not build is reported once and the
     reference serves from then on."""
-    import warnings
-
     import kernels.moe_route as mr
-    monkeypatch.setattr(mr, "_route_select_triton", kernel)
-    monkeypatch.setattr(mr, "_trusted", {})
     logits = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
     args = (logits, torch.zeros(32), 4, 4, 2, 1.0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert mr._kernel_trusted(*args) is trusted
-        assert mr._kernel_trusted(*args) is trusted           # kept: checked once
-    msgs = [str(w.message) for w in caught]
-    assert (len(msgs) == 0) if trusted else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_ROUTE=0" in msgs[0])
+    served, msgs = first_call_verdict(monkeypatch, mr, "_route_select_triton", kernel, mr._kernel_trusted, args)
+    assert served is trusted
+    assert (msgs == []) if trusted else reported_once(msgs, says, "DLLM_TRITON_ROUTE")
 
 
 @pytest.mark.parametrize("kernel, trusted, says", [
@@ -82,18 +75,11 @@ def test_the_kernel_serves_only_after_agreeing_with_the_reference_on_its_first_i
     (lambda *a: 1 / 0, False, "ZeroDivisionError"),
 ])
 def test_the_grouping_kernel_serves_only_after_giving_the_reference_outputs(monkeypatch, kernel, trusted, says):
-    import warnings
-
     import kernels.moe_group as mg
-    monkeypatch.setattr(mg, "_group_pairs_triton", kernel)
-    monkeypatch.setattr(mg, "_trusted", {})
     flat = torch.randint(0, 8, (12,), generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert mg._kernel_trusted(flat, 8, 3) is trusted
-        assert mg._kernel_trusted(flat, 8, 3) is trusted
-    msgs = [str(w.message) for w in caught]
-    assert (msgs == []) if trusted else (len(msgs) == 1 and says in msgs[0] and "DLLM_TRITON_ROUTE=0" in msgs[0])
+    served, msgs = first_call_verdict(monkeypatch, mg, "_group_pairs_triton", kernel, mg._kernel_trusted, (flat, 8, 3))
+    assert served is trusted
+    assert (msgs == []) if trusted else reported_once(msgs, says, "DLLM_TRITON_ROUTE")
 
 
 def test_group_pairs_off_the_gpu_is_the_reference():

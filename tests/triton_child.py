@@ -42,3 +42,34 @@ def block_decodes_switched(switch: str, trusted: dict) -> dict:
         out[name] = {"equal": runs[0] == runs[1], "nfe": runs[0][1], "served": sorted(set(trusted.values()))}
         trusted.clear()
     return out
+
+
+def first_call_verdict(monkeypatch, module, kernel_name: str, kernel, check, args) -> tuple[bool, list[str]]:
+    """A kernel's first-call check (kernels/first_call.py) with `module.<kernel_name>` replaced by
+    `kernel` and the module's verdicts cleared: `check(*args)` twice (the second must keep the
+    first's verdict) -> (the verdict, the warnings raised)."""
+    import warnings
+    monkeypatch.setattr(module, kernel_name, kernel)
+    monkeypatch.setattr(module, "_trusted", {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        verdict = check(*args)
+        assert check(*args) is verdict            # kept: checked once
+    return verdict, [str(w.message) for w in caught]
+
+
+def reported_once(msgs: list[str], says: str, switch: str) -> bool:
+    """One warning, naming why (`says`) and the switch that turns the kernel off."""
+    return len(msgs) == 1 and says in msgs[0] and f"{switch}=0" in msgs[0]
+
+
+def child_fixture(child: str):
+    """A module-scoped pytest fixture: the JSON line of `child` run under the interpreter (skipped
+    without triton)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def measured():
+        pytest.importorskip("triton")
+        return interpreted(child)
+    return measured
