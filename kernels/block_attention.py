@@ -130,10 +130,14 @@ def block_attention(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask:
         tiles_m = triton.cdiv(W * (n_heads // n_kv), rows_m)
         chunk, splits = _chunking(K, PACKED_PROGRAMS // (B * n_kv * tiles_m), PACKED_BLOCK_N)
         o_part, ml_part = _parts(B * n_heads, splits, block_m, hd, qkv.device)
+        out = qkv.new_empty((B, W, n_heads * hd))
         _attend_packed[(B * n_kv * tiles_m, splits)](
-            qkv, kv, km, o_part, ml_part, *args, chunk, scale, H=n_heads, HKV=n_kv, HALF=hd // 2,
-            BLOCK_M=rows_m, TILES_M=tiles_m, PART_M=block_m, BLOCK_N=PACKED_BLOCK_N,
-            IEEE=qkv.dtype == torch.float32, num_warps=PACKED_WARPS, num_stages=window_attention.NUM_STAGES)
+            qkv, kv, km, o_part, ml_part, out, out.stride(0), out.stride(1), *args, chunk, scale, H=n_heads,
+            HKV=n_kv, HALF=hd // 2, BLOCK_M=rows_m, TILES_M=tiles_m, PART_M=block_m, BLOCK_N=PACKED_BLOCK_N,
+            IEEE=qkv.dtype == torch.float32, DIRECT=splits == 1, num_warps=PACKED_WARPS,
+            num_stages=window_attention.NUM_STAGES)
+        if splits == 1:   # one chunk of keys: the output, normalized, written by the pass itself
+            return out
     else:
         per_head = (MIN_PROGRAMS_ONE_BLOCK if W <= ONE_BLOCK else MIN_PROGRAMS) // (B * n_heads)
         chunk, splits = _chunking(K, per_head, BLOCK_N)
@@ -142,7 +146,7 @@ def block_attention(qkv: torch.Tensor, n_heads: int, kv: torch.Tensor, key_mask:
             qkv, kv, km, o_part, ml_part, *args, chunk, scale, H=n_heads, HKV=n_kv, HALF=hd // 2,
             BLOCK_M=block_m, BLOCK_N=BLOCK_N, IEEE=qkv.dtype == torch.float32,
             num_warps=window_attention.NUM_WARPS, num_stages=window_attention.NUM_STAGES)
-    out = qkv.new_empty((B, W, n_heads * hd))
+        out = qkv.new_empty((B, W, n_heads * hd))
     rows = window_attention.COMBINE_ROWS
     _combine[(B * n_heads, triton.cdiv(W, rows))](
         o_part, ml_part, out, out.stride(0), out.stride(1), W,
@@ -219,13 +223,16 @@ if triton is not None:
         _softmax_store(o_part, ml_part, bh * n_part + sp, m, d, acc1, acc2, m_i, l_i, BLOCK_M, HALF)
 
     @triton.jit
-    def _attend_packed(qkv, kv, key_mask, o_part, ml_part,
+    def _attend_packed(qkv, kv, key_mask, o_part, ml_part, out, s_ob, s_ow,
                        s_xb, s_xw, s_xh, s_kb, s_kl, s_kh, s_mb, s_mw, W, K, chunk, qk_scale,
                        H: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr,
-                       TILES_M: tl.constexpr, PART_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+                       TILES_M: tl.constexpr, PART_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
+                       DIRECT: tl.constexpr):
         """One (row, kv head, tile of BLOCK_M (q head, query) rows, chunk of keys): row r of the tile is
         query r % W of the kv head's q head r // W; a flash-attention pass over the chunk's keys, each
-        K/V tile read once for all of them. Out: as _attend_chunk's, per (row, q head)."""
+        K/V tile read once for all of them. Out: as _attend_chunk's, per (row, q head); or, DIRECT (one
+        chunk holds every key), the output itself, divided by its sum as _combine divides one chunk's,
+        in out [B, W, H * hd]."""
         pid = tl.program_id(0)
         sp = tl.program_id(1)
         n_part = tl.num_programs(1)
@@ -243,10 +250,15 @@ if triton is not None:
         acc1, acc2, m_i, l_i = _chunk_pass(src, qm, kv + bi * s_kb, hk, key_mask + bi * s_mb + w[:, None] * s_mw,
                                            sp * chunk, K, chunk, s_kl, s_kh, qk_scale,
                                            HKV, HALF, BLOCK_M, BLOCK_N, IEEE)
-        part = (bi * H + h) * n_part + sp                  # _combine's layout: [B * H, splits, PART_M, hd]
-        o = o_part + part[:, None] * PART_M * 2 * HALF + w[:, None] * 2 * HALF + d[None, :]
-        tl.store(o, acc1, mask=qm)
-        tl.store(o + HALF, acc2, mask=qm)
-        ml = ml_part + part * 2 * PART_M + w
-        tl.store(ml, m_i, mask=live)
-        tl.store(ml + PART_M, l_i, mask=live)
+        if DIRECT:
+            dst = out + bi * s_ob + w[:, None] * s_ow + h[:, None] * 2 * HALF + d[None, :]
+            tl.store(dst, (acc1 / l_i[:, None]).to(out.dtype.element_ty), mask=qm)
+            tl.store(dst + HALF, (acc2 / l_i[:, None]).to(out.dtype.element_ty), mask=qm)
+        else:
+            part = (bi * H + h) * n_part + sp                  # _combine's layout: [B * H, splits, PART_M, hd]
+            o = o_part + part[:, None] * PART_M * 2 * HALF + w[:, None] * 2 * HALF + d[None, :]
+            tl.store(o, acc1, mask=qm)
+            tl.store(o + HALF, acc2, mask=qm)
+            ml = ml_part + part * 2 * PART_M + w
+            tl.store(ml, m_i, mask=live)
+            tl.store(ml + PART_M, l_i, mask=live)

@@ -41,7 +41,8 @@ except ImportError:   # CPU installs: the reference serves
     triton = None
 
 MAX_PAIRS = 2048   # a block step at batch 8 (8 rows x 32 tokens x 8 experts)
-CHUNK = 64    # pairs placed by one program
+CHUNK = 64    # pairs placed by one program (CHUNK_MANY above MANY_PAIRS pairs: more programs, each counting
+CHUNK_MANY, MANY_PAIRS = 16, 512   # over every id for fewer pairs)
 SCAN = 256    # ids read at a time
 
 
@@ -121,8 +122,9 @@ def _group_pairs_triton(flat, n_experts, k, extra=0):
     token = torch.empty(Q, dtype=torch.long, device=flat.device)
     place = torch.empty(P, dtype=torch.long, device=flat.device)
     offs = torch.empty(E2, dtype=torch.int32, device=flat.device)
-    grid = triton.cdiv(Q, CHUNK)
-    _group_kernel[(grid,)](flat, token, place, offs, P, Q, n_experts, E2, k, C=CHUNK, A=SCAN,
+    chunk = CHUNK if Q <= MANY_PAIRS else CHUNK_MANY
+    grid = triton.cdiv(Q, chunk)
+    _group_kernel[(grid,)](flat, token, place, offs, P, Q, n_experts, E2, k, C=chunk, A=SCAN,
                            EB=triton.next_power_of_2(triton.cdiv(E2, grid)), num_warps=4)
     return token, offs, place
 

@@ -49,6 +49,6 @@ if __name__ == "__main__":
     res.update({f"group_T{T}_k{k}_E{E}": group_case(T, k, E, T * E)
                 for T, k, E in ((1, 2, 8), (32, 8, 256), (37, 4, 32), (512, 8, 256))})
     res.update({f"group_T{T}_k{k}_E{E}_extra{x}": group_case(T, k, E, T * E, x)   # a shared expert's rows
-                for T, k, E, x in ((32, 8, 256, 32), (7, 2, 8, 70))})
+                for T, k, E, x in ((32, 8, 256, 32), (7, 2, 8, 70), (256, 8, 256, 256))})
     res["forward"] = forward_case()
     print(json.dumps(res))

@@ -20,6 +20,7 @@ def test_kernels_equal_sdpa_under_the_block_causal_mask(measured, case):
     r = measured[case]
     assert r["max_diff"] < 1e-5 and r["ref_max"] > 0.5, r
     assert r["max_diff_packed"] < 1e-5, r       # the q heads of a kv head in one program
+    assert r["max_diff_packed_one_chunk"] < 1e-5, r   # ... every key in one chunk: no _combine
 
 
 @pytest.mark.parametrize("packed", ["decode", "decode_packed"])

@@ -28,7 +28,8 @@ def test_kernel_chooses_the_reference_experts_with_its_weights(measured, case):
 
 
 @pytest.mark.parametrize("case", ["group_T1_k2_E8", "group_T32_k8_E256", "group_T37_k4_E32", "group_T512_k8_E256",
-                                  "group_T32_k8_E256_extra32", "group_T7_k2_E8_extra70"])
+                                  "group_T32_k8_E256_extra32", "group_T7_k2_E8_extra70",
+                                  "group_T256_k8_E256_extra256"])
 def test_grouping_kernel_gives_the_reference_token_offsets_and_places(measured, case):
     assert measured[case] == {"equal": True, "dtypes": True}
 
