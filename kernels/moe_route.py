@@ -103,8 +103,8 @@ def _(logits, expert_bias, top_k, n_group, topk_group, scaling):
 
 def _route_select_triton(logits, expert_bias, top_k, n_group, topk_group, scaling):
     T, E = logits.shape
-    logits = logits.float().contiguous()
-    bias = expert_bias.float().contiguous()
+    logits = logits.float().contiguous()     # no copy for the router's fp32 logits
+    bias = expert_bias.contiguous()           # its dtype as stored: the kernel loads it as fp32
     idx = torch.empty((T, top_k), dtype=torch.long, device=logits.device)
     w = torch.empty((T, top_k), dtype=torch.float32, device=logits.device)
     _route_kernel[(T,)](logits, bias, idx, w, scaling, E=E, G=n_group, TG=topk_group, K=top_k,
@@ -120,7 +120,7 @@ if triton is not None:
         t = tl.program_id(0).to(tl.int64)
         e = tl.arange(0, E)
         s = tl.sigmoid(tl.load(logit_ptr + t * E + e))
-        b = s + tl.load(bias_ptr + e)
+        b = s + tl.load(bias_ptr + e).to(tl.float32)
         b2 = tl.reshape(b, (G, E // G))
         col = tl.arange(0, E // G)
         first = tl.argmax(b2, 1)                                            # each group's best

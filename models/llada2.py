@@ -204,7 +204,8 @@ class _Base(nn.Module):
 
 
 class LLaDA2(nn.Module):
-    """forward(input_ids, attention_mask, positions) -> (fp32 logits [B, L, V], last hidden);
+    """forward(input_ids, attention_mask, positions) -> (logits [B, L, V] in the weights' dtype, last
+    hidden) (the reference casts them to fp32, exactly; every consumer here reads them in fp32);
     block_forward(input_ids, cache, valid, commit): the cached forward of block_cache.py."""
 
     def __init__(self, cfg: LLaDA2Config):
@@ -230,7 +231,7 @@ class LLaDA2(nn.Module):
         h = fused_norm_layers(m.layers, m.norm, x, cos, sin, mask, cache, step)
         h = h if logits_last is None else h[:, -logits_last:]
         w = m.word_embeddings.weight if c.tie_word_embeddings else self.lm_head.weight
-        return F.linear(h, w).float(), h
+        return F.linear(h, w), h
 
     def forward(self, input_ids, attention_mask=None, positions=None, kv=None):
         if kv is not None:

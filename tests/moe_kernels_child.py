@@ -10,10 +10,10 @@ from kernels.moe_group import _group_pairs_triton, group_pairs_reference
 from kernels.moe_route import _route_select_triton, route_select_reference, triton_ready
 
 
-def kernel_case(T, E, G, TG, K, seed):
+def kernel_case(T, E, G, TG, K, seed, bias_dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     logits = 2 * torch.randn(T, E, generator=g)
-    bias = 0.1 * torch.randn(E, generator=g)
+    bias = (0.1 * torch.randn(E, generator=g)).to(bias_dtype)     # bf16: a bf16 model's buffer
     a_idx, a_w = route_select_reference(logits, bias, K, G, TG, 2.5)
     b_idx, b_w = _route_select_triton(logits, bias, K, G, TG, 2.5)
     return {"idx_equal": torch.equal(a_idx, b_idx), "w": (a_w - b_w).abs().max().item(),
@@ -46,6 +46,7 @@ def forward_case():
 if __name__ == "__main__":
     res = {f"T{T}_E{E}_G{G}_TG{TG}_K{K}": kernel_case(T, E, G, TG, K, T + E)
            for T, E, G, TG, K in ((5, 256, 8, 4, 8), (33, 32, 4, 2, 4), (3, 8, 4, 2, 2), (4, 16, 2, 1, 1))}
+    res["T5_E256_G8_TG4_K8_bias_bf16"] = kernel_case(5, 256, 8, 4, 8, 261, torch.bfloat16)
     res.update({f"group_T{T}_k{k}_E{E}": group_case(T, k, E, T * E)
                 for T, k, E in ((1, 2, 8), (32, 8, 256), (37, 4, 32), (512, 8, 256))})
     res.update({f"group_T{T}_k{k}_E{E}_extra{x}": group_case(T, k, E, T * E, x)   # a shared expert's rows

@@ -10,7 +10,8 @@ from triton_child import first_call_verdict, interpreted, reported_once
 from kernels.moe_group import group_pairs, group_pairs_reference
 from kernels.moe_route import route_select, route_select_reference, triton_ready
 
-CASES = ["T5_E256_G8_TG4_K8", "T33_E32_G4_TG2_K4", "T3_E8_G4_TG2_K2", "T4_E16_G2_TG1_K1"]
+CASES = ["T5_E256_G8_TG4_K8", "T33_E32_G4_TG2_K4", "T3_E8_G4_TG2_K2", "T4_E16_G2_TG1_K1",
+         "T5_E256_G8_TG4_K8_bias_bf16"]      # the expert bias in bf16, as a bf16 model holds it
 
 
 @pytest.fixture(scope="module")
