@@ -6,9 +6,10 @@ itself. SDPA is timed as it serves (cuDNN on an H100) and forced to its memory-e
 (`sdpa[efficient]`), which also takes the additive mask. Each call is timed as a CUDA graph of 20 calls replayed (events), per call; the Triton
 output's largest difference from SDPA's is printed beside it. `--packed` times instead the kernel that
 packs a kv head's q heads into one program (`block_attention(..., packed=True)`) over a sweep of
-its rows per program, keys per tile, program count and warps, beside the per-head kernel as it serves.
+its rows per program, keys per tile, program count and warps, beside the per-head kernel as it serves;
+with `--stages 2,3,4`, at batch 8 only, over software-pipelining stages and the sweep's fastest rows/warps.
 
-    python experiments/speed/block_attention_batch_probe.py [--K 832] [--seen 640] [--packed]
+    python experiments/speed/block_attention_batch_probe.py [--K 832] [--seen 640] [--packed [--stages 2,3,4]]
 """
 from __future__ import annotations
 
@@ -48,23 +49,27 @@ def step_inputs(B, W, H, Hkv, K, seen, hd=128, dev="cuda"):
 
 
 def packed_sweep(a):
-    """The per-head kernel as it serves against the packed one over its launch settings."""
+    """The kernels as they serve (per head, or packed where `packs` says) against the packed one over its launch settings."""
     print(torch.cuda.get_device_name(), f"K={a.K}, prefix seen {a.seen}; packed sweep", flush=True)
-    settings = [(m, n, p, w) for m in (64, 128) for n in (32, 64) for p in (132, 264, 528) for w in (4, 8)]
+    settings = [(m, n, p, w, ba.window_attention.NUM_STAGES) for m in (64, 128) for n in (32, 64)
+                for p in (132, 264, 528) for w in (4, 8)]
+    if a.stages:
+        settings = [(64, n, p, 4, int(s)) for n in (32, 64) for p in (132, 264) for s in a.stages.split(",")]
     for name, (H, Hkv) in SHAPES.items():
-        for B in (1, 8):
+        for B in ((8,) if a.stages else (1, 8)):
             W = 4 if name == "sdar-8b" else 32
             qkv, kv, key_mask, mask = step_inputs(B, W, H, Hkv, a.K, a.seen)
             ref = ba.sdpa(qkv, H, kv, mask)
             base = graphed_us(lambda: ba.block_attention(qkv, H, kv, key_mask))
             times = []
-            for m, n, p, w in settings:
+            for m, n, p, w, st in settings:
                 ba.PACKED_BLOCK_M, ba.PACKED_BLOCK_N, ba.PACKED_PROGRAMS, ba.PACKED_WARPS = m, n, p, w
+                ba.window_attention.NUM_STAGES = st
                 err = (ba.block_attention(qkv, H, kv, key_mask, True).float() - ref.float()).abs().max().item()
-                times.append((graphed_us(lambda: ba.block_attention(qkv, H, kv, key_mask, True)), m, n, p, w, err))
+                times.append((graphed_us(lambda: ba.block_attention(qkv, H, kv, key_mask, True)), m, n, p, w, st, err))
             times.sort()
-            best = "; ".join(f"{t:.1f} us m{m} n{n} p{p} w{w} (err {e:.2g})" for t, m, n, p, w, e in times[:4])
-            print(f"{name} W={W} B={B}: per head {base:.1f} us; packed best {best}; worst {times[-1][0]:.1f}",
+            best = "; ".join(f"{t:.1f} us m{m} n{n} p{p} w{w} s{st} (err {e:.2g})" for t, m, n, p, w, st, e in times[:4])
+            print(f"{name} W={W} B={B}: as it serves {base:.1f} us; packed best {best}; worst {times[-1][0]:.1f}",
                   flush=True)
 
 
@@ -74,6 +79,7 @@ def main():
     ap.add_argument("--seen", type=int, default=640)
     ap.add_argument("--programs", default="264,528,1056")
     ap.add_argument("--packed", action="store_true")
+    ap.add_argument("--stages", default="", help="with --packed: these pipelining stages, batch 8 only")
     a = ap.parse_args()
     if a.packed:
         return packed_sweep(a)
