@@ -6,7 +6,7 @@ itself. SDPA is timed as it serves (cuDNN on an H100) and forced to its memory-e
 (`sdpa[efficient]`), which also takes the additive mask. Each call is timed as a CUDA graph of 20 calls replayed (events), per call; the Triton
 output's largest difference from SDPA's is printed beside it. `--packed` times instead the kernel that
 packs a kv head's q heads into one program (`block_attention(..., packed=True)`) over a sweep of
-its rows per program, keys per tile, program count and warps, beside the per-head kernel as it serves;
+its rows per program, keys per tile, program count and warps, beside the kernels as they serve;
 with `--stages 2,3,4`, at batch 8 only, over software-pipelining stages and the sweep's fastest rows/warps.
 
     python experiments/speed/block_attention_batch_probe.py [--K 832] [--seen 640] [--packed [--stages 2,3,4]]
