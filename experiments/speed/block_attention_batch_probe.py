@@ -7,7 +7,8 @@ itself. SDPA is timed as it serves (cuDNN on an H100) and forced to its memory-e
 output's largest difference from SDPA's is printed beside it. `--packed` times instead the kernel that
 packs a kv head's q heads into one program (`block_attention(..., packed=True)`) over a sweep of
 its rows per program, keys per tile, program count and warps, beside the kernels as they serve;
-with `--stages 2,3,4`, at batch 8 only, over software-pipelining stages and the sweep's fastest rows/warps.
+with `--stages 2,3,4`, at batch 8 only, over software-pipelining stages and the sweep's fastest rows/warps
+(`--packed-programs`: the program counts, 132 and 264 unless given).
 
     python experiments/speed/block_attention_batch_probe.py [--K 832] [--seen 640] [--packed [--stages 2,3,4]]
 """
@@ -54,7 +55,7 @@ def packed_sweep(a):
     settings = [(m, n, p, w, ba.window_attention.NUM_STAGES) for m in (64, 128) for n in (32, 64)
                 for p in (132, 264, 528) for w in (4, 8)]
     if a.stages:
-        settings = [(64, n, p, 4, int(s)) for n in (32, 64) for p in (132, 264) for s in a.stages.split(",")]
+        settings = [(64, n, p, 4, int(s)) for n in (32, 64) for p in a.packed_programs for s in a.stages.split(",")]
     for name, (H, Hkv) in SHAPES.items():
         for B in ((8,) if a.stages else (1, 8)):
             W = 4 if name == "sdar-8b" else 32
@@ -80,6 +81,8 @@ def main():
     ap.add_argument("--programs", default="264,528,1056")
     ap.add_argument("--packed", action="store_true")
     ap.add_argument("--stages", default="", help="with --packed: these pipelining stages, batch 8 only")
+    ap.add_argument("--packed-programs", default="132,264", type=lambda t: [int(x) for x in t.split(",")],
+                    help="with --stages: these program counts (64 at LLaDA2.0-mini's batch 8: one chunk of keys a program)")
     a = ap.parse_args()
     if a.packed:
         return packed_sweep(a)
