@@ -1,8 +1,8 @@
 #!/bin/bash
-# Three checks in one call (~6 min), in this order: dico's fast path against the reference loop on LLaDA2.0-mini at
+# Four checks in one call (~7 min), in this order: dico's fast path against the reference loop on LLaDA2.0-mini at
 # batch 8 (bf16 logits from its block forward); the packed attention at 64 programs (LLaDA2.0-mini's
-# batch 8: one chunk of keys a program, no combine pass) against 132 and 264; Fast-dLLM v2 7B's
-# batch-1 threshold decode twice (its loop overhead, run to run).
+# batch 8: one chunk of keys a program, no combine pass) against 132 and 264; LLaDA2.0-mini's batch-1
+# block step by kernel; Fast-dLLM v2 7B's batch-1 threshold decode twice (its loop overhead, run to run).
 set -u
 source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
@@ -12,5 +12,7 @@ grep "rows equal\|ALL EQUAL\|DIFFERENCES\|Error" "$OUT/fast_vs_reference_dico_ll
 timeout 120 python experiments/speed/block_attention_batch_probe.py --packed --stages 3 --packed-programs 64,132,264 2>&1 \
   | quiet > "$OUT/attn_programs_probe.txt"
 tail -4 "$OUT/attn_programs_probe.txt"
+timeout 90 python experiments/speed/moe_step_probe.py --config llada2-mini --batch 1 --top 30 > "$OUT/moe_step_probe_b1.txt" 2>&1
+head -3 "$OUT/moe_step_probe_b1.txt"
 tree_run a . fast-dllm-v2-7b 1
 tree_run b . fast-dllm-v2-7b 1
