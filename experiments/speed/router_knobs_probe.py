@@ -103,3 +103,24 @@ for T in (32, 256):
             line[f"C{chunk} {warps}w (same {ok})"] = per_launch_us(run)
     print(f"{Q} pairs, grouping kernel (serving: C{mg.CHUNK if Q <= mg.MANY_PAIRS else mg.CHUNK_MANY} 4w): "
           + ", ".join(f"{k} {v:.2f}" for k, v in line.items()), flush=True)
+
+# The expert products of a block step at batch 1 as the model runs them: 32 tokens routed among 27
+# experts (a decode's block) and the shared expert's 32 rows as expert 256, at BLOCK_M 16 (a program
+# passes over its expert's weights once per 16 of its rows: twice for the shared expert) and 32.
+from kernels.moe_experts import _expert_products_triton  # noqa: E402
+
+gate_up = (torch.randn(257, 1024, 2048, device="cuda", generator=g) / 2048 ** 0.5).bfloat16()
+down = (torch.randn(257, 2048, 512, device="cuda", generator=g) / 512 ** 0.5).bfloat16()
+x = torch.randn(32, 2048, device="cuda", generator=g).bfloat16()
+pool = torch.randperm(256, device="cuda", generator=g)[:27]
+pick = torch.rand(32, 27, device="cuda", generator=g).argsort(-1)[:, :8]
+token, offs, _ = mg.group_pairs_reference(pool[pick].reshape(-1), 256, 8, 32)
+want = _expert_products_triton(x, token, offs, gate_up, down).float()
+line = {}
+for bm in (16, 32):
+    for bn, bk, st in ((64, 128, 3), (32, 128, 3), (64, 64, 4)):
+        got = _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st, bm).float()
+        line[f"M{bm} {bn}x{bk}/{st} (diff {(got - want).abs().max().item():.2g})"] = graphed_us(
+            lambda: _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st, bm))
+print("expert products, 32 tokens over 27 experts + 32 shared rows, graphed: "
+      + ", ".join(f"{k} {v:.1f} us" for k, v in line.items()), flush=True)
