@@ -13,7 +13,11 @@ products pair by pair). `expert_products` is a custom operator (torch.library, `
 on CUDA tensors with Triton and at most MAX_PAIRS rows (a block step at batch 1), two kernels
 instead of some five, each with one program per (expert, tile of BLOCK_N output columns). A
 program whose expert has no pair returns at once and reads nothing; the others stream their tile
-of the expert's weights once per BLOCK_M of its pairs (fp32 accumulation). The first kernel reads
+of the expert's weights once per BLOCK_M of its pairs (fp32 accumulation). BLOCK_M is 32, the most
+pairs an expert takes in a block step at batch 1 (a token picks an expert once; the shared expert
+has one row a token), so every expert's weights are read once: with 16 the shared expert's were read
+twice, and LLaDA2.0-mini's batch-1 block step took 3.094 ms against 2.702 (H100,
+experiments/speed/expert_rows_ab.sh). The first kernel reads
 x's rows through `token` (no gathered copy) and applies the SwiGLU to both halves' products
 rounded to x's dtype, as the reference rounds its product before its SwiGLU. Sums run in another
 order than cuBLAS/CUTLASS's, so outputs may differ from the reference's in the last bits of x's
@@ -40,7 +44,7 @@ if triton is not None:
     from .window_attention import _dot
 
 MAX_PAIRS = 288   # rows: 256 routed pairs and a shared expert's 32 (LLaDA2.0-mini's block step at batch 1)
-BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 128   # the tiles (experiments/speed/moe_kernels_probe.py times others)
+BLOCK_M, BLOCK_N, BLOCK_K = 32, 64, 128   # the tiles (experiments/speed/moe_kernels_probe.py times others)
 TOLERANCE = 3e-2   # of the reference's largest |output|
 
 
@@ -107,12 +111,12 @@ def _kernels_trusted(x, token, offs, gate_up, down) -> bool:
 
 
 def _expert_products_triton(x, token, offs, gate_up, down, block_n: int = BLOCK_N, block_k: int = BLOCK_K,
-                            stages: int = 3):
+                            stages: int = 3, block_m: int = BLOCK_M):
     E, F2, d = gate_up.shape
     f, P = F2 // 2, token.numel()
     x, token, offs = x.contiguous(), token.contiguous(), offs.contiguous()
     gate_up, down = gate_up.contiguous(), down.contiguous()
-    tiles = dict(BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_K=block_k, IEEE=x.dtype == torch.float32, num_warps=4,
+    tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, IEEE=x.dtype == torch.float32, num_warps=4,
                  num_stages=stages)
     h = torch.empty(P, f, dtype=x.dtype, device=x.device)
     _swiglu_kernel[(E, triton.cdiv(f, block_n))](x, token, offs, gate_up, h, d, f, **tiles)

@@ -117,10 +117,9 @@ pick = torch.rand(32, 27, device="cuda", generator=g).argsort(-1)[:, :8]
 token, offs, _ = mg.group_pairs_reference(pool[pick].reshape(-1), 256, 8, 32)
 want = _expert_products_triton(x, token, offs, gate_up, down).float()
 line = {}
-for bm in (16, 32):
-    for bn, bk, st in ((64, 128, 3), (32, 128, 3), (64, 64, 4)):
-        got = _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st, bm).float()
-        line[f"M{bm} {bn}x{bk}/{st} (diff {(got - want).abs().max().item():.2g})"] = graphed_us(
-            lambda: _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st, bm))
+for bm, bn, bk, st in ((16, 64, 128, 3), (32, 64, 128, 3), (32, 32, 128, 3), (32, 64, 64, 4)):
+    got = _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st, bm).float()
+    line[f"M{bm} {bn}x{bk}/{st} (diff {(got - want).abs().max().item():.2g})"] = graphed_us(
+        lambda: _expert_products_triton(x, token, offs, gate_up, down, bn, bk, st, bm))
 print("expert products, 32 tokens over 27 experts + 32 shared rows, graphed: "
       + ", ".join(f"{k} {v:.1f} us" for k, v in line.items()), flush=True)
