@@ -16,15 +16,13 @@ end (P + S).
 them, an index_add, a scatter: some six kernels a layer on the GPU). `group_pairs` is a custom
 operator (torch.library, `dllm::moe_group_pairs`): on CUDA tensors with Triton and at most
 MAX_PAIRS pairs (a block step's at batch 8: LLaDA2.0-mini feeds 32 tokens a row, 8 experts each),
-one kernel with a program per CHUNK pairs (CHUNK_MANY above MANY_PAIRS): a pair's place is the number of pairs of smaller
+one kernel with a program per CHUNK pairs: a pair's place is the number of pairs of smaller
 experts plus those of its expert before it, an expert's end the number of pairs of experts up to
 it, each program counting over every id for its pairs and its share of the experts; elsewhere the
-reference. Under a CUDA graph on an H100 it took 10.9 us at 256 pairs and 16.5 us at 2048, against
-the reference's 22.5 and 28.6 us (`python
-experiments/speed/moe_kernels_probe.py`, results/speed/block-causal/REPORT.md); with a program per 16
-pairs above 512, LLaDA2.0-mini's batch-8 step (2304 pairs with the shared expert's) spends 0.163 ms
-in it over 19 layers against 0.277 with a program per 64 (`python experiments/speed/moe_step_probe.py
---config llada2-mini --batch 8`). The outputs are integers,
+reference. Under a CUDA graph on an H100 a launch took 2.7 us at 288 pairs (a block step at batch 1
+with the shared expert's rows) and 7.1 us at 2304 (batch 8) with a program per 8 pairs, against 5.8
+us with a program per 64 and 8.7 us with a program per 16 (`python
+experiments/speed/router_knobs_probe.py`, results/speed/block-causal/REPORT.md). The outputs are integers,
 equal to the reference's; the kernel serves only after its first call on a device gave the
 reference's outputs. `DLLM_TRITON_ROUTE=0` turns it off with the router kernel
 (kernels/moe_route.py). Imports nothing of this project.
@@ -44,8 +42,7 @@ except ImportError:   # CPU installs: the reference serves
     triton = None
 
 MAX_PAIRS = 2048   # a block step at batch 8 (8 rows x 32 tokens x 8 experts)
-CHUNK = 64    # pairs placed by one program (CHUNK_MANY above MANY_PAIRS pairs: more programs, each counting
-CHUNK_MANY, MANY_PAIRS = 16, 512   # over every id for fewer pairs)
+CHUNK = 8     # pairs placed by one program (more programs, each counting over every id for fewer pairs)
 SCAN = 256    # ids read at a time
 
 
@@ -125,9 +122,8 @@ def _group_pairs_triton(flat, n_experts, k, extra=0):
     token = torch.empty(Q, dtype=torch.long, device=flat.device)
     place = torch.empty(P, dtype=torch.long, device=flat.device)
     offs = torch.empty(E2, dtype=torch.int32, device=flat.device)
-    chunk = CHUNK if Q <= MANY_PAIRS else CHUNK_MANY
-    grid = triton.cdiv(Q, chunk)
-    _group_kernel[(grid,)](flat, token, place, offs, P, Q, n_experts, E2, k, C=chunk, A=SCAN,
+    grid = triton.cdiv(Q, CHUNK)
+    _group_kernel[(grid,)](flat, token, place, offs, P, Q, n_experts, E2, k, C=CHUNK, A=SCAN,
                            EB=triton.next_power_of_2(triton.cdiv(E2, grid)), num_warps=4)
     return token, offs, place
 

@@ -21,7 +21,9 @@ bf16 input and where the Triton kernels serve, its rows run through the expert p
 pairs after the routed ones (experts_with_shared_row: no separate launches for it; at batch 8 on an
 H100, LLaDA2.0-mini's block step 9.30 -> 9.16 ms), elsewhere as its own SwiGLU MLP.
 
-On the GPU the expert choice is one Triton kernel (kernels/moe_route.py), the weighted sum another
+On the GPU the router product of a block step's few tokens is a Triton kernel of partial sums over
+slices of d (kernels/moe_router.py), the expert choice one Triton kernel that adds them as it loads
+them (kernels/moe_route.py), the weighted sum another
 (kernels/moe_combine.py: 8.4 us a layer against the compiled reference's 13.7 at batch 8,
 experiments/speed/moe_step_probe.py), SwiGLU a compiled kernel (kernels/compiled.py); on the CPU
 the same functions run eagerly, the reference's order of operations.
@@ -41,16 +43,21 @@ from kernels.moe_group import expert_order, group_pairs, group_pairs_reference
 from kernels.moe_group import triton_ready as group_kernel_ready
 from kernels.moe_route import route_select, route_select_reference
 from kernels.moe_route import triton_ready as route_kernel_ready
+from kernels.moe_router import router_partials
 
 from .layers import fuse_linears_, swiglu
 
 
 def router_logits(x: torch.Tensor, weight: torch.Tensor, weight_fp32) -> torch.Tensor:
-    """The fp32 router logits of x [T, d] (the reference casts x and the weight to fp32 first).
-    For bf16 x and weight on the GPU: one bf16 matrix product accumulated and returned in fp32
-    (torch.mm's out_dtype), the same products (a product of two bf16 numbers is exact in fp32) in
-    one kernel instead of a cast of x, an fp32 product and its split-K reduction. Elsewhere
-    x.float() times `weight_fp32()`, the weight in fp32."""
+    """The fp32 router logits of x [T, d] (the reference casts x and the weight to fp32 first), or
+    their partial sums [S, T, E] over S slices of d, which `route` adds in order. For bf16 x and
+    weight on the GPU: a block step's few tokens through kernels/moe_router.py (the partial sums),
+    else one bf16 matrix product accumulated and returned in fp32 (torch.mm's out_dtype); either way
+    the same products (a product of two bf16 numbers is exact in fp32) without a cast of x, an fp32
+    product and its split-K reduction. Elsewhere x.float() times `weight_fp32()`, the weight in fp32."""
+    partials = router_partials(x, weight)
+    if partials is not None:
+        return partials
     if x.is_cuda and x.dtype == weight.dtype == torch.bfloat16:
         return torch.mm(x, weight.t(), out_dtype=torch.float32)
     return F.linear(x.float(), weight_fp32())
@@ -58,11 +65,12 @@ def router_logits(x: torch.Tensor, weight: torch.Tensor, weight_fp32) -> torch.T
 
 def route(logits: torch.Tensor, expert_bias: torch.Tensor, top_k: int, n_group: int, topk_group: int,
           scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 router logits [T, E] -> (expert ids [T, top_k], fp32 weights [T, top_k]), the choice of
+    """fp32 router logits [T, E] or their partial sums [S, T, E] (router_logits) -> (expert ids
+    [T, top_k], fp32 weights [T, top_k]), the choice of
     kernels/moe_route.py: on the GPU one Triton kernel for it (DLLM_TRITON_ROUTE=0: the reference's
     steps, their elementwise work compiled around the top-k selections), on the CPU the reference's
     steps."""
-    if route_kernel_ready(logits, logits.shape[1], n_group):
+    if route_kernel_ready(logits, logits.shape[-1], n_group):
         return route_select(logits, expert_bias, top_k, n_group, topk_group, scaling)
     return _route_steps(logits, expert_bias, top_k, n_group, topk_group, scaling)
 

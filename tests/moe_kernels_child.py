@@ -7,7 +7,9 @@ import os
 import torch
 
 from kernels.moe_group import _group_pairs_triton, group_pairs_reference
-from kernels.moe_route import _route_select_triton, route_select_reference, triton_ready
+from kernels.moe_route import _route_select_triton, route_select_reference, sum_partials, triton_ready
+from kernels.moe_router import _router_partials_triton
+from kernels.moe_router import triton_ready as partials_ready
 
 
 def kernel_case(T, E, G, TG, K, seed, bias_dtype=torch.float32):
@@ -28,6 +30,22 @@ def group_case(T, k, E, seed, extra=0):
     got, want = _group_pairs_triton(flat, E, k, extra), group_pairs_reference(flat, E, k, extra)
     return {"equal": all(torch.equal(a, b) for a, b in zip(got, want)),
             "dtypes": [str(t.dtype) for t in got] == [str(t.dtype) for t in want]}
+
+
+def partials_case(T, E, d, seed):
+    """The router product as partial sums over slices of d (kernels/moe_router.py) against the fp32
+    product, and the router kernel choosing from them (summed in order) as the reference does."""
+    g = torch.Generator().manual_seed(seed)
+    x, w = torch.randn(T, d, generator=g), 0.05 * torch.randn(E, d, generator=g)
+    bias = 0.1 * torch.randn(E, generator=g)
+    p = _router_partials_triton(x, w)
+    want = x @ w.t()
+    idx, wt = _route_select_triton(p, bias, 8, 8, 4, 2.5)
+    ref_idx, ref_w = route_select_reference(p, bias, 8, 8, 4, 2.5)
+    return {"ready": partials_ready(x, w), "slices": p.shape[0], "shape": list(p.shape[1:]),
+            "err": ((sum_partials(p) - want).abs().max() / want.abs().max()).item(),
+            "idx_equal": torch.equal(idx, ref_idx), "w": (wt - ref_w).abs().max().item(),
+            "same_as_summed": torch.equal(ref_idx, route_select_reference(sum_partials(p), bias, 8, 8, 4, 2.5)[0])}
 
 
 def forward_case():
@@ -51,5 +69,6 @@ if __name__ == "__main__":
                 for T, k, E in ((1, 2, 8), (32, 8, 256), (37, 4, 32), (512, 8, 256))})
     res.update({f"group_T{T}_k{k}_E{E}_extra{x}": group_case(T, k, E, T * E, x)   # a shared expert's rows
                 for T, k, E, x in ((32, 8, 256, 32), (7, 2, 8, 70), (256, 8, 256, 256))})
+    res.update({f"partials_T{T}": partials_case(T, 64, 2048, T) for T in (5, 40)})
     res["forward"] = forward_case()
     print(json.dumps(res))

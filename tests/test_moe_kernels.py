@@ -35,6 +35,17 @@ def test_grouping_kernel_gives_the_reference_token_offsets_and_places(measured, 
     assert measured[case] == {"equal": True, "dtypes": True}
 
 
+@pytest.mark.parametrize("case, slices", [("partials_T5", 16), ("partials_T40", 4)])
+def test_router_product_in_slices_sums_to_the_product_and_routes_as_the_reference(measured, case, slices):
+    """kernels/moe_router.py: a block step's tokens (16 slices of d up to 32 tokens, 4 above) give
+    partial sums whose in-order sum is the fp32 product, and the router kernel, adding them as it
+    loads them, chooses the reference's experts with its weights."""
+    r = measured[case]
+    assert r["ready"] and r["slices"] == slices and r["shape"] == [int(case.split("T")[1]), 64], r
+    assert r["err"] < 1e-5, r
+    assert r["idx_equal"] and r["w"] < 1e-6 and r["same_as_summed"], r
+
+
 def test_a_forward_with_the_kernels_equals_one_without(measured):
     r = measured["forward"]
     assert r["max_diff"] < 1e-4 and r["argmax_agree"] == 1.0, r
@@ -84,6 +95,22 @@ def test_the_grouping_kernel_serves_only_after_giving_the_reference_outputs(monk
     assert (msgs == []) if trusted else reported_once(msgs, says, "DLLM_TRITON_ROUTE")
 
 
+def test_router_partials_off_the_gpu_leave_the_product_to_torch():
+    """Without a GPU (and outside the interpreter) the router product is torch's: router_logits
+    gives the [T, E] logits, and route_select_reference reads partial sums as their in-order sum."""
+    from kernels.moe_route import sum_partials
+    from kernels.moe_router import router_partials
+    from models.moe import router_logits
+    x, w = torch.randn(3, 256), torch.randn(32, 256)
+    assert router_partials(x, w) is None
+    assert router_logits(x, w, lambda: w).shape == (3, 32)
+    p = torch.randn(4, 3, 32)
+    assert torch.equal(sum_partials(p), ((p[0] + p[1]) + p[2]) + p[3])
+    bias = torch.zeros(32)
+    assert all(torch.equal(a, b) for a, b in zip(route_select_reference(p, bias, 4, 4, 2, 1.0),
+                                                 route_select_reference(sum_partials(p), bias, 4, 4, 2, 1.0)))
+
+
 def test_group_pairs_off_the_gpu_is_the_reference():
     """Pairs of tokens 0..2 (k = 2) by expert: expert 1 holds pairs 1 and 4, expert 3 pairs 0, 2, 5."""
     flat = torch.tensor([3, 1, 3, 0, 1, 3])
@@ -99,7 +126,7 @@ def test_group_pairs_off_the_gpu_is_the_reference():
 def test_the_grouping_kernel_builds_for_hopper():
     """The grouping kernel compiles for sm_90 without a GPU (Triton's ahead-of-time compiler), with
     the block sizes a block step of LLaDA2.0-mini at batch 1 gives it (256 pairs and the shared
-    expert's 32 rows, 5 programs)."""
+    expert's 32 rows, 36 programs)."""
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -107,7 +134,7 @@ def test_the_grouping_kernel_builds_for_hopper():
     import kernels.moe_group as mg
     fn = mg._group_kernel
     types = ["*i64", "*i64", "*i64", "*i32", "i32", "i32", "i32", "i32", "i32"]
-    blocks = {"C": mg.CHUNK, "A": mg.SCAN, "EB": 64}       # 257 experts over 5 programs
+    blocks = {"C": mg.CHUNK, "A": mg.SCAN, "EB": 8}        # 257 experts over 36 programs
     sig = {**dict(zip(fn.arg_names, types)), **{k: "constexpr" for k in blocks}}
     k = triton.compile(ASTSource(fn, sig, constexprs=blocks), target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 4})

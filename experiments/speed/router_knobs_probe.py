@@ -78,7 +78,7 @@ for T in (32, 256):
         w = torch.empty((T, 8), dtype=torch.float32, device="cuda")
 
         def run():
-            mr._route_kernel[(T,)](logits, bias, idx, w, 2.5, E=256, G=8, TG=4, K=8, KP=8, num_warps=warps)
+            mr._route_kernel[(T,)](logits, bias, idx, w, T, 1, 2.5, E=256, G=8, TG=4, K=8, KP=8, num_warps=warps)
         run()
         ok = torch.equal(idx, want_idx) and torch.equal(w, want_w)
         line[f"{warps} warps (same {ok})"] = per_launch_us(run)
@@ -101,7 +101,7 @@ for T in (32, 256):
             run()
             ok = all(torch.equal(a, b) for a, b in zip((token, offs, place), want))
             line[f"C{chunk} {warps}w (same {ok})"] = per_launch_us(run)
-    print(f"{Q} pairs, grouping kernel (serving: C{mg.CHUNK if Q <= mg.MANY_PAIRS else mg.CHUNK_MANY} 4w): "
+    print(f"{Q} pairs, grouping kernel (serving: C{mg.CHUNK} 4w): "
           + ", ".join(f"{k} {v:.2f}" for k, v in line.items()), flush=True)
 
 # The expert products of a block step at batch 1 as the model runs them: 32 tokens routed among 27
