@@ -8,7 +8,7 @@
 # overhead). ~9 min. Build .old and .one first (models/tiny* left out: the 64 MiB a call carries):
 #   rm -rf .old && mkdir .old && git archive HEAD kernels models decoding acceleration bench tasks training \
 #     run_bench.py experiments/gpu_checks experiments/speed | tar -x -C .old --exclude='models/tiny' --exclude='models/tiny-cdlm'
-#   (.one: the same from this tree with ONE_LOOP = True in kernels/moe_experts.py)
+#   (.one was a local variant with the gate and up tiles in one pass over K: no faster, not kept; drop its line to rerun)
 set -u
 source experiments/speed/common.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
